@@ -1,0 +1,149 @@
+"""Sentence and phrase vectors (Search-T2V Sec. 4.1) and the ATOMIZED_PROMPT value.
+
+All vectors are L2-normalised float32, so a dot product is the cosine similarity. A missing role (no
+actor, no recipient, no verb) gets the zero vector, and its similarity to anything is defined as 0: a
+missing role neither rewards nor penalises a match. Each distinct phrase is embedded once per call.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from .atomizer import ParsedPrompt, Unit, check_language, clean_prompt, parse_doc, verb_forms_of
+from .models import spacy_identity
+
+ROLES = ("motion", "actor", "recipient")
+
+
+def sentence_model_identity(model) -> str:
+    """The encoder's name and width, recorded in indexes ("all-MiniLM-L6-v2/384")."""
+    name = getattr(model, "searchpriors_name", None) or os.path.basename(str(getattr(model, "model_card_data", "")) or "model")
+    return f"{name}/{embedding_dim(model)}"
+
+
+def embedding_dim(model) -> int:
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
+def encode(model, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
+    """Normalised float32 vectors, one row per text."""
+    if len(texts) == 0:
+        return np.zeros((0, embedding_dim(model)), dtype=np.float32)
+    vectors = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+                           normalize_embeddings=True, show_progress_bar=False)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+class PhraseTable:
+    """Distinct role phrases and their vectors; each phrase is embedded once."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.ids: dict[str, int] = {}
+        self._blocks: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, model, phrases: Iterable[str], batch_size: int = 256) -> None:
+        new = [p for p in dict.fromkeys(phrases) if p not in self.ids]
+        if not new:
+            return
+        vectors = encode(model, new, batch_size)
+        for phrase in new:
+            self.ids[phrase] = len(self.ids)
+        self._blocks.append(vectors)
+
+    def seed(self, phrases: Sequence[str], vectors: np.ndarray) -> None:
+        """Add phrases whose vectors are already known (from an existing index)."""
+        keep = [i for i, p in enumerate(phrases) if p not in self.ids]
+        for i in keep:
+            self.ids[phrases[i]] = len(self.ids)
+        if keep:
+            self._blocks.append(np.asarray(vectors[keep], dtype=np.float32))
+
+    def id_of(self, phrase: Optional[str]) -> int:
+        return -1 if phrase is None else self.ids[phrase]
+
+    def vectors(self) -> np.ndarray:
+        if not self._blocks:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if len(self._blocks) > 1:
+            self._blocks = [np.concatenate(self._blocks, axis=0)]
+        return self._blocks[0]
+
+    def texts(self) -> list[str]:
+        return list(self.ids)
+
+
+@dataclass
+class AtomizedPrompt:
+    """What PromptAtomizer hands to MotionRetriever: the parse plus every vector of Sec. 4.1."""
+
+    text: str
+    units: list[Unit]
+    core_index: int
+    v_total: np.ndarray            # (d,)
+    unit_vectors: np.ndarray       # (m, 3, d): motion, actor, recipient; zero rows for missing roles
+    sentence_model: str
+    spacy_model: str
+    fallback: Optional[str] = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def parsed(self) -> ParsedPrompt:
+        return ParsedPrompt(self.text, self.units, self.core_index, self.fallback, self.notes)
+
+    def describe(self) -> str:
+        return self.parsed.describe()
+
+    def to_json(self, with_vectors: bool = False) -> dict:
+        out = {
+            "prompt": self.text,
+            "core": self.core_index,
+            "units": [dict(zip(ROLES, u.roles())) for u in self.units],
+            "fallback": self.fallback,
+            "notes": list(self.notes),
+            "sentence_model": self.sentence_model,
+            "spacy_model": self.spacy_model,
+        }
+        if with_vectors:
+            out["v_total"] = self.v_total.tolist()
+            out["unit_vectors"] = self.unit_vectors.tolist()
+        return out
+
+
+def unit_vectors(units: Sequence[Unit], table: PhraseTable) -> np.ndarray:
+    """(m, 3, d) role vectors looked up in ``table``; zeros for missing roles."""
+    vectors = table.vectors()
+    out = np.zeros((len(units), 3, table.dim), dtype=np.float32)
+    for i, unit in enumerate(units):
+        for r, phrase in enumerate(unit.roles()):
+            if phrase is not None:
+                out[i, r] = vectors[table.ids[phrase]]
+    return out
+
+
+def atomize(prompt: str, nlp, sentence_model) -> AtomizedPrompt:
+    """Atomize and embed one user prompt (validated: non-empty, parseable by the model's language)."""
+    text = clean_prompt(prompt)
+    doc = nlp(text)
+    check_language(doc, nlp.lang)
+    parsed = parse_doc(doc, verb_forms_of(nlp))
+    return embed_parsed(parsed, sentence_model, spacy_identity(nlp))
+
+
+def embed_parsed(parsed: ParsedPrompt, sentence_model, spacy_id: str) -> AtomizedPrompt:
+    dim = embedding_dim(sentence_model)
+    table = PhraseTable(dim)
+    table.add(sentence_model, [p for u in parsed.units for p in u.roles() if p is not None])
+    v_total = encode(sentence_model, [parsed.text])[0]
+    return AtomizedPrompt(text=parsed.text, units=list(parsed.units), core_index=parsed.core_index,
+                          v_total=v_total, unit_vectors=unit_vectors(parsed.units, table),
+                          sentence_model=sentence_model_identity(sentence_model), spacy_model=spacy_id,
+                          fallback=parsed.fallback, notes=list(parsed.notes))

@@ -1,0 +1,253 @@
+"""MotionRetriever: coarse filtering and the ranking score of Search-T2V (Eqs. 6-9), and POS Eq. 3.
+
+``search_t2v`` mode, for a prompt P and every caption T_i of the index:
+
+1. Coarse filtering in rounds: sim(v_i^total, v_P^total) >= t_total, then the core units' motion
+   similarity >= t_mot, then their actor similarity >= t_atr. A round whose prompt role is missing (a
+   no-verb prompt has no motion) is skipped. Fail-safe: when fewer than ``min_keep`` candidates pass a
+   round, that round keeps the ``min_keep`` best by its own similarity (ties: lower row first).
+2. Ranking: Score = sim_total + alpha*sim_mot_core + beta*sim_atr_core + gamma*sim'(S_i, S_P), with
+   sim' = mean over prompt units of the max over caption units of (sim_mot + sim_atr + sim_rec);
+   a caption with no units contributes 0 to that max. Missing roles have similarity 0.
+3. The ranked top-k; the first is the argmax of Eq. 9 (ties: lower row first).
+
+``pos`` mode: plain cosine of sentence vectors (POS Eq. 3), exact top-k from faiss.
+
+Fast path: every role vector is a row of the index's phrase table, so the prompt is compared once with
+each distinct phrase and per-caption similarities are table look-ups. If the captions that pass *all*
+thresholds number at least ``min_keep``, they are exactly what the rounds keep (every round then has at
+least that many passing), so only their sentence vectors are read. Otherwise the rounds run in order
+over the whole index. Both give the same result as the literal implementation in the tests.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .embedding import AtomizedPrompt
+from .errors import SearchPriorsError
+from .index import MotionIndex, require_models_match
+
+MODES = ("search_t2v", "pos")
+PART_NAMES = ("total", "motion", "actor", "units", "score")
+
+
+@dataclass
+class SearchParams:
+    mode: str = "search_t2v"
+    top_k: int = 5
+    t_total: float = 0.3
+    t_mot: float = 0.9
+    t_atr: float = 0.4
+    alpha: float = 1.0
+    beta: float = 1.0
+    gamma: float = 0.5
+    min_keep: int = 10
+
+    def validate(self) -> "SearchParams":
+        if self.mode not in MODES:
+            raise SearchPriorsError(f"Unknown retrieval mode '{self.mode}': choose one of {', '.join(MODES)}.")
+        if not 1 <= int(self.top_k) <= 1000:
+            raise SearchPriorsError(f"top_k must be between 1 and 1000, got {self.top_k}.")
+        if int(self.min_keep) < 1:
+            raise SearchPriorsError(f"min_keep (the fail-safe) must be at least 1, got {self.min_keep}.")
+        for name in ("t_total", "t_mot", "t_atr"):
+            value = getattr(self, name)
+            if not -1.0 <= value <= 1.0:
+                raise SearchPriorsError(f"{name} is a cosine-similarity threshold and must lie in [-1, 1], "
+                                        f"got {value}.")
+        return self
+
+
+@dataclass
+class Hit:
+    rank: int
+    row: int
+    video_id: str
+    caption: str
+    video_path: Optional[str]
+    score: float
+    parts: dict
+
+
+@dataclass
+class Retrieval:
+    """Ranked hits with each score part, the filter rounds, and what was searched."""
+
+    prompt: str
+    mode: str
+    params: SearchParams
+    hits: list[Hit]
+    rounds: list[tuple[str, int]] = field(default_factory=list)   # (round, candidates kept)
+    index_count: int = 0
+    index_name: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> Optional[Hit]:
+        return self.hits[0] if self.hits else None
+
+    def reference_captions(self) -> list[str]:
+        return [h.caption for h in self.hits]
+
+    def report(self) -> str:
+        head = f'{self.mode} retrieval for "{self.prompt}" over {self.index_count} captions ({self.index_name})'
+        lines = [head]
+        if self.rounds:
+            lines.append("filter: " + " -> ".join(f"{name}: {kept}" for name, kept in self.rounds))
+        if self.mode == "search_t2v":
+            lines.append(f"{'#':>2}  {'score':>6} {'total':>6} {'motion':>6} {'actor':>6} {'units':>6}  video / caption")
+        else:
+            lines.append(f"{'#':>2}  {'cosine':>6}  video / caption")
+        for h in self.hits:
+            where = h.video_id + ("" if h.video_path else " (no local video)")
+            if self.mode == "search_t2v":
+                p = h.parts
+                lines.append(f"{h.rank:>2}  {h.score:6.3f} {p['total']:6.3f} {p['motion']:6.3f} {p['actor']:6.3f} "
+                             f"{p['units']:6.3f}  {where}: {h.caption}")
+            else:
+                lines.append(f"{h.rank:>2}  {h.score:6.3f}  {where}: {h.caption}")
+        if not self.hits:
+            lines.append("(no captions in the index)")
+        lines.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {"prompt": self.prompt, "mode": self.mode, "params": asdict(self.params),
+                "rounds": [list(r) for r in self.rounds], "index": self.index_name,
+                "index_count": self.index_count, "notes": list(self.notes),
+                "hits": [asdict(h) for h in self.hits]}
+
+
+# ------------------------------------------------------------------------------------------- ranking core
+
+def _keep_best(rows: np.ndarray, sims: np.ndarray, threshold: float, min_keep: int) -> np.ndarray:
+    """One filter round with the fail-safe; ``sims`` is aligned with ``rows`` (ascending)."""
+    passed = rows[sims >= threshold]
+    if len(passed) >= min_keep:
+        return passed
+    order = np.lexsort((rows, -sims))[:min_keep]
+    return np.sort(rows[order])
+
+
+def _unit_similarity(index: MotionIndex, table: np.ndarray, rows: np.ndarray, n_prompt_units: int) -> np.ndarray:
+    """sim'(S_i, S_P) of Eq. 8 for each caption row; ``table`` is phrases x (3 * prompt units)."""
+    if n_prompt_units == 0 or len(rows) == 0:
+        return np.zeros(len(rows), dtype=np.float64)
+    starts = index.unit_offsets[rows]
+    lengths = index.unit_offsets[rows + 1] - starts
+    has = lengths > 0
+    total_units = int(lengths.sum())
+    best = np.zeros((len(rows), n_prompt_units), dtype=np.float64)
+    if total_units:
+        seg_starts = np.cumsum(lengths) - lengths
+        # flat list of every candidate's unit indices
+        flat = np.arange(total_units) - np.repeat(seg_starts, lengths) + np.repeat(starts, lengths)
+        ids = index.units[flat]
+        for p in range(n_prompt_units):
+            vals = (table[ids[:, 0], 3 * p] + table[ids[:, 1], 3 * p + 1]
+                    + table[ids[:, 2], 3 * p + 2]).astype(np.float64)
+            best[has, p] = np.maximum.reduceat(vals, seg_starts[has])
+    return best.mean(axis=1)
+
+
+def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.ndarray, core_index: int,
+                    params: SearchParams) -> tuple[np.ndarray, np.ndarray, dict, list[tuple[str, int]]]:
+    """Rows of the top-k captions, their scores, score parts (arrays aligned with rows) and rounds."""
+    n = index.count
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0), {k: np.zeros(0) for k in PART_NAMES}, []
+    m = len(unit_vectors)
+    q = np.ascontiguousarray(v_total, dtype=np.float32)
+    flat_units = unit_vectors.reshape(m * 3, -1).astype(np.float32) if m else np.zeros((0, index.dim), np.float32)
+    table = index.phrases @ flat_units.T  # (P + 1, 3m): every phrase against every prompt role
+    has_core = m > 0
+    prompt_has = [has_core and bool(np.any(unit_vectors[core_index, r])) for r in range(3)]
+
+    def core_sims(role: int, rows: Optional[np.ndarray] = None) -> np.ndarray:
+        if not has_core:
+            return np.zeros(n if rows is None else len(rows), dtype=np.float32)
+        ids = index.core_role_ids(role)
+        return table[ids if rows is None else ids[rows], 3 * core_index + role]
+
+    cheap = []  # (name, full-index sims, threshold) of rounds that are table look-ups
+    if prompt_has[0]:
+        cheap.append(("motion", core_sims(0), params.t_mot))
+    if prompt_has[1]:
+        cheap.append(("actor", core_sims(1), params.t_atr))
+    vectors = index.sentence_vectors()
+    mask = np.ones(n, dtype=bool)
+    for _, sims, t in cheap:
+        mask &= sims >= t
+    rows = np.flatnonzero(mask)
+    s_total_rows = vectors[rows] @ q if len(rows) else np.zeros(0, np.float32)
+    passing = rows[s_total_rows >= params.t_total]
+    rounds: list[tuple[str, int]] = []
+    if len(passing) >= params.min_keep:
+        candidates = passing
+        s_all = None
+        names = [f"total>={params.t_total:g}"] + [f"{name}>={t:g}" for name, _, t in cheap]
+        rounds.append((" & ".join(names), len(candidates)))
+    else:
+        s_all = vectors @ q
+        candidates = np.arange(n)
+        candidates = _keep_best(candidates, s_all[candidates], params.t_total, params.min_keep)
+        rounds.append((f"total>={params.t_total:g}", len(candidates)))
+        for name, sims, t in cheap:
+            candidates = _keep_best(candidates, sims[candidates], t, params.min_keep)
+            rounds.append((f"{name}>={t:g}", len(candidates)))
+    s_total = (s_all[candidates] if s_all is not None else vectors[candidates] @ q).astype(np.float64)
+    s_mot = core_sims(0, candidates).astype(np.float64)
+    s_atr = core_sims(1, candidates).astype(np.float64)
+    s_units = _unit_similarity(index, table, candidates, m)
+    score = s_total + params.alpha * s_mot + params.beta * s_atr + params.gamma * s_units
+    order = np.lexsort((candidates, -score))[: params.top_k]
+    parts = {"total": s_total[order], "motion": s_mot[order], "actor": s_atr[order], "units": s_units[order],
+             "score": score[order]}
+    return candidates[order], score[order], parts, rounds
+
+
+def rank_pos(index: MotionIndex, v_total: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine top-k of sentence vectors (POS Eq. 3)."""
+    if index.count == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    k = min(k, index.count)
+    sims, rows = index.sentence_index.search(np.ascontiguousarray(v_total[None, :], dtype=np.float32), k)
+    sims, rows = sims[0].astype(np.float64), rows[0].astype(np.int64)
+    order = np.lexsort((rows, -sims))
+    return rows[order], sims[order]
+
+
+def search(index: MotionIndex, atomized: AtomizedPrompt, params: SearchParams) -> Retrieval:
+    """Retrieve the top-k captions of ``index`` for an atomized prompt."""
+    params.validate()
+    require_models_match(index, atomized.sentence_model, atomized.spacy_model)
+    notes: list[str] = []
+    if params.mode == "pos":
+        rows, scores = rank_pos(index, atomized.v_total, params.top_k)
+        parts = {"cosine": scores}
+        rounds: list[tuple[str, int]] = []
+    else:
+        rows, scores, parts, rounds = rank_search_t2v(index, atomized.v_total, atomized.unit_vectors,
+                                                      atomized.core_index, params)
+        core = atomized.units[atomized.core_index] if atomized.units else None
+        if core is None or core.motion is None:
+            notes.append("the prompt has no verb, so the motion round was skipped")
+        if core is None or core.actor is None:
+            notes.append("the prompt's core unit has no actor, so the actor round was skipped")
+    entries = index.entries(rows.tolist())
+    hits = []
+    for rank, (row, entry) in enumerate(zip(rows.tolist(), entries), 1):
+        hit_parts = {k: float(v[rank - 1]) for k, v in parts.items()}
+        hits.append(Hit(rank=rank, row=int(row), video_id=entry.video_id, caption=entry.caption,
+                        video_path=entry.video_path, score=float(scores[rank - 1]), parts=hit_parts))
+    if hits and hits[0].video_path is None:
+        notes.append(f"the best entry ({hits[0].video_id}) has no local video file; a node that needs the "
+                     f"video cannot use it")
+    return Retrieval(prompt=atomized.text, mode=params.mode, params=params, hits=hits, rounds=rounds,
+                     index_count=index.count, index_name=os.path.basename(os.path.normpath(index.folder)),
+                     notes=notes)
