@@ -112,7 +112,7 @@ install_venv() {
     fi
     rm -f "$stamp"
     local py="$VENV/bin/python"
-    local pip=("$py" -m pip install --progress-bar off)
+    local pip=("$py" -m pip install --quiet --progress-bar off)
 
     # Every later install is held to these torch builds, so nothing swaps them out.
     local constraints="$VENV/.searchpriors-constraints.txt"
@@ -164,6 +164,10 @@ install_browser() {
 }
 
 PY311="$(find_python311)"
+# A pyenv shim would re-decide the version on every call; pin the real interpreter.
+PY311="$("$PY311" -c 'import sys; print(sys.executable)')"
+"$PY311" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
+    || die "$PY311 is not Python 3.11"
 install_comfyui
 install_venv
 install_browser

@@ -1,0 +1,66 @@
+"""MotionRetriever node: ranked reference videos for an atomized prompt (Search-T2V Eqs. 6-9, POS Eq. 3)."""
+
+from __future__ import annotations
+
+from comfy_api.v0_0_2 import io, ui
+
+from ..retrieval.search import MODES, SearchParams, search
+from . import comfy_glue as glue
+from .index_nodes import MotionIndexType
+from .prompt_nodes import AtomizedPrompt
+
+RetrievalType = io.Custom("RETRIEVAL")
+_DEFAULTS = SearchParams()
+
+
+def _threshold(name: str, default: float, tooltip: str):
+    return io.Float.Input(name, default=default, min=-1.0, max=1.0, step=0.01, tooltip=tooltip)
+
+
+def _weight(name: str, default: float, tooltip: str):
+    return io.Float.Input(name, default=default, min=0.0, max=10.0, step=0.05, tooltip=tooltip)
+
+
+class MotionRetriever(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SearchPriors_MotionRetriever",
+            display_name="Motion Retriever",
+            category=glue.CATEGORY,
+            description="search_t2v: coarse filtering (t_total, t_mot, t_atr, keeping at least min_keep) "
+                        "then Score = sim_total + alpha*sim_mot + beta*sim_atr + gamma*sim' (Search-T2V "
+                        "Eqs. 6-9). pos: cosine of sentence vectors (POS Eq. 3).",
+            is_output_node=True,
+            inputs=[
+                AtomizedPrompt.Input("atomized"),
+                MotionIndexType.Input("index"),
+                io.Combo.Input("mode", options=list(MODES), default="search_t2v"),
+                io.Int.Input("top_k", default=_DEFAULTS.top_k, min=1, max=1000),
+                _threshold("t_total", _DEFAULTS.t_total, "coarse filter on sentence similarity"),
+                _threshold("t_mot", _DEFAULTS.t_mot, "coarse filter on the core unit's motion similarity"),
+                _threshold("t_atr", _DEFAULTS.t_atr, "coarse filter on the core unit's actor similarity"),
+                _weight("alpha", _DEFAULTS.alpha, "weight of the core motion similarity (Eq. 7)"),
+                _weight("beta", _DEFAULTS.beta, "weight of the core actor similarity (Eq. 7)"),
+                _weight("gamma", _DEFAULTS.gamma, "weight of the unit-set similarity sim' (Eqs. 7-8)"),
+                io.Int.Input("min_keep", default=_DEFAULTS.min_keep, min=1, max=10000,
+                             tooltip="fail-safe: each filter round keeps at least this many"),
+            ],
+            outputs=[
+                RetrievalType.Output("retrieval", display_name="retrieval"),
+                io.String.Output("best_video", display_name="best_video", tooltip="Path of the best entry's video ('' if it has none)"),
+                io.String.Output("reference_captions", display_name="reference_captions", tooltip="Top-k captions, one per line"),
+                io.String.Output("report", display_name="report", tooltip="Ranked table with every score part"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, atomized, index, mode: str, top_k: int, t_total: float, t_mot: float, t_atr: float,
+                alpha: float, beta: float, gamma: float, min_keep: int) -> io.NodeOutput:
+        params = SearchParams(mode=mode, top_k=top_k, t_total=t_total, t_mot=t_mot, t_atr=t_atr, alpha=alpha,
+                              beta=beta, gamma=gamma, min_keep=min_keep)
+        result = search(index, atomized, params)
+        best = result.best
+        report = result.report()
+        return io.NodeOutput(result, (best.video_path or "") if best else "",
+                             "\n".join(result.reference_captions()), report, ui=ui.PreviewText(report))

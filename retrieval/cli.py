@@ -1,0 +1,162 @@
+"""The ``searchpriors`` command: build a motion index, search it, atomize prompts, outside ComfyUI.
+
+    searchpriors index build --library PATH [--format auto|csv|jsonl|webvid|msrvtt] --out DIR
+    searchpriors search --index DIR [--mode search_t2v|pos] [--k K] [--json] PROMPT
+    searchpriors search --index DIR --queries FILE --json       (one prompt per line -> one JSON per line)
+    searchpriors atomize [--json] PROMPT
+    searchpriors atomize --queries FILE --json
+
+Errors print one message to stderr and exit with status 2 (bad input) or 1 (anything else).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Optional
+
+from .errors import SearchPriorsError
+from .library import FORMATS
+
+EXIT_BAD_INPUT = 2
+
+
+def _queries(path: str) -> list[str]:
+    if path == "-":
+        text = sys.stdin.read()
+    elif os.path.isfile(path):
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    else:
+        raise SearchPriorsError(f"Queries file '{path}' does not exist: give a text file with one prompt per line.")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _models(args, manifest: Optional[dict] = None):
+    from .models import DEFAULT_SENTENCE_MODEL, DEFAULT_SPACY_MODEL, load_sentence_model, load_spacy
+
+    sentence = args.sentence_model or (manifest["sentence_model"].rsplit("/", 1)[0] if manifest else None)
+    spacy_name = args.spacy_model
+    if spacy_name is None and manifest:
+        # recorded as "<lang>_<name>@<version>"; the package name is the part before '@'
+        spacy_name = manifest["spacy_model"].split("@", 1)[0]
+    nlp = load_spacy(spacy_name or DEFAULT_SPACY_MODEL)
+    return nlp, load_sentence_model(sentence or DEFAULT_SENTENCE_MODEL)
+
+
+def cmd_index_build(args) -> int:
+    from .index import build_index
+    from .library import file_fingerprint, read_library
+
+    entries, report = read_library(args.library, args.format, args.videos)
+    print(report.summary(), file=sys.stderr)
+    nlp, encoder = _models(args)
+    last = [-1]
+
+    def progress(done: int, total: int) -> None:
+        step = max(total // 20, 1)
+        if done == total or done // step != last[0]:
+            last[0] = done // step
+            print(f"\rindexing {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    source = {"path": os.path.abspath(args.library), "format": report.format,
+              "sha256_32": file_fingerprint(args.library)}
+    build = build_index(args.out, entries, nlp, encoder, progress=progress, source=source,
+                        segment_size=args.segment_size)
+    print(file=sys.stderr)
+    print(build.summary())
+    return 0
+
+
+def cmd_search(args) -> int:
+    from .embedding import atomize
+    from .index import load_index, read_manifest
+    from .search import SearchParams, search
+
+    manifest = read_manifest(args.index)
+    index = load_index(args.index)
+    nlp, encoder = _models(args, manifest)
+    params = SearchParams(mode=args.mode, top_k=args.k).validate()
+    prompts = _queries(args.queries) if args.queries else [args.prompt]
+    for prompt in prompts:
+        result = search(index, atomize(prompt, nlp, encoder), params)
+        if args.json:
+            print(json.dumps(result.to_json(), ensure_ascii=False), flush=True)
+        else:
+            print(result.report())
+    return 0
+
+
+def cmd_atomize(args) -> int:
+    from .embedding import atomize
+
+    nlp, encoder = _models(args)
+    prompts = _queries(args.queries) if args.queries else [args.prompt]
+    for prompt in prompts:
+        atomized = atomize(prompt, nlp, encoder)
+        if args.json:
+            print(json.dumps(atomized.to_json(with_vectors=args.vectors), ensure_ascii=False), flush=True)
+        else:
+            print(atomized.describe())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="searchpriors", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_models(p):
+        p.add_argument("--spacy-model", default=None, help="spaCy package or folder (default en_core_web_sm)")
+        p.add_argument("--sentence-model", default=None,
+                       help="Sentence-Transformers name or folder (default all-MiniLM-L6-v2)")
+
+    index = sub.add_parser("index", help="motion index commands")
+    index_sub = index.add_subparsers(dest="index_command", required=True)
+    build = index_sub.add_parser("build", help="build or extend a motion index from a captioned library")
+    build.add_argument("--library", required=True, help="CSV, JSONL, WebVid CSV or MSR-VTT JSON")
+    build.add_argument("--format", default="auto", choices=FORMATS)
+    build.add_argument("--out", required=True, help="index folder (created; extended if it exists)")
+    build.add_argument("--videos", default=None, help="folder of the video files (default: the library's)")
+    build.add_argument("--segment-size", type=int, default=20000, help="captions per committed segment")
+    add_models(build)
+    build.set_defaults(func=cmd_index_build)
+
+    search = sub.add_parser("search", help="rank library videos for a prompt")
+    search.add_argument("--index", required=True)
+    search.add_argument("--mode", default="search_t2v", choices=("search_t2v", "pos"))
+    search.add_argument("--k", type=int, default=5)
+    search.add_argument("--json", action="store_true", help="one JSON object per prompt")
+    search.add_argument("--queries", default=None, help="file with one prompt per line ('-' = stdin)")
+    search.add_argument("prompt", nargs="?", default=None)
+    add_models(search)
+    search.set_defaults(func=cmd_search)
+
+    atom = sub.add_parser("atomize", help="show a prompt's atomized units")
+    atom.add_argument("--json", action="store_true")
+    atom.add_argument("--vectors", action="store_true", help="include the vectors in --json output")
+    atom.add_argument("--queries", default=None, help="file with one prompt per line ('-' = stdin)")
+    atom.add_argument("prompt", nargs="?", default=None)
+    add_models(atom)
+    atom.set_defaults(func=cmd_atomize)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "command", None) in ("search", "atomize") and not args.queries and args.prompt is None:
+        print("searchpriors: error: give a PROMPT or --queries FILE", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return args.func(args)
+    except SearchPriorsError as exc:
+        print(f"searchpriors: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("searchpriors: interrupted; the published index is unchanged", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,424 @@
+"""Starts a real ComfyUI server with this pack linked into it, for the demo and the end-to-end tests.
+
+`ComfyServer` is a context manager: it makes a throw-away ComfyUI base directory (custom_nodes, input,
+models, output, user, temp) with `custom_nodes/ComfyUI-SearchPriors` symlinked to this repository, starts
+`main.py --cpu` on a free loopback port with the virtual environment's Python, waits until `/object_info`
+answers, and always stops the server on the way out. The server's log is kept in the base directory.
+
+This module imports nothing of the pack and nothing outside the standard library, so it can be loaded by
+path from any interpreter (the tests import it with importlib; the repository root must never go on
+sys.path, since its `nodes/` would shadow ComfyUI's own `nodes` module).
+
+Where things are found (environment, then defaults that scripts/setup_env.sh also uses):
+  COMFYUI_PATH or SEARCHPRIORS_COMFYUI   ComfyUI checkout (default ~/.cache/comfyui-searchpriors/comfyui-0.3.75)
+  SEARCHPRIORS_VENV                      virtual environment (default ~/.cache/comfyui-searchpriors/venv)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACK_DIR_NAME = "ComfyUI-SearchPriors"
+CACHE_DIR = Path(os.environ.get("SEARCHPRIORS_CACHE", Path.home() / ".cache" / "comfyui-searchpriors"))
+
+# Model hubs cannot be reached here and must never be tried behind a user's back.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+class ComfyServerError(RuntimeError):
+    """The server did not start, died, or did not finish a prompt in time. Carries the log's tail."""
+
+
+class PromptRejected(RuntimeError):
+    """POST /prompt answered 400: the graph failed ComfyUI's validation before it ran."""
+
+    def __init__(self, response: Mapping[str, Any]):
+        self.response = dict(response)
+        error = self.response.get("error") or {}
+        parts = [str(error.get("message", "")), str(error.get("details", ""))]
+        for node_id, node_error in (self.response.get("node_errors") or {}).items():
+            for item in node_error.get("errors", []):
+                parts.append(f"node {node_id} ({node_error.get('class_type')}): "
+                             f"{item.get('message', '')}: {item.get('details', '')}")
+        super().__init__("prompt rejected: " + " | ".join(p for p in parts if p))
+
+
+def default_comfyui_dir() -> Path:
+    explicit = os.environ.get("COMFYUI_PATH") or os.environ.get("SEARCHPRIORS_COMFYUI")
+    return Path(explicit) if explicit else CACHE_DIR / "comfyui-0.3.75"
+
+
+def default_python() -> str:
+    venv = Path(os.environ.get("SEARCHPRIORS_VENV", CACHE_DIR / "venv"))
+    candidate = venv / "bin" / "python"
+    return str(candidate) if candidate.exists() else sys.executable
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class ComfyServer:
+    """A ComfyUI server process on 127.0.0.1 with the pack linked in. Use as a context manager."""
+
+    def __init__(
+        self,
+        base_dir: str | os.PathLike | None = None,
+        *,
+        comfyui_dir: str | os.PathLike | None = None,
+        python: str | None = None,
+        pack_dir: str | os.PathLike = REPO_ROOT,
+        link_pack: bool = True,
+        extra_args: Iterable[str] = (),
+        env: Mapping[str, str] | None = None,
+        startup_timeout: float = 180.0,
+        host: str = "127.0.0.1",
+    ):
+        self.comfyui_dir = Path(comfyui_dir) if comfyui_dir else default_comfyui_dir()
+        self.python = python or default_python()
+        self.pack_dir = Path(pack_dir).resolve()
+        self.link_pack = link_pack
+        self.extra_args = list(extra_args)
+        self.extra_env = dict(env or {})
+        self.startup_timeout = startup_timeout
+        self.host = host
+        self.port: int | None = None
+        self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="comfy-searchpriors-"))
+        self.log_path = self.base_dir / "comfyui.log"
+        self.startup_seconds: float | None = None
+        self._process: subprocess.Popen | None = None
+        self._log_file = None
+        self._object_info: dict | None = None
+        self.client_id = uuid.uuid4().hex
+
+    # ------------------------------------------------------------------------------------------ folders
+    @property
+    def input_dir(self) -> Path:
+        return self.base_dir / "input"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.base_dir / "output"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.base_dir / "models"
+
+    @property
+    def user_dir(self) -> Path:
+        return self.base_dir / "user"
+
+    @property
+    def temp_dir(self) -> Path:
+        return self.base_dir / "temp"
+
+    @property
+    def custom_nodes_dir(self) -> Path:
+        return self.base_dir / "custom_nodes"
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise ComfyServerError("server not started")
+        return f"http://{self.host}:{self.port}"
+
+    def _prepare_base(self) -> None:
+        if not (self.comfyui_dir / "main.py").is_file():
+            raise ComfyServerError(
+                f"no ComfyUI at {self.comfyui_dir} (main.py missing); run scripts/setup_env.sh or set COMFYUI_PATH")
+        for folder in (self.custom_nodes_dir, self.input_dir, self.output_dir, self.models_dir,
+                       self.user_dir, self.temp_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        if self.link_pack:
+            link = self.custom_nodes_dir / PACK_DIR_NAME
+            if link.is_symlink() or link.exists():
+                if link.resolve() != self.pack_dir:
+                    raise ComfyServerError(f"{link} exists and does not point at {self.pack_dir}")
+            else:
+                link.symlink_to(self.pack_dir, target_is_directory=True)
+
+    # -------------------------------------------------------------------------------------- lifecycle
+    def command(self) -> list[str]:
+        assert self.port is not None
+        return [
+            self.python, "main.py", "--cpu",
+            "--listen", self.host, "--port", str(self.port),
+            "--base-directory", str(self.base_dir),
+            # The default database lives inside the ComfyUI folder, shared by every server started from it.
+            "--database-url", f"sqlite:///{self.user_dir / 'comfyui.db'}",
+            "--disable-auto-launch",
+            *self.extra_args,
+        ]
+
+    def start(self) -> "ComfyServer":
+        if self._process is not None:
+            raise ComfyServerError("already started")
+        self._prepare_base()
+        self.port = free_port(self.host)
+        env = dict(os.environ)
+        # The harness may run under another interpreter's environment; ComfyUI must see only its venv.
+        for key in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
+            env.pop(key, None)
+        env.update(OFFLINE_ENV)
+        env.update(self.extra_env)
+        self._log_file = open(self.log_path, "ab", buffering=0)
+        self._log_file.write(f"$ {' '.join(self.command())}\n".encode())
+        started = time.monotonic()
+        self._process = subprocess.Popen(
+            self.command(), cwd=self.comfyui_dir, env=env,
+            stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so stop() reaches any children it starts
+        )
+        try:
+            self._wait_ready(started)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def _wait_ready(self, started: float) -> None:
+        deadline = started + self.startup_timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise ComfyServerError(
+                    f"ComfyUI exited with code {self._process.returncode} while starting; log {self.log_path}:\n"
+                    + self.log_tail())
+            try:
+                self._object_info = self.get_json("/object_info", timeout=30)
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+                last_error = exc
+                time.sleep(0.5)
+        raise ComfyServerError(
+            f"ComfyUI did not answer /object_info within {self.startup_timeout:.0f} s ({last_error}); "
+            f"log {self.log_path}:\n" + self.log_tail())
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        """Stops the server: SIGTERM to its process group, SIGKILL after `grace` seconds. Idempotent."""
+        process, self._process = self._process, None
+        code = None
+        if process is not None:
+            if process.poll() is None:
+                self._signal_group(process, signal.SIGTERM)
+                try:
+                    process.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    self._signal_group(process, signal.SIGKILL)
+                    process.wait(timeout=grace)
+            code = process.returncode
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        return code
+
+    @staticmethod
+    def _signal_group(process: subprocess.Popen, sig: int) -> None:
+        try:
+            os.killpg(process.pid, sig)  # start_new_session made the server its group's leader
+        except ProcessLookupError:
+            pass
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def __enter__(self) -> "ComfyServer":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def remove_base(self) -> None:
+        """Deletes the base directory, log included. Only after stop()."""
+        if self.running:
+            raise ComfyServerError("stop the server before removing its base directory")
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------------------------------- log
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 80) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    # ------------------------------------------------------------------------------------------ HTTP
+    def _request(self, method: str, path: str, body: Any = None, timeout: float = 60.0) -> tuple[int, bytes]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"} if data else {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def get_json(self, path: str, timeout: float = 60.0) -> Any:
+        status, payload = self._request("GET", path, timeout=timeout)
+        if status != 200:
+            raise ComfyServerError(f"GET {path} answered {status}: {payload[:500]!r}")
+        return json.loads(payload)
+
+    def post_json(self, path: str, body: Any, timeout: float = 60.0) -> tuple[int, Any]:
+        status, payload = self._request("POST", path, body, timeout=timeout)
+        try:
+            return status, json.loads(payload) if payload else None
+        except json.JSONDecodeError:
+            return status, payload.decode(errors="replace")
+
+    def object_info(self, node_class: str | None = None, refresh: bool = False) -> dict:
+        if node_class is not None:
+            return self.get_json(f"/object_info/{urllib.parse.quote(node_class)}").get(node_class, {})
+        if refresh or self._object_info is None:
+            self._object_info = self.get_json("/object_info")
+        return self._object_info
+
+    def post_prompt(self, api_graph: Mapping[str, Any], *, client_id: str | None = None) -> str:
+        """Queues an API-format graph; returns its prompt id. Raises PromptRejected on a validation failure."""
+        status, answer = self.post_json("/prompt", {"prompt": api_graph, "client_id": client_id or self.client_id})
+        if status == 400 and isinstance(answer, dict):
+            raise PromptRejected(answer)
+        if status != 200 or not isinstance(answer, dict) or "prompt_id" not in answer:
+            raise ComfyServerError(f"POST /prompt answered {status}: {answer!r}")
+        return answer["prompt_id"]
+
+    def history(self, prompt_id: str | None = None) -> dict:
+        if prompt_id is None:
+            return self.get_json("/history")
+        return self.get_json(f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id, {})
+
+    def queue(self) -> dict:
+        return self.get_json("/queue")
+
+    def wait_history(self, prompt_id: str, timeout: float = 300.0, poll: float = 0.25) -> dict:
+        """Waits until the prompt has finished, successfully or not; returns its /history entry."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise ComfyServerError(f"ComfyUI died while running prompt {prompt_id}; log:\n" + self.log_tail())
+            entry = self.history(prompt_id)
+            status = entry.get("status") or {}
+            if entry and (status.get("completed") or status.get("status_str") == "error"):
+                return entry
+            time.sleep(poll)
+        raise ComfyServerError(f"prompt {prompt_id} did not finish within {timeout:.0f} s; queue: "
+                               f"{self.queue()!r}; log:\n" + self.log_tail())
+
+    def run_prompt(self, api_graph: Mapping[str, Any], timeout: float = 300.0) -> dict:
+        return self.wait_history(self.post_prompt(api_graph), timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------ /history helpers
+def history_status(entry: Mapping[str, Any]) -> str:
+    return (entry.get("status") or {}).get("status_str", "")
+
+
+def history_error(entry: Mapping[str, Any]) -> dict | None:
+    """The `execution_error` message of a failed prompt (node_id, node_type, exception_type,
+    exception_message, traceback, ...), or None."""
+    for message in (entry.get("status") or {}).get("messages", []):
+        if isinstance(message, (list, tuple)) and len(message) == 2 and message[0] == "execution_error":
+            return message[1]
+    return None
+
+
+def history_texts(entry: Mapping[str, Any], node_id: str | None = None) -> list[str]:
+    """Every string in the UI outputs of the prompt (or of one node): text widgets, reports."""
+    outputs = entry.get("outputs") or {}
+    selected = [outputs.get(node_id, {})] if node_id is not None else list(outputs.values())
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    for ui in selected:
+        walk(ui)
+    return found
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+# ------------------------------------------------------------------------- this pack's sample data
+SAMPLE_LIBRARY_DIR = REPO_ROOT / "examples" / "sample_library"
+SAMPLE_INPUT_FOLDER = "searchpriors_sample"          # under ComfyUI's input folder
+SAMPLE_INDEX_NAME = "searchpriors_sample"            # under models/motion_index
+WORKFLOWS_DIR = REPO_ROOT / "workflows"
+BUILD_INDEX_WORKFLOW = WORKFLOWS_DIR / "build_sample_index_api.json"
+RETRIEVAL_WORKFLOW = WORKFLOWS_DIR / "search_t2v_retrieval_api.json"
+
+
+def install_sample_library(server: ComfyServer) -> Path:
+    """Copies examples/sample_library/ to <input>/searchpriors_sample/, where the bundled workflows look."""
+    target = server.input_dir / SAMPLE_INPUT_FOLDER
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(SAMPLE_LIBRARY_DIR, target)
+    return target
+
+
+def build_sample_index(server: ComfyServer, via: str = "workflow", timeout: float = 600.0) -> dict | None:
+    """Builds the sample index into <models>/motion_index/searchpriors_sample.
+
+    via="workflow" submits workflows/build_sample_index_api.json and returns its /history entry;
+    via="cli" runs `python -m comfyui_searchpriors.retrieval.cli index build` with the server's Python.
+    """
+    install_sample_library(server)
+    if via == "workflow":
+        entry = server.run_prompt(load_json(BUILD_INDEX_WORKFLOW), timeout=timeout)
+        if history_status(entry) != "success":
+            error = history_error(entry) or {}
+            raise ComfyServerError(f"building the sample index failed: {error.get('exception_type')}: "
+                                   f"{error.get('exception_message')}\n" + server.log_tail())
+        return entry
+    if via == "cli":
+        out = server.models_dir / "motion_index" / SAMPLE_INDEX_NAME
+        out.parent.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env.update(OFFLINE_ENV)
+        command = [server.python, "-m", "comfyui_searchpriors.retrieval.cli", "index", "build",
+                   "--library", str(SAMPLE_LIBRARY_DIR / "library.csv"), "--out", str(out)]
+        done = subprocess.run(command, cwd=server.base_dir, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        if done.returncode != 0:
+            raise ComfyServerError(f"{' '.join(command)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        return None
+    raise ValueError(f"via must be 'workflow' or 'cli', not {via!r}")
