@@ -134,6 +134,17 @@ def _keep_best(rows: np.ndarray, sims: np.ndarray, threshold: float, min_keep: i
     return np.sort(rows[order])
 
 
+def _dot64(vectors: np.ndarray, rows: Optional[np.ndarray], q: np.ndarray, block: int = 65536) -> np.ndarray:
+    """float64 dot products of (some) rows with q, in blocks so that no float64 copy of the index is made."""
+    count = len(vectors) if rows is None else len(rows)
+    out = np.empty(count, dtype=np.float64)
+    for start in range(0, count, block):
+        stop = min(start + block, count)
+        chunk = vectors[start:stop] if rows is None else vectors[rows[start:stop]]
+        out[start:stop] = chunk.astype(np.float64) @ q
+    return out
+
+
 def _unit_similarity(index: MotionIndex, table: np.ndarray, rows: np.ndarray, n_prompt_units: int) -> np.ndarray:
     """sim'(S_i, S_P) of Eq. 8 for each caption row; ``table`` is phrases x (3 * prompt units)."""
     if n_prompt_units == 0 or len(rows) == 0:
@@ -149,8 +160,7 @@ def _unit_similarity(index: MotionIndex, table: np.ndarray, rows: np.ndarray, n_
         flat = np.arange(total_units) - np.repeat(seg_starts, lengths) + np.repeat(starts, lengths)
         ids = index.units[flat]
         for p in range(n_prompt_units):
-            vals = (table[ids[:, 0], 3 * p] + table[ids[:, 1], 3 * p + 1]
-                    + table[ids[:, 2], 3 * p + 2]).astype(np.float64)
+            vals = table[ids[:, 0], 3 * p] + table[ids[:, 1], 3 * p + 1] + table[ids[:, 2], 3 * p + 2]
             best[has, p] = np.maximum.reduceat(vals, seg_starts[has])
     return best.mean(axis=1)
 
@@ -162,15 +172,17 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0), {k: np.zeros(0) for k in PART_NAMES}, []
     m = len(unit_vectors)
-    q = np.ascontiguousarray(v_total, dtype=np.float32)
-    flat_units = unit_vectors.reshape(m * 3, -1).astype(np.float32) if m else np.zeros((0, index.dim), np.float32)
-    table = index.phrases @ flat_units.T  # (P + 1, 3m): every phrase against every prompt role
+    q = np.asarray(v_total, dtype=np.float64)
+    flat_units = unit_vectors.reshape(m * 3, -1).astype(np.float64) if m else np.zeros((0, index.dim))
+    # (P + 1, 3m): every phrase against every prompt role. float64 throughout, so that exact ties (the
+    # same phrase, orthogonal vectors) stay exact ties and the fail-safe breaks them by row.
+    table = index.phrases.astype(np.float64) @ flat_units.T
     has_core = m > 0
     prompt_has = [has_core and bool(np.any(unit_vectors[core_index, r])) for r in range(3)]
 
     def core_sims(role: int, rows: Optional[np.ndarray] = None) -> np.ndarray:
         if not has_core:
-            return np.zeros(n if rows is None else len(rows), dtype=np.float32)
+            return np.zeros(n if rows is None else len(rows))
         ids = index.core_role_ids(role)
         return table[ids if rows is None else ids[rows], 3 * core_index + role]
 
@@ -184,7 +196,7 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
     for _, sims, t in cheap:
         mask &= sims >= t
     rows = np.flatnonzero(mask)
-    s_total_rows = vectors[rows] @ q if len(rows) else np.zeros(0, np.float32)
+    s_total_rows = _dot64(vectors, rows, q)
     passing = rows[s_total_rows >= params.t_total]
     rounds: list[tuple[str, int]] = []
     if len(passing) >= params.min_keep:
@@ -193,16 +205,16 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
         names = [f"total>={params.t_total:g}"] + [f"{name}>={t:g}" for name, _, t in cheap]
         rounds.append((" & ".join(names), len(candidates)))
     else:
-        s_all = vectors @ q
+        s_all = _dot64(vectors, None, q)
         candidates = np.arange(n)
         candidates = _keep_best(candidates, s_all[candidates], params.t_total, params.min_keep)
         rounds.append((f"total>={params.t_total:g}", len(candidates)))
         for name, sims, t in cheap:
             candidates = _keep_best(candidates, sims[candidates], t, params.min_keep)
             rounds.append((f"{name}>={t:g}", len(candidates)))
-    s_total = (s_all[candidates] if s_all is not None else vectors[candidates] @ q).astype(np.float64)
-    s_mot = core_sims(0, candidates).astype(np.float64)
-    s_atr = core_sims(1, candidates).astype(np.float64)
+    s_total = s_all[candidates] if s_all is not None else _dot64(vectors, candidates, q)
+    s_mot = core_sims(0, candidates)
+    s_atr = core_sims(1, candidates)
     s_units = _unit_similarity(index, table, candidates, m)
     score = s_total + params.alpha * s_mot + params.beta * s_atr + params.gamma * s_units
     order = np.lexsort((candidates, -score))[: params.top_k]

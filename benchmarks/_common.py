@@ -1,0 +1,314 @@
+"""Shared helpers of the benchmarks: locating ../shared/data, the MSR-VTT hold-out split, the cached index,
+batched atomizing, the literal reference ranking, tables and JSON output.
+
+The data is never copied into the repository: it is read from ``<repo>/../shared/data`` or from the folder
+named by ``SEARCHPRIORS_SHARED_DATA``. When it is absent a benchmark prints "skipped: ..." and exits 0.
+Results go to ``<repo>/bench_out/<name>.json``; cached indexes to ``<repo>/bench_out/cache/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_OUT = REPO / "bench_out"
+CACHE = BENCH_OUT / "cache"
+MSRVTT_REL = Path("captions") / "msrvtt" / "train_val_videodatainfo.json"
+PROMPTS_REL = Path("prompts") / "search_t2v_prompts.txt"
+SENTENCE_MODEL = "all-MiniLM-L6-v2"
+SPACY_MODEL = "en_core_web_sm"
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+def shared_data_dir() -> Path:
+    override = os.environ.get("SEARCHPRIORS_SHARED_DATA")
+    return Path(override).expanduser().resolve() if override else (REPO.parent / "shared" / "data").resolve()
+
+
+def require_shared_data(*relative: Path) -> Path:
+    """The shared data folder; prints a skip message and exits 0 when it (or a needed file) is absent."""
+    root = shared_data_dir()
+    if not root.is_dir():
+        print(f"skipped: ../shared/data not found (looked at {root}; set SEARCHPRIORS_SHARED_DATA to override)")
+        sys.exit(0)
+    for rel in relative:
+        if not (root / rel).is_file():
+            print(f"skipped: ../shared/data has no {rel} (looked at {root / rel})")
+            sys.exit(0)
+    return root
+
+
+@dataclass
+class Caption:
+    sen_id: int
+    video_id: str
+    entry: object  # retrieval.library.LibraryEntry
+
+
+def load_msrvtt(path: Path) -> list[Caption]:
+    """Every MSR-VTT caption through the pack's reader, with its ``sen_id`` from the JSON."""
+    from comfyui_searchpriors.retrieval.library import read_library
+
+    entries, report = read_library(str(path), "msrvtt")
+    with open(path, encoding="utf-8") as fh:
+        sentences = json.load(fh)["sentences"]
+    if report.bad_rows or len(entries) != len(sentences):
+        raise SystemExit(f"unexpected MSR-VTT content: {report.summary()}")
+    out = []
+    for s, e in zip(sentences, entries):
+        if str(s["video_id"]) != e.video_id or " ".join(s["caption"].split()) != e.caption:
+            raise SystemExit("MSR-VTT reader and JSON disagree on the order of sentences")
+        out.append(Caption(int(s["sen_id"]), e.video_id, e))
+    return out
+
+
+def video_order(video_id: str):
+    digits = "".join(ch for ch in video_id if ch.isdigit())
+    return (int(digits) if digits else -1, video_id)
+
+
+def heldout_split(captions: Sequence[Caption], n_videos: Optional[int] = None):
+    """One query per video (its caption with the lowest sen_id) and the other captions to index.
+
+    Videos in numeric order; ``n_videos`` keeps the first n (the --quick subset). Returns (queries, rest)
+    where queries is a list of Caption in video order and rest a list of LibraryEntry in file order.
+    """
+    by_video: dict[str, list[Caption]] = {}
+    for c in captions:
+        by_video.setdefault(c.video_id, []).append(c)
+    videos = sorted(by_video, key=video_order)
+    if n_videos is not None:
+        videos = videos[:n_videos]
+    keep = set(videos)
+    queries = [min(by_video[v], key=lambda c: c.sen_id) for v in videos]
+    held = {id(q) for q in queries}
+    rest = [c.entry for c in captions if c.video_id in keep and id(c) not in held]
+    return queries, rest
+
+
+def paper_prompts(root: Path) -> list[str]:
+    with open(root / PROMPTS_REL, encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip()]
+
+
+def load_reference():
+    """tests/reference_ranking.py, imported by file path (the repository root is not put on sys.path)."""
+    path = REPO / "tests" / "reference_ranking.py"
+    spec = importlib.util.spec_from_file_location("searchpriors_reference_ranking", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+def load_models():
+    from comfyui_searchpriors.retrieval.models import load_sentence_model, load_spacy
+
+    t0 = time.perf_counter()
+    nlp = load_spacy(SPACY_MODEL)
+    model = load_sentence_model(SENTENCE_MODEL)
+    return nlp, model, time.perf_counter() - t0
+
+
+def atomize_many(texts: Sequence[str], nlp, model, batch_size: int = 128):
+    """Batched equivalent of ``embedding.atomize`` for many prompts.
+
+    Parses with ``atomizer.parse_texts`` (nlp.pipe), encodes all sentence vectors in one batched call and
+    all distinct role phrases once. Returns (list of AtomizedPrompt or None, list of rejection messages):
+    a prompt that ``atomize`` would reject (``check_language``) is None here too.
+    """
+    from comfyui_searchpriors.retrieval.atomizer import check_language, clean_prompt, parse_doc, verb_forms_of
+    from comfyui_searchpriors.retrieval.embedding import (AtomizedPrompt, PhraseTable, embedding_dim, encode,
+                                                          sentence_model_identity, unit_vectors)
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+    from comfyui_searchpriors.retrieval.models import spacy_identity
+
+    cleaned = [clean_prompt(t) for t in texts]
+    verb_forms = verb_forms_of(nlp)
+    parsed, rejected = [], []
+    for doc in nlp.pipe(cleaned, batch_size=256):
+        try:
+            check_language(doc, nlp.lang)
+        except SearchPriorsError as exc:
+            parsed.append(None)
+            rejected.append(f"{doc.text!r}: {exc}")
+            continue
+        parsed.append(parse_doc(doc, verb_forms))
+    ok = [p for p in parsed if p is not None]
+    vectors = encode(model, [p.text for p in ok], batch_size)
+    table = PhraseTable(embedding_dim(model))
+    table.add(model, [x for p in ok for u in p.units for x in u.roles() if x is not None])
+    sid, pid = sentence_model_identity(model), spacy_identity(nlp)
+    out, k = [], 0
+    for p in parsed:
+        if p is None:
+            out.append(None)
+            continue
+        out.append(AtomizedPrompt(text=p.text, units=list(p.units), core_index=p.core_index, v_total=vectors[k],
+                                  unit_vectors=unit_vectors(p.units, table), sentence_model=sid, spacy_model=pid,
+                                  fallback=p.fallback, notes=list(p.notes)))
+        k += 1
+    return out, rejected
+
+
+def atomize_parity(texts: Sequence[str], batched, nlp, model) -> dict:
+    """Compare batched atomizing with ``embedding.atomize`` one by one on a few texts."""
+    from comfyui_searchpriors.retrieval.embedding import atomize
+
+    same_units, max_diff, n = 0, 0.0, 0
+    for text, b in zip(texts, batched):
+        if b is None:
+            continue
+        a = atomize(text, nlp, model)
+        n += 1
+        if a.units == b.units and a.core_index == b.core_index:
+            same_units += 1
+            if len(a.units):
+                max_diff = max(max_diff, float(np.abs(a.unit_vectors - b.unit_vectors).max()))
+        max_diff = max(max_diff, float(np.abs(a.v_total - b.v_total).max()))
+    return {"checked": n, "same_units_and_core": same_units, "max_abs_vector_diff": max_diff}
+
+
+def core_motion(atomized) -> Optional[str]:
+    if atomized is None or not atomized.units:
+        return None
+    return atomized.units[atomized.core_index].motion
+
+
+# ----------------------------------------------------------------------------------------------- index cache
+
+def entries_digest(entries, nlp, model, extra: str = "") -> str:
+    from comfyui_searchpriors.retrieval.embedding import sentence_model_identity
+    from comfyui_searchpriors.retrieval.index import FORMAT, VERSION
+    from comfyui_searchpriors.retrieval.models import spacy_identity
+
+    h = hashlib.sha256()
+    h.update(f"{FORMAT}/{VERSION}|{sentence_model_identity(model)}|{spacy_identity(nlp)}|{extra}\n".encode())
+    for e in entries:
+        h.update(f"{e.video_id}\t{e.caption}\t{e.video_path}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _index_complete(folder: Path, expected: int) -> bool:
+    manifest = folder / "manifest.json"
+    if not manifest.is_file() or (folder / "staging.json").exists():
+        return False
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return int(data.get("count", -1)) == expected
+
+
+def cached_index(name: str, entries, nlp, model, log=print) -> tuple[Path, dict]:
+    """Build ``entries`` into ``bench_out/cache/<name>-<content hash>`` unless a complete one is there.
+
+    The folder name holds a hash of the entries and model identities, so the same content reuses the
+    index; a build interrupted earlier is resumed by ``build_index`` itself. Returns (folder, build info);
+    build info is the measurement of the build that made the folder (kept in a sidecar JSON).
+    """
+    from comfyui_searchpriors.retrieval.index import build_index
+
+    digest = entries_digest(entries, nlp, model)
+    folder = CACHE / f"{name}-{digest}"
+    sidecar = CACHE / f"{name}-{digest}.build.json"
+    expected = len({e.key for e in entries})
+    if _index_complete(folder, expected):
+        info = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {"seconds": None}
+        info["cached"] = True
+        log(f"reusing cached index {folder.relative_to(REPO)} ({expected} captions)")
+        return folder, info
+    CACHE.mkdir(parents=True, exist_ok=True)
+    log(f"building index {folder.relative_to(REPO)} from {len(entries)} captions ...")
+    last = [time.perf_counter()]
+
+    def progress(done, total):
+        now = time.perf_counter()
+        if now - last[0] > 30 or done == total:
+            last[0] = now
+            log(f"  {done}/{total}")
+
+    load0 = os.getloadavg()[0]
+    report = build_index(str(folder), entries, nlp, model, progress=progress)
+    info = {"captions_given": len(entries), "captions_indexed": report.total, "added": report.added,
+            "resumed": report.resumed, "seconds": report.seconds,
+            "captions_per_s": report.added / report.seconds if report.seconds else None,
+            "phrases_embedded": report.phrases_embedded, "loadavg_1m_start": load0,
+            "loadavg_1m_end": os.getloadavg()[0], "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "note": "resumed build: time covers only the remaining part" if report.resumed else ""}
+    sidecar.write_text(json.dumps(info, indent=1), encoding="utf-8")
+    info["cached"] = False
+    return folder, info
+
+
+# ----------------------------------------------------------------------------------------------- output
+
+def percentiles(values_ms: Sequence[float]) -> dict:
+    a = np.asarray(values_ms, dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0}
+    return {"n": int(a.size), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
+            "mean": float(a.mean()), "max": float(a.max())}
+
+
+def maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def environment() -> dict:
+    import torch
+
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "loadavg_at_start": list(os.getloadavg())}
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence], title: str = "") -> str:
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = [title] if title else []
+    for k, row in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def write_result(name: str, data: dict) -> Path:
+    BENCH_OUT.mkdir(parents=True, exist_ok=True)
+    path = BENCH_OUT / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=_json_default), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,169 @@
+"""Retrieval quality on MSR-VTT: hold out one caption per video, index the other 19, retrieve.
+
+MSR-VTT train+val (``../shared/data/captions/msrvtt/train_val_videodatainfo.json``; 7,010 videos, 20
+captions each, written by different people). For every video the caption with the lowest ``sen_id`` is the
+query; the other 19 captions of all videos are indexed with ``retrieval.index.build_index`` (cached under
+``bench_out/cache/``; same content = same folder = reused). Each query is atomized (batched equivalent of
+``embedding.atomize``) and searched with ``retrieval.search.search(index, q, SearchParams(mode, top_k=10))``
+in both modes, with the pack's default parameters (nothing is tuned on this data).
+
+Reported per mode:
+
+- R@1 / R@5 / R@10: share of queries with a result from the query's own video among the top 1 / 5 / 10;
+- motion agreement: among queries whose core unit has a motion lemma, the share whose top hit's core unit
+  has the same motion lemma; queries without a motion lemma (no verb) are counted in their own column;
+- the index build time and throughput (captions/s; from the run that built the cached index).
+
+Usage: ``python benchmarks/bench_retrieval_quality.py [--quick]`` (``--quick``: the first 100 videos).
+Results: ``bench_out/bench_retrieval_quality.json``. Needs ../shared/data (or SEARCHPRIORS_SHARED_DATA);
+without it the script prints "skipped: ..." and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+import _common as C
+
+NAME = "bench_retrieval_quality"
+MODES = ("search_t2v", "pos")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="first 100 videos only (smoke run)")
+    ap.add_argument("--videos", type=int, default=None, help="use the first N videos (default: all)")
+    args = ap.parse_args(argv)
+    root = C.require_shared_data(C.MSRVTT_REL)
+    n_videos = args.videos or (100 if args.quick else None)
+    wall0 = time.perf_counter()
+
+    from comfyui_searchpriors.retrieval.index import load_index
+    from comfyui_searchpriors.retrieval.search import SearchParams, search
+
+    env = C.environment()
+    nlp, model, model_s = C.load_models()
+    captions = C.load_msrvtt(root / C.MSRVTT_REL)
+    queries, rest = C.heldout_split(captions, n_videos)
+    print(f"MSR-VTT: {len(queries)} videos, {len(queries)} held-out queries, {len(rest)} captions to index "
+          f"(models loaded in {model_s:.1f} s)")
+
+    folder, build = C.cached_index("msrvtt-heldout", rest, nlp, model)
+    t0 = time.perf_counter()
+    index = load_index(str(folder))
+    load_s = time.perf_counter() - t0
+    print(index.summary() + f" (loaded in {load_s:.1f} s)")
+
+    # ---- atomize the queries (batched) and check a few against embedding.atomize one by one
+    texts = [q.entry.caption for q in queries]
+    t0 = time.perf_counter()
+    atomized, rejected = C.atomize_many(texts, nlp, model)
+    atomize_s = time.perf_counter() - t0
+    parity = C.atomize_parity(texts[:20], atomized[:20], nlp, model)
+    print(f"atomized {len(texts)} queries in {atomize_s:.1f} s ({len(texts) / atomize_s:.0f}/s, batched); "
+          f"{len(rejected)} rejected by the language check; parity with atomize() on {parity['checked']}: "
+          f"{parity['same_units_and_core']} identical parses, max vector diff {parity['max_abs_vector_diff']:.1e}")
+
+    motion_ids = index.core_role_ids(0)
+    missing = index.missing_id
+
+    def row_motion(row: int):
+        pid = int(motion_ids[row])
+        return None if pid == missing else index.phrase_texts[pid]
+
+    results = {}
+    per_query = [{"video_id": q.video_id, "sen_id": q.sen_id, "query": q.entry.caption,
+                  "query_motion": C.core_motion(a), "rejected": a is None} for q, a in zip(queries, atomized)]
+    for mode in MODES:
+        params = SearchParams(mode=mode, top_k=10)
+        ranks, agree, times, cand = [], [], [], []
+        fast_rounds = 0
+        t_mode = time.perf_counter()
+        for q, a, pq in zip(queries, atomized, per_query):
+            if a is None:
+                continue
+            t0 = time.perf_counter()
+            r = search(index, a, params)
+            times.append((time.perf_counter() - t0) * 1e3)
+            vids = [h.video_id for h in r.hits]
+            rank = vids.index(q.video_id) + 1 if q.video_id in vids else None
+            ranks.append(rank)
+            top_motion = row_motion(r.hits[0].row) if r.hits else None
+            qm = pq["query_motion"]
+            agree.append(None if qm is None else (top_motion == qm))
+            if mode == "search_t2v" and r.rounds:
+                cand.append(r.rounds[-1][1])
+                fast_rounds += len(r.rounds) == 1 and "&" in r.rounds[0][0]
+            pq[mode] = {"rank": rank, "top_video": vids[0] if vids else None,
+                        "top_caption": r.hits[0].caption if r.hits else None, "top_motion": top_motion}
+        mode_s = time.perf_counter() - t_mode
+        rk = np.array([r if r is not None else 99 for r in ranks])
+        has_motion = np.array([x is not None for x in agree])
+        no_motion = ~has_motion
+        agree_vals = np.array([bool(x) for x in agree if x is not None])
+        res = {
+            "queries": int(len(rk)),
+            "R@1": float(np.mean(rk <= 1)), "R@5": float(np.mean(rk <= 5)), "R@10": float(np.mean(rk <= 10)),
+            "queries_with_motion": int(has_motion.sum()),
+            "motion_agreement": float(agree_vals.mean()) if agree_vals.size else None,
+            "queries_without_motion": int(no_motion.sum()),
+            "R@1_without_motion": float(np.mean(rk[no_motion] <= 1)) if no_motion.any() else None,
+            "R@1_with_motion": float(np.mean(rk[has_motion] <= 1)) if has_motion.any() else None,
+            "search_ms": C.percentiles(times), "seconds": mode_s,
+        }
+        if mode == "search_t2v":
+            res["candidates_after_filter"] = C.percentiles(cand)
+            res["queries_on_single_combined_round"] = int(fast_rounds)
+        results[mode] = res
+        print(f"  {mode}: {len(rk)} queries searched in {mode_s:.1f} s")
+
+    rows = []
+    for mode in MODES:
+        r = results[mode]
+        rows.append([mode, r["R@1"], r["R@5"], r["R@10"], r["motion_agreement"], r["R@1_with_motion"],
+                     r["queries_without_motion"], r["R@1_without_motion"] if r["R@1_without_motion"] is not None
+                     else "-", r["search_ms"]["p50"]])
+    print()
+    print(C.table(["mode", "R@1", "R@5", "R@10", f"motion agr. (n={results['pos']['queries_with_motion']})",
+                   "R@1 w/ motion", "no-motion q.", "R@1 no-motion", "search p50 ms"], rows,
+                  title=f"Held-out retrieval on MSR-VTT: {len(queries)} queries, index of {index.count} captions "
+                        f"(19 per video; top_k=10, default SearchParams)"))
+    build_s = build.get("seconds")
+    cps = build.get("captions_per_s")
+    build_line = (f"index build: {build['added']} captions in {build_s:.1f} s = {cps:.0f} captions/s"
+                  + (" (cached; measured when built " + build.get("measured_at", "?") + ")" if build["cached"] else "")
+                  if build_s else "index build: reused a cached index without a build record")
+    print(build_line)
+    if "candidates_after_filter" in results["search_t2v"]:
+        c = results["search_t2v"]["candidates_after_filter"]
+        print(f"search_t2v candidates after filtering: p50 {c['p50']:.0f}, p95 {c['p95']:.0f}; "
+              f"{results['search_t2v']['queries_on_single_combined_round']}/{c['n']} queries passed all "
+              f"thresholds with >= min_keep candidates (no fail-safe)")
+    if rejected:
+        print(f"{len(rejected)} queries rejected by the language check (excluded): " + "; ".join(rejected[:3]))
+
+    wall = time.perf_counter() - wall0
+    s, p = results["search_t2v"], results["pos"]
+    summary = (f"SUMMARY quality ({len(queries)} q / {index.count} captions): search_t2v R@1/5/10 "
+               f"{s['R@1']:.3f}/{s['R@5']:.3f}/{s['R@10']:.3f}, motion agr {s['motion_agreement']:.3f}; "
+               f"pos R@1/5/10 {p['R@1']:.3f}/{p['R@5']:.3f}/{p['R@10']:.3f}, motion agr "
+               f"{p['motion_agreement']:.3f}; build "
+               + (f"{cps:.0f} captions/s" if cps else "n/a") + f"; wall {wall:.0f} s")
+    out = C.write_result(NAME, {
+        "benchmark": NAME, "quick": bool(args.quick), "videos": len(queries), "index_folder": str(folder),
+        "index_count": index.count, "index_summary": index.summary(), "index_load_s": load_s, "build": build,
+        "atomize": {"seconds": atomize_s, "queries": len(texts), "rejected": rejected, "parity": parity},
+        "results": results, "environment": env, "loadavg_at_end": list(__import__("os").getloadavg()),
+        "wall_s": wall, "per_query": per_query, "summary": summary,
+        "query_rule": "caption with the lowest sen_id of each video; the other 19 are indexed"})
+    print(f"results: {out.relative_to(C.REPO)}")
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
