@@ -319,6 +319,13 @@ class ComfyServer:
     def queue(self) -> dict:
         return self.get_json("/queue")
 
+    def set_setting(self, setting_id: str, value: Any) -> None:
+        """Stores a frontend setting for the default user, e.g. Comfy.TutorialCompleted=True, which stops
+        the frontend from opening its template browser on a new user's first visit."""
+        status, answer = self.post_json(f"/settings/{urllib.parse.quote(setting_id)}", value)
+        if status != 200:
+            raise ComfyServerError(f"POST /settings/{setting_id} answered {status}: {answer!r}")
+
     def wait_history(self, prompt_id: str, timeout: float = 300.0, poll: float = 0.25) -> dict:
         """Waits until the prompt has finished, successfully or not; returns its /history entry."""
         deadline = time.monotonic() + timeout

@@ -1,0 +1,508 @@
+"""Index build throughput, query latency at ~140k and 1M captions, and exactness of the fast ranking path.
+
+a. Build throughput (captions/s) on the same N MSR-VTT captions (the first N of the file; default 5000,
+   ``--quick`` 500), three ways in one run, models warmed up first:
+   (i)   baseline: batched sentence embedding alone, ``embedding.encode(model, captions, batch_size=128)``;
+   (ii)  the pack's ``index.build_index`` into a fresh temporary folder (parse + sentence and phrase vectors
+         + segment files + manifest);
+   (iii) a naive per-caption loop: for each caption ``nlp(caption)``, ``parse_doc``, encode the sentence
+         alone, encode each role phrase alone; then the same arrays are written (``index._write_segment``
+         and a manifest). It runs on the first ``--naive-n`` captions only (default 1000, ``--quick`` 100),
+         because it is slow; its throughput is per caption of that subset.
+   Target: (ii) >= 0.8 x (i). A breakdown of where (ii) spends its time is measured separately on the
+   same captions: spaCy parse (``atomizer.parse_texts``), sentence encode (= (i)), encode of the distinct
+   role phrases, and writing the segment.
+
+b. Query latency, per query, p50/p95 in ms, of ``search.search()`` alone (atomizing excluded; it is
+   timed separately with ``embedding.atomize`` per prompt), for both modes, at two index sizes:
+   - "msrvtt": the MSR-VTT train+val index of the quality benchmark (19 captions per video, ~133k; the
+     held-out caption of every video is excluded), reused from ``bench_out/cache/`` or built there;
+   - "synthetic": 1,000,000 synthetic captions (``--quick``: 20,000). Embedding 1M new strings would take
+     about an hour on this machine, so captions are synthesised at the array level by recombining parts of
+     real indexed captions: synthetic caption j draws two real rows a and b (uniformly, seeded); it takes
+     all units of a (so a's core motion phrase, recipient and other units) but the core unit's actor phrase
+     is b's core actor (None if b has none); its sentence vector is normalise(v_a + v_b); its text says
+     how it was made. Phrase vectors are the real ones (``PhraseTable.seed`` with the real index's phrase
+     texts and vectors). It is written as a real index folder with ``index._write_segment`` in segments
+     of 20,000 captions (``build_index``'s default segment size) and a manifest in ``build_index``'s
+     format, and loaded with ``index.load_index``; cached under ``bench_out/cache/``.
+   Peak RSS (``resource.getrusage(...).ru_maxrss``) of loading each index is measured in a fresh
+   subprocess (baseline after imports, and after ``load_index``). Queries: the 10 prompts of
+   ``prompts/search_t2v_prompts.txt`` plus 90 held-out MSR-VTT captions (``--quick``: 10). Target:
+   search_t2v p50 <= 100 ms at 1M. One warm-up search per mode and index is excluded from the
+   percentiles and reported as "first search".
+
+c. Exactness: the fast path's top-10 rows (``search.search``) against the literal implementation in
+   ``tests/reference_ranking.py`` (``search_t2v`` / ``pos`` over ``captions_from_index(index)``), with the
+   same parameters, for the 10 paper prompts + 20 MSR-VTT queries at ~133k, and for the 10 paper prompts
+   at 1M (``--no-literal-1m`` skips the latter; it takes a few minutes).
+
+Usage: ``python benchmarks/bench_retrieval_speed.py [--quick]``. Results:
+``bench_out/bench_retrieval_speed.json``. Needs ../shared/data (or SEARCHPRIORS_SHARED_DATA); without it
+the script prints "skipped: ..." and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import _common as C
+
+NAME = "bench_retrieval_speed"
+SYNTH_VERSION = "recombine-v1"
+MODES = ("search_t2v", "pos")
+
+
+# ------------------------------------------------------------------------------------------ RSS probe
+
+def rss_probe(folder: str) -> int:
+    """Subprocess mode: print RSS before and after ``load_index(folder)`` as one JSON line."""
+    import faiss  # noqa: F401  (imported before the baseline so that it is not counted)
+
+    from comfyui_searchpriors.retrieval.index import load_index
+
+    base = C.maxrss_mb()
+    t0 = time.perf_counter()
+    index = load_index(folder)
+    load_s = time.perf_counter() - t0
+    print(json.dumps({"baseline_maxrss_mb": base, "after_load_maxrss_mb": C.maxrss_mb(), "load_s": load_s,
+                      "count": index.count, "phrase_rows": int(len(index.phrases))}))
+    return 0
+
+
+def measure_load_rss(folder: Path) -> dict:
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--rss-probe", str(folder)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------ a. build
+
+def bench_build(captions, n: int, naive_n: int, nlp, model, log) -> dict:
+    from comfyui_searchpriors.retrieval.atomizer import parse_doc, parse_texts, verb_forms_of
+    from comfyui_searchpriors.retrieval.embedding import (PhraseTable, embedding_dim, encode,
+                                                          sentence_model_identity)
+    from comfyui_searchpriors.retrieval.index import (FORMAT, MANIFEST, VERSION, _write_segment, build_index,
+                                                      load_index, write_json_atomic)
+    from comfyui_searchpriors.retrieval.models import spacy_identity
+
+    entries = [c.entry for c in captions[:n]]
+    texts = [e.caption for e in entries]
+    dim = embedding_dim(model)
+    tmp_root = C.BENCH_OUT / f"tmp-build-{os.getpid()}"
+    shutil.rmtree(tmp_root, ignore_errors=True)
+    tmp_root.mkdir(parents=True)
+    res: dict = {"n": n, "distinct_captions": len(set(texts)), "naive_n": naive_n}
+    try:
+        # warm-up (first calls allocate and load kernels)
+        encode(model, texts[:128])
+        list(parse_texts(nlp, texts[:64]))
+
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        encode(model, texts, batch_size=128)
+        t_embed = time.perf_counter() - t0
+        res["embed_only"] = {"seconds": t_embed, "captions_per_s": n / t_embed, "loadavg_1m_before": load}
+        log(f"  (i)   encode alone: {n} captions in {t_embed:.1f} s")
+
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        report = build_index(str(tmp_root / "built"), entries, nlp, model)
+        t_build = time.perf_counter() - t0
+        res["build_index"] = {"seconds": t_build, "captions_per_s": n / t_build, "indexed": report.total,
+                              "phrases_embedded": report.phrases_embedded, "loadavg_1m_before": load}
+        log(f"  (ii)  build_index: {n} captions in {t_build:.1f} s")
+
+        # where build_index spends its time, measured step by step on the same captions
+        t0 = time.perf_counter()
+        parsed = list(parse_texts(nlp, texts))
+        t_parse = time.perf_counter() - t0
+        phrases = list(dict.fromkeys(x for p in parsed for u in p.units for x in u.roles() if x is not None))
+        t0 = time.perf_counter()
+        table = PhraseTable(dim)
+        table.add(model, phrases)
+        t_phr = time.perf_counter() - t0
+        vectors = encode(model, texts, batch_size=128)
+        t0 = time.perf_counter()
+        (tmp_root / "parts").mkdir()
+        _write_segment(str(tmp_root / "parts"), 1, entries, vectors, parsed, table)
+        t_write = time.perf_counter() - t0
+        res["breakdown"] = {"spacy_parse_s": t_parse, "sentence_encode_s": t_embed, "phrase_encode_s": t_phr,
+                            "distinct_phrases": len(phrases), "write_segment_s": t_write,
+                            "sum_s": t_parse + t_embed + t_phr + t_write}
+        log(f"        breakdown: parse {t_parse:.1f} s, sentence encode {t_embed:.1f} s, "
+            f"{len(phrases)} phrases encode {t_phr:.1f} s, write {t_write:.2f} s")
+
+        # (iii) naive per-caption loop
+        sub = entries[:naive_n]
+        verb_forms = verb_forms_of(nlp)
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        n_vectors, n_parsed, n_phrase = [], [], {}
+        for e in sub:
+            doc = nlp(e.caption)
+            p = parse_doc(doc, verb_forms)
+            n_vectors.append(encode(model, [e.caption])[0])
+            for u in p.units:
+                for x in u.roles():
+                    if x is not None:
+                        n_phrase[x] = encode(model, [x])[0]
+            n_parsed.append(p)
+        folder = tmp_root / "naive"
+        folder.mkdir()
+        ntable = PhraseTable(dim)
+        keys = list(n_phrase)
+        ntable.seed(keys, np.stack([n_phrase[k] for k in keys]) if keys else np.zeros((0, dim), np.float32))
+        seg = _write_segment(str(folder), 1, sub, np.stack(n_vectors), n_parsed, ntable)
+        write_json_atomic(str(folder / MANIFEST), {
+            "format": FORMAT, "version": VERSION, "sentence_model": sentence_model_identity(model),
+            "spacy_model": spacy_identity(nlp), "dim": dim, "segments": [seg], "count": seg["count"],
+            "missing_videos": seg["missing_videos"], "sources": []})
+        t_naive = time.perf_counter() - t0
+        res["naive_loop"] = {"n": len(sub), "seconds": t_naive, "captions_per_s": len(sub) / t_naive,
+                             "loadavg_1m_before": load}
+        log(f"  (iii) naive loop: {len(sub)} captions in {t_naive:.1f} s")
+
+        # the naive index and build_index's must hold the same parses and (nearly) the same vectors
+        built, naive = load_index(str(tmp_root / "built")), load_index(str(folder))
+        row_of = {}
+        for i, e in enumerate(built.entries(list(range(built.count)))):
+            row_of.setdefault(e.key, i)
+        bv, nv = built.sentence_vectors(), naive.sentence_vectors()
+        same_parse, max_diff = 0, 0.0
+        for i, e in enumerate(naive.entries(list(range(naive.count)))):
+            j = row_of[e.key]
+            nu = [[naive.phrase_texts[x] if x != naive.missing_id else None for x in naive.units[u]]
+                  for u in range(naive.unit_offsets[i], naive.unit_offsets[i + 1])]
+            bu = [[built.phrase_texts[x] if x != built.missing_id else None for x in built.units[u]]
+                  for u in range(built.unit_offsets[j], built.unit_offsets[j + 1])]
+            core_n = naive.core_units[i] - naive.unit_offsets[i]
+            core_b = built.core_units[j] - built.unit_offsets[j]
+            same_parse += nu == bu and core_n == core_b
+            max_diff = max(max_diff, float(np.abs(bv[j] - nv[i]).max()))
+        res["naive_vs_build_index"] = {"rows": naive.count, "identical_parses": int(same_parse),
+                                       "max_abs_sentence_vector_diff": max_diff}
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    res["ratio_build_over_embed"] = res["build_index"]["captions_per_s"] / res["embed_only"]["captions_per_s"]
+    return res
+
+
+# ------------------------------------------------------------------------------------------ synthetic
+
+def synthetic_index(real_folder: Path, n: int, seed: int, segment_size: int, log) -> tuple[Path, dict]:
+    """Recombine the real index into ``n`` synthetic captions (see the module docstring); cached."""
+    from comfyui_searchpriors.retrieval.atomizer import ParsedPrompt, Unit
+    from comfyui_searchpriors.retrieval.embedding import PhraseTable
+    from comfyui_searchpriors.retrieval.index import MANIFEST, _write_segment, load_index, write_json_atomic
+    from comfyui_searchpriors.retrieval.library import LibraryEntry
+
+    folder = C.CACHE / f"synthetic-{n}-{SYNTH_VERSION}-s{seed}-g{segment_size}-from-{real_folder.name}"
+    info_path = folder.with_name(folder.name + ".build.json")
+    if (folder / MANIFEST).is_file() and info_path.is_file():
+        log(f"reusing cached synthetic index {folder.relative_to(C.REPO)}")
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        info["cached"] = True
+        return folder, info
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    log(f"writing synthetic index of {n} captions to {folder.relative_to(C.REPO)} ...")
+    t_start = time.perf_counter()
+    real = load_index(str(real_folder))
+    n_real, missing = real.count, real.missing_id
+    texts = real.phrase_texts
+    V = real.sentence_vectors()
+
+    def txt(pid):
+        return None if pid == missing else texts[pid]
+
+    units_txt = [Unit(*(txt(int(x)) for x in row)) for row in real.units]
+    offsets = real.unit_offsets
+    core_local = np.where(real.core_units >= 0, real.core_units - offsets[:-1], -1)
+    core_actor = real.core_role_ids(1)
+    table = PhraseTable(real.dim)
+    table.seed(texts, real.phrases[:-1])
+    rng = np.random.default_rng(seed)
+    a_rows = rng.integers(0, n_real, n)
+    b_rows = rng.integers(0, n_real, n)
+    manifest = {k: real.manifest[k] for k in ("format", "version", "sentence_model", "spacy_model", "dim")}
+    manifest.update({"segments": [], "count": 0, "missing_videos": 0, "sources": [],
+                     "synthetic": {"from": real_folder.name, "n": n, "seed": seed, "method": SYNTH_VERSION}})
+    for ordinal, start in enumerate(range(0, n, segment_size), 1):
+        stop = min(start + segment_size, n)
+        a, b = a_rows[start:stop], b_rows[start:stop]
+        vecs = V[a].astype(np.float32) + V[b]
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        parsed, entries = [], []
+        for k in range(stop - start):
+            ra, rb, j = int(a[k]), int(b[k]), start + k
+            units = units_txt[offsets[ra]:offsets[ra + 1]]
+            c = int(core_local[ra])
+            if c >= 0:
+                u = units[c]
+                units = list(units)
+                units[c] = Unit(u.motion, txt(int(core_actor[rb])), u.recipient)
+                what = units[c].describe()
+            else:
+                what = "(no units)"
+            text = f"synthetic {j}: {what} [units of row {ra}, actor of row {rb}]"
+            parsed.append(ParsedPrompt(text, units, max(c, 0)))
+            entries.append(LibraryEntry(f"syn{j:07d}", text, None))
+        manifest["segments"].append(_write_segment(str(folder), ordinal, entries, vecs, parsed, table))
+        if ordinal % 10 == 0:
+            log(f"  {stop}/{n}")
+    manifest["count"] = n
+    manifest["missing_videos"] = n
+    manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    write_json_atomic(str(folder / MANIFEST), manifest)
+    info = {"n": n, "seconds": time.perf_counter() - t_start, "segment_size": segment_size, "seed": seed,
+            "from": real_folder.name}
+    info_path.write_text(json.dumps(info, indent=1), encoding="utf-8")
+    info["cached"] = False
+    del real, V
+    gc.collect()
+    return folder, info
+
+
+# ------------------------------------------------------------------------------------------ b./c.
+
+def bench_latency(folder: Path, atomized, params_by_mode, log) -> dict:
+    from comfyui_searchpriors.retrieval.index import load_index
+    from comfyui_searchpriors.retrieval.search import search
+
+    rss = measure_load_rss(folder)
+    t0 = time.perf_counter()
+    index = load_index(str(folder))
+    load_s = time.perf_counter() - t0
+    out = {"folder": folder.name, "count": index.count, "phrase_rows": int(len(index.phrases)),
+           "distinct_phrases": len(set(index.phrase_texts)), "units": int(len(index.units)),
+           "load_s": load_s, "load_rss": rss, "modes": {}}
+    log(f"  {index.summary()}; loaded in {load_s:.1f} s; peak RSS of loading (subprocess) "
+        f"{rss['after_load_maxrss_mb']:.0f} MB (baseline {rss['baseline_maxrss_mb']:.0f} MB)")
+    results = {}
+    for mode in MODES:
+        params = params_by_mode[mode]
+        t0 = time.perf_counter()
+        search(index, atomized[0], params)
+        first = (time.perf_counter() - t0) * 1e3
+        times, rows, cands = [], [], []
+        for a in atomized:
+            t0 = time.perf_counter()
+            r = search(index, a, params)
+            times.append((time.perf_counter() - t0) * 1e3)
+            rows.append([h.row for h in r.hits])
+            if r.rounds:
+                cands.append({"rounds": [list(x) for x in r.rounds]})
+        out["modes"][mode] = {"first_search_ms": first, "search_ms": C.percentiles(times), "times_ms": times,
+                              "rounds": cands}
+        results[mode] = rows
+        p = out["modes"][mode]["search_ms"]
+        log(f"    {mode}: p50 {p['p50']:.1f} ms, p95 {p['p95']:.1f} ms (first {first:.0f} ms)")
+    return out, index, results
+
+
+def literal_check(index, atomized, fast_rows, labels, rr, params_by_mode, log, what: str) -> dict:
+    """Compare the fast path's top-k rows with tests/reference_ranking.py over the same index."""
+    t0 = time.perf_counter()
+    captions = rr.captions_from_index(index)
+    prep_s = time.perf_counter() - t0
+    log(f"  literal reference at {what}: captions_from_index in {prep_s:.1f} s")
+    out = {"captions_from_index_s": prep_s, "modes": {}}
+    for mode in MODES:
+        p = params_by_mode[mode]
+        same, details, t_mode = 0, [], time.perf_counter()
+        for a, fast, label in zip(atomized, fast_rows[mode], labels):
+            prompt = rr.caption_from_atomized(a)
+            if mode == "search_t2v":
+                lit = rr.search_t2v(captions, prompt, top_k=p.top_k, t_total=p.t_total, t_mot=p.t_mot,
+                                    t_atr=p.t_atr, alpha=p.alpha, beta=p.beta, gamma=p.gamma, min_keep=p.min_keep)
+                lit_rows = [i for i, _ in lit]
+                lit_scores = [parts["score"] for _, parts in lit]
+            else:
+                lit = rr.pos(captions, prompt, top_k=p.top_k)
+                lit_rows = [i for i, _ in lit]
+                lit_scores = [s for _, s in lit]
+            ok = lit_rows == list(fast)
+            same += ok
+            if not ok:
+                details.append({"query": label, "fast": list(fast), "literal": lit_rows,
+                                "literal_scores": lit_scores})
+        secs = time.perf_counter() - t_mode
+        out["modes"][mode] = {"identical": same, "queries": len(labels), "mismatches": details, "seconds": secs}
+        log(f"    {mode}: top-{p.top_k} identical: {same}/{len(labels)} (literal took {secs:.0f} s)")
+    del captions
+    gc.collect()
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    ap.add_argument("--n", type=int, default=None, help="captions for the build benchmark (default 5000)")
+    ap.add_argument("--naive-n", type=int, default=None, help="captions for the naive loop (default 1000)")
+    ap.add_argument("--synthetic-n", type=int, default=None, help="synthetic index size (default 1,000,000)")
+    ap.add_argument("--no-literal-1m", action="store_true", help="skip the literal check at the synthetic index")
+    ap.add_argument("--skip-build", action="store_true", help="skip part a")
+    ap.add_argument("--rss-probe", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.rss_probe:
+        return rss_probe(args.rss_probe)
+    root = C.require_shared_data(C.MSRVTT_REL, C.PROMPTS_REL)
+    quick = args.quick
+    n_build = args.n or (500 if quick else 5000)
+    naive_n = args.naive_n or (100 if quick else 1000)
+    n_synth = args.synthetic_n or (20_000 if quick else 1_000_000)
+    n_heldout_latency = 10 if quick else 90
+    n_heldout_exact = 5 if quick else 20
+    wall0 = time.perf_counter()
+    log = print
+
+    from comfyui_searchpriors.retrieval.embedding import atomize
+    from comfyui_searchpriors.retrieval.search import SearchParams
+
+    env = C.environment()
+    rr = C.load_reference()
+    nlp, model, model_s = C.load_models()
+    captions = C.load_msrvtt(root / C.MSRVTT_REL)
+    prompts = C.paper_prompts(root)
+    log(f"models loaded in {model_s:.1f} s; {len(captions)} MSR-VTT captions; load average {os.getloadavg()[0]:.2f}")
+    result = {"benchmark": NAME, "quick": quick, "environment": env}
+
+    # ---------------------------------------------------------------- a
+    if not args.skip_build:
+        log(f"a. build throughput on the first {n_build} MSR-VTT captions")
+        result["build"] = bench_build(captions, n_build, naive_n, nlp, model, log)
+
+    # ---------------------------------------------------------------- b
+    queries, rest = C.heldout_split(captions, 100 if quick else None)
+    real_folder, real_build = C.cached_index("msrvtt-heldout", rest, nlp, model, log)
+    synth_folder, synth_build = synthetic_index(real_folder, n_synth, seed=0, segment_size=20000, log=log)
+    step = max(1, len(queries) // n_heldout_latency)
+    held = [q.entry.caption for q in queries[::step][:n_heldout_latency]]
+    query_texts = prompts + held
+    labels = [f"paper: {p}" for p in prompts] + [f"msrvtt {q.video_id}: {q.entry.caption}"
+                                                  for q in queries[::step][:n_heldout_latency]]
+    atomize(query_texts[0], nlp, model)  # warm-up
+    atomized, atomize_ms = [], []
+    for t in query_texts:
+        t0 = time.perf_counter()
+        atomized.append(atomize(t, nlp, model))
+        atomize_ms.append((time.perf_counter() - t0) * 1e3)
+    result["atomize_ms"] = C.percentiles(atomize_ms)
+    result["queries"] = labels
+    log(f"b. query latency: {len(query_texts)} queries ({len(prompts)} paper prompts + {len(held)} held-out "
+        f"MSR-VTT captions); atomize p50 {result['atomize_ms']['p50']:.1f} ms, p95 {result['atomize_ms']['p95']:.1f} ms")
+    params_by_mode = {m: SearchParams(mode=m, top_k=10) for m in MODES}
+    result["params"] = {m: vars(p) for m, p in params_by_mode.items()}
+    latency, exact = {}, {}
+    n_exact = len(prompts) + n_heldout_exact
+
+    log(f" index 'msrvtt' ({real_folder.name})")
+    latency["msrvtt"], index, rows = bench_latency(real_folder, atomized, params_by_mode, log)
+    latency["msrvtt"]["build"] = real_build
+    exact["msrvtt"] = literal_check(index, atomized[:n_exact], {m: rows[m][:n_exact] for m in MODES},
+                                    labels[:n_exact], rr, params_by_mode, log, f"{index.count} captions")
+    del index
+    gc.collect()
+
+    log(f" index 'synthetic' ({synth_folder.name})")
+    latency["synthetic"], index, rows = bench_latency(synth_folder, atomized, params_by_mode, log)
+    latency["synthetic"]["build"] = synth_build
+    if args.no_literal_1m:
+        exact["synthetic"] = {"skipped": "--no-literal-1m"}
+    else:
+        n_p = len(prompts)
+        exact["synthetic"] = literal_check(index, atomized[:n_p], {m: rows[m][:n_p] for m in MODES},
+                                           labels[:n_p], rr, params_by_mode, log, f"{index.count} captions")
+    del index
+    gc.collect()
+    result["latency"], result["exactness"] = latency, exact
+
+    # ---------------------------------------------------------------- report
+    print()
+    summary_bits = []
+    if "build" in result:
+        b = result["build"]
+        rows_a = [["(i) encode alone (batch 128)", b["n"], b["embed_only"]["seconds"], b["embed_only"]["captions_per_s"], 1.0],
+                  ["(ii) build_index", b["n"], b["build_index"]["seconds"], b["build_index"]["captions_per_s"],
+                   b["ratio_build_over_embed"]],
+                  [f"(iii) naive per-caption loop (first {b['naive_loop']['n']})", b["naive_loop"]["n"],
+                   b["naive_loop"]["seconds"], b["naive_loop"]["captions_per_s"],
+                   b["naive_loop"]["captions_per_s"] / b["embed_only"]["captions_per_s"]]]
+        print(C.table(["method", "captions", "seconds", "captions/s", "x (i)"], rows_a,
+                      title=f"a. Build throughput ({b['n']} MSR-VTT captions, {b['distinct_captions']} distinct)"))
+        bd = b["breakdown"]
+        print(f"   build_index / encode-alone = {b['ratio_build_over_embed']:.2f} (target >= 0.80: "
+              f"{'met' if b['ratio_build_over_embed'] >= 0.8 else 'MISSED'})")
+        print(f"   breakdown (measured separately): spaCy parse {bd['spacy_parse_s']:.1f} s, sentence encode "
+              f"{bd['sentence_encode_s']:.1f} s, phrase encode {bd['phrase_encode_s']:.1f} s "
+              f"({bd['distinct_phrases']} distinct phrases), write segment {bd['write_segment_s']:.2f} s; "
+              f"sum {bd['sum_s']:.1f} s vs build_index {b['build_index']['seconds']:.1f} s")
+        nv = b["naive_vs_build_index"]
+        print(f"   naive index vs build_index: {nv['identical_parses']}/{nv['rows']} identical parses, "
+              f"max sentence-vector diff {nv['max_abs_sentence_vector_diff']:.1e}")
+        summary_bits.append(f"build {b['build_index']['captions_per_s']:.0f}/s = "
+                            f"{b['ratio_build_over_embed']:.2f}x encode-alone ({b['embed_only']['captions_per_s']:.0f}/s)")
+        print()
+    rows_b = []
+    for name, lat in latency.items():
+        for mode in MODES:
+            p = lat["modes"][mode]["search_ms"]
+            rows_b.append([f"{name} ({lat['count']:,})", mode, p["p50"], p["p95"], p["mean"],
+                           lat["modes"][mode]["first_search_ms"],
+                           f"{lat['load_rss']['after_load_maxrss_mb']:.0f} (+{lat['load_rss']['after_load_maxrss_mb'] - lat['load_rss']['baseline_maxrss_mb']:.0f})",
+                           lat["load_rss"]["load_s"]])
+    print(C.table(["index", "mode", "p50 ms", "p95 ms", "mean ms", "first ms", "load peak RSS MB", "load s"], rows_b,
+                  title=f"b. search() latency per query ({len(query_texts)} queries, top_k=10; atomize excluded)"))
+    a_ms = result["atomize_ms"]
+    print(f"   atomize (embedding.atomize, per prompt): p50 {a_ms['p50']:.1f} ms, p95 {a_ms['p95']:.1f} ms")
+    for name, lat in latency.items():
+        print(f"   {name}: {lat['count']:,} captions, {lat['units']:,} units, {lat['phrase_rows'] - 1:,} phrase rows "
+              f"loaded ({lat['distinct_phrases']:,} distinct)")
+    syn = latency["synthetic"]["modes"]["search_t2v"]["search_ms"]["p50"]
+    print(f"   search_t2v p50 at {latency['synthetic']['count']:,}: {syn:.1f} ms (target <= 100 ms: "
+          f"{'met' if syn <= 100 else 'MISSED'})")
+    summary_bits.append(f"search_t2v p50 {latency['msrvtt']['modes']['search_t2v']['search_ms']['p50']:.1f} ms "
+                        f"@{latency['msrvtt']['count'] // 1000}k, {syn:.1f} ms @{latency['synthetic']['count'] // 1000}k; "
+                        f"pos p50 {latency['synthetic']['modes']['pos']['search_ms']['p50']:.1f} ms "
+                        f"@{latency['synthetic']['count'] // 1000}k")
+    print()
+    rows_c = []
+    for name, ex in exact.items():
+        if "modes" not in ex:
+            rows_c.append([name, "-", ex.get("skipped", "skipped"), "-"])
+            continue
+        for mode in MODES:
+            m = ex["modes"][mode]
+            rows_c.append([f"{name} ({latency[name]['count']:,})", mode,
+                           f"top-10 identical: {m['identical']}/{m['queries']}", m["seconds"]])
+            summary_bits.append(f"{name} {mode} {m['identical']}/{m['queries']}")
+    print(C.table(["index", "mode", "fast path vs literal Eqs. 6-9 / Eq. 3", "literal s"], rows_c,
+                  title="c. Exactness of the fast path against tests/reference_ranking.py"))
+    for name, ex in exact.items():
+        for mode in MODES:
+            for d in ex.get("modes", {}).get(mode, {}).get("mismatches", [])[:3]:
+                print(f"   mismatch {name}/{mode}: {d['query']}\n     fast {d['fast']}\n     literal {d['literal']}")
+    wall = time.perf_counter() - wall0
+    result["wall_s"] = wall
+    result["loadavg_at_end"] = list(os.getloadavg())
+    summary = "SUMMARY speed: " + "; ".join(summary_bits) + f"; wall {wall:.0f} s"
+    result["summary"] = summary
+    out = C.write_result(NAME, result)
+    print(f"results: {out.relative_to(C.REPO)}")
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

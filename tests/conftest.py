@@ -1,0 +1,83 @@
+"""Shared fixtures. The end-to-end ones start a real ComfyUI server (scripts/comfy_server.py) once per
+session, with this pack linked into its custom_nodes, and build the sample motion index in it.
+
+The harness is loaded by file path: the repository root must never go on sys.path, because its `nodes/`
+package would shadow ComfyUI's own `nodes` module. Nothing here imports the pack.
+
+Without a ComfyUI set up (`make setup`), the end-to-end tests are skipped, except under CI (CI=true),
+where that is a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HARNESS_PATH = REPO_ROOT / "scripts" / "comfy_server.py"
+
+
+def _load_harness():
+    name = "searchpriors_comfy_server"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, HARNESS_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # one copy, whichever conftest or test asks first
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = _load_harness()
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI must run `make setup` first)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def comfy_harness():
+    """The scripts/comfy_server.py module."""
+    return harness
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """A running ComfyUI server with the pack linked in; its base directory and log are kept under
+    pytest's temporary directory (the last three sessions' are kept)."""
+    comfyui_dir = harness.default_comfyui_dir()
+    if not (comfyui_dir / "main.py").is_file():
+        _unavailable(f"no ComfyUI at {comfyui_dir}; run `make setup` or set COMFYUI_PATH")
+    server = harness.ComfyServer(tmp_path_factory.mktemp("comfyui-base"))
+    server.start()
+    # Keep the frontend from opening its template browser over the canvas on a new user's first visit.
+    server.set_setting("Comfy.TutorialCompleted", True)
+    try:
+        yield server
+    finally:
+        server.stop()
+        print(f"\nComfyUI log: {server.log_path}")
+
+
+@pytest.fixture(scope="session")
+def sample_index(comfy_server):
+    """Builds the sample motion index (models/motion_index/searchpriors_sample) by running the bundled
+    build workflow; returns its /history entry."""
+    return harness.build_sample_index(comfy_server, via="workflow")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that used the server gets the tail of the server's log in its report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "comfy_server" in getattr(item, "fixturenames", ()):
+        server = item.funcargs.get("comfy_server") if hasattr(item, "funcargs") else None
+        if server is not None:
+            report.sections.append(("ComfyUI log (tail)", server.log_tail(60)))

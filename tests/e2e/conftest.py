@@ -1,0 +1,107 @@
+"""Browser fixtures: Debian's headless Chromium driven by Playwright against the server's real frontend.
+
+Playwright's own browser download cannot work here, so the system Chromium is used
+(SEARCHPRIORS_CHROMIUM overrides /usr/bin/chromium).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path(os.environ.get("SEARCHPRIORS_CHROMIUM", "/usr/bin/chromium"))
+# Without the networking flags Chromium keeps trying hosts that this closed network refuses.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PAGE_READY_TIMEOUT_MS = 120_000
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI must run `make setup` first)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed (requirements-dev.txt)")
+    if not CHROMIUM.exists():
+        _unavailable(f"no Chromium at {CHROMIUM}; run `make setup`")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class FrontendPage:
+    """One tab on the ComfyUI frontend, with what the page logged."""
+
+    def __init__(self, page, server):
+        self.page = page
+        self.server = server
+        self.console_errors: list[str] = []
+        page.on("console", lambda msg: msg.type == "error" and self.console_errors.append(msg.text))
+        page.on("pageerror", lambda exc: self.console_errors.append(f"pageerror: {exc}"))
+
+    def open(self) -> None:
+        self.page.goto(self.server.url + "/", wait_until="domcontentloaded")
+        self.page.wait_for_function("() => window.app && window.app.graph", timeout=PAGE_READY_TIMEOUT_MS)
+        self.close_dialogs()
+
+    def close_dialogs(self) -> None:
+        for _ in range(3):
+            if not self.dialog_texts():
+                return
+            self.page.keyboard.press("Escape")
+            self.page.wait_for_timeout(200)
+
+    def dialog_texts(self) -> list[str]:
+        return self.page.evaluate(
+            "() => Array.from(document.querySelectorAll('[role=dialog], .p-dialog'))"
+            "       .filter(d => d.offsetParent !== null || d.getClientRects().length)"
+            "       .map(d => d.innerText)")
+
+    def load_workflow(self, workflow: dict) -> None:
+        self.page.evaluate("async (w) => { await window.app.loadGraphData(w); }", workflow)
+        self.page.wait_for_timeout(500)  # dialogs open after the graph is configured
+
+    def graph_nodes(self) -> list[dict]:
+        return self.page.evaluate(
+            """() => window.app.graph._nodes.map(n => ({
+                   id: n.id, type: n.type, has_errors: !!n.has_errors,
+                   registered: !!(window.LiteGraph?.registered_node_types?.[n.type] || n.constructor?.nodeData),
+               }))""")
+
+    def queue(self) -> None:
+        self.page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+
+    def last_node_errors(self) -> dict:
+        return self.page.evaluate("() => window.app.lastNodeErrors ?? {}") or {}
+
+    def last_execution_error(self):
+        return self.page.evaluate("() => window.app.lastExecutionError ?? null")
+
+
+@pytest.fixture
+def frontend(chromium, comfy_server):
+    context = chromium.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    try:
+        frontend_page = FrontendPage(page, comfy_server)
+        frontend_page.open()
+        yield frontend_page
+    finally:
+        context.close()

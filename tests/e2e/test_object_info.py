@@ -1,0 +1,113 @@
+"""The running server lists every node of the pack with the sockets the node contract promises.
+
+Saved workflows address inputs by name and outputs by position, so names, order and types here are a
+compatibility promise: a change that breaks this test breaks users' workflows.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+CATEGORY = "SearchPriors/retrieval"
+
+# node id -> (required inputs in order, optional inputs in order, outputs in order, output node?)
+# An input or output is (name, type); a COMBO input's options may be given to pin them.
+NODE_SPEC = {
+    "SearchPriors_PromptAtomizer": dict(
+        required=[("prompt", "STRING"), ("spacy_model", "COMBO"), ("sentence_model", "COMBO")],
+        optional=[],
+        outputs=[("atomized", "ATOMIZED_PROMPT"), ("units", "STRING")],
+        output_node=False,
+    ),
+    "SearchPriors_MotionIndexBuilder": dict(
+        required=[("library", "STRING"), ("format", "COMBO"), ("index_name", "STRING"),
+                  ("spacy_model", "COMBO"), ("sentence_model", "COMBO")],
+        optional=[("videos_folder", "STRING")],
+        outputs=[("index", "MOTION_INDEX"), ("report", "STRING")],
+        output_node=True,
+    ),
+    "SearchPriors_MotionIndexLoader": dict(
+        required=[("index_name", "COMBO")],
+        optional=[],
+        outputs=[("index", "MOTION_INDEX"), ("summary", "STRING")],
+        output_node=False,
+    ),
+    "SearchPriors_MotionRetriever": dict(
+        required=[("atomized", "ATOMIZED_PROMPT"), ("index", "MOTION_INDEX"), ("mode", "COMBO"),
+                  ("top_k", "INT"), ("t_total", "FLOAT"), ("t_mot", "FLOAT"), ("t_atr", "FLOAT"),
+                  ("alpha", "FLOAT"), ("beta", "FLOAT"), ("gamma", "FLOAT"), ("min_keep", "INT")],
+        optional=[],
+        outputs=[("retrieval", "RETRIEVAL"), ("best_video", "STRING"), ("reference_captions", "STRING"),
+                 ("report", "STRING")],
+        output_node=True,
+    ),
+}
+
+COMBO_OPTIONS = {
+    ("SearchPriors_MotionIndexBuilder", "format"): ["auto", "csv", "jsonl", "webvid", "msrvtt"],
+    ("SearchPriors_MotionRetriever", "mode"): ["search_t2v", "pos"],
+}
+
+
+def socket_type(spec) -> str:
+    """The type of an /object_info input: V3 schema nodes say "COMBO" with an options list; V1 nodes give
+    the options list itself in the type's place."""
+    kind = spec[0]
+    return "COMBO" if isinstance(kind, list) else kind
+
+
+def combo_options(spec) -> list:
+    kind = spec[0]
+    if isinstance(kind, list):
+        return kind
+    return list((spec[1] if len(spec) > 1 else {}).get("options", []))
+
+
+def input_order(info: dict, section: str) -> list[str]:
+    order = info.get("input_order", {}).get(section)
+    return list(order) if order is not None else list(info["input"].get(section, {}))
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy_server):
+    return comfy_server.object_info(refresh=True)
+
+
+def test_every_pack_node_is_registered(object_info):
+    pack_nodes = sorted(name for name in object_info if name.startswith("SearchPriors_"))
+    missing = sorted(set(NODE_SPEC) - set(pack_nodes))
+    assert not missing, f"nodes missing from /object_info: {missing}; registered: {pack_nodes}"
+
+
+@pytest.mark.parametrize("node_id", sorted(NODE_SPEC))
+def test_node_sockets_match_the_contract(object_info, node_id):
+    expected = NODE_SPEC[node_id]
+    info = object_info.get(node_id)
+    assert info is not None, f"{node_id} is not in /object_info"
+    assert info["category"] == CATEGORY
+    assert bool(info.get("output_node")) == expected["output_node"]
+
+    for section in ("required", "optional"):
+        declared = info["input"].get(section, {})
+        names = input_order(info, section)
+        assert names == [name for name, _ in expected[section]], f"{node_id} {section} inputs"
+        for name, kind in expected[section]:
+            assert socket_type(declared[name]) == kind, f"{node_id}.{name}: {declared[name]!r}"
+
+    assert list(info["output"]) == [kind for _, kind in expected["outputs"]], f"{node_id} output types"
+    assert list(info["output_name"]) == [name for name, _ in expected["outputs"]], f"{node_id} output names"
+
+
+@pytest.mark.parametrize("node_id,input_name", sorted(COMBO_OPTIONS))
+def test_fixed_combo_options(object_info, node_id, input_name):
+    spec = object_info[node_id]["input"]["required"][input_name]
+    assert combo_options(spec) == COMBO_OPTIONS[(node_id, input_name)]
+
+
+def test_index_loader_lists_built_indexes(comfy_server, sample_index, comfy_harness):
+    """Folders under models/motion_index show up in the loader's dropdown once built."""
+    info = comfy_server.object_info("SearchPriors_MotionIndexLoader")
+    options = combo_options(info["input"]["required"]["index_name"])
+    assert comfy_harness.SAMPLE_INDEX_NAME in options

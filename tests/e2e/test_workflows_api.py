@@ -1,0 +1,120 @@
+"""The bundled workflows, in API format, run to completion on a real server through POST /prompt, and
+bad input ends as a readable error on the node while the server keeps serving."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
+API_WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*_api.json"))
+UI_WORKFLOWS = sorted(p for p in WORKFLOWS_DIR.glob("*.json") if not p.name.endswith("_api.json"))
+# Frontend-only nodes that never reach the API format.
+FRONTEND_ONLY_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def nodes_of_type(graph: dict, class_type: str) -> list[str]:
+    return [node_id for node_id, node in graph.items() if node.get("class_type") == class_type]
+
+
+def assert_success(harness, entry: dict, what: str) -> None:
+    status = harness.history_status(entry)
+    if status != "success":
+        error = harness.history_error(entry) or {}
+        pytest.fail(f"{what} ended with status {status!r}: {error.get('node_type')} "
+                    f"(node {error.get('node_id')}): {error.get('exception_type')}: "
+                    f"{error.get('exception_message')}", pytrace=False)
+
+
+def test_every_ui_workflow_has_an_api_twin():
+    assert UI_WORKFLOWS, f"no UI workflows in {WORKFLOWS_DIR}"
+    for ui_path in UI_WORKFLOWS:
+        api_path = ui_path.with_name(ui_path.stem + "_api.json")
+        assert api_path.exists(), f"{ui_path.name} has no API-format twin {api_path.name}"
+        ui_types = {node["type"] for node in load(ui_path)["nodes"]} - FRONTEND_ONLY_TYPES
+        api_types = {node["class_type"] for node in load(api_path).values()}
+        assert ui_types == api_types, f"{ui_path.name} and {api_path.name} use different nodes"
+
+
+@pytest.mark.parametrize("workflow", API_WORKFLOWS, ids=lambda p: p.name)
+def test_api_workflow_completes(comfy_server, sample_index, comfy_harness, workflow):
+    entry = comfy_server.run_prompt(load(workflow), timeout=600)
+    assert_success(comfy_harness, entry, workflow.name)
+    assert entry.get("outputs"), f"{workflow.name} finished with no UI outputs"
+
+
+def test_retrieval_workflow_ranks_the_sample_library(comfy_server, sample_index, comfy_harness):
+    graph = load(comfy_harness.RETRIEVAL_WORKFLOW)
+    entry = comfy_server.run_prompt(graph, timeout=600)
+    assert_success(comfy_harness, entry, comfy_harness.RETRIEVAL_WORKFLOW.name)
+
+    retrievers = nodes_of_type(graph, "SearchPriors_MotionRetriever")
+    assert retrievers, "the retrieval workflow has no MotionRetriever"
+    for node_id in retrievers:
+        report = "\n".join(comfy_harness.history_texts(entry, node_id))
+        assert graph[node_id]["inputs"]["mode"] in report, f"retriever {node_id} report: {report!r}"
+        # A ranked table: its first row, and a caption from the sample library.
+        assert " 1 " in report and "sample0" in report, f"retriever {node_id} shows no ranking: {report!r}"
+
+    # The reference captions reach a preview: non-empty, one caption per line.
+    caption_previews = [
+        node_id for node_id, node in graph.items()
+        if node["class_type"] == "PreviewAny"
+        and node["inputs"].get("source", [None])[0] in retrievers
+        and node["inputs"]["source"][1] == 2  # the reference_captions output
+    ]
+    assert caption_previews, "no preview of the reference captions in the retrieval workflow"
+    captions = "\n".join(comfy_harness.history_texts(entry, caption_previews[0])).strip()
+    assert captions, "the reference captions are empty"
+    assert all(line.strip() for line in captions.splitlines())
+
+
+def run_expecting_error(server, harness, graph: dict) -> dict:
+    try:
+        entry = server.run_prompt(graph, timeout=300)
+    except harness.PromptRejected as rejected:
+        pytest.fail(f"expected the node to raise while running, but validation rejected the prompt: "
+                    f"{rejected}", pytrace=False)
+    assert harness.history_status(entry) == "error", f"expected an error, got {entry.get('status')!r}"
+    error = harness.history_error(entry)
+    assert error is not None, f"no execution_error message in {entry.get('status')!r}"
+    return error
+
+
+@pytest.mark.parametrize("case", ["empty_prompt", "missing_index"])
+def test_bad_input_fails_on_the_node_and_the_server_keeps_serving(comfy_server, sample_index,
+                                                                  comfy_harness, case):
+    good = load(comfy_harness.RETRIEVAL_WORKFLOW)
+    bad = copy.deepcopy(good)
+    if case == "empty_prompt":
+        (node_id,) = nodes_of_type(bad, "SearchPriors_PromptAtomizer")
+        bad[node_id]["inputs"]["prompt"] = "   "
+        expected_node, expected_words = "SearchPriors_PromptAtomizer", ["empty"]
+    else:
+        (node_id,) = nodes_of_type(bad, "SearchPriors_MotionIndexLoader")
+        bad[node_id]["inputs"]["index_name"] = "no_such_index_xyz"
+        expected_node, expected_words = "SearchPriors_MotionIndexLoader", ["no_such_index_xyz"]
+
+    error = run_expecting_error(comfy_server, comfy_harness, bad)
+    assert error["node_type"] == expected_node
+    assert error["node_id"] == node_id
+    message = error["exception_message"]
+    for word in expected_words:
+        assert word in message.lower() or word in message, f"message does not name the problem: {message!r}"
+    assert "Traceback" not in message
+
+    # The server is still serving: a good graph runs next (a new prompt, so nothing comes from the cache).
+    assert comfy_server.running
+    (atomizer_id,) = nodes_of_type(good, "SearchPriors_PromptAtomizer")
+    good[atomizer_id]["inputs"]["prompt"] = f"A dog runs across a beach ({case})"
+    entry = comfy_server.run_prompt(good, timeout=600)
+    assert_success(comfy_harness, entry, "the good graph after a failed one")

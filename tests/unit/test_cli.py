@@ -1,0 +1,59 @@
+"""The searchpriors CLI, run in-process: build, search (single and batch), atomize, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from comfyui_searchpriors.retrieval.cli import main
+
+
+@pytest.fixture(scope="module")
+def sample_index(tmp_path_factory, sample_library_path):
+    out = tmp_path_factory.mktemp("cli") / "idx"
+    assert main(["index", "build", "--library", sample_library_path, "--out", str(out)]) == 0
+    return out
+
+
+def test_build_reports_counts(sample_index, capsys, sample_library_path):
+    assert main(["index", "build", "--library", sample_library_path, "--out", str(sample_index)]) == 0
+    out = capsys.readouterr()
+    assert "40 captions (0 added, 40 already indexed)" in out.out
+    assert "40 entries have no local video" in out.err
+
+
+def test_search_json_single_and_batch(sample_index, tmp_path, capsys):
+    assert main(["search", "--index", str(sample_index), "--json", "--k", "3", "A dog catches a frisbee"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["mode"] == "search_t2v" and len(result["hits"]) == 3
+    assert result["hits"][0]["caption"] == "a dog catches a frisbee in the air"
+    assert set(result["hits"][0]["parts"]) == {"total", "motion", "actor", "units", "score"}
+    queries = tmp_path / "q.txt"
+    queries.write_text("a man rides a bicycle\n\nscissors cut paper\n")
+    assert main(["search", "--index", str(sample_index), "--queries", str(queries), "--json", "--mode", "pos"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    rows = [json.loads(line) for line in lines]
+    assert [r["prompt"] for r in rows] == ["a man rides a bicycle", "scissors cut paper"]
+    assert all(r["hits"][0]["video_id"].startswith("sample") for r in rows)
+
+
+def test_atomize_json_batch(tmp_path, capsys):
+    queries = tmp_path / "q.txt"
+    queries.write_text("A panda rides a bicycle\nTime-lapse of clouds\n")
+    assert main(["atomize", "--queries", str(queries), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert rows[0]["units"][rows[0]["core"]] == {"motion": "ride", "actor": "panda", "recipient": "bicycle"}
+    assert rows[1]["fallback"] == "no-verb"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["atomize", "   "], "prompt is empty"),
+    (["search", "--index", "/nonexistent/idx", "a dog runs"], "No motion index"),
+    (["index", "build", "--library", "/nonexistent/lib.csv", "--out", "/tmp/x"], "does not exist"),
+    (["atomize"], "give a PROMPT"),
+])
+def test_bad_input_exits_non_zero_with_a_message(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
