@@ -13,7 +13,8 @@ from typing import Callable, Optional
 import folder_paths
 
 from ..retrieval.errors import SearchPriorsError
-from ..retrieval.models import list_sentence_models, list_spacy_models
+from ..retrieval.models import (DEFAULT_SENTENCE_MODEL, DEFAULT_SPACY_MODEL, list_sentence_models,
+                                list_spacy_models)
 
 CATEGORY = "SearchPriors/retrieval"
 INDEX_FOLDER = "motion_index"
@@ -40,6 +41,22 @@ def spacy_choices() -> list[str]:
 
 def sentence_choices() -> list[str]:
     return list_sentence_models(model_folders(SENTENCE_FOLDER))
+
+
+def model_inputs() -> list:
+    """The spaCy and Sentence-Transformers dropdowns, defaulting to the paper's models when present."""
+    from comfy_api.v0_0_2 import io
+
+    def combo(name: str, options: list[str], default: str, tooltip: str):
+        return io.Combo.Input(name, options=options, default=default if default in options else options[0],
+                              tooltip=tooltip)
+
+    return [
+        combo("spacy_model", spacy_choices(), DEFAULT_SPACY_MODEL,
+              "spaCy pipeline with a parser: installed packages and folders in models/spacy/"),
+        combo("sentence_model", sentence_choices(), DEFAULT_SENTENCE_MODEL,
+              "Sentence-Transformers model: folders in models/sentence_transformers/, package-shipped or cached"),
+    ]
 
 
 def index_choices() -> list[str]:

@@ -10,7 +10,7 @@ from comfy_api.v0_0_2 import io
 
 from ..retrieval.index import build_index, index_fingerprint, load_index
 from ..retrieval.library import FORMATS, read_library
-from ..retrieval.models import DEFAULT_SENTENCE_MODEL, DEFAULT_SPACY_MODEL, load_sentence_model, load_spacy
+from ..retrieval.models import load_sentence_model, load_spacy
 from . import comfy_glue as glue
 
 MotionIndexType = io.Custom("MOTION_INDEX")
@@ -32,16 +32,6 @@ def cached_index(folder: str):
     return index
 
 
-def _model_inputs() -> list:
-    spacy_models, sentence_models = glue.spacy_choices(), glue.sentence_choices()
-    return [
-        io.Combo.Input("spacy_model", options=spacy_models,
-                       default=DEFAULT_SPACY_MODEL if DEFAULT_SPACY_MODEL in spacy_models else spacy_models[0]),
-        io.Combo.Input("sentence_model", options=sentence_models,
-                       default=DEFAULT_SENTENCE_MODEL if DEFAULT_SENTENCE_MODEL in sentence_models else sentence_models[0]),
-    ]
-
-
 class MotionIndexBuilder(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -59,7 +49,7 @@ class MotionIndexBuilder(io.ComfyNode):
                 io.Combo.Input("format", options=list(FORMATS), default="auto"),
                 io.String.Input("index_name", default="searchpriors_sample",
                                 tooltip="Folder name under models/motion_index"),
-                *_model_inputs(),
+                *glue.model_inputs(),
                 io.String.Input("videos_folder", default="", optional=True,
                                 tooltip="Where the video files are (relative to the input folder); "
                                         "empty = the library file's folder"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.v0_0_2 import io
 
 from ..retrieval.embedding import atomize
-from ..retrieval.models import DEFAULT_SENTENCE_MODEL, DEFAULT_SPACY_MODEL, load_sentence_model, load_spacy
+from ..retrieval.models import load_sentence_model, load_spacy
 from . import comfy_glue as glue
 
 AtomizedPrompt = io.Custom("ATOMIZED_PROMPT")
@@ -14,7 +14,6 @@ AtomizedPrompt = io.Custom("ATOMIZED_PROMPT")
 class PromptAtomizer(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        spacy_models, sentence_models = glue.spacy_choices(), glue.sentence_choices()
         return io.Schema(
             node_id="SearchPriors_PromptAtomizer",
             display_name="Prompt Atomizer (Search-T2V)",
@@ -23,12 +22,7 @@ class PromptAtomizer(io.ComfyNode):
                         "sentence and every unit (Sentence-Transformers). Text models run on the CPU.",
             inputs=[
                 io.String.Input("prompt", multiline=True, default="A panda rides a bicycle past the Eiffel Tower"),
-                io.Combo.Input("spacy_model", options=spacy_models,
-                               default=DEFAULT_SPACY_MODEL if DEFAULT_SPACY_MODEL in spacy_models else spacy_models[0],
-                               tooltip="spaCy pipeline with a parser; installed packages and models/spacy/"),
-                io.Combo.Input("sentence_model", options=sentence_models,
-                               default=DEFAULT_SENTENCE_MODEL if DEFAULT_SENTENCE_MODEL in sentence_models else sentence_models[0],
-                               tooltip="Sentence-Transformers model; folders in models/sentence_transformers/"),
+                *glue.model_inputs(),
             ],
             outputs=[
                 AtomizedPrompt.Output("atomized", display_name="atomized"),
