@@ -387,6 +387,42 @@ def _prepare_folder(folder: str, sentence_id: str, spacy_id: str, dim: int) -> t
     return manifest, staging
 
 
+class _CaptionCache:
+    """Parses and embeds each distinct caption once per build (libraries repeat captions: MSR-VTT has
+    118,145 distinct in 140,200), encoding them sorted by length so that batches carry little padding."""
+
+    def __init__(self, dim: int, limit: int = 200_000):
+        self.dim = dim
+        self.limit = limit
+        self.known: dict[str, tuple] = {}   # caption -> (parse, vector), bounded by ``limit``
+
+    def process(self, captions: Sequence[str], nlp, sentence_model, table: PhraseTable,
+                progress: Callable[[float], None], batch_size: int, embed_batch_size: int):
+        new = [c for c in dict.fromkeys(captions) if c not in self.known]
+        # parsing is about a third of the work, encoding the rest; progress moves with both
+        parsed_new = []
+        for b in range(0, len(new), batch_size):
+            parsed_new.extend(parse_texts(nlp, new[b:b + batch_size], batch_size=min(batch_size, 1000)))
+            progress(0.3 * (b + batch_size) / max(len(new), 1))
+        table.add(sentence_model, [x for p in parsed_new for u in p.units for x in u.roles() if x is not None],
+                  batch_size=embed_batch_size)
+        order = sorted(range(len(new)), key=lambda i: len(new[i]))
+        vectors_new = np.empty((len(new), self.dim), dtype=np.float32)
+        for b in range(0, len(order), batch_size):
+            rows = order[b:b + batch_size]
+            vectors_new[rows] = encode(sentence_model, [new[i] for i in rows], embed_batch_size)
+            progress(0.3 + 0.7 * (b + len(rows)) / max(len(new), 1))
+        fresh = dict(zip(new, zip(parsed_new, vectors_new)))
+        lookup = lambda c: fresh.get(c) or self.known[c]  # noqa: E731
+        parsed = [lookup(c)[0] for c in captions]
+        vectors = np.stack([lookup(c)[1] for c in captions]) if captions else np.zeros((0, self.dim), np.float32)
+        room = self.limit - len(self.known)
+        if room > 0:
+            self.known.update(list(fresh.items())[:room])
+        progress(1.0)
+        return parsed, vectors
+
+
 def build_index(folder: str, entries: Sequence[LibraryEntry], nlp, sentence_model, *,
                 progress: Optional[Progress] = None, source: Optional[dict] = None,
                 segment_size: int = 20000, batch_size: int = 1024, embed_batch_size: int = 128) -> BuildReport:
@@ -419,34 +455,26 @@ def build_index(folder: str, entries: Sequence[LibraryEntry], nlp, sentence_mode
             todo.append(entry)
 
     table = PhraseTable(dim)
+    cache = _CaptionCache(dim)
     ordinal = len(manifest["segments"]) + len(staging["segments"])
     total = len(todo)
-    done = 0
     if progress:
         progress(0, total)
     for seg_start in range(0, total, segment_size):
         chunk = todo[seg_start:seg_start + segment_size]
-        vectors, parsed = [], []
-        for b in range(0, len(chunk), batch_size):
-            batch = chunk[b:b + batch_size]
-            captions = [e.caption for e in batch]
-            batch_parsed = list(parse_texts(nlp, captions))
-            before = len(table)
-            table.add(sentence_model, [x for p in batch_parsed for u in p.units for x in u.roles() if x is not None],
-                      batch_size=embed_batch_size)
-            report.phrases_embedded += len(table) - before
-            unique = list(dict.fromkeys(captions))
-            unique_vectors = encode(sentence_model, unique, embed_batch_size)
-            where = {c: i for i, c in enumerate(unique)}
-            vectors.append(unique_vectors[[where[c] for c in captions]])
-            parsed.extend(batch_parsed)
-            done += len(batch)
+        captions = [e.caption for e in chunk]
+
+        def chunk_progress(fraction: float) -> None:
             if progress:
-                progress(done, total)
+                progress(seg_start + int(round(len(chunk) * fraction)), total)
+
+        parsed, vectors = cache.process(captions, nlp, sentence_model, table, chunk_progress,
+                                        batch_size=batch_size, embed_batch_size=embed_batch_size)
         ordinal += 1
-        seg = _write_segment(folder, ordinal, chunk, np.concatenate(vectors, axis=0), parsed, table)
+        seg = _write_segment(folder, ordinal, chunk, vectors, parsed, table)
         staging["segments"].append(seg)
         write_json_atomic(os.path.join(folder, STAGING), staging)
+    report.phrases_embedded = len(table)
 
     manifest = dict(manifest)
     manifest["segments"] = list(manifest["segments"]) + staging["segments"]
