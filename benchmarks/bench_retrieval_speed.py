@@ -7,7 +7,7 @@ a. Build throughput (captions/s) on the same N MSR-VTT captions (the first N of 
          + segment files + manifest);
    (iii) a naive per-caption loop: for each caption ``nlp(caption)``, ``parse_doc``, encode the sentence
          alone, encode each role phrase alone; then the same arrays are written (``index._write_segment``
-         and a manifest). It runs on the first ``--naive-n`` captions only (default 1000, ``--quick`` 100),
+         and a manifest). It runs on the first ``--naive-n`` captions only (default 200, ``--quick`` 50),
          because it is slow; its throughput is per caption of that subset.
    Target: (ii) >= 0.8 x (i). A breakdown of where (ii) spends its time is measured separately on the
    same captions: spaCy parse (``atomizer.parse_texts``), sentence encode (= (i)), encode of the distinct
@@ -26,8 +26,10 @@ b. Query latency, per query, p50/p95 in ms, of ``search.search()`` alone (atomiz
      texts and vectors). It is written as a real index folder with ``index._write_segment`` in segments
      of 20,000 captions (``build_index``'s default segment size) and a manifest in ``build_index``'s
      format, and loaded with ``index.load_index``; cached under ``bench_out/cache/``.
-   Peak RSS (``resource.getrusage(...).ru_maxrss``) of loading each index is measured in a fresh
-   subprocess (baseline after imports, and after ``load_index``). Queries: the 10 prompts of
+   Peak RSS (``resource.getrusage(...).ru_maxrss``) of loading each index is measured in a process that
+   does nothing else: a child forked from a small helper process started before any model is loaded
+   (ru_maxrss is inherited over fork/exec; see ``rss_server``); reported as the peak after ``load_index``
+   and its rise over the child's baseline (Python, numpy, faiss and the index module imported). Queries: the 10 prompts of
    ``prompts/search_t2v_prompts.txt`` plus 90 held-out MSR-VTT captions (``--quick``: 10). Target:
    search_t2v p50 <= 100 ms at 1M. One warm-up search per mode and index is excluded from the
    percentiles and reported as "first search".
@@ -64,26 +66,74 @@ MODES = ("search_t2v", "pos")
 
 
 # ------------------------------------------------------------------------------------------ RSS probe
+#
+# ru_maxrss is a high-water mark that Linux carries over fork() and execve(): a probe started from this
+# (large) process would report at least this process's RSS. So a small server process is started before
+# any model or index is loaded, and each probe is a child forked from it: its ru_maxrss starts at the
+# server's small footprint (numpy, faiss and the index module imported) and rises only by what
+# ``load_index`` needs.
 
-def rss_probe(folder: str) -> int:
-    """Subprocess mode: print RSS before and after ``load_index(folder)`` as one JSON line."""
+def _vm_hwm_mb() -> float:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def rss_server() -> int:
+    """Subprocess mode: for each folder read from stdin, fork, load it, print one JSON line of RSS."""
     import faiss  # noqa: F401  (imported before the baseline so that it is not counted)
 
     from comfyui_searchpriors.retrieval.index import load_index
 
-    base = C.maxrss_mb()
-    t0 = time.perf_counter()
-    index = load_index(folder)
-    load_s = time.perf_counter() - t0
-    print(json.dumps({"baseline_maxrss_mb": base, "after_load_maxrss_mb": C.maxrss_mb(), "load_s": load_s,
-                      "count": index.count, "phrase_rows": int(len(index.phrases))}))
+    for line in sys.stdin:
+        folder = line.strip()
+        if not folder:
+            break
+        pid = os.fork()
+        if pid == 0:
+            try:
+                base = C.maxrss_mb()
+                t0 = time.perf_counter()
+                index = load_index(folder)
+                load_s = time.perf_counter() - t0
+                out = {"baseline_maxrss_mb": base, "after_load_maxrss_mb": C.maxrss_mb(),
+                       "after_load_vmhwm_mb": _vm_hwm_mb(), "load_s": load_s, "count": index.count}
+            except Exception as exc:  # reported to the parent
+                out = {"error": repr(exc)}
+            sys.stdout.write(json.dumps(out) + "\n")
+            sys.stdout.flush()
+            os._exit(0)
+        os.waitpid(pid, 0)
     return 0
 
 
-def measure_load_rss(folder: Path) -> dict:
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--rss-probe", str(folder)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class RssProbe:
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--rss-server"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def measure(self, folder: Path) -> dict:
+        self.proc.stdin.write(f"{folder}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the RSS probe process ended unexpectedly")
+        out = json.loads(line)
+        if "error" in out:
+            raise RuntimeError(f"RSS probe failed: {out['error']}")
+        return out
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except Exception:
+            self.proc.kill()
 
 
 # ------------------------------------------------------------------------------------------ a. build
@@ -276,11 +326,11 @@ def synthetic_index(real_folder: Path, n: int, seed: int, segment_size: int, log
 
 # ------------------------------------------------------------------------------------------ b./c.
 
-def bench_latency(folder: Path, atomized, params_by_mode, log) -> dict:
+def bench_latency(folder: Path, atomized, params_by_mode, probe: RssProbe, log) -> dict:
     from comfyui_searchpriors.retrieval.index import load_index
     from comfyui_searchpriors.retrieval.search import search
 
-    rss = measure_load_rss(folder)
+    rss = probe.measure(folder)
     t0 = time.perf_counter()
     index = load_index(str(folder))
     load_s = time.perf_counter() - t0
@@ -349,18 +399,26 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     ap.add_argument("--n", type=int, default=None, help="captions for the build benchmark (default 5000)")
-    ap.add_argument("--naive-n", type=int, default=None, help="captions for the naive loop (default 1000)")
+    ap.add_argument("--naive-n", type=int, default=None, help="captions for the naive loop (default 200)")
     ap.add_argument("--synthetic-n", type=int, default=None, help="synthetic index size (default 1,000,000)")
     ap.add_argument("--no-literal-1m", action="store_true", help="skip the literal check at the synthetic index")
     ap.add_argument("--skip-build", action="store_true", help="skip part a")
-    ap.add_argument("--rss-probe", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--rss-server", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.rss_probe:
-        return rss_probe(args.rss_probe)
+    if args.rss_server:
+        return rss_server()
     root = C.require_shared_data(C.MSRVTT_REL, C.PROMPTS_REL)
+    probe = RssProbe()  # before any model or index is loaded (see rss_server)
+    try:
+        return run(args, root, probe)
+    finally:
+        probe.close()
+
+
+def run(args, root, probe: RssProbe) -> int:
     quick = args.quick
     n_build = args.n or (500 if quick else 5000)
-    naive_n = args.naive_n or (100 if quick else 1000)
+    naive_n = args.naive_n or (50 if quick else 200)
     n_synth = args.synthetic_n or (20_000 if quick else 1_000_000)
     n_heldout_latency = 10 if quick else 90
     n_heldout_exact = 5 if quick else 20
@@ -399,6 +457,23 @@ def main(argv=None) -> int:
         atomized.append(atomize(t, nlp, model))
         atomize_ms.append((time.perf_counter() - t0) * 1e3)
     result["atomize_ms"] = C.percentiles(atomize_ms)
+    # the same with one torch thread: with two threads on two busy cores a one-sentence encode can wait
+    # for a descheduled worker thread at every barrier
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        atomize(query_texts[0], nlp, model)
+        one = []
+        for t in query_texts:
+            t0 = time.perf_counter()
+            atomize(t, nlp, model)
+            one.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(threads)
+    result["atomize_ms_1_thread"] = C.percentiles(one)
+    result["atomize_threads_default"] = threads
     result["queries"] = labels
     log(f"b. query latency: {len(query_texts)} queries ({len(prompts)} paper prompts + {len(held)} held-out "
         f"MSR-VTT captions); atomize p50 {result['atomize_ms']['p50']:.1f} ms, p95 {result['atomize_ms']['p95']:.1f} ms")
@@ -408,7 +483,7 @@ def main(argv=None) -> int:
     n_exact = len(prompts) + n_heldout_exact
 
     log(f" index 'msrvtt' ({real_folder.name})")
-    latency["msrvtt"], index, rows = bench_latency(real_folder, atomized, params_by_mode, log)
+    latency["msrvtt"], index, rows = bench_latency(real_folder, atomized, params_by_mode, probe, log)
     latency["msrvtt"]["build"] = real_build
     exact["msrvtt"] = literal_check(index, atomized[:n_exact], {m: rows[m][:n_exact] for m in MODES},
                                     labels[:n_exact], rr, params_by_mode, log, f"{index.count} captions")
@@ -416,7 +491,7 @@ def main(argv=None) -> int:
     gc.collect()
 
     log(f" index 'synthetic' ({synth_folder.name})")
-    latency["synthetic"], index, rows = bench_latency(synth_folder, atomized, params_by_mode, log)
+    latency["synthetic"], index, rows = bench_latency(synth_folder, atomized, params_by_mode, probe, log)
     latency["synthetic"]["build"] = synth_build
     if args.no_literal_1m:
         exact["synthetic"] = {"skipped": "--no-literal-1m"}
@@ -460,12 +535,16 @@ def main(argv=None) -> int:
             p = lat["modes"][mode]["search_ms"]
             rows_b.append([f"{name} ({lat['count']:,})", mode, p["p50"], p["p95"], p["mean"],
                            lat["modes"][mode]["first_search_ms"],
-                           f"{lat['load_rss']['after_load_maxrss_mb']:.0f} (+{lat['load_rss']['after_load_maxrss_mb'] - lat['load_rss']['baseline_maxrss_mb']:.0f})",
+                           f"{lat['load_rss']['after_load_maxrss_mb']:.0f} "
+                           f"(+{lat['load_rss']['after_load_maxrss_mb'] - lat['load_rss']['baseline_maxrss_mb']:.0f})",
                            lat["load_rss"]["load_s"]])
-    print(C.table(["index", "mode", "p50 ms", "p95 ms", "mean ms", "first ms", "load peak RSS MB", "load s"], rows_b,
+    print(C.table(["index", "mode", "p50 ms", "p95 ms", "mean ms", "first ms", "load peak RSS MB (+rise)", "load s"], rows_b,
                   title=f"b. search() latency per query ({len(query_texts)} queries, top_k=10; atomize excluded)"))
     a_ms = result["atomize_ms"]
-    print(f"   atomize (embedding.atomize, per prompt): p50 {a_ms['p50']:.1f} ms, p95 {a_ms['p95']:.1f} ms")
+    a1 = result["atomize_ms_1_thread"]
+    print(f"   atomize (embedding.atomize, per prompt): p50 {a_ms['p50']:.1f} ms, p95 {a_ms['p95']:.1f} ms with "
+          f"{result['atomize_threads_default']} torch threads; p50 {a1['p50']:.1f} ms, p95 {a1['p95']:.1f} ms "
+          f"with 1 torch thread")
     for name, lat in latency.items():
         print(f"   {name}: {lat['count']:,} captions, {lat['units']:,} units, {lat['phrase_rows'] - 1:,} phrase rows "
               f"loaded ({lat['distinct_phrases']:,} distinct)")

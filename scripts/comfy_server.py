@@ -29,8 +29,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACK_DIR_NAME = "ComfyUI-SearchPriors"
@@ -175,7 +179,7 @@ class ComfyServer:
             *self.extra_args,
         ]
 
-    def start(self) -> "ComfyServer":
+    def start(self) -> Self:
         if self._process is not None:
             raise ComfyServerError("already started")
         self._prepare_base()
@@ -186,7 +190,8 @@ class ComfyServer:
             env.pop(key, None)
         env.update(OFFLINE_ENV)
         env.update(self.extra_env)
-        self._log_file = open(self.log_path, "ab", buffering=0)
+        # Held open for the server's lifetime and closed by stop(), so no `with` block.
+        self._log_file = open(self.log_path, "ab", buffering=0)  # noqa: SIM115
         self._log_file.write(f"$ {' '.join(self.command())}\n".encode())
         started = time.monotonic()
         self._process = subprocess.Popen(
@@ -249,7 +254,7 @@ class ComfyServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def __enter__(self) -> "ComfyServer":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -423,7 +428,7 @@ def build_sample_index(server: ComfyServer, via: str = "workflow", timeout: floa
         env.update(OFFLINE_ENV)
         command = [server.python, "-m", "comfyui_searchpriors.retrieval.cli", "index", "build",
                    "--library", str(SAMPLE_LIBRARY_DIR / "library.csv"), "--out", str(out)]
-        done = subprocess.run(command, cwd=server.base_dir, env=env, capture_output=True, text=True,
+        done = subprocess.run(command, check=False, cwd=server.base_dir, env=env, capture_output=True, text=True,
                               timeout=timeout)
         if done.returncode != 0:
             raise ComfyServerError(f"{' '.join(command)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")

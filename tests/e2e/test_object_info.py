@@ -12,37 +12,37 @@ pytestmark = pytest.mark.e2e
 
 CATEGORY = "SearchPriors/retrieval"
 
-# node id -> (required inputs in order, optional inputs in order, outputs in order, output node?)
-# An input or output is (name, type); a COMBO input's options may be given to pin them.
+# node id -> required inputs, optional inputs and outputs, each in order as (name, type), and whether it is
+# an output node. COMBO_OPTIONS below pins the options of fixed dropdowns.
 NODE_SPEC = {
-    "SearchPriors_PromptAtomizer": dict(
-        required=[("prompt", "STRING"), ("spacy_model", "COMBO"), ("sentence_model", "COMBO")],
-        optional=[],
-        outputs=[("atomized", "ATOMIZED_PROMPT"), ("units", "STRING")],
-        output_node=False,
-    ),
-    "SearchPriors_MotionIndexBuilder": dict(
-        required=[("library", "STRING"), ("format", "COMBO"), ("index_name", "STRING"),
-                  ("spacy_model", "COMBO"), ("sentence_model", "COMBO")],
-        optional=[("videos_folder", "STRING")],
-        outputs=[("index", "MOTION_INDEX"), ("report", "STRING")],
-        output_node=True,
-    ),
-    "SearchPriors_MotionIndexLoader": dict(
-        required=[("index_name", "COMBO")],
-        optional=[],
-        outputs=[("index", "MOTION_INDEX"), ("summary", "STRING")],
-        output_node=False,
-    ),
-    "SearchPriors_MotionRetriever": dict(
-        required=[("atomized", "ATOMIZED_PROMPT"), ("index", "MOTION_INDEX"), ("mode", "COMBO"),
-                  ("top_k", "INT"), ("t_total", "FLOAT"), ("t_mot", "FLOAT"), ("t_atr", "FLOAT"),
-                  ("alpha", "FLOAT"), ("beta", "FLOAT"), ("gamma", "FLOAT"), ("min_keep", "INT")],
-        optional=[],
-        outputs=[("retrieval", "RETRIEVAL"), ("best_video", "STRING"), ("reference_captions", "STRING"),
-                 ("report", "STRING")],
-        output_node=True,
-    ),
+    "SearchPriors_PromptAtomizer": {
+        "required": [("prompt", "STRING"), ("spacy_model", "COMBO"), ("sentence_model", "COMBO")],
+        "optional": [],
+        "outputs": [("atomized", "ATOMIZED_PROMPT"), ("units", "STRING")],
+        "output_node": False,
+    },
+    "SearchPriors_MotionIndexBuilder": {
+        "required": [("library", "STRING"), ("format", "COMBO"), ("index_name", "STRING"),
+                     ("spacy_model", "COMBO"), ("sentence_model", "COMBO")],
+        "optional": [("videos_folder", "STRING")],
+        "outputs": [("index", "MOTION_INDEX"), ("report", "STRING")],
+        "output_node": True,
+    },
+    "SearchPriors_MotionIndexLoader": {
+        "required": [("index_name", "COMBO")],
+        "optional": [],
+        "outputs": [("index", "MOTION_INDEX"), ("summary", "STRING")],
+        "output_node": False,
+    },
+    "SearchPriors_MotionRetriever": {
+        "required": [("atomized", "ATOMIZED_PROMPT"), ("index", "MOTION_INDEX"), ("mode", "COMBO"),
+                     ("top_k", "INT"), ("t_total", "FLOAT"), ("t_mot", "FLOAT"), ("t_atr", "FLOAT"),
+                     ("alpha", "FLOAT"), ("beta", "FLOAT"), ("gamma", "FLOAT"), ("min_keep", "INT")],
+        "optional": [],
+        "outputs": [("retrieval", "RETRIEVAL"), ("best_video", "STRING"), ("reference_captions", "STRING"),
+                    ("report", "STRING")],
+        "output_node": True,
+    },
 }
 
 COMBO_OPTIONS = {
