@@ -95,25 +95,29 @@ class Retrieval:
         return [h.caption for h in self.hits]
 
     def report(self) -> str:
-        head = f'{self.mode} retrieval for "{self.prompt}" over {self.index_count} captions ({self.index_name})'
-        lines = [head]
+        """A Markdown table (ComfyUI's Preview Any renders it; it reads as plain text too)."""
+        lines = [f'{self.mode} retrieval for "{self.prompt}" over {self.index_count} captions ({self.index_name})', ""]
         if self.rounds:
-            lines.append("filter: " + " -> ".join(f"{name}: {kept}" for name, kept in self.rounds))
+            lines += ["filter: " + " -> ".join(f"{name}: {kept}" for name, kept in self.rounds), ""]
         if self.mode == "search_t2v":
-            lines.append(f"{'#':>2}  {'score':>6} {'total':>6} {'motion':>6} {'actor':>6} {'units':>6}  video / caption")
+            lines += ["| # | score | total | motion | actor | units | video | caption |",
+                      "|--:|--:|--:|--:|--:|--:|---|---|"]
         else:
-            lines.append(f"{'#':>2}  {'cosine':>6}  video / caption")
+            lines += ["| # | cosine | video | caption |", "|--:|--:|---|---|"]
         for h in self.hits:
             where = h.video_id + ("" if h.video_path else " (no local video)")
+            caption = h.caption.replace("|", "/")
             if self.mode == "search_t2v":
                 p = h.parts
-                lines.append(f"{h.rank:>2}  {h.score:6.3f} {p['total']:6.3f} {p['motion']:6.3f} {p['actor']:6.3f} "
-                             f"{p['units']:6.3f}  {where}: {h.caption}")
+                lines.append(f"| {h.rank} | {h.score:.3f} | {p['total']:.3f} | {p['motion']:.3f} | {p['actor']:.3f} "
+                             f"| {p['units']:.3f} | {where} | {caption} |")
             else:
-                lines.append(f"{h.rank:>2}  {h.score:6.3f}  {where}: {h.caption}")
+                lines.append(f"| {h.rank} | {h.score:.3f} | {where} | {caption} |")
         if not self.hits:
             lines.append("(no captions in the index)")
-        lines.extend(f"note: {n}" for n in self.notes)
+        if self.notes:
+            lines.append("")
+            lines.extend(f"note: {n}  " for n in self.notes)
         return "\n".join(lines)
 
     def to_json(self) -> dict:

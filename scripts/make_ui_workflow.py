@@ -59,8 +59,8 @@ def convert(api: dict, object_info: dict) -> dict:
         row = column_fill.get(col, 0)
         column_fill[col] = row + 1
         nodes.append({
-            "id": ids[key], "type": node["class_type"], "pos": [40 + 420 * col, 40 + 380 * row],
-            "size": [380, 120 + 26 * len(widgets)], "flags": {}, "order": 0, "mode": 0,
+            "id": ids[key], "type": node["class_type"], "pos": [40 + 560 * col, 40 + 380 * row],
+            "size": [520, 260] if node["class_type"] == "PreviewAny" else [380, 120 + 26 * len(widgets)], "flags": {}, "order": 0, "mode": 0,
             "inputs": inputs, "outputs": [], "properties": {"Node name for S&R": node["class_type"]},
             "widgets_values": widgets, "title": node.get("_meta", {}).get("title", info.get("display_name")),
             "_key": key,
