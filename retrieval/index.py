@@ -168,6 +168,22 @@ class MotionIndex:
             return np.zeros((0, d), dtype=np.float32)
         return faiss.rev_swig_ptr(self.sentence_index.get_xb(), n * d).reshape(n, d)
 
+    def core_role_distinct(self, role: int) -> np.ndarray:
+        """The distinct phrase ids that are some caption's core-unit role (far fewer than captions)."""
+        cache = self.__dict__.setdefault("_core_cache", {})
+        key = ("distinct", role)
+        if key not in cache:
+            cache[key] = np.unique(self.core_role_ids(role))
+        return cache[key]
+
+    def core_role_block(self, role: int) -> np.ndarray:
+        """float64 vectors of ``core_role_distinct(role)``, made once per load."""
+        cache = self.__dict__.setdefault("_core_cache", {})
+        key = ("block", role)
+        if key not in cache:
+            cache[key] = self.phrases[self.core_role_distinct(role)].astype(np.float64)
+        return cache[key]
+
     def core_role_ids(self, role: int) -> np.ndarray:
         """Phrase id of each caption's core-unit role (0 motion, 1 actor, 2 recipient)."""
         cache = self.__dict__.setdefault("_core_cache", {})

@@ -149,8 +149,32 @@ def _dot64(vectors: np.ndarray, rows: Optional[np.ndarray], q: np.ndarray, block
     return out
 
 
-def _unit_similarity(index: MotionIndex, table: np.ndarray, rows: np.ndarray, n_prompt_units: int) -> np.ndarray:
-    """sim'(S_i, S_P) of Eq. 8 for each caption row; ``table`` is phrases x (3 * prompt units)."""
+# float32 products of unit vectors are within ~1e-6 of the float64 ones; anything within this margin of
+# a decision is re-checked in float64, so that float32 speed never changes a result.
+_MARGIN = 1e-4
+
+
+def _total_round(vectors: np.ndarray, q: np.ndarray, threshold: float, min_keep: int) -> np.ndarray:
+    """The sentence round over the whole index: float32 scan, float64 decisions (see ``_keep_best``)."""
+    approx = vectors @ q.astype(np.float32)
+    rows = np.flatnonzero(approx >= threshold - _MARGIN)
+    exact = _dot64(vectors, rows, q)
+    passed = rows[exact >= threshold]
+    if len(passed) >= min_keep:
+        return passed
+    k = min(min_keep, len(approx))
+    kth = np.partition(approx, len(approx) - k)[len(approx) - k]
+    rows = np.flatnonzero(approx >= kth - _MARGIN)
+    return _keep_best(rows, _dot64(vectors, rows, q), threshold, min_keep)
+
+
+def _phrase_sims(index: MotionIndex, ids: np.ndarray, prompt_roles: np.ndarray) -> np.ndarray:
+    """Cosine of the phrases ``ids`` with each prompt role vector (float64); missing ids give 0."""
+    return index.phrases[ids].astype(np.float64) @ prompt_roles.T
+
+
+def _unit_similarity(index: MotionIndex, flat_units: np.ndarray, rows: np.ndarray, n_prompt_units: int) -> np.ndarray:
+    """sim'(S_i, S_P) of Eq. 8 for each caption row; ``flat_units`` holds the prompt's 3m role vectors."""
     if n_prompt_units == 0 or len(rows) == 0:
         return np.zeros(len(rows), dtype=np.float64)
     starts = index.unit_offsets[rows]
@@ -163,8 +187,11 @@ def _unit_similarity(index: MotionIndex, table: np.ndarray, rows: np.ndarray, n_
         # flat list of every candidate's unit indices
         flat = np.arange(total_units) - np.repeat(seg_starts, lengths) + np.repeat(starts, lengths)
         ids = index.units[flat]
+        distinct, local = np.unique(ids, return_inverse=True)
+        table = _phrase_sims(index, distinct, flat_units)   # only the phrases these captions use
+        local = local.reshape(ids.shape)
         for p in range(n_prompt_units):
-            vals = table[ids[:, 0], 3 * p] + table[ids[:, 1], 3 * p + 1] + table[ids[:, 2], 3 * p + 2]
+            vals = table[local[:, 0], 3 * p] + table[local[:, 1], 3 * p + 1] + table[local[:, 2], 3 * p + 2]
             best[has, p] = np.maximum.reduceat(vals, seg_starts[has])
     return best.mean(axis=1)
 
@@ -177,49 +204,59 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
         return np.zeros(0, np.int64), np.zeros(0), {k: np.zeros(0) for k in PART_NAMES}, []
     m = len(unit_vectors)
     q = np.asarray(v_total, dtype=np.float64)
+    # float64 similarities throughout, so that exact ties (the same phrase, orthogonal vectors) stay
+    # exact ties and the fail-safe breaks them by row, as the literal implementation does
     flat_units = unit_vectors.reshape(m * 3, -1).astype(np.float64) if m else np.zeros((0, index.dim))
-    # (P + 1, 3m): every phrase against every prompt role. float64 throughout, so that exact ties (the
-    # same phrase, orthogonal vectors) stay exact ties and the fail-safe breaks them by row.
-    table = index.phrases.astype(np.float64) @ flat_units.T
     has_core = m > 0
     prompt_has = [has_core and bool(np.any(unit_vectors[core_index, r])) for r in range(3)]
 
-    def core_sims(role: int, rows: Optional[np.ndarray] = None) -> np.ndarray:
-        if not has_core:
-            return np.zeros(n if rows is None else len(rows))
-        ids = index.core_role_ids(role)
-        return table[ids if rows is None else ids[rows], 3 * core_index + role]
+    role_sims: dict[int, np.ndarray] = {}
 
-    cheap = []  # (name, full-index sims, threshold) of rounds that are table look-ups
+    def distinct_sims(role: int) -> np.ndarray:
+        """Similarity of every distinct core-role phrase of the index with the prompt's core role."""
+        if role not in role_sims:
+            role_sims[role] = index.core_role_block(role) @ flat_units[3 * core_index + role]
+        return role_sims[role]
+
+    def core_sims(role: int, rows: np.ndarray) -> np.ndarray:
+        if not has_core:
+            return np.zeros(len(rows))
+        ids = index.core_role_ids(role)[rows]
+        return distinct_sims(role)[np.searchsorted(index.core_role_distinct(role), ids)]
+
+    cheap = []  # (name, role, threshold) of the rounds that are phrase look-ups
     if prompt_has[0]:
-        cheap.append(("motion", core_sims(0), params.t_mot))
+        cheap.append(("motion", 0, params.t_mot))
     if prompt_has[1]:
-        cheap.append(("actor", core_sims(1), params.t_atr))
+        cheap.append(("actor", 1, params.t_atr))
     vectors = index.sentence_vectors()
-    mask = np.ones(n, dtype=bool)
-    for _, sims, t in cheap:
-        mask &= sims >= t
-    rows = np.flatnonzero(mask)
-    s_total_rows = _dot64(vectors, rows, q)
-    passing = rows[s_total_rows >= params.t_total]
+    passing = None
+    if cheap:
+        mask = None
+        for _, role, t in cheap:
+            # decide once per distinct phrase that is some caption's core role, then look it up per caption
+            distinct = index.core_role_distinct(role)
+            verdict = np.zeros(len(index.phrases), dtype=bool)
+            verdict[distinct[distinct_sims(role) >= t]] = True
+            hit = verdict[index.core_role_ids(role)]
+            mask = hit if mask is None else mask & hit
+        rows = np.flatnonzero(mask)
+        passing = rows[_dot64(vectors, rows, q) >= params.t_total]
     rounds: list[tuple[str, int]] = []
-    if len(passing) >= params.min_keep:
+    if passing is not None and len(passing) >= params.min_keep:
         candidates = passing
-        s_all = None
         names = [f"total>={params.t_total:g}"] + [f"{name}>={t:g}" for name, _, t in cheap]
         rounds.append((" & ".join(names), len(candidates)))
     else:
-        s_all = _dot64(vectors, None, q)
-        candidates = np.arange(n)
-        candidates = _keep_best(candidates, s_all[candidates], params.t_total, params.min_keep)
+        candidates = _total_round(vectors, q, params.t_total, params.min_keep)
         rounds.append((f"total>={params.t_total:g}", len(candidates)))
-        for name, sims, t in cheap:
-            candidates = _keep_best(candidates, sims[candidates], t, params.min_keep)
+        for name, role, t in cheap:
+            candidates = _keep_best(candidates, core_sims(role, candidates), t, params.min_keep)
             rounds.append((f"{name}>={t:g}", len(candidates)))
-    s_total = s_all[candidates] if s_all is not None else _dot64(vectors, candidates, q)
+    s_total = _dot64(vectors, candidates, q)
     s_mot = core_sims(0, candidates)
     s_atr = core_sims(1, candidates)
-    s_units = _unit_similarity(index, table, candidates, m)
+    s_units = _unit_similarity(index, flat_units, candidates, m)
     score = s_total + params.alpha * s_mot + params.beta * s_atr + params.gamma * s_units
     order = np.lexsort((candidates, -score))[: params.top_k]
     parts = {"total": s_total[order], "motion": s_mot[order], "actor": s_atr[order], "units": s_units[order],
