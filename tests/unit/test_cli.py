@@ -57,3 +57,23 @@ def test_atomize_json_batch(tmp_path, capsys):
 def test_bad_input_exits_non_zero_with_a_message(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_console_script_runs_outside_comfyui(tmp_path):
+    """The installed `searchpriors` entry point works with no ComfyUI module importable."""
+    import os
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(sys.executable), "searchpriors")
+    assert os.path.isfile(script), "pip install -e . (scripts/setup_env.sh) installs the console script"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([script, "atomize", "--json", "Scissors cutting through paper."], cwd=tmp_path,
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["units"][0] == {"motion": "cut", "actor": "scissor", "recipient": "paper"}
+    probe = subprocess.run([sys.executable, "-c", "import sys, comfyui_searchpriors.retrieval.search, "
+                            "comfyui_searchpriors.retrieval.cli; print(sorted(m for m in sys.modules "
+                            "if m.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths', 'nodes')))"],
+                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert probe.stdout.strip() == "[]", probe.stderr
