@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -214,12 +215,29 @@ def _index_complete(folder: Path, expected: int) -> bool:
     return int(data.get("count", -1)) == expected
 
 
-def cached_index(name: str, entries, nlp, model, log=print) -> tuple[Path, dict]:
+# the modules whose code decides what an index holds; a cached index records their hash
+BUILD_SOURCES = ("retrieval/atomizer.py", "retrieval/embedding.py", "retrieval/index.py", "retrieval/library.py")
+
+
+def build_code_hash() -> str:
+    h = hashlib.sha256()
+    for rel in BUILD_SOURCES:
+        h.update((REPO / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def manifest_hash(folder: Path) -> str:
+    return hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()[:12]
+
+
+def cached_index(name: str, entries, nlp, model, log=print, rebuild: bool = False) -> tuple[Path, dict]:
     """Build ``entries`` into ``bench_out/cache/<name>-<content hash>`` unless a complete one is there.
 
     The folder name holds a hash of the entries and model identities, so the same content reuses the
-    index; a build interrupted earlier is resumed by ``build_index`` itself. Returns (folder, build info);
-    build info is the measurement of the build that made the folder (kept in a sidecar JSON).
+    index; a build interrupted earlier is resumed by ``build_index`` itself. The sidecar JSON beside it
+    records the build's time and a hash of the builder's code (``BUILD_SOURCES``); a cached index made by
+    other code is reused with a warning (``rebuild=True``, the scripts' ``--rebuild``, rebuilds it).
+    Returns (folder, build info of the run that made the folder).
     """
     from comfyui_searchpriors.retrieval.index import build_index
 
@@ -227,10 +245,18 @@ def cached_index(name: str, entries, nlp, model, log=print) -> tuple[Path, dict]
     folder = CACHE / f"{name}-{digest}"
     sidecar = CACHE / f"{name}-{digest}.build.json"
     expected = len({e.key for e in entries})
+    code = build_code_hash()
+    if rebuild:
+        shutil.rmtree(folder, ignore_errors=True)
+        sidecar.unlink(missing_ok=True)
     if _index_complete(folder, expected):
         info = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {"seconds": None}
         info["cached"] = True
+        info["stale_code"] = info.get("code_hash") != code
         log(f"reusing cached index {folder.relative_to(REPO)} ({expected} captions)")
+        if info["stale_code"]:
+            log(f"  warning: it was built by other code of {', '.join(BUILD_SOURCES)} than the current one; "
+                f"pass --rebuild to rebuild it")
         return folder, info
     CACHE.mkdir(parents=True, exist_ok=True)
     log(f"building index {folder.relative_to(REPO)} from {len(entries)} captions ...")
@@ -238,7 +264,7 @@ def cached_index(name: str, entries, nlp, model, log=print) -> tuple[Path, dict]
 
     def progress(done, total):
         now = time.perf_counter()
-        if now - last[0] > 30 or done == total:
+        if now - last[0] > 60 or done == total:
             last[0] = now
             log(f"  {done}/{total}")
 
@@ -249,9 +275,11 @@ def cached_index(name: str, entries, nlp, model, log=print) -> tuple[Path, dict]
             "captions_per_s": report.added / report.seconds if report.seconds else None,
             "phrases_embedded": report.phrases_embedded, "loadavg_1m_start": load0,
             "loadavg_1m_end": os.getloadavg()[0], "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "code_hash": code,
             "note": "resumed build: time covers only the remaining part" if report.resumed else ""}
     sidecar.write_text(json.dumps(info, indent=1), encoding="utf-8")
     info["cached"] = False
+    info["stale_code"] = False
     return folder, info
 
 
@@ -293,9 +321,10 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def write_result(name: str, data: dict) -> Path:
+def write_result(name: str, data: dict, quick: bool = False) -> Path:
+    """``bench_out/<name>.json``; a --quick smoke run writes ``<name>.quick.json`` and keeps the full one."""
     BENCH_OUT.mkdir(parents=True, exist_ok=True)
-    path = BENCH_OUT / f"{name}.json"
+    path = BENCH_OUT / (f"{name}.quick.json" if quick else f"{name}.json")
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=1, default=_json_default), encoding="utf-8")
     os.replace(tmp, path)
