@@ -176,6 +176,19 @@ class MotionIndex:
             cache[key] = np.unique(self.core_role_ids(role))
         return cache[key]
 
+    def core_role_groups(self, role: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Captions grouped by core-role phrase: rows ``perm[starts[d]:ends[d]]`` have phrase distinct[d]."""
+        cache = self.__dict__.setdefault("_core_cache", {})
+        key = ("groups", role)
+        if key not in cache:
+            ids = self.core_role_ids(role)
+            perm = np.argsort(ids, kind="stable")
+            sorted_ids = ids[perm]
+            distinct = self.core_role_distinct(role)
+            cache[key] = (perm, np.searchsorted(sorted_ids, distinct, side="left"),
+                          np.searchsorted(sorted_ids, distinct, side="right"))
+        return cache[key]
+
     def core_role_block(self, role: int) -> np.ndarray:
         """float64 vectors of ``core_role_distinct(role)``, made once per load."""
         cache = self.__dict__.setdefault("_core_cache", {})

@@ -168,6 +168,33 @@ def _total_round(vectors: np.ndarray, q: np.ndarray, threshold: float, min_keep:
     return _keep_best(rows, _dot64(vectors, rows, q), threshold, min_keep)
 
 
+def _best_in_total_round(index: MotionIndex, vectors: np.ndarray, q: np.ndarray, t_total: float, role: int,
+                         sims: np.ndarray, min_keep: int) -> Optional[np.ndarray]:
+    """The fail-safe of a unit round inside A = {total >= t_total}: the ``min_keep`` members of A with the
+    best core-role similarity (ties: lower row). Walks the distinct phrases from the most similar down and
+    reads only their captions' sentence vectors. None when A itself has fewer than ``min_keep`` members."""
+    distinct = index.core_role_distinct(role)
+    perm, starts, ends = index.core_role_groups(role)
+    order = np.argsort(-sims, kind="stable")
+    kept_rows, kept_sims, count, i = [], [], 0, 0
+    while i < len(order) and count < min_keep:
+        j = i
+        while j < len(order) and sims[order[j]] == sims[order[i]]:
+            j += 1  # phrases with exactly the same similarity are one tie group
+        rows = np.concatenate([perm[starts[d]:ends[d]] for d in order[i:j]])
+        members = rows[_dot64(vectors, rows, q) >= t_total]
+        kept_rows.append(members)
+        kept_sims.append(np.full(len(members), sims[order[i]]))
+        count += len(members)
+        i = j
+    if count < min_keep:
+        return None
+    rows, values = np.concatenate(kept_rows), np.concatenate(kept_sims)
+    ascending = np.argsort(rows, kind="stable")
+    # only members below the threshold are here (else the caller had enough), so this is the top-min_keep
+    return _keep_best(rows[ascending], values[ascending], np.inf, min_keep)
+
+
 def _phrase_sims(index: MotionIndex, ids: np.ndarray, prompt_roles: np.ndarray) -> np.ndarray:
     """Cosine of the phrases ``ids`` with each prompt role vector (float64); missing ids give 0."""
     return index.phrases[ids].astype(np.float64) @ prompt_roles.T
@@ -231,6 +258,7 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
         cheap.append(("actor", 1, params.t_atr))
     vectors = index.sentence_vectors()
     passing = None
+    hits: dict[int, np.ndarray] = {}
     if cheap:
         mask = None
         for _, role, t in cheap:
@@ -238,18 +266,39 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
             distinct = index.core_role_distinct(role)
             verdict = np.zeros(len(index.phrases), dtype=bool)
             verdict[distinct[distinct_sims(role) >= t]] = True
-            hit = verdict[index.core_role_ids(role)]
-            mask = hit if mask is None else mask & hit
+            hits[role] = verdict[index.core_role_ids(role)]
+            mask = hits[role] if mask is None else mask & hits[role]
         rows = np.flatnonzero(mask)
         passing = rows[_dot64(vectors, rows, q) >= params.t_total]
     rounds: list[tuple[str, int]] = []
+    candidates = None
     if passing is not None and len(passing) >= params.min_keep:
         candidates = passing
         names = [f"total>={params.t_total:g}"] + [f"{name}>={t:g}" for name, _, t in cheap]
         rounds.append((" & ".join(names), len(candidates)))
-    else:
+    elif cheap:
+        # some round needs its fail-safe; the sentence round keeps A = {total >= t_total}. The next round
+        # is decided within A without scanning A: its passing members, or its best by walking phrases.
+        name, role, t = cheap[0]
+        rows = np.flatnonzero(hits[role])
+        in_a = rows[_dot64(vectors, rows, q) >= params.t_total]
+        if len(in_a) >= params.min_keep:
+            candidates = in_a
+            rounds.append((f"total>={params.t_total:g} & {name}>={t:g}", len(candidates)))
+        else:
+            candidates = _best_in_total_round(index, vectors, q, params.t_total, role, distinct_sims(role),
+                                              params.min_keep)
+            if candidates is not None:
+                rounds.append((f"total>={params.t_total:g}, then the best {params.min_keep} by {name}",
+                               len(candidates)))
+        if candidates is not None:
+            for name, role, t in cheap[1:]:
+                candidates = _keep_best(candidates, core_sims(role, candidates), t, params.min_keep)
+                rounds.append((f"{name}>={t:g}", len(candidates)))
+    if candidates is None:
+        # fewer than min_keep pass the sentence round (or no unit round exists): every round in order
         candidates = _total_round(vectors, q, params.t_total, params.min_keep)
-        rounds.append((f"total>={params.t_total:g}", len(candidates)))
+        rounds = [(f"total>={params.t_total:g}", len(candidates))]
         for name, role, t in cheap:
             candidates = _keep_best(candidates, core_sims(role, candidates), t, params.min_keep)
             rounds.append((f"{name}>={t:g}", len(candidates)))
@@ -264,15 +313,28 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
     return candidates[order], score[order], parts, rounds
 
 
-def rank_pos(index: MotionIndex, v_total: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact cosine top-k of sentence vectors (POS Eq. 3)."""
-    if index.count == 0:
+def rank_pos(index: MotionIndex, v_total: np.ndarray, k: int, spare: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine top-k of sentence vectors (POS Eq. 3), ties broken by row as in the literal one.
+
+    faiss returns the best ``k + spare``; they are re-scored in float64. If the last of them is within
+    the float32 margin of the k-th, ties may reach past them, and the whole index is re-checked.
+    """
+    n = index.count
+    if n == 0:
         return np.zeros(0, np.int64), np.zeros(0)
-    k = min(k, index.count)
-    sims, rows = index.sentence_index.search(np.ascontiguousarray(v_total[None, :], dtype=np.float32), k)
-    sims, rows = sims[0].astype(np.float64), rows[0].astype(np.int64)
-    order = np.lexsort((rows, -sims))
-    return rows[order], sims[order]
+    k = min(k, n)
+    q = np.asarray(v_total, dtype=np.float64)
+    vectors = index.sentence_vectors()
+    fetch = min(k + spare, n)
+    approx, rows = index.sentence_index.search(np.ascontiguousarray(q[None, :], dtype=np.float32), fetch)
+    approx, rows = approx[0], rows[0].astype(np.int64)
+    if fetch < n and approx[-1] >= approx[k - 1] - _MARGIN:
+        full = vectors @ q.astype(np.float32)
+        kth = np.partition(full, n - k)[n - k]
+        rows = np.flatnonzero(full >= kth - _MARGIN)
+    exact = _dot64(vectors, rows, q)
+    order = np.lexsort((rows, -exact))[:k]
+    return rows[order], exact[order]
 
 
 def search(index: MotionIndex, atomized: AtomizedPrompt, params: SearchParams) -> Retrieval:

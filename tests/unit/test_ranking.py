@@ -64,6 +64,8 @@ PROMPTS = ["a man rides a bicycle", "a dog chases a cat in the park", "a robot p
     SearchParams(top_k=10, min_keep=3, t_total=0.2, t_mot=0.5, t_atr=0.2),      # fast path taken
     SearchParams(top_k=10, min_keep=25, t_total=0.6, t_mot=0.95, t_atr=0.9),    # fail-safe rounds
     SearchParams(top_k=10, alpha=0.3, beta=2.0, gamma=1.5, min_keep=5, t_total=0.0, t_mot=0.0, t_atr=0.0),
+    SearchParams(top_k=10, min_keep=10, t_total=0.95, t_mot=0.99, t_atr=0.99),  # sentence round fail-safe
+    SearchParams(top_k=10, min_keep=40, t_total=0.2, t_mot=0.99, t_atr=0.1),    # phrase walk inside A
 ])
 def test_search_t2v_matches_literal_implementation(hash_index, nlp, reference, params):
     index, encoder, captions = hash_index
