@@ -223,9 +223,15 @@ def _recipient(verb):
     return _prep_object(verb)
 
 
+# Verbs that state rather than move: "there is a tiger killing an animal" is about killing, not being.
+STATIVE_LEMMAS = frozenset({"be", "have"})
+
+
 def _is_motion_verb(token) -> bool:
     if token.dep_ in ("amod", "compound"):
         return False  # adjectival participles: "fixed gear bicycle"
+    if token.lemma_.lower() in STATIVE_LEMMAS:
+        return False
     if token.pos_ == "VERB":
         return True
     # a gerund mis-tagged as a noun still governs its direct object ("riding bicycle")

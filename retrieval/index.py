@@ -432,7 +432,7 @@ class _CaptionCache:
         parsed_new = []
         for b in range(0, len(new), batch_size):
             parsed_new.extend(parse_texts(nlp, new[b:b + batch_size], batch_size=min(batch_size, 1000)))
-            progress(0.3 * (b + batch_size) / max(len(new), 1))
+            progress(0.3 * min(b + batch_size, len(new)) / max(len(new), 1))
         table.add(sentence_model, [x for p in parsed_new for u in p.units for x in u.roles() if x is not None],
                   batch_size=embed_batch_size)
         order = sorted(range(len(new)), key=lambda i: len(new[i]))

@@ -56,6 +56,12 @@ def test_compound_nouns_kept_adjectives_dropped(nlp):
     assert parsed.core.actor == "fire truck"
 
 
+def test_existential_there_is_not_the_motion(nlp):
+    parsed = parse(nlp, "there is a tiger killing an animal")
+    assert parsed.core == Unit("kill", "tiger", "animal")
+    assert all(u.motion != "be" for u in parsed.units)
+
+
 def test_no_verb_prompt_uses_the_documented_fallback(nlp):
     parsed = parse(nlp, "Time-lapse of clouds")
     assert parsed.fallback == "no-verb"

@@ -145,3 +145,12 @@ def test_missing_foreign_corrupt_and_damaged_folders(tmp_path, nlp, hash_encoder
     np.save(segment / "units.npy", np.zeros((1, 3), np.int32))
     with pytest.raises(MotionIndexError, match="inconsistent"):
         load_index(str(folder))
+
+
+def test_progress_is_monotonic_and_never_passes_the_total(tmp_path, nlp, hash_encoder):
+    seen = []
+    build_index(str(tmp_path / "idx"), entries(CAPTIONS * 3, "p"), nlp, hash_encoder,
+                progress=lambda done, total: seen.append((done, total)), segment_size=10, batch_size=4)
+    assert seen[0] == (0, 24) and seen[-1] == (24, 24)
+    assert all(0 <= d <= t for d, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
