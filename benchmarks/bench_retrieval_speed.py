@@ -366,7 +366,7 @@ def bench_latency(folder: Path, atomized, params_by_mode, probe: RssProbe, log) 
         results[mode] = rows
         p = out["modes"][mode]["search_ms"]
         log(f"    {mode}: p50 {p['p50']:.1f} ms, p95 {p['p95']:.1f} ms (first {first:.0f} ms)")
-    cache = index.__dict__.get("_core_cache", {})
+    cache = index.__dict__.get("_derived", {})
     out["search_cache_mb"] = sum(getattr(v, "nbytes", 0) for v in cache.values()) / 2**20
     out["rss_rise_while_searching_mb"] = _vm_rss_mb() - rss_before
     log(f"    arrays cached on the index by searching: {out['search_cache_mb']:.0f} MB; process RSS rose "

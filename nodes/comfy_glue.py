@@ -110,7 +110,7 @@ def index_folder(name: str, must_exist: bool) -> str:
     return os.path.join(roots[0], name)
 
 
-def progress_callback(what: str) -> Callable[[int, int], None]:
+def progress_callback() -> Callable[[int, int], None]:
     """A callback for long loops: moves ComfyUI's progress bar and honours Cancel."""
     import comfy.model_management
     import comfy.utils

@@ -76,7 +76,7 @@ class MotionIndexBuilder(io.ComfyNode):
         entries, library_report = read_library(library_path, format, videos_root)
         nlp = load_spacy(spacy_model, glue.model_folders(glue.SPACY_FOLDER))
         encoder = load_sentence_model(sentence_model, glue.model_folders(glue.SENTENCE_FOLDER))
-        build = build_index(folder, entries, nlp, encoder, progress=glue.progress_callback("index build"),
+        build = build_index(folder, entries, nlp, encoder, progress=glue.progress_callback(),
                             source={"path": os.path.relpath(library_path, base), "format": library_report.format})
         index = cached_index(folder)
         report = f"{library_report.summary()}\n{build.summary()}"

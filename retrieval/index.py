@@ -168,44 +168,39 @@ class MotionIndex:
             return np.zeros((0, d), dtype=np.float32)
         return faiss.rev_swig_ptr(self.sentence_index.get_xb(), n * d).reshape(n, d)
 
-    def core_role_distinct(self, role: int) -> np.ndarray:
-        """The distinct phrase ids that are some caption's core-unit role (far fewer than captions)."""
-        cache = self.__dict__.setdefault("_core_cache", {})
-        key = ("distinct", role)
+    def _memo(self, key, make):
+        """Arrays derived from the index on first use and kept for the life of this load."""
+        cache = self.__dict__.setdefault("_derived", {})
         if key not in cache:
-            cache[key] = np.unique(self.core_role_ids(role))
-        return cache[key]
-
-    def core_role_groups(self, role: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Captions grouped by core-role phrase: rows ``perm[starts[d]:ends[d]]`` have phrase distinct[d]."""
-        cache = self.__dict__.setdefault("_core_cache", {})
-        key = ("groups", role)
-        if key not in cache:
-            ids = self.core_role_ids(role)
-            perm = np.argsort(ids, kind="stable")
-            sorted_ids = ids[perm]
-            distinct = self.core_role_distinct(role)
-            cache[key] = (perm, np.searchsorted(sorted_ids, distinct, side="left"),
-                          np.searchsorted(sorted_ids, distinct, side="right"))
-        return cache[key]
-
-    def core_role_block(self, role: int) -> np.ndarray:
-        """float64 vectors of ``core_role_distinct(role)``, made once per load."""
-        cache = self.__dict__.setdefault("_core_cache", {})
-        key = ("block", role)
-        if key not in cache:
-            cache[key] = self.phrases[self.core_role_distinct(role)].astype(np.float64)
+            cache[key] = make()
         return cache[key]
 
     def core_role_ids(self, role: int) -> np.ndarray:
         """Phrase id of each caption's core-unit role (0 motion, 1 actor, 2 recipient)."""
-        cache = self.__dict__.setdefault("_core_cache", {})
-        if role not in cache:
+        def make():
             ids = np.full(self.count, self.missing_id, dtype=np.int64)
             has = self.core_units >= 0
             ids[has] = self.units[self.core_units[has], role]
-            cache[role] = ids
-        return cache[role]
+            return ids
+        return self._memo(("ids", role), make)
+
+    def core_role_distinct(self, role: int) -> np.ndarray:
+        """The distinct phrase ids that are some caption's core-unit role (far fewer than captions)."""
+        return self._memo(("distinct", role), lambda: np.unique(self.core_role_ids(role)))
+
+    def core_role_groups(self, role: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Captions grouped by core-role phrase: rows ``perm[starts[d]:ends[d]]`` have phrase distinct[d]."""
+        def make():
+            perm = np.argsort(self.core_role_ids(role), kind="stable")
+            sorted_ids = self.core_role_ids(role)[perm]
+            distinct = self.core_role_distinct(role)
+            return (perm, np.searchsorted(sorted_ids, distinct, side="left"),
+                    np.searchsorted(sorted_ids, distinct, side="right"))
+        return self._memo(("groups", role), make)
+
+    def core_role_block(self, role: int) -> np.ndarray:
+        """float64 vectors of ``core_role_distinct(role)``."""
+        return self._memo(("block", role), lambda: self.phrases[self.core_role_distinct(role)].astype(np.float64))
 
     def entries(self, rows: Sequence[int]) -> list[LibraryEntry]:
         """Metadata of the given global rows, in order."""

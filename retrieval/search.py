@@ -162,10 +162,15 @@ def _total_round(vectors: np.ndarray, q: np.ndarray, threshold: float, min_keep:
     passed = rows[exact >= threshold]
     if len(passed) >= min_keep:
         return passed
-    k = min(min_keep, len(approx))
-    kth = np.partition(approx, len(approx) - k)[len(approx) - k]
-    rows = np.flatnonzero(approx >= kth - _MARGIN)
+    rows = _near_top(approx, min_keep)
     return _keep_best(rows, _dot64(vectors, rows, q), threshold, min_keep)
+
+
+def _near_top(approx: np.ndarray, k: int) -> np.ndarray:
+    """Rows whose float32 score is within the margin of the k-th best: a superset of the exact top-k."""
+    k = min(k, len(approx))
+    kth = np.partition(approx, len(approx) - k)[len(approx) - k]
+    return np.flatnonzero(approx >= kth - _MARGIN)
 
 
 def _best_in_total_round(index: MotionIndex, vectors: np.ndarray, q: np.ndarray, t_total: float, role: int,
@@ -173,7 +178,6 @@ def _best_in_total_round(index: MotionIndex, vectors: np.ndarray, q: np.ndarray,
     """The fail-safe of a unit round inside A = {total >= t_total}: the ``min_keep`` members of A with the
     best core-role similarity (ties: lower row). Walks the distinct phrases from the most similar down and
     reads only their captions' sentence vectors. None when A itself has fewer than ``min_keep`` members."""
-    distinct = index.core_role_distinct(role)
     perm, starts, ends = index.core_role_groups(role)
     order = np.argsort(-sims, kind="stable")
     kept_rows, kept_sims, count, i = [], [], 0, 0
@@ -329,9 +333,7 @@ def rank_pos(index: MotionIndex, v_total: np.ndarray, k: int, spare: int = 32) -
     approx, rows = index.sentence_index.search(np.ascontiguousarray(q[None, :], dtype=np.float32), fetch)
     approx, rows = approx[0], rows[0].astype(np.int64)
     if fetch < n and approx[-1] >= approx[k - 1] - _MARGIN:
-        full = vectors @ q.astype(np.float32)
-        kth = np.partition(full, n - k)[n - k]
-        rows = np.flatnonzero(full >= kth - _MARGIN)
+        rows = _near_top(vectors @ q.astype(np.float32), k)
     exact = _dot64(vectors, rows, q)
     order = np.lexsort((rows, -exact))[:k]
     return rows[order], exact[order]
