@@ -25,8 +25,10 @@ import json
 import os
 import shutil
 import sqlite3
+import sys
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence
 
@@ -37,6 +39,7 @@ from .embedding import PhraseTable, embedding_dim, encode, sentence_model_identi
 from .errors import MotionIndexError, SearchPriorsError
 from .library import LibraryEntry
 from .models import spacy_identity
+from .parse_worker import ParseWorker, spacy_source
 
 FORMAT = "comfyui-searchpriors/motion-index"
 VERSION = 1
@@ -311,6 +314,7 @@ class BuildReport:
     phrases_embedded: int = 0
     seconds: float = 0.0
     missing_videos: int = 0
+    parse_helper: str = "not used"
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -318,6 +322,8 @@ class BuildReport:
                 + (f", {self.resumed} resumed from an interrupted build" if self.resumed else "")
                 + (f", {self.skipped_existing} already indexed" if self.skipped_existing else "")
                 + f") in {self.seconds:.1f} s; {self.phrases_embedded} distinct phrases embedded")
+        if self.parse_helper == "used":
+            text += "; captions parsed in a helper process while this one embedded them"
         if self.missing_videos:
             text += f"; {self.missing_videos} entries in the index have no local video file"
         return "\n".join([text] + self.notes)
@@ -411,9 +417,86 @@ def _prepare_folder(folder: str, sentence_id: str, spacy_id: str, dim: int) -> t
     return manifest, staging
 
 
+# Captions per chunk handed to the parse helper, and chunks it may hold at once: small enough that this
+# process can take the last chunks back when it runs out of encoding, large enough to keep it busy.
+PARSE_CHUNK = 256
+HELPER_QUEUE = 4
+# A helper takes ~1.5 s to start (the time to parse ~800 captions); below this many new captions it is not
+# used. SEARCHPRIORS_PARSE_HELPER=0 turns it off; SEARCHPRIORS_PARSE_HELPER_MIN changes the threshold.
+HELPER_MIN_CAPTIONS = 2000
+
+
+class _EncoderThreads:
+    """While the parse helper is busy the encoder runs one thread short (torch only), so that the two stages
+    share the cores instead of taking turns; the thread count is restored on exit."""
+
+    def __enter__(self):
+        self.torch = sys.modules.get("torch")
+        self.default = self.torch.get_num_threads() if self.torch is not None else 1
+        self.current = self.default
+        return self
+
+    def spare_one(self, spare: bool) -> None:
+        want = max(1, self.default - 1) if spare else self.default
+        if self.torch is not None and want != self.current:
+            self.torch.set_num_threads(want)
+            self.current = want
+
+    def __exit__(self, *exc):
+        self.spare_one(False)
+
+
+def _parse_and_encode(texts: Sequence[str], nlp, model, helper: Optional[ParseWorker],
+                      progress: Callable[[float], None], embed_batch_size: int):
+    """Parses and sentence vectors of ``texts``. Parse chunks go to ``helper`` (if any) while this process
+    encodes, shortest captions first so that batches carry little padding; chunks the helper has not been
+    given when encoding is done are parsed here, and so are those of a helper that failed."""
+    n = len(texts)
+    vectors = np.empty((n, embedding_dim(model)), dtype=np.float32)
+    parsed: list = [None] * n
+    bounds = [(a, min(a + PARSE_CHUNK, n)) for a in range(0, n, PARSE_CHUNK)]
+    pending = deque(range(len(bounds)))
+    order = sorted(range(n), key=lambda i: len(texts[i]))
+    step = max(1, embed_batch_size)
+    encoded = parsed_count = 0
+
+    def place(results) -> None:
+        nonlocal parsed_count
+        for cid, items in results:
+            a, b = bounds[cid]
+            parsed[a:b] = items
+            parsed_count += b - a
+
+    with _EncoderThreads() as threads:
+        while True:
+            if helper is not None:
+                if helper.usable:
+                    while pending and len(helper.outstanding) < HELPER_QUEUE:
+                        cid = pending.popleft()
+                        helper.submit(cid, list(texts[bounds[cid][0]:bounds[cid][1]]))
+                    place(helper.poll())
+                if not helper.usable:  # its chunks come back here
+                    pending.extend(cid for cid, _ in helper.take_back())
+            waiting = helper is not None and helper.busy
+            if encoded >= n and not pending and not waiting:
+                break
+            threads.spare_one(waiting)
+            if encoded < n:
+                rows = order[encoded:encoded + step]
+                vectors[rows] = encode(model, [texts[i] for i in rows], embed_batch_size)
+                encoded += len(rows)
+            elif pending:
+                cid = pending.pop()
+                place([(cid, list(parse_texts(nlp, texts[bounds[cid][0]:bounds[cid][1]])))])
+            else:
+                place(helper.wait(timeout=0.5))
+            progress((0.7 * encoded + 0.3 * parsed_count) / n)
+    return parsed, vectors
+
+
 class _CaptionCache:
     """Parses and embeds each distinct caption once per build (libraries repeat captions: MSR-VTT has
-    118,145 distinct in 140,200), encoding them sorted by length so that batches carry little padding."""
+    118,145 distinct in 140,200)."""
 
     def __init__(self, dim: int, limit: int = 200_000):
         self.dim = dim
@@ -421,21 +504,11 @@ class _CaptionCache:
         self.known: dict[str, tuple] = {}   # caption -> (parse, vector), bounded by ``limit``
 
     def process(self, captions: Sequence[str], nlp, sentence_model, table: PhraseTable,
-                progress: Callable[[float], None], batch_size: int, embed_batch_size: int):
+                progress: Callable[[float], None], embed_batch_size: int, helper: Optional[ParseWorker] = None):
         new = [c for c in dict.fromkeys(captions) if c not in self.known]
-        # parsing is about a third of the work, encoding the rest; progress moves with both
-        parsed_new = []
-        for b in range(0, len(new), batch_size):
-            parsed_new.extend(parse_texts(nlp, new[b:b + batch_size], batch_size=min(batch_size, 1000)))
-            progress(0.3 * min(b + batch_size, len(new)) / max(len(new), 1))
+        parsed_new, vectors_new = _parse_and_encode(new, nlp, sentence_model, helper, progress, embed_batch_size)
         table.add(sentence_model, [x for p in parsed_new for u in p.units for x in u.roles() if x is not None],
                   batch_size=embed_batch_size)
-        order = sorted(range(len(new)), key=lambda i: len(new[i]))
-        vectors_new = np.empty((len(new), self.dim), dtype=np.float32)
-        for b in range(0, len(order), batch_size):
-            rows = order[b:b + batch_size]
-            vectors_new[rows] = encode(sentence_model, [new[i] for i in rows], embed_batch_size)
-            progress(0.3 + 0.7 * (b + len(rows)) / max(len(new), 1))
         fresh = dict(zip(new, zip(parsed_new, vectors_new)))
         lookup = lambda c: fresh.get(c) or self.known[c]  # noqa: E731
         parsed = [lookup(c)[0] for c in captions]
@@ -447,13 +520,40 @@ class _CaptionCache:
         return parsed, vectors
 
 
+def _start_helper(nlp, total: int, parse_helper: Optional[bool], report: "BuildReport") -> Optional[ParseWorker]:
+    if parse_helper is None:
+        try:
+            least = int(os.environ.get("SEARCHPRIORS_PARSE_HELPER_MIN", HELPER_MIN_CAPTIONS))
+        except ValueError:
+            least = HELPER_MIN_CAPTIONS
+        parse_helper = (total >= least and (os.cpu_count() or 1) >= 2
+                        and os.environ.get("SEARCHPRIORS_PARSE_HELPER", "1") != "0")
+    if not parse_helper or total == 0:
+        return None
+    source = spacy_source(nlp)
+    if source is None:
+        report.parse_helper = "not used (the spaCy pipeline was not loaded from a folder or package)"
+        return None
+    try:
+        helper = ParseWorker(source)
+    except OSError as exc:
+        report.parse_helper = f"failed to start ({exc}); parsed in this process"
+        return None
+    report.parse_helper = "used"
+    return helper
+
+
 def build_index(folder: str, entries: Sequence[LibraryEntry], nlp, sentence_model, *,
                 progress: Optional[Progress] = None, source: Optional[dict] = None,
-                segment_size: int = 20000, batch_size: int = 1024, embed_batch_size: int = 128) -> BuildReport:
+                segment_size: int = 20000, embed_batch_size: int = 128,
+                parse_helper: Optional[bool] = None) -> BuildReport:
     """Add ``entries`` to the index at ``folder`` (created if needed); atomic and resumable.
 
     ``progress(done, total)`` is called after every batch; it may raise to cancel. On any exception the
-    published index is unchanged and finished segments are kept for the next build.
+    published index is unchanged and finished segments are kept for the next build. ``parse_helper``: parse
+    in a helper process while this one embeds (see ``parse_worker.py``); None = when there are at least
+    ``HELPER_MIN_CAPTIONS`` new captions (or SEARCHPRIORS_PARSE_HELPER_MIN), two or more CPUs, and
+    SEARCHPRIORS_PARSE_HELPER is not 0.
     """
     started = time.perf_counter()
     folder = os.path.abspath(folder)
@@ -484,20 +584,28 @@ def build_index(folder: str, entries: Sequence[LibraryEntry], nlp, sentence_mode
     total = len(todo)
     if progress:
         progress(0, total)
-    for seg_start in range(0, total, segment_size):
-        chunk = todo[seg_start:seg_start + segment_size]
-        captions = [e.caption for e in chunk]
+    helper = _start_helper(nlp, total, parse_helper, report)
+    try:
+        for seg_start in range(0, total, segment_size):
+            chunk = todo[seg_start:seg_start + segment_size]
+            captions = [e.caption for e in chunk]
 
-        def chunk_progress(fraction: float) -> None:
-            if progress:
-                progress(seg_start + int(round(len(chunk) * fraction)), total)
+            def chunk_progress(fraction: float) -> None:
+                if progress:
+                    progress(seg_start + int(len(chunk) * min(fraction, 1.0)), total)
 
-        parsed, vectors = cache.process(captions, nlp, sentence_model, table, chunk_progress,
-                                        batch_size=batch_size, embed_batch_size=embed_batch_size)
-        ordinal += 1
-        seg = _write_segment(folder, ordinal, chunk, vectors, parsed, table)
-        staging["segments"].append(seg)
-        write_json_atomic(os.path.join(folder, STAGING), staging)
+            parsed, vectors = cache.process(captions, nlp, sentence_model, table, chunk_progress,
+                                            embed_batch_size=embed_batch_size, helper=helper)
+            ordinal += 1
+            seg = _write_segment(folder, ordinal, chunk, vectors, parsed, table)
+            staging["segments"].append(seg)
+            write_json_atomic(os.path.join(folder, STAGING), staging)
+    finally:
+        if helper is not None:
+            helper.close()
+            if helper.failure:
+                report.parse_helper = f"failed ({helper.failure}); its captions were parsed in this process"
+                report.notes.append(f"Parse helper process {report.parse_helper}.")
     report.phrases_embedded = len(table)
 
     manifest = dict(manifest)

@@ -131,6 +131,10 @@ def load_spacy(name: str = DEFAULT_SPACY_MODEL, folders: Iterable[str] = ()):
                 raise SearchPriorsError(
                     f"spaCy model '{name}' has no {', '.join(sorted(missing))}: the atomizer needs a "
                     f"dependency parser and a tagger (e.g. en_core_web_sm).")
+            # how a parse helper process loads the same pipeline (see parse_worker.py)
+            nlp.searchpriors_source = {"kind": "folder" if folder else "package",
+                                       "location": os.path.abspath(key) if folder else key,
+                                       "exclude": list(SPACY_EXCLUDE)}
             _spacy_cache[key] = nlp
         return _spacy_cache[key]
 

@@ -54,7 +54,8 @@ def comfy_server(tmp_path_factory):
     comfyui_dir = harness.default_comfyui_dir()
     if not (comfyui_dir / "main.py").is_file():
         _unavailable(f"no ComfyUI at {comfyui_dir}; run `make setup` or set COMFYUI_PATH")
-    server = harness.ComfyServer(tmp_path_factory.mktemp("comfyui-base"))
+    # Builds in this server parse in the helper process whatever their size (test_workflows_api checks it).
+    server = harness.ComfyServer(tmp_path_factory.mktemp("comfyui-base"), env={"SEARCHPRIORS_PARSE_HELPER_MIN": "1"})
     server.start()
     # Keep the frontend from opening its template browser over the canvas on a new user's first visit.
     server.set_setting("Comfy.TutorialCompleted", True)

@@ -78,6 +78,31 @@ def test_retrieval_workflow_ranks_the_sample_library(comfy_server, sample_index,
     assert all(line.strip() for line in captions.splitlines())
 
 
+def helper_processes() -> list[str]:
+    """Command lines of running parse helpers (retrieval/parse_worker.py), from /proc."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "parse_worker.py" in cmdline:
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def test_sample_build_parsed_in_a_helper_that_is_gone_afterwards(comfy_server, sample_index, comfy_harness):
+    """The session's server runs with SEARCHPRIORS_PARSE_HELPER_MIN=1 (tests/conftest.py): the builder
+    parses in a helper process inside the real ComfyUI, says so, and leaves no process behind."""
+    graph = load(comfy_harness.BUILD_INDEX_WORKFLOW)
+    report = "\n".join(text for node_id in nodes_of_type(graph, "PreviewAny")
+                       for text in comfy_harness.history_texts(sample_index, node_id))
+    assert "captions parsed in a helper process" in report, report
+    assert "failed" not in report, report
+    if Path("/proc/self").exists():
+        assert helper_processes() == []
+
+
 def run_expecting_error(server, harness, graph: dict) -> dict:
     try:
         entry = server.run_prompt(graph, timeout=300)

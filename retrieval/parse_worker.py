@@ -1,0 +1,254 @@
+"""Parse captions in a helper process while the main process embeds them (used by ``index.build_index``).
+
+On a small machine the sentence encoder and the spaCy parser compete for the same cores. Running the parse
+in one helper process, with the encoder one thread short while the helper is busy, keeps every core working
+on a different stage instead of taking turns: the build's time approaches the embedding's.
+
+The helper is a plain ``python retrieval/parse_worker.py`` child, started by file path (not through
+``multiprocessing``, which would re-import ComfyUI's ``main.py`` in the child, and not by package name, which
+is not importable when the pack is a cloned ``custom_nodes`` folder). It loads the same spaCy pipeline from
+the same place (``models.load_spacy`` records it) and runs ``atomizer.parse_doc``, the same code as the
+in-process path, so the parses are identical. Messages are JSON lines on its stdin / stdout. The helper
+hides ``torch`` from spaCy when the pipeline does not need it (importing it would double the start-up).
+
+Anything wrong with the helper (it cannot start, cannot load the model, dies) is not an error of the build:
+its unfinished chunks are parsed in-process and the build report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from typing import Optional
+
+# Components of spaCy's own that run on numpy; a pipeline made only of these never needs torch.
+NUMPY_COMPONENTS = frozenset({"tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "ner", "senter",
+                              "morphologizer", "trainable_lemmatizer", "sentencizer", "entity_ruler"})
+START_TIMEOUT_S = 120.0
+
+
+# ------------------------------------------------------------------------------------- wire format
+
+def parsed_to_wire(parsed) -> list:
+    return [parsed.text, [list(u.roles()) for u in parsed.units], parsed.core_index, parsed.fallback,
+            list(parsed.notes)]
+
+
+def parsed_from_wire(data: list):
+    from .atomizer import ParsedPrompt, Unit
+
+    text, units, core_index, fallback, notes = data
+    return ParsedPrompt(text, [Unit(*u) for u in units], int(core_index), fallback, list(notes))
+
+
+# ------------------------------------------------------------------------------------- main side
+
+def spacy_source(nlp) -> Optional[dict]:
+    """How a helper loads the same pipeline, or None (a pipeline built in code cannot be re-loaded)."""
+    source = getattr(nlp, "searchpriors_source", None)
+    if not isinstance(source, dict):
+        return None
+    pipes = {name for name, _ in nlp.components}
+    factories = {nlp.get_pipe_meta(name).factory for name in pipes}
+    return dict(source, hide_torch=factories <= NUMPY_COMPONENTS)
+
+
+class ParseWorker:
+    """One helper process; ``submit`` chunks of captions, collect parses with ``poll`` / ``wait``.
+
+    ``failure`` is None while the helper is usable, else a one-line reason; chunks it still held are then
+    returned by ``take_back`` for the caller to parse itself.
+    """
+
+    def __init__(self, source: dict):
+        self.failure: Optional[str] = None
+        self.outstanding: dict[int, list[str]] = {}
+        self._replies: "queue.Queue[Optional[dict]]" = queue.Queue()
+        self._ready = False
+        self._started = time.monotonic()
+        cmd = [sys.executable, os.path.abspath(__file__)]
+        if source.get("hide_torch"):
+            cmd.append("--hide-torch")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   OPENBLAS_NUM_THREADS="1")
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                      text=True, encoding="utf-8", bufsize=1)
+        self._reader = threading.Thread(target=self._read, name="searchpriors-parse-reader", daemon=True)
+        self._reader.start()
+        self._send({"op": "load", "kind": source["kind"], "location": source["location"],
+                    "exclude": list(source.get("exclude", ()))})
+
+    def _read(self) -> None:
+        try:
+            for line in self._proc.stdout:
+                try:
+                    self._replies.put(json.loads(line))
+                except ValueError:
+                    self._replies.put({"op": "error", "message": f"unreadable reply {line[:80]!r}"})
+        finally:
+            self._replies.put(None)  # end of stream
+
+    def _send(self, message: dict) -> None:
+        try:
+            self._proc.stdin.write(json.dumps(message) + "\n")
+            self._proc.stdin.flush()
+        except (OSError, ValueError) as exc:
+            self._fail(f"the parse helper stopped reading ({exc})")
+
+    def _fail(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+        self._kill()
+
+    @property
+    def usable(self) -> bool:
+        return self.failure is None
+
+    @property
+    def busy(self) -> bool:
+        return self.usable and bool(self.outstanding)
+
+    def submit(self, chunk_id: int, texts: list[str]) -> None:
+        self.outstanding[chunk_id] = texts
+        self._send({"op": "parse", "id": chunk_id, "texts": texts})
+
+    def _handle(self, reply: Optional[dict], out: list) -> None:
+        if reply is None:
+            self._fail(f"the parse helper exited (code {self._proc.poll()})")
+        elif reply.get("op") == "ready":
+            self._ready = True
+        elif reply.get("op") == "parsed" and reply.get("id") in self.outstanding:
+            self.outstanding.pop(reply["id"])
+            out.append((reply["id"], [parsed_from_wire(d) for d in reply["items"]]))
+        else:
+            self._fail(str(reply.get("message") or f"unexpected reply {reply!r}"))
+
+    def poll(self) -> list[tuple[int, list]]:
+        """Parses that have arrived, without waiting."""
+        out: list = []
+        while self.usable:
+            try:
+                reply = self._replies.get_nowait()
+            except queue.Empty:
+                break
+            self._handle(reply, out)
+        self._check_start()
+        return out
+
+    def wait(self, timeout: float = 1.0) -> list[tuple[int, list]]:
+        """Block up to ``timeout`` seconds for the next reply (then drain what else has arrived)."""
+        out: list = []
+        if self.usable:
+            try:
+                self._handle(self._replies.get(timeout=timeout), out)
+            except queue.Empty:
+                pass
+            out.extend(self.poll())
+        self._check_start()
+        return out
+
+    def _check_start(self) -> None:
+        if self.usable and not self._ready and time.monotonic() - self._started > START_TIMEOUT_S:
+            self._fail(f"the parse helper did not load the spaCy model within {START_TIMEOUT_S:.0f} s")
+
+    def take_back(self) -> list[tuple[int, list[str]]]:
+        """Chunks a failed helper still held (for the caller to parse)."""
+        chunks = sorted(self.outstanding.items())
+        self.outstanding.clear()
+        return chunks
+
+    def _kill(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def close(self) -> None:
+        if self._proc.poll() is None and self.usable:
+            self._send({"op": "stop"})
+            try:
+                self._proc.stdin.close()
+                self._proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self._kill()
+        for stream in (self._proc.stdin, self._proc.stdout):
+            try:
+                stream.close()
+            except (OSError, ValueError):
+                pass
+
+
+# ------------------------------------------------------------------------------------- helper side
+
+def _load_pipeline(message: dict):
+    import importlib
+
+    exclude = list(message.get("exclude", ()))
+    if message["kind"] == "folder":
+        import spacy
+
+        return spacy.load(message["location"], exclude=exclude)
+    return importlib.import_module(message["location"]).load(exclude=exclude)
+
+
+def serve(atomizer, stdin, stdout) -> int:
+    """The helper's loop: a ``load`` message, then ``parse`` messages until ``stop`` or end of input."""
+    def reply(message: dict) -> None:
+        stdout.write(json.dumps(message) + "\n")
+        stdout.flush()
+
+    nlp = verb_forms = None
+    for line in stdin:
+        message = json.loads(line)
+        op = message.get("op")
+        try:
+            if op == "load":
+                nlp = _load_pipeline(message)
+                verb_forms = atomizer.verb_forms_of(nlp)
+                reply({"op": "ready"})
+            elif op == "parse":
+                docs = nlp.pipe(message["texts"], batch_size=256)
+                reply({"op": "parsed", "id": message["id"],
+                       "items": [parsed_to_wire(atomizer.parse_doc(d, verb_forms)) for d in docs]})
+            elif op == "stop":
+                break
+            else:
+                reply({"op": "error", "message": f"unknown request {op!r}"})
+        except Exception as exc:  # reported to the main process, which parses the chunk itself
+            reply({"op": "error", "message": f"{type(exc).__name__}: {exc}"})
+            return 1
+    return 0
+
+
+def _main() -> int:
+    here = os.path.dirname(os.path.abspath(__file__))
+    # Started by file path: do not let this folder's modules (index, search, models...) shadow others.
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
+    if "--hide-torch" in sys.argv:
+        sys.modules["torch"] = None  # spaCy's numpy pipelines never need it; importing it costs seconds
+    # Protocol on a private copy of stdout; anything else printed goes to stderr.
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdin.reconfigure(encoding="utf-8")
+    import importlib.util
+
+    name = "_searchpriors_parse_helper"
+    spec = importlib.util.spec_from_file_location(name, os.path.join(here, "__init__.py"),
+                                                  submodule_search_locations=[here])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    spec.loader.exec_module(package)
+    atomizer = importlib.import_module(f"{name}.atomizer")
+    return serve(atomizer, sys.stdin, protocol)
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
