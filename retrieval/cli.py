@@ -64,7 +64,8 @@ def cmd_index_build(args) -> int:
     source = {"path": os.path.abspath(args.library), "format": report.format,
               "sha256_32": file_fingerprint(args.library)}
     build = build_index(args.out, entries, nlp, encoder, progress=progress, source=source,
-                        segment_size=args.segment_size)
+                        segment_size=args.segment_size,
+                        parse_helper={"auto": None, "on": True, "off": False}[args.parse_helper])
     print(file=sys.stderr)
     print(build.summary())
     return 0
@@ -120,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", required=True, help="index folder (created; extended if it exists)")
     build.add_argument("--videos", default=None, help="folder of the video files (default: the library's)")
     build.add_argument("--segment-size", type=int, default=20000, help="captions per committed segment")
+    build.add_argument("--parse-helper", default="auto", choices=("auto", "on", "off"),
+                       help="parse in a helper process while embedding (auto: from 2,000 new captions on 2+ CPUs)")
     add_models(build)
     build.set_defaults(func=cmd_index_build)
 

@@ -29,7 +29,8 @@ from typing import Optional
 # Components of spaCy's own that run on numpy; a pipeline made only of these never needs torch.
 NUMPY_COMPONENTS = frozenset({"tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "ner", "senter",
                               "morphologizer", "trainable_lemmatizer", "sentencizer", "entity_ruler"})
-START_TIMEOUT_S = 120.0
+START_TIMEOUT_S = 120.0   # to load the spaCy model
+STALL_TIMEOUT_S = 120.0   # between replies while it holds chunks (one chunk takes well under a second)
 
 
 # ------------------------------------------------------------------------------------- wire format
@@ -70,7 +71,7 @@ class ParseWorker:
         self.outstanding: dict[int, list[str]] = {}
         self._replies: "queue.Queue[Optional[dict]]" = queue.Queue()
         self._ready = False
-        self._started = time.monotonic()
+        self._last_activity = time.monotonic()
         cmd = [sys.executable, os.path.abspath(__file__)]
         if source.get("hide_torch"):
             cmd.append("--hide-torch")
@@ -114,10 +115,13 @@ class ParseWorker:
         return self.usable and bool(self.outstanding)
 
     def submit(self, chunk_id: int, texts: list[str]) -> None:
+        if not self.outstanding:
+            self._last_activity = time.monotonic()
         self.outstanding[chunk_id] = texts
         self._send({"op": "parse", "id": chunk_id, "texts": texts})
 
     def _handle(self, reply: Optional[dict], out: list) -> None:
+        self._last_activity = time.monotonic()
         if reply is None:
             self._fail(f"the parse helper exited (code {self._proc.poll()})")
         elif reply.get("op") == "ready":
@@ -137,7 +141,7 @@ class ParseWorker:
             except queue.Empty:
                 break
             self._handle(reply, out)
-        self._check_start()
+        self._check_alive()
         return out
 
     def wait(self, timeout: float = 1.0) -> list[tuple[int, list]]:
@@ -149,12 +153,16 @@ class ParseWorker:
             except queue.Empty:
                 pass
             out.extend(self.poll())
-        self._check_start()
         return out
 
-    def _check_start(self) -> None:
-        if self.usable and not self._ready and time.monotonic() - self._started > START_TIMEOUT_S:
+    def _check_alive(self) -> None:
+        quiet = time.monotonic() - self._last_activity
+        if not self.usable:
+            return
+        if not self._ready and quiet > START_TIMEOUT_S:
             self._fail(f"the parse helper did not load the spaCy model within {START_TIMEOUT_S:.0f} s")
+        elif self._ready and self.outstanding and quiet > STALL_TIMEOUT_S:
+            self._fail(f"the parse helper did not answer for {STALL_TIMEOUT_S:.0f} s")
 
     def take_back(self) -> list[tuple[int, list[str]]]:
         """Chunks a failed helper still held (for the caller to parse)."""
@@ -171,7 +179,8 @@ class ParseWorker:
             pass
 
     def close(self) -> None:
-        if self._proc.poll() is None and self.usable:
+        """Stop the helper: politely when it is idle, at once when it still holds chunks (cancel, error)."""
+        if self._proc.poll() is None and self.usable and not self.outstanding:
             self._send({"op": "stop"})
             try:
                 self._proc.stdin.close()

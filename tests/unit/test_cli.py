@@ -23,6 +23,15 @@ def test_build_reports_counts(sample_index, capsys, sample_library_path):
     assert "40 entries have no local video" in out.err
 
 
+@pytest.mark.parametrize("flag, said", [("on", True), ("off", False)])
+def test_build_parse_helper_flag(tmp_path, capsys, sample_library_path, flag, said):
+    out = tmp_path / "idx"
+    assert main(["index", "build", "--library", sample_library_path, "--out", str(out), "--parse-helper", flag]) == 0
+    summary = capsys.readouterr().out
+    assert "40 captions (40 added" in summary
+    assert ("captions parsed in a helper process" in summary) is said, summary
+
+
 def test_search_json_single_and_batch(sample_index, tmp_path, capsys):
     assert main(["search", "--index", str(sample_index), "--json", "--k", "3", "A dog catches a frisbee"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -165,3 +165,18 @@ def test_when_the_helper_is_used(tmp_path, nlp, hash_encoder, recording, monkeyp
     assert helper_state("d", parse_helper=True) == "used"    # an explicit request wins
     monkeypatch.delattr(nlp, "searchpriors_source")          # a pipeline built in code cannot be re-loaded
     assert helper_state("e", parse_helper=True).startswith("not used (the spaCy pipeline")
+
+
+def test_helper_that_stops_answering_is_given_up(tmp_path, nlp, hash_encoder, recording, in_process_index,
+                                                 monkeypatch):
+    import comfyui_searchpriors.retrieval.parse_worker as worker_module
+
+    monkeypatch.setattr(worker_module, "STALL_TIMEOUT_S", 1.0)
+    # chunks are recorded as handed over, but never reach the helper: it stays silent
+    monkeypatch.setattr(recording, "_send", lambda self, message: None if message.get("op") == "parse"
+                        else ParseWorker._send(self, message))
+    folder = str(tmp_path / "idx")
+    report = build_index(folder, entries(CAPTIONS), nlp, hash_encoder, segment_size=25, embed_batch_size=4,
+                         parse_helper=True)
+    assert "did not answer" in report.parse_helper
+    same_index(folder, in_process_index)
