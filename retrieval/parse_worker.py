@@ -123,7 +123,11 @@ class ParseWorker:
     def _handle(self, reply: Optional[dict], out: list) -> None:
         self._last_activity = time.monotonic()
         if reply is None:
-            self._fail(f"the parse helper exited (code {self._proc.poll()})")
+            try:
+                code = self._proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                code = "unknown"
+            self._fail(f"the parse helper exited (code {code})")
         elif reply.get("op") == "ready":
             self._ready = True
         elif reply.get("op") == "parsed" and reply.get("id") in self.outstanding:

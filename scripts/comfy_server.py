@@ -167,6 +167,11 @@ class ComfyServer:
                 link.symlink_to(self.pack_dir, target_is_directory=True)
 
     # -------------------------------------------------------------------------------------- lifecycle
+    @property
+    def pid(self) -> int | None:
+        """The server's process id (ComfyUI's main.py itself), while it runs."""
+        return self._process.pid if self._process is not None else None
+
     def command(self) -> list[str]:
         assert self.port is not None
         return [

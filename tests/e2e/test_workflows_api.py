@@ -78,15 +78,16 @@ def test_retrieval_workflow_ranks_the_sample_library(comfy_server, sample_index,
     assert all(line.strip() for line in captions.splitlines())
 
 
-def helper_processes() -> list[str]:
-    """Command lines of running parse helpers (retrieval/parse_worker.py), from /proc."""
+def helper_processes(parent: int) -> list[str]:
+    """Command lines of running parse helpers (retrieval/parse_worker.py) whose parent is ``parent``."""
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if "parse_worker.py" in cmdline:
+        if "parse_worker.py" in cmdline and ppid == parent:
             found.append(f"{proc.name}: {cmdline}")
     return found
 
@@ -99,8 +100,8 @@ def test_sample_build_parsed_in_a_helper_that_is_gone_afterwards(comfy_server, s
                        for text in comfy_harness.history_texts(sample_index, node_id))
     assert "captions parsed in a helper process" in report, report
     assert "failed" not in report, report
-    if Path("/proc/self").exists():
-        assert helper_processes() == []
+    if Path("/proc/self/stat").exists():
+        assert helper_processes(comfy_server.pid) == []
 
 
 def run_expecting_error(server, harness, graph: dict) -> dict:

@@ -127,7 +127,9 @@ def test_helper_that_dies_mid_build_costs_nothing(tmp_path, nlp, hash_encoder, r
     folder = str(tmp_path / "idx")
     report = build_index(folder, entries(CAPTIONS), nlp, hash_encoder, segment_size=25, embed_batch_size=4,
                          parse_helper=True)
-    assert report.parse_helper.startswith("failed") and "exited" in report.parse_helper
+    # whichever notices first: the reply stream ending, or the next chunk not going through
+    assert report.parse_helper.startswith("failed")
+    assert "exited" in report.parse_helper or "stopped reading" in report.parse_helper, report.parse_helper
     same_index(folder, in_process_index)
 
 
