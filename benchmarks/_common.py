@@ -152,7 +152,7 @@ def atomize_many(texts: Sequence[str], nlp, model, batch_size: int = 128):
     ok = [p for p in parsed if p is not None]
     vectors = encode(model, [p.text for p in ok], batch_size)
     table = PhraseTable(embedding_dim(model))
-    table.add(model, [x for p in ok for u in p.units for x in u.roles() if x is not None])
+    table.add(model, [x for p in ok for x in p.phrases()])
     sid, pid = sentence_model_identity(model), spacy_identity(nlp)
     out, k = [], 0
     for p in parsed:

@@ -85,11 +85,12 @@ EMBED_BATCH = 128  # build_index's embed_batch_size default  # literal-score gap
 # server's small footprint (numpy, faiss and the index module imported) and rises only by what
 # ``load_index`` needs.
 
-def _vm_hwm_mb() -> float:
+def _proc_status_mb(key: str) -> float:
+    """A memory line of /proc/self/status ("VmHWM", "VmRSS") in MB; NaN where there is none."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{key}:"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         pass
@@ -114,7 +115,7 @@ def rss_server() -> int:
                 index = load_index(folder)
                 load_s = time.perf_counter() - t0
                 out = {"baseline_maxrss_mb": base, "after_load_maxrss_mb": C.maxrss_mb(),
-                       "after_load_vmhwm_mb": _vm_hwm_mb(), "load_s": load_s, "count": index.count}
+                       "after_load_vmhwm_mb": _proc_status_mb("VmHWM"), "load_s": load_s, "count": index.count}
             except Exception as exc:  # reported to the parent
                 out = {"error": repr(exc)}
             sys.stdout.write(json.dumps(out) + "\n")
@@ -210,7 +211,7 @@ def bench_build(captions, n: int, naive_n: int, nlp, model, log, repeats: int = 
         t0 = time.perf_counter()
         parsed = list(parse_texts(nlp, texts))
         t_parse = time.perf_counter() - t0
-        phrases = list(dict.fromkeys(x for p in parsed for u in p.units for x in u.roles() if x is not None))
+        phrases = list(dict.fromkeys(x for p in parsed for x in p.phrases()))
         t0 = time.perf_counter()
         table = PhraseTable(dim)
         table.add(model, phrases)
@@ -236,10 +237,8 @@ def bench_build(captions, n: int, naive_n: int, nlp, model, log, repeats: int = 
             doc = nlp(e.caption)
             p = parse_doc(doc, verb_forms)
             n_vectors.append(encode(model, [e.caption])[0])
-            for u in p.units:
-                for x in u.roles():
-                    if x is not None:
-                        n_phrase[x] = encode(model, [x])[0]
+            for x in p.phrases():
+                n_phrase[x] = encode(model, [x])[0]
             n_parsed.append(p)
         folder = tmp_root / "naive"
         folder.mkdir()
@@ -427,7 +426,7 @@ def bench_latency(folder: Path, atomized, params_by_mode, probe: RssProbe, log) 
     log(f"  {index.summary()}; loaded in {load_s:.1f} s; peak RSS of loading (subprocess) "
         f"{rss['after_load_maxrss_mb']:.0f} MB (baseline {rss['baseline_maxrss_mb']:.0f} MB)")
     results = {}
-    rss_before = _vm_rss_mb()
+    rss_before = _proc_status_mb("VmRSS")
     for mode in MODES:
         params = params_by_mode[mode]
         t0 = time.perf_counter()
@@ -448,21 +447,10 @@ def bench_latency(folder: Path, atomized, params_by_mode, probe: RssProbe, log) 
         log(f"    {mode}: p50 {p['p50']:.1f} ms, p95 {p['p95']:.1f} ms (first {first:.0f} ms)")
     cache = index.__dict__.get("_derived", {})
     out["search_cache_mb"] = sum(getattr(v, "nbytes", 0) for v in cache.values()) / 2**20
-    out["rss_rise_while_searching_mb"] = _vm_rss_mb() - rss_before
+    out["rss_rise_while_searching_mb"] = _proc_status_mb("VmRSS") - rss_before
     log(f"    arrays cached on the index by searching: {out['search_cache_mb']:.0f} MB; process RSS rose "
         f"{out['rss_rise_while_searching_mb']:.0f} MB while searching")
     return out, index, results
-
-
-def _vm_rss_mb() -> float:
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
 
 
 def literal_check(index, atomized, fast_rows, labels, rr, params_by_mode, log, what: str) -> dict:

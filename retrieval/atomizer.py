@@ -73,6 +73,10 @@ class ParsedPrompt:
     def core(self) -> Optional[Unit]:
         return self.units[self.core_index] if self.units else None
 
+    def phrases(self) -> list[str]:
+        """Every role phrase of every unit, in unit order (missing roles left out; repeats kept)."""
+        return [x for u in self.units for x in u.roles() if x is not None]
+
     def describe(self) -> str:
         lines = []
         for i, unit in enumerate(self.units):

@@ -141,7 +141,7 @@ def atomize(prompt: str, nlp, sentence_model) -> AtomizedPrompt:
 def embed_parsed(parsed: ParsedPrompt, sentence_model, spacy_id: str) -> AtomizedPrompt:
     dim = embedding_dim(sentence_model)
     table = PhraseTable(dim)
-    table.add(sentence_model, [p for u in parsed.units for p in u.roles() if p is not None])
+    table.add(sentence_model, parsed.phrases())
     v_total = encode(sentence_model, [parsed.text])[0]
     return AtomizedPrompt(text=parsed.text, units=list(parsed.units), core_index=parsed.core_index,
                           v_total=v_total, unit_vectors=unit_vectors(parsed.units, table),

@@ -482,7 +482,7 @@ def _parse_and_encode(texts: Sequence[str], nlp, model, helper: Optional[ParseWo
                         helper.submit(cid, list(texts[bounds[cid][0]:bounds[cid][1]]))
                     place(helper.poll())
                 if not helper.usable:  # its chunks come back here
-                    pending.extend(cid for cid, _ in helper.take_back())
+                    pending.extend(helper.take_back())
             waiting = helper is not None and helper.busy
             if encoded >= n and not pending and not waiting:
                 break
@@ -513,8 +513,7 @@ class _CaptionCache:
                 progress: Callable[[float], None], embed_batch_size: int, helper: Optional[ParseWorker] = None):
         new = [c for c in dict.fromkeys(captions) if c not in self.known]
         parsed_new, vectors_new = _parse_and_encode(new, nlp, sentence_model, helper, progress, embed_batch_size)
-        table.add(sentence_model, [x for p in parsed_new for u in p.units for x in u.roles() if x is not None],
-                  batch_size=embed_batch_size)
+        table.add(sentence_model, [x for p in parsed_new for x in p.phrases()], batch_size=embed_batch_size)
         fresh = dict(zip(new, zip(parsed_new, vectors_new)))
         lookup = lambda c: fresh.get(c) or self.known[c]  # noqa: E731
         parsed = [lookup(c)[0] for c in captions]

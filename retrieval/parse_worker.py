@@ -68,7 +68,7 @@ class ParseWorker:
 
     def __init__(self, source: dict):
         self.failure: Optional[str] = None
-        self.outstanding: dict[int, list[str]] = {}
+        self.outstanding: set[int] = set()  # chunk ids handed over and not answered yet
         self._replies: "queue.Queue[Optional[dict]]" = queue.Queue()
         self._ready = False
         self._last_activity = time.monotonic()
@@ -117,7 +117,7 @@ class ParseWorker:
     def submit(self, chunk_id: int, texts: list[str]) -> None:
         if not self.outstanding:
             self._last_activity = time.monotonic()
-        self.outstanding[chunk_id] = texts
+        self.outstanding.add(chunk_id)
         self._send({"op": "parse", "id": chunk_id, "texts": texts})
 
     def _handle(self, reply: Optional[dict], out: list) -> None:
@@ -131,7 +131,7 @@ class ParseWorker:
         elif reply.get("op") == "ready":
             self._ready = True
         elif reply.get("op") == "parsed" and reply.get("id") in self.outstanding:
-            self.outstanding.pop(reply["id"])
+            self.outstanding.discard(reply["id"])
             out.append((reply["id"], [parsed_from_wire(d) for d in reply["items"]]))
         else:
             self._fail(str(reply.get("message") or f"unexpected reply {reply!r}"))
@@ -168,9 +168,9 @@ class ParseWorker:
         elif self._ready and self.outstanding and quiet > STALL_TIMEOUT_S:
             self._fail(f"the parse helper did not answer for {STALL_TIMEOUT_S:.0f} s")
 
-    def take_back(self) -> list[tuple[int, list[str]]]:
-        """Chunks a failed helper still held (for the caller to parse)."""
-        chunks = sorted(self.outstanding.items())
+    def take_back(self) -> list[int]:
+        """Ids of the chunks a failed helper still held (for the caller to parse)."""
+        chunks = sorted(self.outstanding)
         self.outstanding.clear()
         return chunks
 
