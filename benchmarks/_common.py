@@ -125,10 +125,10 @@ def load_models():
     return nlp, model, time.perf_counter() - t0
 
 
-def atomize_many(texts: Sequence[str], nlp, model, batch_size: int = 128):
+def atomize_many(texts: Sequence[str], nlp, model):
     """Batched equivalent of ``embedding.atomize`` for many prompts.
 
-    Parses with ``atomizer.parse_texts`` (nlp.pipe), encodes all sentence vectors in one batched call and
+    Parses with ``atomizer.parse_texts`` (nlp.pipe), encodes all sentence vectors batched (``embedding.encode``) and
     all distinct role phrases once. Returns (list of AtomizedPrompt or None, list of rejection messages):
     a prompt that ``atomize`` would reject (``check_language``) is None here too.
     """
@@ -150,7 +150,7 @@ def atomize_many(texts: Sequence[str], nlp, model, batch_size: int = 128):
             continue
         parsed.append(parse_doc(doc, verb_forms))
     ok = [p for p in parsed if p is not None]
-    vectors = encode(model, [p.text for p in ok], batch_size)
+    vectors = encode(model, [p.text for p in ok])
     table = PhraseTable(embedding_dim(model))
     table.add(model, [x for p in ok for x in p.phrases()])
     sid, pid = sentence_model_identity(model), spacy_identity(nlp)

@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from .atomizer import parse_texts
-from .embedding import PhraseTable, embedding_dim, encode, sentence_model_identity
+from .embedding import BATCH_TOKENS, PhraseTable, embedding_dim, encode_batch, length_batches, sentence_model_identity
 from .errors import MotionIndexError, SearchPriorsError
 from .library import LibraryEntry
 from .models import spacy_identity
@@ -453,17 +453,16 @@ class _EncoderThreads:
 
 
 def _parse_and_encode(texts: Sequence[str], nlp, model, helper: Optional[ParseWorker],
-                      progress: Callable[[float], None], embed_batch_size: int):
+                      progress: Callable[[float], None], batch_tokens: int):
     """Parses and sentence vectors of ``texts``. Parse chunks go to ``helper`` (if any) while this process
-    encodes, shortest captions first so that batches carry little padding; chunks the helper has not been
-    given when encoding is done are parsed here, and so are those of a helper that failed."""
+    encodes, in batches of equal token length (``embedding.length_batches``: no padding); chunks the helper
+    has not been given when encoding is done are parsed here, and so are those of a helper that failed."""
     n = len(texts)
     vectors = np.empty((n, embedding_dim(model)), dtype=np.float32)
     parsed: list = [None] * n
     bounds = [(a, min(a + PARSE_CHUNK, n)) for a in range(0, n, PARSE_CHUNK)]
     pending = deque(range(len(bounds)))
-    order = sorted(range(n), key=lambda i: len(texts[i]))
-    step = max(1, embed_batch_size)
+    batches = deque(length_batches(model, texts, batch_tokens))
     encoded = parsed_count = 0
 
     def place(results) -> None:
@@ -484,12 +483,12 @@ def _parse_and_encode(texts: Sequence[str], nlp, model, helper: Optional[ParseWo
                 if not helper.usable:  # its chunks come back here
                     pending.extend(helper.take_back())
             waiting = helper is not None and helper.busy
-            if encoded >= n and not pending and not waiting:
+            if not batches and not pending and not waiting:
                 break
             threads.spare_one(waiting)
-            if encoded < n:
-                rows = order[encoded:encoded + step]
-                vectors[rows] = encode(model, [texts[i] for i in rows], embed_batch_size)
+            if batches:
+                rows = batches.popleft()
+                vectors[rows] = encode_batch(model, [texts[i] for i in rows])
                 encoded += len(rows)
             elif pending:
                 cid = pending.pop()
@@ -510,10 +509,10 @@ class _CaptionCache:
         self.known: dict[str, tuple] = {}   # caption -> (parse, vector), bounded by ``limit``
 
     def process(self, captions: Sequence[str], nlp, sentence_model, table: PhraseTable,
-                progress: Callable[[float], None], embed_batch_size: int, helper: Optional[ParseWorker] = None):
+                progress: Callable[[float], None], batch_tokens: int, helper: Optional[ParseWorker] = None):
         new = [c for c in dict.fromkeys(captions) if c not in self.known]
-        parsed_new, vectors_new = _parse_and_encode(new, nlp, sentence_model, helper, progress, embed_batch_size)
-        table.add(sentence_model, [x for p in parsed_new for x in p.phrases()], batch_size=embed_batch_size)
+        parsed_new, vectors_new = _parse_and_encode(new, nlp, sentence_model, helper, progress, batch_tokens)
+        table.add(sentence_model, [x for p in parsed_new for x in p.phrases()], batch_tokens)
         fresh = dict(zip(new, zip(parsed_new, vectors_new)))
         lookup = lambda c: fresh.get(c) or self.known[c]  # noqa: E731
         parsed = [lookup(c)[0] for c in captions]
@@ -550,11 +549,12 @@ def _start_helper(nlp, total: int, parse_helper: Optional[bool], report: "BuildR
 
 def build_index(folder: str, entries: Sequence[LibraryEntry], nlp, sentence_model, *,
                 progress: Optional[Progress] = None, source: Optional[dict] = None,
-                segment_size: int = 20000, embed_batch_size: int = 128,
+                segment_size: int = 20000, batch_tokens: int = BATCH_TOKENS,
                 parse_helper: Optional[bool] = None) -> BuildReport:
     """Add ``entries`` to the index at ``folder`` (created if needed); atomic and resumable.
 
-    ``progress(done, total)`` is called after every batch; it may raise to cancel. On any exception the
+    ``progress(done, total)`` is called after every batch (``batch_tokens`` tokens of captions of one length,
+    see ``embedding.length_batches``); it may raise to cancel. On any exception the
     published index is unchanged and finished segments are kept for the next build. ``parse_helper``: parse
     in a helper process while this one embeds (see ``parse_worker.py``); None = when there are at least
     ``HELPER_MIN_CAPTIONS`` new captions (or SEARCHPRIORS_PARSE_HELPER_MIN), two or more CPUs, and
@@ -600,7 +600,7 @@ def build_index(folder: str, entries: Sequence[LibraryEntry], nlp, sentence_mode
                     progress(seg_start + int(len(chunk) * min(fraction, 1.0)), total)
 
             parsed, vectors = cache.process(captions, nlp, sentence_model, table, chunk_progress,
-                                            embed_batch_size=embed_batch_size, helper=helper)
+                                            batch_tokens=batch_tokens, helper=helper)
             ordinal += 1
             seg = _write_segment(folder, ordinal, chunk, vectors, parsed, table)
             staging["segments"].append(seg)

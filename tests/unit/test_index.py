@@ -103,7 +103,7 @@ def test_cancel_keeps_previous_index_and_resumes(tmp_path, nlp, hash_encoder):
     more = entries(CAPTIONS[2:], prefix="w")
     with pytest.raises(Stop):
         build_index(folder, more, nlp, hash_encoder, progress=cancel_after_first_segment, segment_size=2,
-                    embed_batch_size=2)
+                    batch_tokens=16)
     after = snapshot(folder)
     assert after[MANIFEST] == before[MANIFEST]
     assert load_index(folder).count == 2          # published index unchanged
@@ -172,7 +172,7 @@ def test_missing_foreign_corrupt_and_damaged_folders(tmp_path, nlp, hash_encoder
 def test_progress_is_monotonic_and_never_passes_the_total(tmp_path, nlp, hash_encoder):
     seen = []
     build_index(str(tmp_path / "idx"), entries(CAPTIONS * 3, "p"), nlp, hash_encoder,
-                progress=lambda done, total: seen.append((done, total)), segment_size=10, embed_batch_size=4)
+                progress=lambda done, total: seen.append((done, total)), segment_size=10, batch_tokens=32)
     assert seen[0] == (0, 24) and seen[-1] == (24, 24)
     assert all(0 <= d <= t for d, t in seen)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)

@@ -78,7 +78,7 @@ def same_index(a_folder, b_folder):
 @pytest.fixture(scope="module")
 def in_process_index(tmp_path_factory, nlp, hash_encoder_cls):
     folder = str(tmp_path_factory.mktemp("plain") / "idx")
-    report = build_index(folder, entries(CAPTIONS), nlp, hash_encoder_cls(), segment_size=25, embed_batch_size=4,
+    report = build_index(folder, entries(CAPTIONS), nlp, hash_encoder_cls(), segment_size=25, batch_tokens=32,
                          parse_helper=False)
     assert report.parse_helper == "not used"
     return folder
@@ -92,7 +92,7 @@ def test_helper_builds_the_same_index_as_in_process(tmp_path, nlp, hash_encoder,
     monkeypatch.setattr(index_module, "spacy_source", lambda _nlp: dict(source, hide_torch=hide_torch))
     threads = torch_threads()
     folder = str(tmp_path / "idx")
-    report = build_index(folder, entries(CAPTIONS), nlp, hash_encoder, segment_size=25, embed_batch_size=4,
+    report = build_index(folder, entries(CAPTIONS), nlp, hash_encoder, segment_size=25, batch_tokens=32,
                          parse_helper=True)
     assert report.parse_helper == "used" and "helper process" in report.summary()
     assert len(recording.made) == 1, "one helper serves every segment of a build"
@@ -115,7 +115,7 @@ def test_helper_that_cannot_load_the_model_falls_back(tmp_path, nlp, hash_encode
                         lambda _nlp: {"kind": "folder", "location": str(tmp_path / "no-such-model"),
                                       "exclude": [], "hide_torch": True})
     folder = str(tmp_path / "idx")
-    report = build_index(folder, entries(CAPTIONS), nlp, hash_encoder, segment_size=25, embed_batch_size=4,
+    report = build_index(folder, entries(CAPTIONS), nlp, hash_encoder, segment_size=25, batch_tokens=32,
                          parse_helper=True)
     assert report.parse_helper.startswith("failed") and "no-such-model" in report.parse_helper
     assert any("Parse helper process failed" in n for n in report.notes)
@@ -125,7 +125,7 @@ def test_helper_that_cannot_load_the_model_falls_back(tmp_path, nlp, hash_encode
 def test_helper_that_dies_mid_build_costs_nothing(tmp_path, nlp, hash_encoder, recording, in_process_index):
     recording.kill_after = 2
     folder = str(tmp_path / "idx")
-    report = build_index(folder, entries(CAPTIONS), nlp, hash_encoder, segment_size=25, embed_batch_size=4,
+    report = build_index(folder, entries(CAPTIONS), nlp, hash_encoder, segment_size=25, batch_tokens=32,
                          parse_helper=True)
     # whichever notices first: the reply stream ending, or the next chunk not going through
     assert report.parse_helper.startswith("failed")
@@ -147,7 +147,7 @@ def test_cancel_stops_the_helper_and_restores_threads(tmp_path, nlp, hash_encode
             raise Stop()
 
     with pytest.raises(Stop):
-        build_index(folder, entries(CAPTIONS, "w"), nlp, hash_encoder, progress=cancel, embed_batch_size=4,
+        build_index(folder, entries(CAPTIONS, "w"), nlp, hash_encoder, progress=cancel, batch_tokens=32,
                     parse_helper=True)
     assert recording.made and recording.made[0]._proc.poll() is not None
     assert torch_threads() == threads
@@ -178,7 +178,7 @@ def test_helper_that_stops_answering_is_given_up(tmp_path, nlp, hash_encoder, re
     monkeypatch.setattr(recording, "_send", lambda self, message: None if message.get("op") == "parse"
                         else ParseWorker._send(self, message))
     folder = str(tmp_path / "idx")
-    report = build_index(folder, entries(CAPTIONS), nlp, hash_encoder, segment_size=25, embed_batch_size=4,
+    report = build_index(folder, entries(CAPTIONS), nlp, hash_encoder, segment_size=25, batch_tokens=32,
                          parse_helper=True)
     assert "did not answer" in report.parse_helper
     same_index(folder, in_process_index)

@@ -49,7 +49,7 @@ def hash_index(tmp_path_factory, nlp, hash_encoder_cls):
     captions = synthetic_captions(600)
     entries = [LibraryEntry(f"v{i // 3}", c, None) for i, c in enumerate(captions)]
     folder = tmp_path_factory.mktemp("hash_index") / "idx"
-    build_index(str(folder), entries, nlp, encoder, segment_size=250, embed_batch_size=100)
+    build_index(str(folder), entries, nlp, encoder, segment_size=250, batch_tokens=1000)
     kept = list(dict.fromkeys(e.key for e in entries))
     return load_index(str(folder)), encoder, [c for _, c in kept]
 
