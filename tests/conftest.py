@@ -36,9 +36,16 @@ harness = _load_harness()
 
 
 def _unavailable(reason: str):
+    """Skip for a missing set-up part, except in CI, where a missing part is a failure."""
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{reason} (CI must run `make setup` first)", pytrace=False)
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def unavailable():
+    """``_unavailable`` for fixtures of sub-folders (their conftest modules cannot import this one)."""
+    return _unavailable
 
 
 @pytest.fixture(scope="session")

@@ -24,22 +24,16 @@ CHROMIUM_FLAGS = [
 PAGE_READY_TIMEOUT_MS = 120_000
 
 
-def _unavailable(reason: str):
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason} (CI must run `make setup` first)", pytrace=False)
-    pytest.skip(reason)
-
-
 # Module scope, not session: while Playwright's sync API is open its event loop counts as running in this
 # thread, and any later test that calls asyncio.run() would fail.
 @pytest.fixture(scope="module")
-def chromium():
+def chromium(unavailable):
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _unavailable("playwright is not installed (requirements-dev.txt)")
+        unavailable("playwright is not installed (requirements-dev.txt)")
     if not CHROMIUM.exists():
-        _unavailable(f"no Chromium at {CHROMIUM}; run `make setup`")
+        unavailable(f"no Chromium at {CHROMIUM}; run `make setup`")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
         try:
