@@ -52,7 +52,7 @@ c. Exactness: the fast path's top-10 rows (``search.search``) against the litera
    at 1M (``--no-literal-1m`` skips the latter; it takes a few minutes).
 
 ``--whole-library`` runs only (i) and (ii) of part a, once each, on every MSR-VTT caption (140,200; about
-17 minutes), and writes ``bench_out/bench_retrieval_speed_whole_library.json``. ``--build-only`` runs part a
+16 minutes), and writes ``bench_out/bench_retrieval_speed_whole_library.json``. ``--build-only`` runs part a
 alone (about 5 minutes) and writes ``bench_out/bench_retrieval_speed_build.json``.
 
 Usage: ``python benchmarks/bench_retrieval_speed.py [--quick] [--rebuild] [--build-only | --skip-build |
@@ -580,7 +580,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-build", action="store_true", help="skip part a")
     ap.add_argument("--build-only", action="store_true", help="only part a")
     ap.add_argument("--whole-library", action="store_true",
-                    help="only: (i) and (ii) of part a once each on every MSR-VTT caption (~19 min; --n limits)")
+                    help="only: (i) and (ii) of part a once each on every MSR-VTT caption (~16 min; --n limits)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached MSR-VTT index (and the synthetic one)")
     ap.add_argument("--rss-server", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
