@@ -194,8 +194,9 @@ class MotionIndex:
     def core_role_groups(self, role: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Captions grouped by core-role phrase: rows ``perm[starts[d]:ends[d]]`` have phrase distinct[d]."""
         def make():
-            perm = np.argsort(self.core_role_ids(role), kind="stable")
-            sorted_ids = self.core_role_ids(role)[perm]
+            ids = self.core_role_ids(role)
+            perm = np.argsort(ids, kind="stable")
+            sorted_ids = ids[perm]
             distinct = self.core_role_distinct(role)
             return (perm, np.searchsorted(sorted_ids, distinct, side="left"),
                     np.searchsorted(sorted_ids, distinct, side="right"))
@@ -465,6 +466,9 @@ def _parse_and_encode(texts: Sequence[str], nlp, model, helper: Optional[ParseWo
     batches = deque(length_batches(model, texts, batch_tokens))
     encoded = parsed_count = 0
 
+    def chunk(cid: int) -> list[str]:
+        return list(texts[bounds[cid][0]:bounds[cid][1]])
+
     def place(results) -> None:
         nonlocal parsed_count
         for cid, items in results:
@@ -478,7 +482,7 @@ def _parse_and_encode(texts: Sequence[str], nlp, model, helper: Optional[ParseWo
                 if helper.usable:
                     while pending and len(helper.outstanding) < HELPER_QUEUE:
                         cid = pending.popleft()
-                        helper.submit(cid, list(texts[bounds[cid][0]:bounds[cid][1]]))
+                        helper.submit(cid, chunk(cid))
                     place(helper.poll())
                 if not helper.usable:  # its chunks come back here
                     pending.extend(helper.take_back())
@@ -492,7 +496,7 @@ def _parse_and_encode(texts: Sequence[str], nlp, model, helper: Optional[ParseWo
                 encoded += len(rows)
             elif pending:
                 cid = pending.pop()
-                place([(cid, list(parse_texts(nlp, texts[bounds[cid][0]:bounds[cid][1]])))])
+                place([(cid, list(parse_texts(nlp, chunk(cid))))])
             else:
                 place(helper.wait(timeout=0.5))
             progress((0.7 * encoded + 0.3 * parsed_count) / n)

@@ -7,7 +7,7 @@ on a different stage instead of taking turns: the build's time approaches the em
 The helper is a plain ``python retrieval/parse_worker.py`` child, started by file path (not through
 ``multiprocessing``, which would re-import ComfyUI's ``main.py`` in the child, and not by package name, which
 is not importable when the pack is a cloned ``custom_nodes`` folder). It loads the same spaCy pipeline from
-the same place (``models.load_spacy`` records it) and runs ``atomizer.parse_doc``, the same code as the
+the same place (``models.load_spacy`` records it) and runs ``atomizer.parse_texts``, the same code as the
 in-process path, so the parses are identical. Messages are JSON lines on its stdin / stdout. The helper
 hides ``torch`` from spaCy when the pipeline does not need it (importing it would double the start-up).
 
@@ -218,19 +218,17 @@ def serve(atomizer, stdin, stdout) -> int:
         stdout.write(json.dumps(message) + "\n")
         stdout.flush()
 
-    nlp = verb_forms = None
+    nlp = None
     for line in stdin:
         message = json.loads(line)
         op = message.get("op")
         try:
             if op == "load":
                 nlp = _load_pipeline(message)
-                verb_forms = atomizer.verb_forms_of(nlp)
                 reply({"op": "ready"})
-            elif op == "parse":
-                docs = nlp.pipe(message["texts"], batch_size=256)
+            elif op == "parse":  # the same function as parsing in the main process
                 reply({"op": "parsed", "id": message["id"],
-                       "items": [parsed_to_wire(atomizer.parse_doc(d, verb_forms)) for d in docs]})
+                       "items": [parsed_to_wire(p) for p in atomizer.parse_texts(nlp, message["texts"])]})
             elif op == "stop":
                 break
             else:
