@@ -11,9 +11,11 @@ from comfy_api.v0_0_2 import ComfyExtension, io
 from .comfy_glue import register_model_folders
 from .index_nodes import MotionIndexBuilder, MotionIndexLoader
 from .prompt_nodes import PromptAtomizer
+from .reference_frames_nodes import ReferenceFrames
 from .retrieval_nodes import MotionRetriever
 
 NODES: list[type[io.ComfyNode]] = [PromptAtomizer, MotionIndexBuilder, MotionIndexLoader, MotionRetriever]
+NODES.append(ReferenceFrames)
 
 
 class SearchPriorsExtension(ComfyExtension):

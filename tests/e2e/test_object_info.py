@@ -43,11 +43,20 @@ NODE_SPEC = {
                     ("report", "STRING")],
         "output_node": True,
     },
+    "SearchPriors_ReferenceFrames": {
+        "category": "SearchPriors/video",
+        "required": [("frame_count", "INT"), ("width", "INT"), ("height", "INT"), ("start_seconds", "FLOAT"),
+                     ("stride", "INT"), ("fps", "FLOAT"), ("crop", "COMBO")],
+        "optional": [("retrieval", "RETRIEVAL"), ("rank", "INT"), ("video_path", "STRING")],
+        "outputs": [("frames", "IMAGE"), ("info", "STRING"), ("caption", "STRING")],
+        "output_node": False,
+    },
 }
 
 COMBO_OPTIONS = {
     ("SearchPriors_MotionIndexBuilder", "format"): ["auto", "csv", "jsonl", "webvid", "msrvtt"],
     ("SearchPriors_MotionRetriever", "mode"): ["search_t2v", "pos"],
+    ("SearchPriors_ReferenceFrames", "crop"): ["center", "pad", "stretch"],
 }
 
 
@@ -86,7 +95,7 @@ def test_node_sockets_match_the_contract(object_info, node_id):
     expected = NODE_SPEC[node_id]
     info = object_info.get(node_id)
     assert info is not None, f"{node_id} is not in /object_info"
-    assert info["category"] == CATEGORY
+    assert info["category"] == expected.get("category", CATEGORY)
     assert bool(info.get("output_node")) == expected["output_node"]
 
     for section in ("required", "optional"):
