@@ -128,7 +128,8 @@ class ReferenceFrames(io.ComfyNode):
             path, _, _ = _source(retrieval, kwargs.get("rank", 1), typed)
         except Exception:
             return float("nan")   # always re-run, so that the error shows on the node
-        return (path, glue.file_stamp(path))
+        stamp = glue.file_stamp(path)
+        return float("nan") if stamp == "missing" else (path, stamp)
 
     @classmethod
     def execute(cls, frame_count: int = 16, width: int = 256, height: int = 256, start_seconds: float = 0.0,
