@@ -270,6 +270,11 @@ def _convert(frame, width: int, height: int, crop: str, out: np.ndarray) -> None
 
 # ----------------------------------------------------------------------------------------------- main
 
+def _down(seconds: float) -> float:
+    """Rounded down to 1/100 s (a suggested latest start must not round past the limit)."""
+    return max(0.0, math.floor(seconds * 100 + 1e-6) / 100)
+
+
 def _too_short(info: VideoInfo, count: int, start_seconds: float, stride: int, fps: float, got: int,
                remaining: int) -> VideoFramesError:
     name = os.path.basename(info.path)
@@ -278,16 +283,18 @@ def _too_short(info: VideoInfo, count: int, start_seconds: float, stride: int, f
     if stride:
         need = (count - 1) * stride + 1
         fixes = [f"frame_count {max(1, 1 + (remaining - 1) // stride)} or less" if remaining else None,
-                 f"stride {(remaining - 1) // (count - 1)} or less" if count > 1 and remaining > count else None]
+                 f"stride {(remaining - 1) // (count - 1)} or less" if 1 < count <= remaining else None]
         if total and info.fps and total >= need:
-            fixes.append(f"start_seconds {max(0.0, (total - need) / info.fps):.2f} or less")
+            fixes.append(f"start_seconds {_down((total - need) / info.fps):.2f} or less")
         wanted = f"frame_count {count} with stride {stride} needs {need} source frames from there"
     else:
         span = (count - 1) / fps
-        fixes = [f"frame_count {max(1, got)} or less" if got else None,
-                 f"fps {(count - 1) / ((remaining - 1) / info.fps):.3f} or more" if info.fps and remaining > 1 and count > 1 else None]
+        fixes = [f"frame_count {got} or less" if got else None]
+        if info.fps and remaining > 1 and count > 1:   # the span of the frames left, from first to last
+            fixes.append(f"fps {math.ceil(1000 * (count - 1) / ((remaining - 1) / info.fps)) / 1000:.3f} or more")
         if info.duration is not None and info.duration > span:
-            fixes.append(f"start_seconds {max(0.0, info.duration - span - 1.0 / max(fps, info.fps or fps)):.2f} or less")
+            latest = info.duration - span - 1.0 / max(fps, info.fps or fps)
+            fixes.append(f"start_seconds {_down(latest):.2f} or less")
         wanted = f"frame_count {count} at {fps:g} fps needs {span:.2f} s from there"
     fixes = [f for f in fixes if f]
     return VideoFramesError(f"'{name}' is too short: it is {duration} at {info.fps:.3f} fps and has {remaining} "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 
 import numpy as np
 import pytest
@@ -147,12 +148,20 @@ def test_too_short_says_what_is_there_and_what_to_change(clip, kwargs, words):
         assert word in str(err.value), str(err.value)
 
 
-def test_suggested_fixes_work(clip):
-    """Each fix the too-short message proposes does give the frames."""
-    read_reference_frames(clip, 17, 32, 32, start_seconds=1.0, stride=3)
-    read_reference_frames(clip, 20, 32, 32, start_seconds=1.0, stride=2)
-    read_reference_frames(clip, 20, 32, 32, start_seconds=0.2, stride=3)
-    read_reference_frames(clip, 24, 32, 32, stride=0, fps=4.0)
+@pytest.mark.parametrize("kwargs", [dict(frame_count=20, stride=3, start_seconds=1.0), dict(frame_count=21, stride=3),
+                                    dict(frame_count=30, stride=0, fps=4.0),
+                                    dict(frame_count=30, stride=0, fps=4.0, start_seconds=1.0),
+                                    dict(frame_count=12, stride=5, start_seconds=0.7)])
+def test_every_suggested_fix_works(clip, kwargs):
+    """Each change the too-short message proposes, made alone, does give the frames."""
+    with pytest.raises(VideoFramesError) as err:
+        read_reference_frames(clip, width=16, height=16, **kwargs)
+    fixes = re.findall(r"(frame_count|stride|start_seconds|fps) ([0-9.]+) or (?:less|more)", str(err.value))
+    assert len(fixes) >= 2, str(err.value)
+    for name, value in fixes:
+        cast = int if name in ("frame_count", "stride") else float
+        result = read_reference_frames(clip, width=16, height=16, **{**kwargs, name: cast(value)})
+        assert result.frames.shape[0] == (int(value) if name == "frame_count" else kwargs["frame_count"])
 
 
 def test_start_past_the_end(clip):
