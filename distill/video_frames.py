@@ -17,9 +17,10 @@ forward, converts only the selected frames (libswscale scales them straight to t
 full-size RGB array is ever made) and stops after the last frame it needs. At most one decoded source
 frame is held besides the decoder's own buffers, plus the output tensor.
 
-Resize modes (``crop``): ``center`` scales to cover width x height keeping the aspect ratio, then cuts the
-centre; ``pad`` scales to fit inside keeping the aspect ratio, then pads with black; ``stretch`` scales to
-width x height exactly.
+Frames come out upright as players show them: a display-matrix rotation (phone videos) is applied in
+quarter turns before resizing. Resize modes (``crop``): ``center`` scales to cover width x height keeping
+the aspect ratio, then cuts the centre; ``pad`` scales to fit inside keeping the aspect ratio, then pads
+with black; ``stretch`` scales to width x height exactly.
 """
 
 from __future__ import annotations
@@ -66,12 +67,14 @@ class ReferenceFrames:
     source_indices: list[int] = field(default_factory=list)   # frame number in the source, from its timestamp
     timestamps: list[float] = field(default_factory=list)     # seconds
     decoded: int = 0                               # frames the decoder produced (what the selection cost)
+    quarter_turns: int = 0                         # counter-clockwise turns applied (display matrix)
 
     def summary(self) -> str:
         shown = ", ".join(str(i) for i in self.source_indices[:24]) + (" ..." if len(self.source_indices) > 24 else "")
         span = (f"{self.timestamps[0]:.3f}-{self.timestamps[-1]:.3f} s" if self.timestamps else "none")
         f, h, w = (self.frames.shape[0], self.frames.shape[1], self.frames.shape[2])
-        return (f"{os.path.basename(self.info.path)}: {self.info.describe()}\n"
+        turned = f", shown turned {90 * self.quarter_turns} degrees counter-clockwise" if self.quarter_turns else ""
+        return (f"{os.path.basename(self.info.path)}: {self.info.describe()}{turned}\n"
                 f"{f} frames at {w}x{h}, source frames {shown} ({span}); {self.decoded} frames decoded")
 
 
@@ -252,13 +255,24 @@ def target_geometry(src_w: int, src_h: int, width: int, height: int, crop: str) 
     return sw, sh, (width - sw) // 2, (height - sh) // 2
 
 
+def quarter_turns(frame) -> int:
+    """Counter-clockwise quarter turns the file's display matrix asks for (phone videos), 0..3."""
+    degrees = getattr(frame, "rotation", 0) or 0
+    return int(round(degrees / 90.0)) % 4
+
+
 def _convert(frame, width: int, height: int, crop: str, out: np.ndarray) -> None:
-    """One decoded frame into ``out`` ([H, W, 3] uint8), scaled by libswscale."""
-    sw, sh, x, y = target_geometry(frame.width, frame.height, width, height, crop)
+    """One decoded frame into ``out`` ([H, W, 3] uint8), upright as players show it, scaled by libswscale."""
+    turns = quarter_turns(frame)
+    shown_w, shown_h = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
+    sw, sh, x, y = target_geometry(shown_w, shown_h, width, height, crop)
     # area averaging when shrinking (no aliasing on 1080p -> 256), bicubic when enlarging
     shrinking = sw * sh < frame.width * frame.height
-    rgb = frame.reformat(width=sw, height=sh, format="rgb24",
+    stored_w, stored_h = (sh, sw) if turns % 2 else (sw, sh)
+    rgb = frame.reformat(width=stored_w, height=stored_h, format="rgb24",
                          interpolation="AREA" if shrinking else "BICUBIC").to_ndarray()
+    if turns:
+        rgb = np.rot90(rgb, turns)   # counter-clockwise, as the display matrix says
     if crop == "center":
         out[:] = rgb[y:y + height, x:x + width]
     elif crop == "pad":
@@ -346,6 +360,7 @@ def read_reference_frames(path: str, frame_count: int, width: int, height: int, 
         indices: list[int] = []
         times: list[float] = []
         last_id = None
+        turns = 0
         for item in chosen:
             k = len(indices)
             if last_id is not None and item.frame is last_id[0]:
@@ -353,6 +368,7 @@ def read_reference_frames(path: str, frame_count: int, width: int, height: int, 
             else:
                 _convert(item.frame, width, height, crop, out[k])
                 last_id = (item.frame,)
+                turns = quarter_turns(item.frame)
             indices.append(round(item.time * info.fps) if info.fps else k)
             times.append(round(item.time, 6))
             if progress is not None:
@@ -362,4 +378,5 @@ def read_reference_frames(path: str, frame_count: int, width: int, height: int, 
     finally:
         container.close()
     frames = torch.from_numpy(out).to(torch.float32).div_(255.0)
-    return ReferenceFrames(frames=frames, info=info, source_indices=indices, timestamps=times, decoded=counter[0])
+    return ReferenceFrames(frames=frames, info=info, source_indices=indices, timestamps=times, decoded=counter[0],
+                           quarter_turns=turns)

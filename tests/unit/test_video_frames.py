@@ -104,6 +104,35 @@ def test_resize_content_center_pad_stretch(tmp_path):
     assert stretch[:, 2:12].mean() == pytest.approx(40, abs=8) and stretch[:, 20:28].mean() == pytest.approx(220, abs=8)
 
 
+@pytest.mark.parametrize("degrees, bright_side", [(0, "left"), (90, "bottom"), (-90, "top"), (180, "right")])
+def test_display_rotation_is_applied(tmp_path, degrees, bright_side):
+    """A 64x32 clip stored landscape with a bright left quarter; a display matrix turns it counter-clockwise
+    by ``degrees``, so the bright strip appears on ``bright_side`` and a turned clip shows portrait."""
+    import av
+
+    path = tmp_path / f"rot{degrees}.mp4"
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(degrees)
+        img = np.full((32, 64, 3), 30, np.uint8)
+        img[:, :16] = 230
+        for i in range(2):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    result = read_reference_frames(str(path), 1, 32, 64, crop="pad")   # portrait output
+    pic = result.frames[0].numpy().mean(axis=2) * 255
+    sides = {"left": pic[:, :4], "right": pic[:, -4:], "top": pic[:4, :], "bottom": pic[-4:, :]}
+    brightest = max(sides, key=lambda k: sides[k].mean())
+    assert brightest == bright_side
+    turned = degrees % 180 != 0
+    # portrait content fills the portrait output; landscape content is padded above and below
+    assert (pic[:8].max() > 0) == turned and result.quarter_turns == (degrees // 90) % 4
+    assert ("turned" in result.summary()) == (degrees != 0)
+
+
 @pytest.mark.parametrize("src, out, crop, expected", [
     ((1920, 1080), (256, 256), "center", (455, 256, 99, 0)),
     ((1080, 1920), (256, 256), "center", (256, 455, 0, 99)),
