@@ -1,0 +1,77 @@
+"""Reference Video Frames through POST /prompt on the real server: frames saved by core SaveImage, the info
+text, and bad inputs failing on the node while the server keeps serving."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location("searchpriors_tests_video_clips", os.path.join(TESTS, "video_clips.py"))
+clips = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(clips)
+
+
+@pytest.fixture(scope="module")
+def clip_folder(comfy_server):
+    folder = comfy_server.input_dir / "e2e_refclips"
+    folder.mkdir(parents=True, exist_ok=True)
+    clips.write_clip(folder / "count.mp4", 30, fps=10)
+    clips.write_audio_only(folder / "tone.mp4")
+    return folder
+
+
+def graph(video_path: str, prefix: str, frame_count: int = 5) -> dict:
+    return {
+        "1": {"class_type": "SearchPriors_ReferenceFrames",
+              "inputs": {"frame_count": frame_count, "width": 64, "height": 32, "start_seconds": 0.5, "stride": 3,
+                         "fps": 8.0, "crop": "center", "rank": 1, "video_path": video_path}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}},
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["1", 1]}},
+    }
+
+
+def test_frames_are_saved_and_described(comfy_server, comfy_harness, clip_folder):
+    from PIL import Image
+
+    entry = comfy_server.run_prompt(graph("e2e_refclips/count.mp4", "refframes"), timeout=300)
+    assert comfy_harness.history_status(entry) == "success", entry.get("status")
+    images = entry["outputs"]["2"]["images"]
+    assert len(images) == 5
+    picked = []
+    for image in images:
+        with Image.open(comfy_server.output_dir / image.get("subfolder", "") / image["filename"]) as png:
+            assert png.size == (64, 32)
+            picked.append(clips.frame_index(np.asarray(png.convert("RGB"))))
+    assert picked == [5, 8, 11, 14, 17]
+    info = "\n".join(comfy_harness.history_texts(entry, "3"))
+    assert "count.mp4" in info and "source frames 5, 8, 11, 14, 17" in info, info
+
+
+@pytest.mark.parametrize("video_path, frame_count, words", [
+    ("../../etc/passwd", 5, ["contains '..'"]),
+    ("e2e_refclips/tone.mp4", 5, ["no video stream", "audio"]),
+    ("e2e_refclips/count.mp4", 20, ["too short", "frame_count 9 or less"]),
+    ("e2e_refclips/none.mp4", 5, ["does not exist"]),
+])
+def test_bad_input_fails_on_the_node(comfy_server, comfy_harness, clip_folder, video_path, frame_count, words):
+    entry = comfy_server.run_prompt(graph(video_path, "bad", frame_count), timeout=300)
+    assert comfy_harness.history_status(entry) == "error"
+    error = comfy_harness.history_error(entry)
+    assert error["node_type"] == "SearchPriors_ReferenceFrames" and error["node_id"] == "1"
+    for word in words:
+        assert word in error["exception_message"], error["exception_message"]
+    assert comfy_server.running
+
+
+def test_bad_widget_is_refused_when_queued(comfy_server, comfy_harness, clip_folder):
+    bad = graph("e2e_refclips/count.mp4", "refused")
+    bad["1"]["inputs"]["crop"] = "zoom"
+    with pytest.raises(comfy_harness.PromptRejected) as rejected:
+        comfy_server.post_prompt(bad)
+    assert "Unknown crop mode 'zoom'" in str(rejected.value)
