@@ -132,7 +132,7 @@ def inspect_folder(path: str, check_weights: bool = True) -> T2VFolder:
     missing = [c for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
                if not os.path.isdir(os.path.join(path, c))]
     if missing:
-        raise DiffusersFolderError(f"'{name}' is missing component folder(s) {', '.join(missing)}/: a "
+        raise DiffusersFolderError(f"'{name}' is missing component folder(s) {', '.join(m + '/' for m in missing)}: a "
                                    f"ModelScope/ZeroScope folder needs unet/, vae/, text_encoder/, tokenizer/ and "
                                    f"scheduler/. Download the whole repository (diffusers format).")
 

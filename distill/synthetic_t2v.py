@@ -167,7 +167,8 @@ def _fill_random_(module: torch.nn.Module, generator: torch.Generator) -> None:
 
 
 def _materialize(module: torch.nn.Module, dtype: torch.dtype, generator: torch.Generator) -> torch.nn.Module:
-    module = torch.nn.Module.to(module.to_empty(device="cpu"), dtype)  # the libraries' .to() warns
+    # cast while still on meta (free), then allocate once in the target dtype; the libraries' .to() warns
+    module = torch.nn.Module.to(module, dtype).to_empty(device="cpu")
     _fill_random_(module, generator)
     for name, buf in module.named_buffers():
         if name.endswith("position_ids"):
