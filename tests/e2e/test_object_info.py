@@ -43,11 +43,26 @@ NODE_SPEC = {
                     ("report", "STRING")],
         "output_node": True,
     },
+    "SearchPriors_ModelScopeLoader": {
+        "required": [("folder", "COMBO"), ("dtype", "COMBO")],
+        "optional": [],
+        "outputs": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+        "output_node": False,
+        "category": "SearchPriors/models",
+    },
+    "SearchPriors_DiffusersSchedulerSigmas": {
+        "required": [("model", "MODEL"), ("steps", "INT")],
+        "optional": [],
+        "outputs": [("SIGMAS", "SIGMAS")],
+        "output_node": False,
+        "category": "SearchPriors/models",
+    },
 }
 
 COMBO_OPTIONS = {
     ("SearchPriors_MotionIndexBuilder", "format"): ["auto", "csv", "jsonl", "webvid", "msrvtt"],
     ("SearchPriors_MotionRetriever", "mode"): ["search_t2v", "pos"],
+    ("SearchPriors_ModelScopeLoader", "dtype"): ["auto", "fp32", "fp16", "bf16"],
 }
 
 
@@ -86,7 +101,7 @@ def test_node_sockets_match_the_contract(object_info, node_id):
     expected = NODE_SPEC[node_id]
     info = object_info.get(node_id)
     assert info is not None, f"{node_id} is not in /object_info"
-    assert info["category"] == CATEGORY
+    assert info["category"] == expected.get("category", CATEGORY)
     assert bool(info.get("output_node")) == expected["output_node"]
 
     for section in ("required", "optional"):
