@@ -178,6 +178,18 @@ def test_ddim_sampling_through_core_nodes_equals_pipeline(loaded, pipe, pack_nod
     euler, _ = sample_native(model, clip, sigmas, sampler_name="euler")
     assert relative_l2(euler, samples) <= 1e-6  # ComfyUI's ddim is euler on these sigmas
 
+    import comfy.model_sampling
+
+    ours = model.model.model_sampling
+    core_scaling = type("CoreScaling", (comfy.model_sampling.EPS, comfy.model_sampling.ModelSamplingDiscrete), {})()
+    core_scaling.set_sigmas(ours.sigmas.clone())
+    model.model.model_sampling = core_scaling  # ComfyUI's own noise scaling: sigma * noise below sigma_max
+    try:
+        core_samples, _ = sample_native(model, clip, sigmas)
+    finally:
+        model.model.model_sampling = ours
+    MEASURED["10-step DDIM with ComfyUI's own noise scaling, relative L2"] = relative_l2(core_samples * scale, want)
+
     uniform = cs.BasicScheduler.execute(model=model, scheduler="ddim_uniform", steps=10, denoise=1.0).args[0]
     assert torch.equal(uniform[:-1], sigmas[:-1])  # same timesteps; ddim_uniform ends at 0
     uniform_samples, _ = sample_native(model, clip, uniform)
