@@ -28,7 +28,6 @@ Two scheduling details make core sampling reproduce `TextToVideoSDPipeline` with
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Optional
 
@@ -45,8 +44,6 @@ import comfy.supported_models_base
 
 from ..distill.diffusers_folder import (DTYPES, DiffusersFolderError, T2VFolder, beta_schedule, ddim_sigmas,
                                         inspect_folder, load_unet, read_state_dict)
-
-log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------ MODEL

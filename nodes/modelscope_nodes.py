@@ -59,7 +59,8 @@ def folder_stamp(path: str) -> str:
         parts.append(glue.file_stamp(os.path.join(path, sub)))
         directory = os.path.join(path, sub)
         if sub and os.path.isdir(directory):
-            parts.extend(f"{e.name}:{glue.file_stamp(e.path)}" for e in sorted(os.scandir(directory), key=lambda e: e.name))
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            parts.extend(f"{e.name}:{glue.file_stamp(e.path)}" for e in entries)
     return "|".join(parts)
 
 

@@ -248,6 +248,22 @@ def test_temporal_attention_weight_patch_changes_output_and_unpatches_bitwise(lo
     assert all(torch.equal(after[k], v) for k, v in before.items())
 
 
+@pytest.mark.parametrize("dtype,expected", [("bf16", torch.bfloat16), ("auto", torch.float32)])  # auto: CPU
+def test_loader_dtypes(tiny_folder, loaded, dtype, expected):
+    from comfyui_searchpriors.nodes.modelscope_nodes import ModelScopeLoader
+
+    model, clip, vae = ModelScopeLoader.execute(folder="tiny-t2v", dtype=dtype).args
+    assert model.model.get_dtype() == expected
+    assert all(p.dtype == expected for p in model.model.diffusion_model.parameters())
+    cond = encode(clip, PROMPT)[0][0]
+    x = torch.randn(FRAMES, 4, 8, 8)
+    sigma, context, options = torch.full((FRAMES,), 2.0), cond.float().repeat(FRAMES, 1, 1), {"cond_or_uncond": [0]}
+    out = model.model.apply_model(x, sigma, c_crossattn=context, transformer_options=options)
+    assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+    reference = loaded[0].model.apply_model(x, sigma, c_crossattn=context, transformer_options=options)
+    assert relative_l2(out, reference) < (0.05 if dtype == "bf16" else 1e-6)
+
+
 def test_model_is_loaded_fully_never_partially(loaded):
     model = loaded[0]
     model.load(torch.device("cpu"), lowvram_model_memory=1, full_load=False)
@@ -276,7 +292,7 @@ def test_loader_bad_input(diffusers_root, pack_nodes, tiny_folder, tmp_path):
     try:
         schema = ModelScopeLoader.define_schema()
         assert schema.inputs[0].options == []
-        with pytest.raises(DiffusersFolderError, match=r"put a ModelScope/ZeroScope diffusers folder in models/diffusers/"):
+        with pytest.raises(DiffusersFolderError, match=r"put a ModelScope/ZeroScope diffusers folder in models/diff"):
             ModelScopeLoader.execute()
     finally:
         folder_paths.folder_names_and_paths["diffusers"] = saved
