@@ -51,12 +51,27 @@ NODE_SPEC = {
         "outputs": [("frames", "IMAGE"), ("info", "STRING"), ("caption", "STRING")],
         "output_node": False,
     },
+    "SearchPriors_ModelScopeLoader": {
+        "required": [("folder", "COMBO"), ("dtype", "COMBO")],
+        "optional": [],
+        "outputs": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+        "output_node": False,
+        "category": "SearchPriors/models",
+    },
+    "SearchPriors_DiffusersSchedulerSigmas": {
+        "required": [("model", "MODEL"), ("steps", "INT")],
+        "optional": [],
+        "outputs": [("SIGMAS", "SIGMAS")],
+        "output_node": False,
+        "category": "SearchPriors/models",
+    },
 }
 
 COMBO_OPTIONS = {
     ("SearchPriors_MotionIndexBuilder", "format"): ["auto", "csv", "jsonl", "webvid", "msrvtt"],
     ("SearchPriors_MotionRetriever", "mode"): ["search_t2v", "pos"],
     ("SearchPriors_ReferenceFrames", "crop"): ["center", "pad", "stretch"],
+    ("SearchPriors_ModelScopeLoader", "dtype"): ["auto", "fp32", "fp16", "bf16"],
 }
 
 

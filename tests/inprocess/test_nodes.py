@@ -22,10 +22,11 @@ def test_extension_lists_every_node_with_prefixed_ids(pack_nodes):
     extension = asyncio.run(comfyui_searchpriors.comfy_entrypoint())
     nodes = asyncio.run(extension.get_node_list())
     ids = [n.define_schema().node_id for n in nodes]
-    assert ids == ["SearchPriors_PromptAtomizer", "SearchPriors_MotionIndexBuilder",
-                   "SearchPriors_MotionIndexLoader", "SearchPriors_MotionRetriever"] + [
-                   i for i in ids[4:] if i.startswith("SearchPriors_")]
-    assert "SearchPriors_ReferenceFrames" in ids
+    assert ids[:4] == ["SearchPriors_PromptAtomizer", "SearchPriors_MotionIndexBuilder",
+                       "SearchPriors_MotionIndexLoader", "SearchPriors_MotionRetriever"]
+    assert {"SearchPriors_ModelScopeLoader", "SearchPriors_DiffusersSchedulerSigmas",
+            "SearchPriors_ReferenceFrames"} <= set(ids)
+    assert len(ids) == len(set(ids))
     retriever = pack_nodes.MotionRetriever.define_schema()
     assert [i.id for i in retriever.inputs] == ["atomized", "index", "mode", "top_k", "t_total", "t_mot", "t_atr",
                                                 "alpha", "beta", "gamma", "min_keep"]

@@ -1,0 +1,292 @@
+"""Reading ModelScope / ZeroScope diffusers folders (the `UNet3DConditionModel` text-to-video family).
+
+A folder has the layout of the public text-to-video-ms-1.7b and zeroscope_v2_576w repositories:
+model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/. `inspect_folder` validates it from
+its JSON files alone (cheap: the loader's dropdown and the node's validation use it) and says what is
+missing or unknown; `read_state_dict` reads a component's weights (safetensors or .bin, sharded or not,
+fp16 variants); `load_unet` builds the diffusers UNet3D in a dtype; `ddim_sigmas` gives the sigmas of the
+diffusers DDIM timesteps. No ComfyUI import here: the ComfyUI objects are built in nodes/modelscope_model.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from ..retrieval.errors import SearchPriorsError
+
+PIPELINE_CLASSES = ("TextToVideoSDPipeline", "VideoToVideoSDPipeline")
+SUPPORTED_MODELS = "ModelScope text-to-video-ms-1.7b and ZeroScope (zeroscope_v2_576w / _XL), diffusers format"
+COMPONENT_CLASSES = {
+    "unet": ("UNet3DConditionModel",),
+    "vae": ("AutoencoderKL",),
+    "text_encoder": ("CLIPTextModel",),
+    "tokenizer": ("CLIPTokenizer", "CLIPTokenizerFast"),
+}
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+BETA_SCHEDULES = ("scaled_linear", "linear", "squaredcos_cap_v2")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Weight file names in the order they are preferred; an index file names the shards of a sharded save.
+WEIGHT_STEMS = {
+    "unet": "diffusion_pytorch_model",
+    "vae": "diffusion_pytorch_model",
+    "text_encoder": ("model", "pytorch_model"),
+}
+
+
+class DiffusersFolderError(SearchPriorsError):
+    """A folder that is not a complete ModelScope/ZeroScope diffusers folder; the message says why."""
+
+
+@dataclass
+class T2VFolder:
+    """A validated folder: its path and each component's config (JSON files only, no weights read)."""
+
+    path: str
+    model_index: dict
+    unet_config: dict
+    vae_config: dict
+    text_encoder_config: dict
+    scheduler_config: dict
+    tokenizer_dir: str
+    weight_files: dict = field(default_factory=dict)  # component -> list of files (shards in order)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(os.path.normpath(self.path))
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler_config.get("prediction_type", "epsilon")
+
+    @property
+    def latent_scale(self) -> float:
+        return float(self.vae_config.get("scaling_factor", 0.18215))
+
+    @property
+    def vae_downscale(self) -> int:
+        return 2 ** (len(self.vae_config.get("block_out_channels", (0, 0, 0, 0))) - 1)
+
+
+def _read_json(path: str, what: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise DiffusersFolderError(f"{what} is missing: {path} does not exist.") from None
+    except (OSError, ValueError) as exc:
+        raise DiffusersFolderError(f"{what} cannot be read ({path}): {exc}") from None
+    if not isinstance(data, dict):
+        raise DiffusersFolderError(f"{what} ({path}) is not a JSON object.")
+    return data
+
+
+def _weight_files(component_dir: str, stems) -> list[str]:
+    """The weight files of one component: single file, fp16 variant, or the shards an index names."""
+    stems = (stems,) if isinstance(stems, str) else stems
+    for stem in stems:
+        for ext in ("safetensors", "bin"):
+            for variant in ("", ".fp16"):
+                single = os.path.join(component_dir, f"{stem}{variant}.{ext}")
+                if os.path.isfile(single):
+                    return [single]
+                index = os.path.join(component_dir, f"{stem}{variant}.{ext}.index.json")
+                if os.path.isfile(index):
+                    weight_map = _read_json(index, "Shard index").get("weight_map", {})
+                    shards = sorted(set(weight_map.values()))
+                    paths = [os.path.join(component_dir, s) for s in shards]
+                    missing = [s for s in shards if not os.path.isfile(os.path.join(component_dir, s))]
+                    if missing:
+                        raise DiffusersFolderError(f"{component_dir}: shard(s) {', '.join(missing)} named in "
+                                                   f"{os.path.basename(index)} are missing; download them again.")
+                    return paths
+    return []
+
+
+def _unsupported(what: str) -> DiffusersFolderError:
+    return DiffusersFolderError(f"{what} Supported: {SUPPORTED_MODELS}, with unet/ (UNet3DConditionModel), "
+                                f"vae/ (AutoencoderKL), text_encoder/ (CLIPTextModel), tokenizer/ (CLIPTokenizer) "
+                                f"and scheduler/.")
+
+
+def inspect_folder(path: str, check_weights: bool = True) -> T2VFolder:
+    """Validate a diffusers folder of the UNet3D text-to-video family from its JSON files.
+
+    Raises DiffusersFolderError naming the missing component or the unknown architecture.
+    """
+    if not os.path.isdir(path):
+        raise DiffusersFolderError(f"Model folder {path} does not exist.")
+    name = os.path.basename(os.path.normpath(path))
+    index_path = os.path.join(path, "model_index.json")
+    if not os.path.isfile(index_path):
+        raise _unsupported(f"'{name}' has no model_index.json, so it is not a diffusers-format folder.")
+    model_index = _read_json(index_path, "model_index.json")
+    pipeline = model_index.get("_class_name")
+    if pipeline not in PIPELINE_CLASSES:
+        raise _unsupported(f"'{name}' is a {pipeline or 'unnamed'} folder (model_index.json _class_name), an "
+                           f"architecture this loader does not know.")
+    missing = [c for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+               if not os.path.isdir(os.path.join(path, c))]
+    if missing:
+        raise DiffusersFolderError(f"'{name}' is missing component folder(s) {', '.join(m + '/' for m in missing)}: a "
+                                   f"ModelScope/ZeroScope folder needs unet/, vae/, text_encoder/, tokenizer/ and "
+                                   f"scheduler/. Download the whole repository (diffusers format).")
+
+    configs = {}
+    for component, config_name in (("unet", "config.json"), ("vae", "config.json"),
+                                   ("text_encoder", "config.json"), ("scheduler", "scheduler_config.json")):
+        configs[component] = _read_json(os.path.join(path, component, config_name), f"{name}/{component}/{config_name}")
+
+    # model_index.json says which class each component is; the configs must agree with it.
+    for component, allowed in COMPONENT_CLASSES.items():
+        entry = model_index.get(component)
+        declared = entry[1] if isinstance(entry, (list, tuple)) and len(entry) == 2 else None
+        if component == "text_encoder":
+            archs = configs[component].get("architectures") or []
+            actual = archs[0] if archs else declared
+        elif component == "tokenizer":
+            actual = declared
+        else:
+            actual = configs[component].get("_class_name", declared)
+        for value in {declared, actual} - {None}:
+            if value not in allowed:
+                raise _unsupported(f"'{name}': {component} is a {value}, an architecture this loader does not know "
+                                   f"(expected {' or '.join(allowed)}).")
+    scheduler = configs["scheduler"]
+    prediction = scheduler.get("prediction_type", "epsilon")
+    if prediction not in PREDICTION_TYPES:
+        raise _unsupported(f"'{name}': scheduler prediction_type '{prediction}' is not supported "
+                           f"({', '.join(PREDICTION_TYPES)}).")
+    if scheduler.get("trained_betas") is None and scheduler.get("beta_schedule", "linear") not in BETA_SCHEDULES:
+        raise _unsupported(f"'{name}': scheduler beta_schedule '{scheduler.get('beta_schedule')}' is not supported "
+                           f"({', '.join(BETA_SCHEDULES)}).")
+
+    tokenizer_dir = os.path.join(path, "tokenizer")
+    has_slow = all(os.path.isfile(os.path.join(tokenizer_dir, f)) for f in ("vocab.json", "merges.txt"))
+    if not has_slow:
+        raise DiffusersFolderError(f"'{name}/tokenizer' lacks vocab.json and merges.txt (the CLIP tokenizer files); "
+                                   f"download the tokenizer folder again.")
+
+    weight_files = {}
+    if check_weights:
+        for component, stems in WEIGHT_STEMS.items():
+            files = _weight_files(os.path.join(path, component), stems)
+            if not files:
+                first = stems if isinstance(stems, str) else stems[0]
+                raise DiffusersFolderError(f"'{name}/{component}' has no weights ({first}.safetensors or .bin); "
+                                           f"download them (diffusers format).")
+            weight_files[component] = files
+    return T2VFolder(path=path, model_index=model_index, unet_config=configs["unet"], vae_config=configs["vae"],
+                     text_encoder_config=configs["text_encoder"], scheduler_config=scheduler,
+                     tokenizer_dir=tokenizer_dir, weight_files=weight_files)
+
+
+def looks_like_t2v_folder(path: str) -> bool:
+    """Cheap test for the loader's dropdown: model_index.json names a UNet3D text-to-video pipeline."""
+    try:
+        with open(os.path.join(path, "model_index.json"), encoding="utf-8") as f:
+            index = json.load(f)
+        return isinstance(index, dict) and (index.get("_class_name") in PIPELINE_CLASSES or
+                                            list(index.get("unet") or [None, None])[1] == "UNet3DConditionModel")
+    except (OSError, ValueError, TypeError, IndexError):
+        return False
+
+
+def list_t2v_folders(roots: list[str]) -> list[str]:
+    names = set()
+    for root in roots:
+        if os.path.isdir(root):
+            names.update(e.name for e in os.scandir(root) if e.is_dir() and looks_like_t2v_folder(e.path))
+    return sorted(names)
+
+
+def resolve_dtype(dtype, stored: Optional[torch.dtype] = None) -> torch.dtype:
+    """'auto' means the dtype the weights are stored in (fp32 when unknown)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return stored or torch.float32
+    if dtype not in DTYPES:
+        raise DiffusersFolderError(f"dtype '{dtype}' is not one of auto, {', '.join(DTYPES)}.")
+    return DTYPES[dtype]
+
+
+def read_state_dict(files: list[str], dtype=None) -> dict[str, torch.Tensor]:
+    """Read weight files (safetensors or .bin); floating tensors cast to ``dtype`` unless it is None/'auto'."""
+    state: dict[str, torch.Tensor] = {}
+    for path in files:
+        if path.endswith(".safetensors"):
+            import safetensors.torch
+
+            part = safetensors.torch.load_file(path)
+        else:
+            part = torch.load(path, map_location="cpu", weights_only=True)
+        state.update(part)
+    if dtype not in (None, "auto"):
+        target = resolve_dtype(dtype)
+        state = {k: v.to(target) if v.is_floating_point() else v for k, v in state.items()}
+    return state
+
+
+def stored_dtype(state: dict[str, torch.Tensor]) -> torch.dtype:
+    for value in state.values():
+        if value.is_floating_point():
+            return value.dtype
+    return torch.float32
+
+
+def load_unet(folder: T2VFolder, dtype="auto"):
+    """The diffusers UNet3DConditionModel of ``folder`` in ``dtype``, eval mode, on the CPU."""
+    from diffusers import UNet3DConditionModel
+
+    state = read_state_dict(folder.weight_files["unet"])
+    target = resolve_dtype(dtype, stored_dtype(state))
+    state = {k: v.to(target) if v.is_floating_point() else v for k, v in state.items()}
+    config = {k: v for k, v in folder.unet_config.items() if not k.startswith("_")}
+    with torch.device("meta"):
+        unet = UNet3DConditionModel.from_config(config)
+    missing, unexpected = unet.load_state_dict(state, strict=False, assign=True)
+    if missing:
+        raise DiffusersFolderError(f"'{folder.name}/unet' weights do not fit its config.json: {len(missing)} "
+                                   f"missing (e.g. {missing[0]}). The folder is damaged or mixes two models.")
+    leftovers = [n for n, t in list(unet.named_parameters()) + list(unet.named_buffers()) if t.is_meta]
+    if leftovers:
+        raise DiffusersFolderError(f"'{folder.name}/unet': no weights for {leftovers[0]}.")
+    return unet.eval().requires_grad_(False)
+
+
+def beta_schedule(scheduler_config: dict) -> torch.Tensor:
+    """The scheduler's training betas (float32), computed by diffusers' own DDIMScheduler."""
+    return ddim_scheduler(scheduler_config).betas.clone()
+
+
+def ddim_scheduler(scheduler_config: dict):
+    from diffusers import DDIMScheduler
+
+    config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
+    return DDIMScheduler.from_config(config)
+
+
+def ddim_sigmas(scheduler_config: dict, steps: int) -> tuple[torch.Tensor, list[int]]:
+    """Sigmas (VE form, sqrt((1 - a) / a)) of diffusers' DDIMScheduler timesteps for ``steps`` steps.
+
+    The last sigma is that of ``final_alpha_cumprod``: alphas_cumprod[0] with set_alpha_to_one false (a small
+    sigma, ~0.029 for ModelScope), 1.0 (sigma 0) otherwise. Returns (sigmas [steps + 1], timesteps).
+    """
+    if int(steps) < 1:
+        raise DiffusersFolderError(f"steps must be at least 1 (got {steps}).")
+    scheduler = ddim_scheduler(scheduler_config)
+    if steps > scheduler.config.num_train_timesteps:
+        raise DiffusersFolderError(f"steps ({steps}) exceeds the scheduler's {scheduler.config.num_train_timesteps} "
+                                   f"training timesteps.")
+    scheduler.set_timesteps(int(steps))
+    timesteps = [int(t) for t in scheduler.timesteps]
+    acp = scheduler.alphas_cumprod  # float32, as the pipeline uses
+    sigmas = ((1 - acp) / acp) ** 0.5
+    final = scheduler.final_alpha_cumprod
+    final_sigma = ((1 - final) / final) ** 0.5
+    return torch.cat([sigmas[timesteps], final_sigma.reshape(1).to(sigmas.dtype)]), timesteps
