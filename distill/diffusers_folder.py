@@ -259,6 +259,25 @@ def load_unet(folder: T2VFolder, dtype="auto"):
     return unet.eval().requires_grad_(False)
 
 
+def load_modules(folder: T2VFolder, dtype="auto") -> dict:
+    """The folder as diffusers/transformers modules (unet, vae, text_encoder, tokenizer, scheduler), e.g. to
+    build a reference TextToVideoSDPipeline(**modules); weights in ``dtype`` ('auto': as stored)."""
+    from diffusers import AutoencoderKL, DDIMScheduler
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    unet = load_unet(folder, dtype)
+    target = unet.dtype
+    modules = {"unet": unet, "tokenizer": CLIPTokenizer.from_pretrained(folder.tokenizer_dir),
+               "scheduler": DDIMScheduler.from_pretrained(folder.path, subfolder="scheduler")}
+    modules["vae"] = AutoencoderKL.from_pretrained(folder.path, subfolder="vae", torch_dtype=target).eval()
+    import transformers
+
+    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"  # renamed in 5.x
+    modules["text_encoder"] = CLIPTextModel.from_pretrained(os.path.join(folder.path, "text_encoder"),
+                                                            **{dtype_key: target}).eval()
+    return modules
+
+
 def beta_schedule(scheduler_config: dict) -> torch.Tensor:
     """The scheduler's training betas (float32), computed by diffusers' own DDIMScheduler."""
     return ddim_scheduler(scheduler_config).betas.clone()
