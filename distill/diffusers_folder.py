@@ -4,7 +4,8 @@ A folder has the layout of the public text-to-video-ms-1.7b and zeroscope_v2_576
 model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/. `inspect_folder` validates it from
 its JSON files alone (cheap: the loader's dropdown and the node's validation use it) and says what is
 missing or unknown; `read_state_dict` reads a component's weights (safetensors or .bin, sharded or not,
-fp16 variants); `load_unet` builds the diffusers UNet3D in a dtype; `ddim_sigmas` gives the sigmas of the
+fp16 variants); `load_unet` builds the diffusers UNet3D in a dtype (the native MODEL wraps it) and
+`load_modules` all of the folder's diffusers/transformers modules; `ddim_sigmas` gives the sigmas of the
 diffusers DDIM timesteps. No ComfyUI import here: the ComfyUI objects are built in nodes/modelscope_model.py.
 """
 
