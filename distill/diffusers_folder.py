@@ -4,7 +4,8 @@ A folder has the layout of the public text-to-video-ms-1.7b and zeroscope_v2_576
 model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/. `inspect_folder` validates it from
 its JSON files alone (cheap: the loader's dropdown and the node's validation use it) and says what is
 missing or unknown; `read_state_dict` reads a component's weights (safetensors or .bin, sharded or not,
-fp16 variants); `load_unet` builds the diffusers UNet3D in a dtype; `ddim_sigmas` gives the sigmas of the
+fp16 variants); `load_unet` builds the diffusers UNet3D in a dtype (the native MODEL wraps it) and
+`load_modules` all of the folder's diffusers/transformers modules; `ddim_sigmas` gives the sigmas of the
 diffusers DDIM timesteps. No ComfyUI import here: the ComfyUI objects are built in nodes/modelscope_model.py.
 """
 
@@ -257,6 +258,25 @@ def load_unet(folder: T2VFolder, dtype="auto"):
     if leftovers:
         raise DiffusersFolderError(f"'{folder.name}/unet': no weights for {leftovers[0]}.")
     return unet.eval().requires_grad_(False)
+
+
+def load_modules(folder: T2VFolder, dtype="auto") -> dict:
+    """The folder as diffusers/transformers modules (unet, vae, text_encoder, tokenizer, scheduler), e.g. to
+    build a reference TextToVideoSDPipeline(**modules); weights in ``dtype`` ('auto': as stored)."""
+    from diffusers import AutoencoderKL, DDIMScheduler
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    unet = load_unet(folder, dtype)
+    target = unet.dtype
+    modules = {"unet": unet, "tokenizer": CLIPTokenizer.from_pretrained(folder.tokenizer_dir),
+               "scheduler": DDIMScheduler.from_pretrained(folder.path, subfolder="scheduler")}
+    modules["vae"] = AutoencoderKL.from_pretrained(folder.path, subfolder="vae", torch_dtype=target).eval()
+    import transformers
+
+    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"  # renamed in 5.x
+    modules["text_encoder"] = CLIPTextModel.from_pretrained(os.path.join(folder.path, "text_encoder"),
+                                                            **{dtype_key: target}).eval()
+    return modules
 
 
 def beta_schedule(scheduler_config: dict) -> torch.Tensor:

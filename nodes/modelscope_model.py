@@ -2,14 +2,19 @@
 
 Usage from Python (ComfyUI importable, e.g. a benchmark):
 
-    from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder
-    model, clip, vae = load_modelscope_folder("/path/models/diffusers/zeroscope_v2_576w", dtype="bf16")
-    # model: comfy ModelPatcher (a BaseModel whose diffusion_model is diffusers' UNet3DConditionModel)
-    # clip: comfy.sd.CLIP, vae: comfy.sd.VAE; sample as with any ComfyUI model, e.g.
-    cond = clip.encode_from_tokens_scheduled(clip.tokenize("a corgi running on the beach"))
-    latent = torch.zeros(24, 4, 320 // 8, 576 // 8)          # frames as batch: [F, 4, H/8, W/8]
-    sigmas = modelscope_ddim_sigmas(model, steps=50)           # the pipeline's DDIM timesteps as SIGMAS
-    # then comfy.samplers / core SamplerCustomAdvanced (sampler "ddim" or "euler"), vae.decode(latent_out)
+    import torch, comfy.sample, comfy.samplers
+    from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder, modelscope_ddim_sigmas
+    model, clip, vae = load_modelscope_folder(".../models/diffusers/zeroscope_v2_576w", dtype="bf16")
+    pos = clip.encode_from_tokens_scheduled(clip.tokenize("a corgi running on the beach"))
+    neg = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    latent = torch.zeros(24, 4, 320 // 8, 576 // 8)        # frames as batch: [F, 4, H/8, W/8]
+    noise = comfy.sample.prepare_noise(latent, 0)           # seed 0, as core RandomNoise
+    sigmas = modelscope_ddim_sigmas(model, steps=50)        # the pipeline's DDIM timesteps
+    ddim = comfy.samplers.sampler_object("ddim")
+    out = comfy.sample.sample_custom(model, noise, 9.0, ddim, sigmas, pos, neg, latent, seed=0)  # cfg 9
+    frames = vae.decode(out)                                # [F, H, W, 3] in 0..1
+(model: a ModelPatcher over a BaseModel whose diffusion_model is diffusers' UNet3DConditionModel; clip:
+comfy.sd.CLIP; vae: comfy.sd.VAE. Run under torch.inference_mode() as ComfyUI does.)
 
 Latents are frames as batch ([F,4,h,w], one video per latent), so core EmptyLatentImage (batch = frames),
 VAEEncode and VAEDecode work unchanged. ComfyUI batches cond and uncond (and several conds) into one model

@@ -264,6 +264,18 @@ def test_loader_dtypes(tiny_folder, loaded, dtype, expected):
     assert relative_l2(out, reference) < (0.05 if dtype == "bf16" else 1e-6)
 
 
+def test_reference_modules_equal_the_pipeline_and_the_native_unet(tiny_folder, loaded, pipe):
+    from comfyui_searchpriors.distill.diffusers_folder import inspect_folder, load_modules
+
+    modules = load_modules(inspect_folder(tiny_folder), "bf16")
+    assert {m.dtype for m in (modules["unet"], modules["vae"], modules["text_encoder"])} == {torch.bfloat16}
+    for name in ("unet", "vae", "text_encoder"):
+        mine, theirs = modules[name].state_dict(), getattr(pipe, name).state_dict()
+        assert set(mine) == set(theirs) and all(torch.equal(mine[k], theirs[k].bfloat16()) for k in mine)
+    native = loaded[0].model.diffusion_model.state_dict()
+    assert all(torch.equal(native[k], v) for k, v in pipe.unet.state_dict().items())
+
+
 def test_model_is_loaded_fully_never_partially(loaded):
     model = loaded[0]
     model.load(torch.device("cpu"), lowvram_model_memory=1, full_load=False)

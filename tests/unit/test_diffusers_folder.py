@@ -169,3 +169,19 @@ def test_zeroscope_size_has_the_published_parameter_counts():
     assert round(count(unet) / 1e6) == 1411  # zeroscope_v2_576w unet: 1.41 B
     assert round(count(text) / 1e6) == 340   # OpenCLIP-H text tower without its last layer
     assert round(count(vae) / 1e6) == 84     # SD VAE
+
+
+def test_folder_writer_is_atomic_and_never_overwrites_silently(tmp_path, monkeypatch):
+    target = tmp_path / "models" / "t2v"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(st, "build_components", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        st.write_t2v_folder(str(target))
+    assert os.listdir(tmp_path / "models") == []  # no folder, no temporary left behind
+    target.mkdir()
+    with pytest.raises(FileExistsError, match="overwrite"):
+        st.write_t2v_folder(str(target))
+    assert st.main(["--size", "tiny", "--out", str(target)]) == 2
