@@ -10,10 +10,12 @@ from comfy_api.v0_0_2 import ComfyExtension, io
 
 from .comfy_glue import register_model_folders
 from .index_nodes import MotionIndexBuilder, MotionIndexLoader
+from .pos_nodes import DDIMVideoInvert, GaussianNoiseMix, HybridSemanticGuider, HybridSemanticSampler
 from .prompt_nodes import PromptAtomizer
 from .retrieval_nodes import MotionRetriever
 
 NODES: list[type[io.ComfyNode]] = [PromptAtomizer, MotionIndexBuilder, MotionIndexLoader, MotionRetriever]
+NODES += [DDIMVideoInvert, GaussianNoiseMix, HybridSemanticGuider, HybridSemanticSampler]
 
 
 class SearchPriorsExtension(ComfyExtension):
