@@ -23,7 +23,6 @@ import importlib.util
 import os
 import sys
 import time
-from pathlib import Path
 
 import _common as C
 

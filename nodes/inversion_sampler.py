@@ -50,9 +50,9 @@ def starts_at_max(model_sampling, sigma_start: float) -> bool:
 
 def noise_scale(model_sampling, sigma_start: float) -> float:
     """What a sampler multiplies a unit NOISE by when it starts from an empty latent at ``sigma_start``."""
-    one = torch.ones(1, dtype=torch.float64)
-    scaled = model_sampling.noise_scaling(torch.tensor(sigma_start, dtype=torch.float64), one.clone(),
-                                          torch.zeros(1, dtype=torch.float64), starts_at_max(model_sampling, sigma_start))
+    sigma = torch.tensor(sigma_start, dtype=torch.float64)
+    scaled = model_sampling.noise_scaling(sigma, torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64),
+                                          starts_at_max(model_sampling, sigma_start))
     return float(scaled.reshape(-1)[0])
 
 

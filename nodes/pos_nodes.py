@@ -29,8 +29,8 @@ CATEGORY = "SearchPriors/pos"
 ETA_TOOLTIP = ("eta of Eq. 4: eps_mix = (eps + eta * eps_inv) / sqrt(1 + eta^2). 0 = plain random noise (bitwise core "
                "RandomNoise), larger = closer to the inverted video. Paper, Table 1: ModelScope 0.2, Tune-A-Video "
                "0.1, VideoCrafter 0.3, SCVideo 0.5 (best in its ablation); image models 0.05.")
-GAMMA_TOOLTIP = ("gamma of Eq. 8: the rewritten prompt conditions the first m = floor(T * gamma) of the T sampling steps, "
-                 "the original prompt the rest. 0 = original only, 1 = rewritten only. Paper, Table 1: ModelScope 0.04 "
+GAMMA_TOOLTIP = ("gamma of Eq. 8: the rewritten prompt conditions the first m = floor(T * gamma) of the T sampling "
+                 "steps, the original prompt the rest. 0 = original only, 1 = rewritten only. Paper, Table 1: ModelScope 0.04 "
                  "(MSR-VTT) and 1.0 (UCF-101), Tune-A-Video 0.5, VideoCrafter 0.1, SCVideo 0.1 / 1.0; images 0.4.")
 SWITCH_TOOLTIP = ("Optional: the switch step m itself (steps 0..m-1 rewritten), overriding gamma; -1 = use gamma. "
                   "Clamped to the number of steps.")

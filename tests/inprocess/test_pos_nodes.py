@@ -17,7 +17,8 @@ EPS_SHAPE = (4, 4, 8, 8)
 
 
 def _load_tiny_models():
-    spec = importlib.util.spec_from_file_location("searchpriors_tests_tiny_models", os.path.join(TESTS, "tiny_models.py"))
+    spec = importlib.util.spec_from_file_location("searchpriors_tests_tiny_models",
+                                                  os.path.join(TESTS, "tiny_models.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -64,15 +65,18 @@ def eps_model(tiny):
 def models(tiny, wan, wan_shift1, eps_model):
     """name -> (model, latent, empty-prompt conditioning, cond maker)"""
     return {
-        "wan": (wan_shift1, tiny.smooth_video_latent(WAN_SHAPE, seed=1), tiny.wan_conditioning(100), tiny.wan_conditioning),
-        "eps": (eps_model, tiny.smooth_video_latent(EPS_SHAPE, seed=1), tiny.eps_conditioning(100), tiny.eps_conditioning),
+        "wan": (wan_shift1, tiny.smooth_video_latent(WAN_SHAPE, seed=1), tiny.wan_conditioning(100),
+                tiny.wan_conditioning),
+        "eps": (eps_model, tiny.smooth_video_latent(EPS_SHAPE, seed=1), tiny.eps_conditioning(100),
+                tiny.eps_conditioning),
     }
 
 
 def invert(pos, model, latent, cond, steps=20, refine=0, **extra):
     with torch.inference_mode():
         out = pos.DDIMVideoInvert.execute(model=model, latent={"samples": latent}, conditioning=cond, steps=steps,
-                                          scheduler="simple", refine_iterations=refine, cfg=extra.pop("cfg", 1.0), **extra)
+                                          scheduler="simple", refine_iterations=refine, cfg=extra.pop("cfg", 1.0),
+                                          **extra)
     return out.args
 
 
@@ -205,7 +209,8 @@ def test_mix_is_eq4_with_core_noise_and_respects_batch_index(pos, core, comfy):
     # an upstream NOISE replaces the seed
     other = pos.GaussianNoiseMix.execute(inverted={"samples": inverted}, eta=0.0, seed=5,
                                          noise=ncs.RandomNoise.execute(9).args[0]).args[0]
-    assert other.seed == 9 and torch.equal(other.generate_noise(latent), comfy.sample.prepare_noise(latent["samples"], 9))
+    assert other.seed == 9
+    assert torch.equal(other.generate_noise(latent), comfy.sample.prepare_noise(latent["samples"], 9))
     assert "eta 0.2" in report and "expected std of the mix" in report
 
 
@@ -335,7 +340,8 @@ def test_bad_inputs_each_give_a_clear_message(pos, models):
     bad = [
         (lambda: pos.HybridSemanticGuider.execute(model, c, c, c, 4.0, 1.5), "gamma is 1.5; it must lie in"),
         (lambda: pos.HybridSemanticGuider.execute(model, c, c, c, 4.0, -0.1), "gamma is -0.1"),
-        (lambda: pos.HybridSemanticGuider.execute(model, c, "text", c, 4.0, 0.5), "positive_original is not a CONDITIONING"),
+        (lambda: pos.HybridSemanticGuider.execute(model, c, "text", c, 4.0, 0.5),
+         "positive_original is not a CONDITIONING"),
         (lambda: pos.GaussianNoiseMix.execute(inverted={"samples": latent}, eta=-0.5, seed=0), "eta is -0.5"),
         (lambda: pos.GaussianNoiseMix.execute(inverted=latent, eta=0.2, seed=0), "inverted is not a LATENT"),
         (lambda: pos.GaussianNoiseMix.execute(inverted={"samples": latent}, eta=0.2, seed=0, noise="x"), "not a NOISE"),

@@ -159,7 +159,8 @@ def comfy_denoise(net, t_of_sigma):
 
 
 def literal_eq2(z_t, t, t_next, eps):
-    """POS Eq. 2 as printed: z_{t+1} = sqrt(a_{t+1}) (z_t / sqrt(a_t) + (sqrt((1-a_{t+1})/a_{t+1}) - sqrt((1-a_t)/a_t)) eps)."""
+    """POS Eq. 2 as printed:
+    z_{t+1} = sqrt(a_{t+1}) (z_t / sqrt(a_t) + (sqrt((1-a_{t+1})/a_{t+1}) - sqrt((1-a_t)/a_t)) eps)."""
     a, a_next = alpha(t), alpha(t_next)
     return math.sqrt(a_next) * (z_t / math.sqrt(a) + (math.sqrt((1 - a_next) / a_next) - math.sqrt((1 - a) / a)) * eps)
 
@@ -178,7 +179,8 @@ def test_one_step_equals_literal_ddim_eq2_for_a_given_eps():
     z, x = z0, z0.clone()
     for t, t_next in zip(path, path[1:]):
         s, s_next = sigma_of(t), sigma_of(t_next)
-        x_new, residual, calls = inv.inversion_step(lambda xx, ss: xx - ss * eps_field, x, s, s_next, refine_iterations=2)
+        x_new, residual, calls = inv.inversion_step(lambda xx, ss: xx - ss * eps_field, x, s, s_next,
+                                                    refine_iterations=2)
         z = literal_eq2(z, t, t_next, eps_field)
         torch.testing.assert_close(x_new * math.sqrt(alpha(t_next)), z, rtol=1e-10, atol=1e-10)
         assert calls == 3 and residual < 1e-12  # eps independent of x: the first guess is the fixed point
