@@ -75,8 +75,12 @@ class HybridSemanticsGuider(comfy.samplers.CFGGuider):
             raise RuntimeError("HybridSemanticsGuider was called without the sampling sigmas "
                                "(transformer_options['sample_sigmas']); run it through a sampler node.")
         values, m = self.resolve(sigmas)
-        sigma = float(timestep.detach().reshape(-1).max()) if torch.is_tensor(timestep) else float(timestep)
-        key = REWRITTEN_KEY if uses_rewritten(sigma, values, m) else "positive"
+        if m <= 0 or m >= len(values) - 1:  # one prompt throughout: no need to read the call's sigma
+            rewritten = m > 0
+        else:  # reading a device tensor waits for the GPU once per call; negligible beside a model call
+            sigma = float(timestep.detach().reshape(-1).max()) if torch.is_tensor(timestep) else float(timestep)
+            rewritten = uses_rewritten(sigma, values, m)
+        key = REWRITTEN_KEY if rewritten else "positive"
         return comfy.samplers.sampling_function(self.inner_model, x, timestep, self.conds.get("negative", None),
                                                 self.conds.get(key, None), self.cfg, model_options=model_options,
                                                 seed=seed)
