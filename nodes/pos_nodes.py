@@ -202,7 +202,7 @@ class GaussianNoiseMix(io.ComfyNode):
                                                                "part; replaces seed"),
             ],
             outputs=[
-                io.Noise.Output("noise", display_name="noise"),
+                io.Noise.Output("mixed_noise", display_name="noise"),
                 io.String.Output("report", display_name="report"),
             ],
         )

@@ -84,6 +84,14 @@ def reconstruction_error(report: str) -> float:
     return float(re.search(r"relative error ([0-9.e+-]+)", report).group(1))
 
 
+def test_every_pos_schema_passes_comfys_validation(pos):
+    """The server validates each schema at start-up; one failure keeps the whole pack from loading."""
+    for node in pos.NODES:
+        schema = node.define_schema()
+        schema.validate()
+        assert schema.node_id.startswith("SearchPriors_") and schema.category == "SearchPriors/pos"
+
+
 # ------------------------------------------------------------------------------------------------ inversion
 
 
