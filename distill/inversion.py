@@ -78,18 +78,17 @@ class InversionResult:
 
 
 def inversion_sigmas(sampling_sigmas: Sequence[float]) -> List[float]:
-    """The sampling sigmas (descending, ending at 0) reversed into the inversion path (ascending).
+    """The sampling sigmas (descending, normally ending at 0) reversed into the inversion path (ascending).
 
-    Refused: fewer than two values, a last sigma other than 0 (the input is a clean latent), a value
-    that is negative or not finite, or a schedule that is not strictly decreasing."""
+    A schedule that ends above 0 (e.g. diffusers' DDIM timesteps without ``set_alpha_to_one``) is taken as
+    it is: the latent is the state at that last level, which is what a sampler on it returns.
+    Refused: fewer than two values, a value that is negative or not finite, a schedule that is not strictly
+    decreasing (e.g. one already flipped)."""
     values = [float(s) for s in sampling_sigmas]
     if len(values) < 2:
         raise InversionError(f"the sigmas have {len(values)} value(s); inversion needs at least 2 (one step).")
     if any(not math.isfinite(v) or v < 0 for v in values):
         raise InversionError(f"the sigmas contain a negative or non-finite value: {values}.")
-    if values[-1] != 0.0:
-        raise InversionError(f"the sigmas end at {values[-1]:g}, not 0: inversion starts from a clean latent, so "
-                             f"give the full sampling schedule (e.g. BasicScheduler with denoise 1.0).")
     if any(b >= a for a, b in zip(values, values[1:])):
         raise InversionError("the sigmas are not strictly decreasing: give the sampling schedule as a sampler "
                              "gets it (highest first, ending at 0), not a flipped one.")

@@ -151,7 +151,7 @@ class DDIMVideoInvert(io.ComfyNode):
         stats = noise_stats(outcome.noise)
         lines = [
             f"DDIM Video Invert: {outcome.kind}; latent {list(samples.shape)}; {source}",
-            f"sigma 0 -> {outcome.sigmas[0]:.6g} (model sigma_max {float(model_sampling.sigma_max):.6g}); noise = "
+            f"sigma {outcome.sigmas[-1]:.6g} -> {outcome.sigmas[0]:.6g} (model sigma_max {float(model_sampling.sigma_max):.6g}); noise = "
             f"x / {outcome.noise_scale:.6g}",
             f"refine_iterations {refine_iterations}, cfg {cfg:g}: {result.model_calls} model calls, max fixed-point "
             f"residual {_fmt(result.max_residual)}",
@@ -175,6 +175,9 @@ class DDIMVideoInvert(io.ComfyNode):
         if "flow" not in outcome.kind and outcome.sigmas[0] < float(model_sampling.sigma_max) * (1 - 1e-5):
             warnings.append(f"the schedule starts at sigma {outcome.sigmas[0]:.6g}, below the model's maximum: the "
                             f"noise fits a sampler that starts at that same sigma.")
+        if outcome.sigmas[-1] > 0:
+            warnings.append(f"the schedule ends at sigma {outcome.sigmas[-1]:.6g}, not 0: the latent is taken as the "
+                            f"state at that level (what a sampler on this schedule returns).")
         lines += [f"WARNING: {w}" for w in warnings]
         lines.append("step  sigma_from -> sigma_to   residual   calls")
         for step in result.steps:

@@ -140,6 +140,14 @@ def test_noise_regenerates_the_video_through_core_sampler_custom_advanced(pos, c
     assert float((out - latent).norm() / latent.norm()) < 2e-3
 
 
+def test_a_schedule_ending_above_zero_is_inverted_from_its_last_level(pos, core, models):
+    model, latent, cond, _ = models["eps"]
+    sigmas = core[0].BasicScheduler.execute(model, "simple", 20, 1.0).args[0][:-1]  # e.g. diffusers' DDIM timesteps
+    noise, report = invert(pos, model, latent, cond, sigmas=sigmas, refine=3, check_reconstruction=True)
+    assert re.search(r"WARNING: the schedule ends at sigma [0-9.]+, not 0", report)
+    assert reconstruction_error(report) < 1e-3
+
+
 def test_shift_and_cfg_warnings_and_guided_inversion(pos, tiny, wan, models):
     _, latent, cond, make = models["wan"]
     _, report = invert(pos, wan, latent, cond, steps=4)
@@ -356,8 +364,8 @@ def test_bad_inputs_each_give_a_clear_message(pos, models):
         (lambda: invert(pos, model, latent, cond, cfg=5.0), "cfg is 5 but no negative"),
         (lambda: invert(pos, model, latent * float("nan"), cond), "latent contains NaN/inf"),
         (lambda: invert(pos, model, latent[0, 0], cond), "expected \\[frames, C, h, w\\]"),
-        (lambda: invert(pos, model, latent, cond, sigmas=torch.tensor([1.0, 0.5])), "not 0"),
-        (lambda: invert(pos, model, latent, cond, sigmas=torch.tensor([0.0, 0.5, 1.0])), "not 0"),
+        (lambda: invert(pos, model, latent, cond, sigmas=torch.tensor([0.0, 0.5, 1.0])), "not strictly decreasing"),
+        (lambda: invert(pos, model, latent, cond, sigmas=torch.tensor([0.5])), "at least 2"),
         (lambda: invert(pos, model, latent, cond, sigmas=torch.tensor([0.5, 1.0, 0.0])), "not strictly decreasing"),
         (lambda: invert(pos, model, latent, "", ), "conditioning is not a CONDITIONING"),
         (lambda: pos.HybridSemanticSampler.execute(model, 0, 2, 1.0, "euler", "simple", c, c, c, {"samples": latent},

@@ -243,8 +243,8 @@ def test_refinement_lowers_the_reconstruction_error():
 def test_inversion_input_checks_and_non_finite_latents():
     x = torch.randn(1, 4, 4, 4)
     before = x.clone()
-    with pytest.raises(inv.InversionError, match="not 0"):
-        inv.invert(lambda a, s: a, x, [2.0, 1.0, 0.5])
+    assert inv.inversion_sigmas([2.0, 1.0, 0.5]) == [0.5, 1.0, 2.0]  # a schedule ending above 0 starts there
+    assert [s.sigma_from for s in inv.invert(lambda a, s: 0.5 * a, x, [2.0, 1.0, 0.5]).steps] == [0.5, 1.0]
     with pytest.raises(inv.InversionError, match="not strictly decreasing"):
         inv.invert(lambda a, s: a, x, [0.0, 1.0, 2.0, 0.0])
     with pytest.raises(inv.InversionError, match="at least 2"):
