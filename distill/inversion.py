@@ -18,9 +18,11 @@ models. ComfyUI's ``euler`` and ``ddim`` samplers take exactly this step, so inv
 sampling with them retraces the same path.
 
 Inversion step i goes from ``s_lo`` up to ``s_hi``. Eq. 2 evaluates the model at the point it starts
-from; at ``s_lo = 0`` (the clean latent) that is undefined, so like diffusers' DDIMInverseScheduler and
-Tune-A-Video's inversion the first guess evaluates at the *target* level from the current latent:
-``x^0 = x + (s_hi - s_lo) * d(x, s_hi)``. Refinement then solves the implicit equation that makes the
+from; at ``s_lo = 0`` (the clean latent) that is undefined, so like diffusers' DDIMInverseScheduler,
+Tune-A-Video's and null-text inversion the first guess shows the model the *current* latent with the
+*target* timestep: ``x^0 = x + (s_hi - s_lo) * d(x~, s_hi)`` where ``x~`` is ``x`` rescaled so that the
+model's input is the current one (``input_scale``; for eps models exactly ``eps(z_t, t_next)``, for flow
+models ``x~ = x``). Refinement then solves the implicit equation that makes the
 forward (sampling) step from the new point land back on the previous latent,
 
     x_new = x + (s_hi - s_lo) * d(x_new, s_hi)          (fixed point; forward Euler s_hi -> s_lo gives x)
@@ -47,6 +49,7 @@ import torch
 
 Denoise = Callable[[torch.Tensor, float], torch.Tensor]
 OnStep = Callable[[int, int], None]
+InputScale = Callable[[float], float]
 
 
 class InversionError(ValueError):
@@ -105,14 +108,25 @@ def _direction(denoise: Denoise, x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def inversion_step(denoise: Denoise, x: torch.Tensor, sigma_from: float, sigma_to: float,
-                   refine_iterations: int = 0, measure_residual: bool = False) -> tuple[torch.Tensor, float, int]:
+                   refine_iterations: int = 0, measure_residual: bool = False,
+                   input_scale: Optional[InputScale] = None) -> tuple[torch.Tensor, float, int]:
     """One inversion step from ``sigma_from`` up to ``sigma_to`` (> 0): returns (x_new, residual, calls).
 
+    ``input_scale(sigma)`` is the factor by which the model's input is scaled at ``sigma`` (ComfyUI's
+    ``calculate_input``: ``1/sqrt(1+sigma^2)`` for eps/v models, 1 for flow models). Given, the first guess
+    shows the model the current latent's own input (``x`` rescaled so that its input at ``sigma_to``
+    equals its input at ``sigma_from``), which for eps models is diffusers' DDIM inversion exactly:
+    ``eps(z_t, t_next)`` in Eq. 2. Without it the model sees ``x`` at ``sigma_to`` (the same for flow).
     Never changes ``x`` in place."""
     if not sigma_to > 0:
         raise InversionError(f"an inversion step must end above sigma 0 (got {sigma_to}).")
     delta = sigma_to - sigma_from
-    current = x + delta * _direction(denoise, x, sigma_to)
+    probe = x
+    if input_scale is not None:
+        factor = input_scale(sigma_from) / input_scale(sigma_to)
+        if factor != 1.0:
+            probe = x * factor
+    current = x + delta * _direction(denoise, probe, sigma_to)
     calls, residual = 1, float("nan")
     for _ in range(int(refine_iterations)):
         refined = x + delta * _direction(denoise, current, sigma_to)
@@ -126,7 +140,8 @@ def inversion_step(denoise: Denoise, x: torch.Tensor, sigma_from: float, sigma_t
 
 
 def invert(denoise: Denoise, x0: torch.Tensor, sampling_sigmas: Sequence[float], refine_iterations: int = 0,
-           on_step: Optional[OnStep] = None, measure_residual: bool = False) -> InversionResult:
+           on_step: Optional[OnStep] = None, measure_residual: bool = False,
+           input_scale: Optional[InputScale] = None) -> InversionResult:
     """Inverts the clean (model-space) latent ``x0`` along the reversed ``sampling_sigmas``.
 
     ``on_step(done, total)`` runs after every step (progress bar and Cancel live there). A non-finite
@@ -141,7 +156,7 @@ def invert(denoise: Denoise, x0: torch.Tensor, sampling_sigmas: Sequence[float],
         on_step(0, total)
     for i in range(total):
         s_lo, s_hi = path[i], path[i + 1]
-        x, residual, calls = inversion_step(denoise, x, s_lo, s_hi, refine_iterations, measure_residual)
+        x, residual, calls = inversion_step(denoise, x, s_lo, s_hi, refine_iterations, measure_residual, input_scale)
         if not bool(torch.isfinite(x).all()):
             raise InversionError(f"the inverted latent became NaN/inf at step {i + 1} of {total} (sigma {s_lo:g} -> "
                                  f"{s_hi:g}). The model or its dtype overflows here: try fp32/bf16 weights, fewer "

@@ -56,6 +56,22 @@ def noise_scale(model_sampling, sigma_start: float) -> float:
     return float(scaled.reshape(-1)[0])
 
 
+def input_scale_of(model_sampling) -> Callable[[float], float]:
+    """sigma -> the factor ``calculate_input`` applies to the model's input (1/sqrt(1+sigma^2) for eps/v, 1 for
+    flow), so that the inversion's first guess shows the model the current latent as diffusers' DDIM inversion
+    does (``distill.inversion.inversion_step``)."""
+    cache: dict = {}
+
+    def scale(sigma: float) -> float:
+        if sigma not in cache:
+            probe = model_sampling.calculate_input(torch.tensor(float(sigma), dtype=torch.float64),
+                                                   torch.ones(1, dtype=torch.float64))
+            cache[sigma] = float(probe.reshape(-1)[0])
+        return cache[sigma]
+
+    return scale
+
+
 class InversionSampler(comfy.samplers.Sampler):
     """A SAMPLER whose run inverts ``latent_image`` along the reversed sigmas; the result is ``self.result``."""
 
@@ -83,7 +99,7 @@ class InversionSampler(comfy.samplers.Sampler):
             return model_wrap(x, s_in, model_options=model_options, seed=seed)
 
         self.result = invert(denoise, x0, [float(v) for v in sigma_values.cpu()], self.refine_iterations,
-                             on_step=self.on_step)
+                             on_step=self.on_step, input_scale=input_scale_of(model_wrap.inner_model.model_sampling))
         return self.result.latent
 
 

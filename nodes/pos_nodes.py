@@ -151,8 +151,8 @@ class DDIMVideoInvert(io.ComfyNode):
         stats = noise_stats(outcome.noise)
         lines = [
             f"DDIM Video Invert: {outcome.kind}; latent {list(samples.shape)}; {source}",
-            f"sigma {outcome.sigmas[-1]:.6g} -> {outcome.sigmas[0]:.6g} (model sigma_max {float(model_sampling.sigma_max):.6g}); noise = "
-            f"x / {outcome.noise_scale:.6g}",
+            f"sigma {outcome.sigmas[-1]:.6g} -> {outcome.sigmas[0]:.6g} (model sigma_max "
+            f"{float(model_sampling.sigma_max):.6g}); noise = x / {outcome.noise_scale:.6g}",
             f"refine_iterations {refine_iterations}, cfg {cfg:g}: {result.model_calls} model calls, max fixed-point "
             f"residual {_fmt(result.max_residual)}",
             f"inverted noise: mean {stats['mean']:+.4f}, std {stats['std']:.4f}",
@@ -163,11 +163,11 @@ class DDIMVideoInvert(io.ComfyNode):
         warnings = []
         shift = getattr(model_sampling, "shift", None)
         if "flow" in outcome.kind and shift is not None and not math.isclose(float(shift), 1.0):
-            warnings.append(f"flow shift is {float(shift):g}, not 1: the inversion follows the shifted schedule. "
-                            f"Sample with the same shift, scheduler and steps; shift 1 (ModelSamplingSD3) gives a "
-                            f"linear path that many find inverts more faithfully.")
+            warnings.append(f"flow shift is {float(shift):g}, not 1: the inversion follows the shifted schedule, so "
+                            f"sample with the same shift, scheduler and steps. Shift 1 (ModelSamplingSD3 on the "
+                            f"model for both) inverts far more exactly (README: inversion benchmark).")
         if not math.isclose(cfg, 1.0):
-            warnings.append(f"cfg {cfg:g} > 1: the paper inverts with the empty prompt and no guidance; guided "
+            warnings.append(f"cfg {cfg:g}, not 1: the paper inverts with the empty prompt and no guidance; guided "
                             f"inversion drifts and reconstructs less exactly.")
         if refine_iterations == 0:
             warnings.append("refine_iterations 0: plain DDIM inversion, residual not measured; 1-3 iterations make "

@@ -187,16 +187,35 @@ def test_one_step_equals_literal_ddim_eq2_for_a_given_eps():
         x = x_new
 
 
-def test_first_guess_evaluates_eps_at_the_target_level_from_the_current_latent():
+def eps_input_scale(sigma):
+    """ComfyUI's EPS calculate_input factor."""
+    return 1 / math.sqrt(1 + sigma ** 2)
+
+
+@pytest.mark.parametrize("t, t_next", [(None, 99), (299, 399), (899, 999)])
+def test_first_guess_is_diffusers_ddim_inversion_eq2_with_eps_of_z_t_at_t_next(t, t_next):
+    """With the model's input scale the unrefined step is Eq. 2 with eps(z_t, t+1), the DDIM inversion of
+    diffusers' DDIMInverseScheduler (and Tune-A-Video's, null-text inversion's) loops."""
+    net = EpsNet((1, 4, 6, 6))
+    t_of_sigma = {sigma_of(tt): tt for tt in TIMESTEPS[1:]}
+    x = torch.randn(1, 4, 6, 6, dtype=torch.float64)
+    z_t = x * math.sqrt(alpha(t))
+    x_new, residual, calls = inv.inversion_step(comfy_denoise(net, t_of_sigma), x, sigma_of(t), sigma_of(t_next), 0,
+                                                input_scale=eps_input_scale)
+    expected = literal_eq2(z_t, t, t_next, net(z_t, t_next))
+    torch.testing.assert_close(x_new * math.sqrt(alpha(t_next)), expected, rtol=1e-10, atol=1e-10)
+    assert calls == 1 and math.isnan(residual)
+    # without it the model sees x at the target level: eps(sqrt(a_{t+1}) x_t, t+1) (flow models' case)
+    plain, _, _ = inv.inversion_step(comfy_denoise(net, t_of_sigma), x, sigma_of(t), sigma_of(t_next), 0)
+    expected = literal_eq2(z_t, t, t_next, net(x * math.sqrt(alpha(t_next)), t_next))
+    torch.testing.assert_close(plain * math.sqrt(alpha(t_next)), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_residual_can_be_measured_without_refinement():
     net = EpsNet((1, 4, 6, 6))
     t_of_sigma = {sigma_of(t): t for t in TIMESTEPS[1:]}
     x = torch.randn(1, 4, 6, 6, dtype=torch.float64)
     t, t_next = 299, 399
-    x_new, residual, calls = inv.inversion_step(comfy_denoise(net, t_of_sigma), x, sigma_of(t), sigma_of(t_next), 0)
-    eps = net(x * math.sqrt(alpha(t_next)), t_next)
-    torch.testing.assert_close(x_new * math.sqrt(alpha(t_next)), literal_eq2(x * math.sqrt(alpha(t)), t, t_next, eps),
-                               rtol=1e-10, atol=1e-10)
-    assert calls == 1 and math.isnan(residual)
     _, measured, calls = inv.inversion_step(comfy_denoise(net, t_of_sigma), x, sigma_of(t), sigma_of(t_next), 0,
                                             measure_residual=True)
     assert calls == 2 and measured > 0
@@ -210,7 +229,7 @@ def test_refined_inversion_is_undone_by_the_literal_ddim_sampling_step():
     sampling_sigmas = [sigma_of(t) for t in reversed(TIMESTEPS[1:])] + [0.0]
     seen = []
     result = inv.invert(comfy_denoise(net, t_of_sigma), z0, sampling_sigmas, refine_iterations=30,
-                        on_step=lambda done, total: seen.append((done, total)))
+                        on_step=lambda done, total: seen.append((done, total)), input_scale=eps_input_scale)
     assert seen == [(i, 10) for i in range(11)]
     assert [round(s.sigma_to, 6) for s in result.steps] == [round(sigma_of(t), 6) for t in TIMESTEPS[1:]]
     assert result.max_residual < 1e-9 and result.model_calls == 10 * 31
@@ -256,3 +275,25 @@ def test_inversion_input_checks_and_non_finite_latents():
     with pytest.raises(inv.InversionError, match="positive"):
         inv.to_unit_noise(x, 0.0)
     assert torch.equal(x, before)
+
+
+def test_unrefined_inversion_equals_diffusers_ddim_inverse_scheduler():
+    """refine_iterations 0 on an eps model is diffusers' DDIM inversion (the paper's backbones' code)."""
+    diffusers = pytest.importorskip("diffusers")
+    scheduler = diffusers.DDIMInverseScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                               set_alpha_to_one=True, clip_sample=False)
+    scheduler.set_timesteps(10)
+    alphas = scheduler.alphas_cumprod.double()
+    torch.testing.assert_close(alphas, ALPHAS, rtol=0, atol=1e-6)  # ComfyUI "linear" = diffusers "scaled_linear"
+    net = EpsNet((2, 4, 6, 6), seed=9)
+    z0 = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    z = z0.clone()
+    for t in scheduler.timesteps:
+        z = scheduler.step(net(z, int(t)), int(t), z).prev_sample
+    sigma = {int(t): math.sqrt((1 - float(alphas[t])) / float(alphas[t])) for t in scheduler.timesteps}
+    t_of_sigma = {s: t for t, s in sigma.items()}
+    sampling = [sigma[int(t)] for t in reversed(scheduler.timesteps)] + [0.0]
+    x = inv.invert(comfy_denoise(net, t_of_sigma), z0, sampling, input_scale=eps_input_scale).latent
+    z_ours = x * math.sqrt(float(alphas[int(scheduler.timesteps[-1])]))
+    # diffusers keeps its alphas in float32: agreement to ~1e-7 (the other first guess is off by ~0.3)
+    torch.testing.assert_close(z_ours, z, rtol=1e-5, atol=1e-6)
