@@ -1,5 +1,5 @@
 """Video and model side of ComfyUI-SearchPriors (pure torch / diffusers, no ComfyUI import).
 
-Empty for now: keyframes, VMC temporal LoRA, DDIM inversion, noise mixing and hybrid-semantics sampling
-arrive with their own issues.
+POS generation math: ``inversion`` (DDIM / flow-ODE inversion with fixed-point refinement, Eq. 2),
+``noise_mix`` (Eq. 4 and the shape rules of inverted noise), ``hybrid_semantics`` (Eq. 8's switch step).
 """

@@ -11,6 +11,7 @@ from comfy_api.v0_0_2 import ComfyExtension, io
 from .comfy_glue import register_model_folders
 from .index_nodes import MotionIndexBuilder, MotionIndexLoader
 from .modelscope_nodes import DiffusersSchedulerSigmas, ModelScopeLoader
+from .pos_nodes import DDIMVideoInvert, GaussianNoiseMix, HybridSemanticGuider, HybridSemanticSampler
 from .prompt_nodes import PromptAtomizer
 from .reference_frames_nodes import ReferenceFrames
 from .retrieval_nodes import MotionRetriever
@@ -18,6 +19,7 @@ from .retrieval_nodes import MotionRetriever
 NODES: list[type[io.ComfyNode]] = [PromptAtomizer, MotionIndexBuilder, MotionIndexLoader, MotionRetriever]
 NODES.append(ReferenceFrames)
 NODES += [ModelScopeLoader, DiffusersSchedulerSigmas]
+NODES += [DDIMVideoInvert, GaussianNoiseMix, HybridSemanticGuider, HybridSemanticSampler]
 
 
 class SearchPriorsExtension(ComfyExtension):

@@ -65,6 +65,40 @@ NODE_SPEC = {
         "output_node": False,
         "category": "SearchPriors/models",
     },
+    # POS generation (category SearchPriors/pos)
+    "SearchPriors_DDIMVideoInvert": {
+        "category": "SearchPriors/pos",
+        "required": [("model", "MODEL"), ("latent", "LATENT"), ("conditioning", "CONDITIONING"), ("steps", "INT"),
+                     ("scheduler", "COMBO"), ("refine_iterations", "INT"), ("cfg", "FLOAT")],
+        "optional": [("negative", "CONDITIONING"), ("sigmas", "SIGMAS"), ("check_reconstruction", "BOOLEAN")],
+        "outputs": [("inverted_noise", "LATENT"), ("report", "STRING")],
+        "output_node": False,
+    },
+    "SearchPriors_GaussianNoiseMix": {
+        "category": "SearchPriors/pos",
+        "required": [("inverted", "LATENT"), ("eta", "FLOAT"), ("seed", "INT")],
+        "optional": [("noise", "NOISE")],
+        "outputs": [("noise", "NOISE"), ("report", "STRING")],
+        "output_node": False,
+    },
+    "SearchPriors_HybridSemanticGuider": {
+        "category": "SearchPriors/pos",
+        "required": [("model", "MODEL"), ("positive_rewritten", "CONDITIONING"), ("positive_original", "CONDITIONING"),
+                     ("negative", "CONDITIONING"), ("cfg", "FLOAT"), ("gamma", "FLOAT")],
+        "optional": [("switch_step", "INT")],
+        "outputs": [("guider", "GUIDER")],
+        "output_node": False,
+    },
+    "SearchPriors_HybridSemanticSampler": {
+        "category": "SearchPriors/pos",
+        "required": [("model", "MODEL"), ("seed", "INT"), ("steps", "INT"), ("cfg", "FLOAT"), ("sampler_name", "COMBO"),
+                     ("scheduler", "COMBO"), ("positive_rewritten", "CONDITIONING"),
+                     ("positive_original", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent_image", "LATENT"),
+                     ("gamma", "FLOAT"), ("denoise", "FLOAT")],
+        "optional": [("noise", "NOISE"), ("switch_step", "INT")],
+        "outputs": [("LATENT", "LATENT"), ("schedule", "STRING")],
+        "output_node": False,
+    },
 }
 
 COMBO_OPTIONS = {

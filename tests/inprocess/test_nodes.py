@@ -25,7 +25,11 @@ def test_extension_lists_every_node_with_prefixed_ids(pack_nodes):
     assert ids[:4] == ["SearchPriors_PromptAtomizer", "SearchPriors_MotionIndexBuilder",
                        "SearchPriors_MotionIndexLoader", "SearchPriors_MotionRetriever"]
     assert {"SearchPriors_ModelScopeLoader", "SearchPriors_DiffusersSchedulerSigmas",
-            "SearchPriors_ReferenceFrames"} <= set(ids)
+            "SearchPriors_ReferenceFrames",
+            "SearchPriors_DDIMVideoInvert",
+            "SearchPriors_GaussianNoiseMix",
+            "SearchPriors_HybridSemanticGuider",
+            "SearchPriors_HybridSemanticSampler"} <= set(ids)
     assert len(ids) == len(set(ids))
     retriever = pack_nodes.MotionRetriever.define_schema()
     assert [i.id for i in retriever.inputs] == ["atomized", "index", "mode", "top_k", "t_total", "t_mot", "t_atr",

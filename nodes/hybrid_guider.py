@@ -1,0 +1,130 @@
+"""A ComfyUI GUIDER for denoising with hybrid semantics (POS Eq. 8), and a KSampler-like run of it.
+
+``HybridSemanticsGuider`` is core's ``CFGGuider`` with two positive prompts: every model call reads the
+sigmas the sampler actually runs (``transformer_options["sample_sigmas"]``), resolves the switch step
+``m = floor(T * gamma)`` and uses the rewritten prompt for calls above ``sigmas[m]`` and the original
+prompt for the others (``distill.hybrid_semantics`` has the rule and its reasons). Apart from choosing
+the positive conditioning it makes exactly core's call (``comfy.samplers.sampling_function``), so
+gamma 0 is bitwise core ``CFGGuider`` with the original prompt and gamma 1 with the rewritten one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import torch
+
+import comfy.samplers
+
+from ..distill.hybrid_semantics import check_gamma, describe_schedule, switch_step, uses_rewritten
+
+REWRITTEN_KEY = "positive_rewritten"
+log = logging.getLogger(__name__)
+
+
+def _sigma_list(sigmas) -> list[float]:
+    if torch.is_tensor(sigmas):
+        return [float(v) for v in sigmas.detach().float().cpu().tolist()]
+    return [float(v) for v in sigmas]
+
+
+class HybridSemanticsGuider(comfy.samplers.CFGGuider):
+    """CFG guidance whose positive prompt switches from rewritten to original at step m."""
+
+    def __init__(self, model_patcher):
+        super().__init__(model_patcher)
+        self.gamma = 0.0
+        self.switch_override: Optional[int] = None
+        self._cached: tuple = (None, None)
+        self.last_schedule: str = ""
+
+    def set_conds(self, positive_rewritten, positive_original, negative):  # noqa: D401 (core's signature style)
+        conds = {"positive": positive_original, REWRITTEN_KEY: positive_rewritten}
+        if negative is not None:
+            conds["negative"] = negative
+        self.inner_set_conds(conds)
+
+    def set_switch(self, gamma: float, switch_step_override: Optional[int] = None) -> None:
+        self.gamma = check_gamma(gamma)
+        self.switch_override = None if switch_step_override is None or int(switch_step_override) < 0 \
+            else int(switch_step_override)
+
+    def resolve(self, sigmas) -> tuple[list[float], int]:
+        """(sigma values, m) for the sigmas a sampler runs."""
+        key = (id(sigmas), tuple(sigmas.shape) if torch.is_tensor(sigmas) else len(sigmas))
+        if self._cached[0] == key:
+            return self._cached[1]
+        values = _sigma_list(sigmas)
+        m = switch_step(len(values) - 1, self.gamma, self.switch_override)
+        self._cached = (key, (values, m))
+        self.last_schedule = describe_schedule(values, m)
+        log.debug("SearchPriors hybrid semantics: %s", self.last_schedule.splitlines()[0])
+        return values, m
+
+    def sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
+        self._sampling_sigmas = sigmas
+        self._cached = (None, None)
+        return super().sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        sigmas = model_options.get("transformer_options", {}).get("sample_sigmas")
+        if sigmas is None:
+            sigmas = getattr(self, "_sampling_sigmas", None)
+        if sigmas is None:
+            raise RuntimeError("HybridSemanticsGuider was called without the sampling sigmas "
+                               "(transformer_options['sample_sigmas']); run it through a sampler node.")
+        values, m = self.resolve(sigmas)
+        if m <= 0 or m >= len(values) - 1:  # one prompt throughout: no need to read the call's sigma
+            rewritten = m > 0
+        else:  # reading a device tensor waits for the GPU once per call; negligible beside a model call
+            sigma = float(timestep.detach().reshape(-1).max()) if torch.is_tensor(timestep) else float(timestep)
+            rewritten = uses_rewritten(sigma, values, m)
+        key = REWRITTEN_KEY if rewritten else "positive"
+        return comfy.samplers.sampling_function(self.inner_model, x, timestep, self.conds.get("negative", None),
+                                                self.conds.get(key, None), self.cfg, model_options=model_options,
+                                                seed=seed)
+
+
+def make_guider(model, positive_rewritten, positive_original, negative, cfg: float, gamma: float,
+                switch_step_override: Optional[int] = None) -> HybridSemanticsGuider:
+    guider = HybridSemanticsGuider(model)
+    guider.set_conds(positive_rewritten, positive_original, negative)
+    guider.set_cfg(cfg)
+    guider.set_switch(gamma, switch_step_override)
+    return guider
+
+
+def sample_hybrid(model, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str, positive_rewritten,
+                  positive_original, negative, latent: dict, gamma: float, denoise: float, noise=None,
+                  switch_step_override: Optional[int] = None) -> tuple[dict, str]:
+    """What core KSampler does (``nodes.common_ksampler``), with the hybrid guider; ``noise`` (a NOISE
+    object, e.g. the Eq. 4 mix) replaces the seeded noise when given. Returns (LATENT, schedule)."""
+    import comfy.model_management
+    import comfy.sample
+    import comfy.utils
+    import latent_preview
+
+    guider = make_guider(model, positive_rewritten, positive_original, negative, cfg, gamma, switch_step_override)
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    latent = dict(latent, samples=latent_image)
+    if noise is None:
+        noise_tensor = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+        noise_seed = seed
+    else:
+        noise_tensor = noise.generate_noise(latent)
+        noise_seed = noise.seed
+    ksampler = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                                       scheduler=scheduler, denoise=denoise, model_options=model.model_options)
+    sigmas = ksampler.sigmas
+    if sigmas.shape[-1] == 0:
+        return dict(latent), "denoise 0: nothing to sample"
+    callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
+    samples = guider.sample(noise_tensor, latent_image, comfy.samplers.sampler_object(sampler_name), sigmas,
+                            denoise_mask=latent.get("noise_mask"), callback=callback,
+                            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=noise_seed)
+    out = dict(latent)
+    out["samples"] = samples.to(comfy.model_management.intermediate_device())
+    schedule = guider.last_schedule or describe_schedule(_sigma_list(sigmas), switch_step(
+        sigmas.shape[-1] - 1, gamma, switch_step_override))
+    return out, schedule

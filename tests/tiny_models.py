@@ -1,0 +1,149 @@
+"""Tiny random diffusion models as real ComfyUI MODELs, for in-process tests and CPU benchmarks.
+
+- ``tiny_wan21_state_dict``: a Wan 2.1 text-to-video state dict (ComfyUI's own key names) with random
+  weights; ``load_tiny_wan21`` loads it with ``comfy.sd.load_diffusion_model_state_dict`` into a native flow
+  MODEL (WAN21, latents [B, 16, T, h, w], conditioning [1, L, 4096]). Detection fixes the head count at
+  dim // 128 and the text width at 4096, so dim is a multiple of 128.
+- ``load_tiny_eps``: an eps-prediction MODEL (``comfy.model_base.BaseModel`` + ModelPatcher, SD-style
+  linear beta schedule and 0.18215 latent scale) over a small frames-as-batch network: latents
+  [F, 4, h, w], one video per cond/uncond chunk of the batch (read from ``cond_or_uncond``, as the
+  ModelScope wrapper must), temporal mixing across frames and cross-attention-like conditioning, so
+  both the prompt and the frame order matter.
+
+Import this module after ComfyUI is on sys.path (the in-process conftest does that). Load it by file path
+(tests/ is never on sys.path), e.g. ``importlib.util.spec_from_file_location``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+WAN_TEXT_DIM = 4096
+
+
+def tiny_wan21_state_dict(seed: int = 0, dim: int = 128, ffn_dim: int = 256, num_layers: int = 2,
+                          in_dim: int = 16, out_dim: int = 16) -> dict[str, torch.Tensor]:
+    """Random weights for every key of ComfyUI's WanModel (t2v) of this size, seeded."""
+    import comfy.ldm.wan.model
+    import comfy.ops
+
+    if dim % 128:
+        raise ValueError("dim must be a multiple of 128 (ComfyUI detects num_heads = dim // 128)")
+    with torch.device("meta"):
+        skeleton = comfy.ldm.wan.model.WanModel(model_type="t2v", dim=dim, ffn_dim=ffn_dim, num_heads=dim // 128,
+                                                num_layers=num_layers, in_dim=in_dim, out_dim=out_dim,
+                                                text_dim=WAN_TEXT_DIM, operations=comfy.ops.disable_weight_init)
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, tensor in skeleton.state_dict().items():
+        shape = tuple(tensor.shape)
+        if name.endswith("bias"):
+            value = 0.02 * torch.randn(shape, generator=generator)
+        elif "norm" in name and len(shape) == 1:
+            value = 1.0 + 0.05 * torch.randn(shape, generator=generator)
+        elif "modulation" in name:
+            value = torch.randn(shape, generator=generator) / math.sqrt(dim)
+        else:
+            fan_in = max(1, math.prod(shape[1:]))
+            value = torch.randn(shape, generator=generator) / math.sqrt(fan_in)
+        state[name] = value.float()
+    return state
+
+
+def load_tiny_wan21(seed: int = 0, **sizes):
+    """The tiny Wan 2.1 as a native MODEL (ModelPatcher), float32."""
+    import comfy.sd
+
+    patcher = comfy.sd.load_diffusion_model_state_dict(tiny_wan21_state_dict(seed, **sizes),
+                                                       model_options={"dtype": torch.float32})
+    if patcher is None:
+        raise RuntimeError("ComfyUI did not detect the tiny Wan 2.1 state dict")
+    return patcher
+
+
+def wan_conditioning(seed: int, tokens: int = 6, scale: float = 1.0):
+    """A CONDITIONING for Wan: [[tensor [1, L, 4096], {}]]."""
+    generator = torch.Generator().manual_seed(seed)
+    return [[scale * torch.randn(1, tokens, WAN_TEXT_DIM, generator=generator), {}]]
+
+
+EPS_CONTEXT_DIM = 32
+
+
+class TinyFramesEpsNet(torch.nn.Module):
+    """Predicts eps for frames-as-batch latents [N, 4, h, w] where N = chunks x frames."""
+
+    def __init__(self, channels: int = 4, hidden: int = 16, context_dim: int = EPS_CONTEXT_DIM, seed: int = 0,
+                 device=None, operations=None, **_):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+
+        def param(*shape, scale):
+            return torch.nn.Parameter(scale * torch.randn(*shape, generator=generator))
+
+        self.dtype = torch.float32
+        self.conv_in = param(hidden, channels, 3, 3, scale=1 / math.sqrt(channels * 9))
+        self.conv_out = param(channels, hidden, 3, 3, scale=0.5 / math.sqrt(hidden * 9))
+        self.time_proj = param(hidden, 16, scale=0.5)
+        self.context_proj = param(hidden, context_dim, scale=1 / math.sqrt(context_dim))
+        self.temporal = param(hidden, hidden, scale=0.5 / math.sqrt(hidden))
+        self.requires_grad_(False)
+
+    def forward(self, x, timesteps, context=None, transformer_options={}, **kwargs):
+        chunks = max(1, len(transformer_options.get("cond_or_uncond", [0])))
+        if x.shape[0] % chunks:
+            raise ValueError(f"batch {x.shape[0]} does not split into {chunks} videos")
+        frames = x.shape[0] // chunks
+        freqs = torch.exp(torch.arange(8, dtype=torch.float32, device=x.device) * -math.log(1000.0) / 8)
+        angles = timesteps.float()[:, None] * freqs[None]
+        t_emb = torch.cat([angles.sin(), angles.cos()], dim=1) @ self.time_proj.t()  # [N, hidden]
+        h = torch.nn.functional.conv2d(x, self.conv_in, padding=1)
+        h = h + t_emb[:, :, None, None]
+        if context is not None:
+            h = h + (context.float().mean(dim=1) @ self.context_proj.t())[:, :, None, None]
+        h = torch.nn.functional.silu(h)
+        video = h.reshape(chunks, frames, *h.shape[1:])  # one video per cond/uncond chunk
+        temporal = torch.einsum("cfkhw,jk->cfjhw", video.mean(dim=1, keepdim=True).expand_as(video), self.temporal)
+        h = (video + temporal).reshape(h.shape)
+        return torch.nn.functional.conv2d(h, self.conv_out, padding=1)
+
+
+def load_tiny_eps(seed: int = 0):
+    """An eps-prediction MODEL (frames-as-batch, 4 latent channels, SD 1.x beta schedule and latent scale)."""
+    import comfy.latent_formats
+    import comfy.model_base
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models_base
+
+    class TinyEpsConfig(comfy.supported_models_base.BASE):
+        unet_config = {"channels": 4, "hidden": 16, "context_dim": EPS_CONTEXT_DIM, "seed": seed}
+        unet_extra_config = {}
+        sampling_settings = {"beta_schedule": "linear", "linear_start": 0.00085, "linear_end": 0.012}
+        latent_format = comfy.latent_formats.SD15
+        memory_usage_factor = 1.0
+
+    config = TinyEpsConfig(TinyEpsConfig.unet_config)
+    model = comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.EPS, unet_model=TinyFramesEpsNet)
+    device = comfy.model_management.get_torch_device()
+    return comfy.model_patcher.ModelPatcher(model, load_device=device,
+                                            offload_device=comfy.model_management.unet_offload_device())
+
+
+def eps_conditioning(seed: int, tokens: int = 5):
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, EPS_CONTEXT_DIM, generator=generator), {}]]
+
+
+def smooth_video_latent(shape, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
+    """A smooth, video-like latent (low spatial frequencies, slow change over frames), in VAE space."""
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.randn(*shape, generator=generator)
+    if len(shape) == 4:  # [F, C, h, w]: smooth over space and frames
+        smooth = torch.nn.functional.avg_pool2d(base, 3, stride=1, padding=1)
+        smooth = torch.cumsum(smooth, dim=0) / torch.arange(1, shape[0] + 1).view(-1, 1, 1, 1).sqrt()
+    else:  # [B, C, T, h, w]
+        smooth = torch.nn.functional.avg_pool3d(base, 3, stride=1, padding=1)
+    return scale * smooth / smooth.std()
