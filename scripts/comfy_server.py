@@ -395,16 +395,17 @@ def load_json(path: str | os.PathLike) -> Any:
 
 
 # ------------------------------------------------------------------------- this pack's sample data
-SAMPLE_LIBRARY_DIR = REPO_ROOT / "examples" / "sample_library"
+SAMPLE_LIBRARY_DIR = REPO_ROOT / "sample_data" / "sample_library"
 SAMPLE_INPUT_FOLDER = "searchpriors_sample"          # under ComfyUI's input folder
 SAMPLE_INDEX_NAME = "searchpriors_sample"            # under models/motion_index
-WORKFLOWS_DIR = REPO_ROOT / "workflows"
-BUILD_INDEX_WORKFLOW = WORKFLOWS_DIR / "build_sample_index_api.json"
-RETRIEVAL_WORKFLOW = WORKFLOWS_DIR / "search_t2v_retrieval_api.json"
+WORKFLOWS_DIR = REPO_ROOT / "workflows"                # UI format: the Templates dialog lists these
+API_WORKFLOWS_DIR = WORKFLOWS_DIR / "api"              # API format (POST /prompt), same base names
+BUILD_INDEX_WORKFLOW = API_WORKFLOWS_DIR / "build_sample_index.json"
+RETRIEVAL_WORKFLOW = API_WORKFLOWS_DIR / "search_t2v_retrieval.json"
 
 
 def install_sample_library(server: ComfyServer) -> Path:
-    """Copies examples/sample_library/ to <input>/searchpriors_sample/, where the bundled workflows look."""
+    """Copies sample_data/sample_library/ to <input>/searchpriors_sample/, where the bundled workflows look."""
     target = server.input_dir / SAMPLE_INPUT_FOLDER
     if target.exists():
         shutil.rmtree(target)
@@ -415,7 +416,7 @@ def install_sample_library(server: ComfyServer) -> Path:
 def build_sample_index(server: ComfyServer, via: str = "workflow", timeout: float = 600.0) -> dict | None:
     """Builds the sample index into <models>/motion_index/searchpriors_sample.
 
-    via="workflow" submits workflows/build_sample_index_api.json and returns its /history entry;
+    via="workflow" submits workflows/api/build_sample_index.json and returns its /history entry;
     via="cli" runs `python -m comfyui_searchpriors.retrieval.cli index build` with the server's Python.
     """
     install_sample_library(server)
