@@ -151,7 +151,8 @@ def file_stamp(path: Optional[str]) -> str:
 #     min/max and "value not in list" checks);
 #   * it returns ``check_dropdowns(...)``: True, or the node's own message with the fix. None is "missing
 #     or linked": ComfyUI already names a missing required input, and execute checks a linked value, so
-#     None is an error only when the list is empty, that is, when there is nothing the user could pick;
+#     None is an error only when the list is empty, that is, when there is nothing the user could pick
+#     (then the message is raised, since ComfyUI drops a message returned for inputs it did not pass);
 #   * ``fingerprint_inputs`` returns ``RERUN`` when it cannot tell (execute then runs and shows the error).
 #
 #     @classmethod
@@ -178,9 +179,11 @@ class Dropdown:
 
     def problem(self) -> Optional[str]:
         value = self.value.strip() if isinstance(self.value, str) else self.value
+        if not self.options:
+            # Nothing to pick: even a name saved in a shared workflow cannot be there yet.
+            return self.when_empty if value is None or value == "" or not self.unknown_checked_by_execute \
+                else f"{self.when_empty} (This workflow asks for '{value}'.)"
         if value is None or value == "":
-            if not self.options:
-                return self.when_empty
             if value is None:
                 return None   # missing (ComfyUI names it) or linked (execute checks it)
             return f"{self.name} is empty: pick one of {_listing(self.options)}."
@@ -191,9 +194,15 @@ class Dropdown:
 
 def check_dropdowns(*dropdowns: Dropdown) -> Union[bool, str]:
     """``validate_inputs``' answer: True, or the first problem as a message that names the fix. (ComfyUI
-    repeats it once for each input that validate_inputs names, so the message says which dropdown it means.)"""
+    repeats it once for each input that validate_inputs names, so the message says which dropdown it means.)
+
+    A problem with a dropdown that ComfyUI did not pass (an empty list sends nothing) is raised instead:
+    ComfyUI files a returned message under the inputs it passed, so with none passed it would drop the
+    message and show only "Required input is missing"; raised, the message is what the user reads."""
     for item in dropdowns:
         problem = item.problem()
+        if problem and item.value is None:
+            raise SearchPriorsError(problem)
         if problem:
             return problem
     return True
