@@ -74,6 +74,23 @@ def comfy_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def bare_server(tmp_path_factory):
+    """A second server as a new user first starts it: no motion index built, nothing in its input folder.
+    For what must work before the first build (empty dropdowns, their messages)."""
+    comfyui_dir = harness.default_comfyui_dir()
+    if not (comfyui_dir / "main.py").is_file():
+        _unavailable(f"no ComfyUI at {comfyui_dir}; run `make setup` or set COMFYUI_PATH")
+    server = harness.ComfyServer(tmp_path_factory.mktemp("comfyui-bare"))
+    server.start()
+    server.set_setting("Comfy.TutorialCompleted", True)
+    try:
+        yield server
+    finally:
+        server.stop()
+        print(f"\nComfyUI (bare) log: {server.log_path}")
+
+
+@pytest.fixture(scope="session")
 def sample_index(comfy_server):
     """Builds the sample motion index (models/motion_index/searchpriors_sample) by running the bundled
     build workflow; returns its /history entry."""
@@ -85,7 +102,8 @@ def pytest_runtest_makereport(item, call):
     """A failed test that used the server gets the tail of the server's log in its report."""
     outcome = yield
     report = outcome.get_result()
-    if report.failed and "comfy_server" in getattr(item, "fixturenames", ()):
-        server = item.funcargs.get("comfy_server") if hasattr(item, "funcargs") else None
-        if server is not None:
-            report.sections.append(("ComfyUI log (tail)", server.log_tail(60)))
+    for name in ("comfy_server", "bare_server"):
+        if report.failed and name in getattr(item, "fixturenames", ()):
+            server = item.funcargs.get(name) if hasattr(item, "funcargs") else None
+            if server is not None:
+                report.sections.append((f"ComfyUI log of {name} (tail)", server.log_tail(60)))

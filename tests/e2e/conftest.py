@@ -91,13 +91,53 @@ class FrontendPage:
         return self.page.evaluate("() => window.app.lastExecutionError ?? null")
 
 
-@pytest.fixture
-def frontend(chromium, comfy_server):
+    def open_templates(self) -> None:
+        """Opens the Templates dialog (what a new user sees first) and waits for its cards."""
+        self.close_dialogs()
+        self.page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+        self.page.locator("[data-testid^='template-workflow-']").first.wait_for(timeout=PAGE_READY_TIMEOUT_MS)
+
+    def markdown_texts(self, node_id: int) -> dict:
+        """The text each Markdown box of a node shows (rendered DOM, not the widget's value), by widget name."""
+        return self.page.evaluate(
+            """(id) => {
+                   const node = window.app.graph.getNodeById(id);
+                   const out = {};
+                   for (const w of node?.widgets ?? []) {
+                       if (!w.element?.classList?.contains('comfy-markdown')) continue;
+                       const shown = w.element.querySelector('.ProseMirror') ?? w.element;
+                       out[w.name] = shown.innerText;
+                   }
+                   return out;
+               }""", node_id)
+
+
+def _open_frontend(chromium, server):
     context = chromium.new_context(viewport={"width": 1600, "height": 1000})
     page = context.new_page()
+    frontend_page = FrontendPage(page, server)
     try:
-        frontend_page = FrontendPage(page, comfy_server)
         frontend_page.open()
+    except BaseException:
+        context.close()
+        raise
+    return context, frontend_page
+
+
+@pytest.fixture
+def frontend(chromium, comfy_server):
+    context, frontend_page = _open_frontend(chromium, comfy_server)
+    try:
+        yield frontend_page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def bare_frontend(chromium, bare_server):
+    """The frontend of a server with no motion index yet (tests/conftest.py's bare_server)."""
+    context, frontend_page = _open_frontend(chromium, bare_server)
+    try:
         yield frontend_page
     finally:
         context.close()
