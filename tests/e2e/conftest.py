@@ -98,15 +98,29 @@ class FrontendPage:
         self.page.locator("[data-testid^='template-workflow-']").first.wait_for(timeout=PAGE_READY_TIMEOUT_MS)
 
     def markdown_texts(self, node_id: int) -> dict:
-        """The text each Markdown box of a node shows (rendered DOM, not the widget's value), by widget name."""
+        """The text each Markdown box of a node shows, by widget name: read from the rendered DOM (a line
+        break or a block element ends a line), not from the widget's value. innerText would depend on
+        whether the node is on screen at the moment, so the lines are taken from the elements."""
         return self.page.evaluate(
             """(id) => {
+                   const BLOCKS = new Set(['P', 'DIV', 'LI', 'TR', 'H1', 'H2', 'H3', 'H4', 'H5', 'H6', 'PRE']);
+                   const lines = (el) => {
+                       let out = '';
+                       for (const child of el.childNodes) {
+                           if (child.nodeType === Node.TEXT_NODE) out += child.textContent;
+                           else if (child.nodeName === 'BR') out += '\\n';
+                           else if (child.nodeType === Node.ELEMENT_NODE) {
+                               out += lines(child);
+                               if (BLOCKS.has(child.nodeName)) out += '\\n';
+                           }
+                       }
+                       return out;
+                   };
                    const node = window.app.graph.getNodeById(id);
                    const out = {};
                    for (const w of node?.widgets ?? []) {
                        if (!w.element?.classList?.contains('comfy-markdown')) continue;
-                       const shown = w.element.querySelector('.ProseMirror') ?? w.element;
-                       out[w.name] = shown.innerText;
+                       out[w.name] = lines(w.element.querySelector('.ProseMirror') ?? w.element);
                    }
                    return out;
                }""", node_id)
