@@ -6,6 +6,7 @@ Playwright's own browser download cannot work here, so the system Chromium is us
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -126,32 +127,26 @@ class FrontendPage:
                }""", node_id)
 
 
+@contextlib.contextmanager
 def _open_frontend(chromium, server):
+    """A fresh browser context with one tab on the server's frontend; closed on the way out."""
     context = chromium.new_context(viewport={"width": 1600, "height": 1000})
-    page = context.new_page()
-    frontend_page = FrontendPage(page, server)
     try:
+        frontend_page = FrontendPage(context.new_page(), server)
         frontend_page.open()
-    except BaseException:
+        yield frontend_page
+    finally:
         context.close()
-        raise
-    return context, frontend_page
 
 
 @pytest.fixture
 def frontend(chromium, comfy_server):
-    context, frontend_page = _open_frontend(chromium, comfy_server)
-    try:
+    with _open_frontend(chromium, comfy_server) as frontend_page:
         yield frontend_page
-    finally:
-        context.close()
 
 
 @pytest.fixture
 def bare_frontend(chromium, bare_server):
     """The frontend of a server with no motion index yet (tests/conftest.py's bare_server)."""
-    context, frontend_page = _open_frontend(chromium, bare_server)
-    try:
+    with _open_frontend(chromium, bare_server) as frontend_page:
         yield frontend_page
-    finally:
-        context.close()

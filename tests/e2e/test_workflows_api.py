@@ -47,6 +47,14 @@ def test_ui_and_api_formats_are_where_they_belong():
     assert not [p.name for p in UI_WORKFLOWS if p.stem.endswith("_api")], "API files belong in workflows/api/"
 
 
+def test_every_ui_workflow_has_a_template_thumbnail():
+    """The Templates dialog shows workflows/<name>.jpg on the card (scripts/make_template_thumbnails.py)."""
+    for ui_path in UI_WORKFLOWS:
+        thumbnail = ui_path.with_suffix(".jpg")
+        assert thumbnail.is_file(), f"{ui_path.name} has no {thumbnail.name}: run scripts/make_template_thumbnails.py"
+        assert thumbnail.read_bytes()[:3] == b"\xff\xd8\xff", f"{thumbnail.name} is not a JPEG"
+
+
 def test_every_ui_workflow_has_an_api_twin():
     assert UI_WORKFLOWS, f"no UI workflows in {WORKFLOWS_DIR}"
     for ui_path in UI_WORKFLOWS:
