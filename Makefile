@@ -7,13 +7,17 @@ PYTHON := $(VENV)/bin/python
 export SEARCHPRIORS_CACHE := $(CACHE)
 export SEARCHPRIORS_VENV := $(VENV)
 
-.PHONY: setup run test bench
+.PHONY: setup run serve test bench
 
 setup:
 	bash scripts/setup_env.sh
 
 run: setup
 	$(PYTHON) scripts/run_demo.py
+
+# ComfyUI with the pack on 127.0.0.1 in the foreground (Ctrl-C stops it); PORT=8188 picks the port.
+serve: setup
+	$(PYTHON) scripts/serve.py $(if $(PORT),--port $(PORT))
 
 test: setup
 	$(PYTHON) -m pytest -q tests

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import folder_paths
 
@@ -47,16 +47,18 @@ def model_inputs() -> list:
     """The spaCy and Sentence-Transformers dropdowns, defaulting to the paper's models when present."""
     from comfy_api.v0_0_2 import io
 
-    def combo(name: str, options: list[str], default: str, tooltip: str):
-        return io.Combo.Input(name, options=options, default=default if default in options else options[0],
-                              tooltip=tooltip)
-
     return [
-        combo("spacy_model", spacy_choices(), DEFAULT_SPACY_MODEL,
-              "spaCy pipeline with a parser: installed packages and folders in models/spacy/"),
-        combo("sentence_model", sentence_choices(), DEFAULT_SENTENCE_MODEL,
-              "Sentence-Transformers model: folders in models/sentence_transformers/, package-shipped or cached"),
+        dropdown(io, "spacy_model", spacy_choices(), DEFAULT_SPACY_MODEL,
+                 "spaCy pipeline with a parser: installed packages and folders in models/spacy/"),
+        dropdown(io, "sentence_model", sentence_choices(), DEFAULT_SENTENCE_MODEL,
+                 "Sentence-Transformers model: folders in models/sentence_transformers/, package-shipped or cached"),
     ]
+
+
+def dropdown(io, name: str, options: list[str], default: Optional[str], tooltip: str):
+    """A COMBO input whose options come from disk; it may be empty (then it has no default)."""
+    chosen = default if default in options else (options[0] if options else None)
+    return io.Combo.Input(name, options=options, default=chosen, tooltip=tooltip)
 
 
 def index_choices() -> list[str]:
@@ -106,7 +108,7 @@ def index_folder(name: str, must_exist: bool) -> str:
     if must_exist:
         known = ", ".join(index_choices()) or "none yet"
         raise SearchPriorsError(f"No motion index named '{name}' under models/{INDEX_FOLDER} (found: {known}). "
-                                f"Build it with MotionIndexBuilder first, or pick one from the list.")
+                                f"Build it with Motion Index Builder first, or pick one from the list.")
     return os.path.join(roots[0], name)
 
 
@@ -133,3 +135,85 @@ def file_stamp(path: Optional[str]) -> str:
     except (OSError, TypeError):
         return "missing"
     return f"{st.st_mtime_ns}-{st.st_size}"
+
+
+# ---------------------------------------------------------------------------------- missing and empty inputs
+# The pattern every node of the pack follows (new nodes too: loaders, POS nodes, the rewriter).
+#
+# ComfyUI calls a node's ``validate_inputs`` and ``fingerprint_inputs`` with only the inputs it has a value
+# for: an input the prompt lacks is not passed (a dropdown with nothing in it sends nothing), and neither
+# is any input fed by a link (its value does not exist before the graph runs). A required positional
+# parameter then fails with a TypeError that the user sees instead of a message. So:
+#
+#   * every parameter of ``validate_inputs`` and ``fingerprint_inputs`` is a keyword with default None;
+#   * ``validate_inputs`` never takes ``**kwargs`` and names only the dropdowns the node checks itself
+#     (for the inputs it names, and for all inputs once it takes ``**kwargs``, ComfyUI skips its own
+#     min/max and "value not in list" checks);
+#   * it returns ``check_dropdowns(...)``: True, or the node's own message with the fix. None is "missing
+#     or linked": ComfyUI already names a missing required input, and execute checks a linked value, so
+#     None is an error only when the list is empty, that is, when there is nothing the user could pick
+#     (then the message is raised, since ComfyUI drops a message returned for inputs it did not pass);
+#   * ``fingerprint_inputs`` returns ``RERUN`` when it cannot tell (execute then runs and shows the error).
+#
+#     @classmethod
+#     def validate_inputs(cls, index_name=None):
+#         return glue.check_dropdowns(glue.Dropdown("index_name", index_name, glue.index_choices(),
+#                                                   glue.NO_INDEX_YET, unknown_checked_by_execute=True))
+
+RERUN = float("nan")   # a fingerprint that never equals itself: ComfyUI runs the node again
+NO_INDEX_YET = ("No motion index yet: build one with Motion Index Builder first (it writes "
+                f"models/{INDEX_FOLDER}/<index_name>), then press R in the browser to refresh the list.")
+NO_SPACY_MODEL = (f"No spaCy pipeline found: install one (python -m spacy download {DEFAULT_SPACY_MODEL}) or "
+                  f"put a pipeline folder in models/{SPACY_FOLDER}/, then restart ComfyUI.")
+NO_SENTENCE_MODEL = (f"No Sentence-Transformers model found: put a model folder (e.g. {DEFAULT_SENTENCE_MODEL}) "
+                     f"in models/{SENTENCE_FOLDER}/, then press R in the browser to refresh the list.")
+
+
+class Dropdown:
+    """One dropdown to check: its value (None when missing or linked), its options, and what to say."""
+
+    def __init__(self, name: str, value: Any, options: list[str], when_empty: str,
+                 unknown_checked_by_execute: bool = False):
+        self.name, self.value, self.options, self.when_empty = name, value, list(options), when_empty
+        self.unknown_checked_by_execute = unknown_checked_by_execute
+
+    def problem(self) -> Optional[str]:
+        value = self.value.strip() if isinstance(self.value, str) else self.value
+        if not self.options:
+            # Nothing to pick: even a name saved in a shared workflow cannot be there yet.
+            return self.when_empty if value is None or value == "" or not self.unknown_checked_by_execute \
+                else f"{self.when_empty} (This workflow asks for '{value}'.)"
+        if value is None or value == "":
+            if value is None:
+                return None   # missing (ComfyUI names it) or linked (execute checks it)
+            return f"{self.name} is empty: pick one of {_listing(self.options)}."
+        if value not in self.options and not self.unknown_checked_by_execute:
+            return f"{self.name} '{value}' is not available here: pick one of {_listing(self.options)}."
+        return None
+
+
+def check_dropdowns(*dropdowns: Dropdown) -> Union[bool, str]:
+    """``validate_inputs``' answer: True, or the first problem as a message that names the fix. (ComfyUI
+    repeats it once for each input that validate_inputs names, so the message says which dropdown it means.)
+
+    A problem with a dropdown that ComfyUI did not pass (an empty list sends nothing) is raised instead:
+    ComfyUI files a returned message under the inputs it passed, so with none passed it would drop the
+    message and show only "Required input is missing"; raised, the message is what the user reads."""
+    for item in dropdowns:
+        problem = item.problem()
+        if problem and item.value is None:
+            raise SearchPriorsError(problem)
+        if problem:
+            return problem
+    return True
+
+
+def _listing(options: list[str], limit: int = 8) -> str:
+    shown = ", ".join(options[:limit])
+    return shown + (f" (and {len(options) - limit} more)" if len(options) > limit else "")
+
+
+def check_model_dropdowns(spacy_model=None, sentence_model=None) -> Union[bool, str]:
+    """``validate_inputs`` of every node that has the two text-model dropdowns of ``model_inputs``."""
+    return check_dropdowns(Dropdown("spacy_model", spacy_model, spacy_choices(), NO_SPACY_MODEL),
+                           Dropdown("sentence_model", sentence_model, sentence_choices(), NO_SENTENCE_MODEL))

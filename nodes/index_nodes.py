@@ -58,13 +58,17 @@ class MotionIndexBuilder(io.ComfyNode):
         )
 
     @classmethod
-    def fingerprint_inputs(cls, library: str, index_name: str, **kwargs):
+    def validate_inputs(cls, spacy_model=None, sentence_model=None):
+        return glue.check_model_dropdowns(spacy_model, sentence_model)
+
+    @classmethod
+    def fingerprint_inputs(cls, library=None, index_name=None, videos_folder=None, **_):
         base = folder_paths.get_input_directory()
         try:
             path = glue.resolve_user_path(library, base, "Library path")
         except Exception:
-            return float("nan")  # always re-run so that the error is shown
-        return (glue.file_stamp(path), index_name, kwargs.get("videos_folder", ""))
+            return glue.RERUN  # so that execute runs and shows the error
+        return (glue.file_stamp(path), index_name, videos_folder or "")
 
     @classmethod
     def execute(cls, library: str, format: str, index_name: str, spacy_model: str, sentence_model: str,
@@ -92,20 +96,24 @@ class MotionIndexLoader(io.ComfyNode):
             display_name="Motion Index Loader",
             category=glue.CATEGORY,
             description="Loads a motion index from models/motion_index.",
-            inputs=[io.Combo.Input("index_name", options=choices, default=choices[0] if choices else None)],
+            inputs=[glue.dropdown(io, "index_name", choices, None,
+                                  "Indexes under models/motion_index (build one with Motion Index Builder)")],
             outputs=[MotionIndexType.Output("index", display_name="index"), io.String.Output("summary", display_name="summary")],
         )
 
     @classmethod
-    def fingerprint_inputs(cls, index_name: str):
+    def fingerprint_inputs(cls, index_name=None):
         try:
             return index_fingerprint(glue.index_folder(index_name, must_exist=True))
         except Exception:
-            return float("nan")
+            return glue.RERUN
 
     @classmethod
-    def validate_inputs(cls, index_name: str):
-        return True  # a missing index is reported by execute, on the node, with the fix
+    def validate_inputs(cls, index_name=None):
+        # An empty list is the first-run case and gets its message here; a name that is not (or no
+        # longer) on disk is reported by execute, on the node, with the names that exist.
+        return glue.check_dropdowns(glue.Dropdown("index_name", index_name, glue.index_choices(), glue.NO_INDEX_YET,
+                                                  unknown_checked_by_execute=True))
 
     @classmethod
     def execute(cls, index_name: str) -> io.NodeOutput:

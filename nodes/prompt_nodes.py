@@ -16,7 +16,7 @@ class PromptAtomizer(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SearchPriors_PromptAtomizer",
-            display_name="Prompt Atomizer (Search-T2V)",
+            display_name="Prompt Atomizer",
             category=glue.CATEGORY,
             description="Parses the prompt into motion / actor / recipient units (spaCy) and embeds the "
                         "sentence and every unit (Sentence-Transformers). Text models run on the CPU.",
@@ -29,6 +29,10 @@ class PromptAtomizer(io.ComfyNode):
                 io.String.Output("units", display_name="units", tooltip="Readable units, e.g. [core] panda -ride-> bicycle"),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, spacy_model=None, sentence_model=None):
+        return glue.check_model_dropdowns(spacy_model, sentence_model)
 
     @classmethod
     def execute(cls, prompt: str, spacy_model: str, sentence_model: str) -> io.NodeOutput:

@@ -11,6 +11,7 @@ from .prompt_nodes import AtomizedPrompt
 
 RetrievalType = io.Custom("RETRIEVAL")
 _DEFAULTS = SearchParams()
+_SEARCH_T2V_ONLY = ". search_t2v mode only: pos ignores it."
 
 
 def _threshold(name: str, default: float, tooltip: str):
@@ -35,16 +36,23 @@ class MotionRetriever(io.ComfyNode):
             inputs=[
                 AtomizedPrompt.Input("atomized"),
                 MotionIndexType.Input("index"),
-                io.Combo.Input("mode", options=list(MODES), default="search_t2v"),
-                io.Int.Input("top_k", default=_DEFAULTS.top_k, min=1, max=1000),
-                _threshold("t_total", _DEFAULTS.t_total, "coarse filter on sentence similarity"),
-                _threshold("t_mot", _DEFAULTS.t_mot, "coarse filter on the core unit's motion similarity"),
-                _threshold("t_atr", _DEFAULTS.t_atr, "coarse filter on the core unit's actor similarity"),
-                _weight("alpha", _DEFAULTS.alpha, "weight of the core motion similarity (Eq. 7)"),
-                _weight("beta", _DEFAULTS.beta, "weight of the core actor similarity (Eq. 7)"),
-                _weight("gamma", _DEFAULTS.gamma, "weight of the unit-set similarity sim' (Eqs. 7-8)"),
+                io.Combo.Input("mode", options=list(MODES), default="search_t2v",
+                               tooltip="search_t2v: motion-aware filtering and ranking (Search-T2V); pos: plain "
+                                       "caption similarity (POS). pos ignores every widget below but top_k."),
+                io.Int.Input("top_k", default=_DEFAULTS.top_k, min=1, max=1000,
+                             tooltip="How many ranked videos to return (both modes)"),
+                _threshold("t_total", _DEFAULTS.t_total, "Coarse filter on sentence similarity" + _SEARCH_T2V_ONLY),
+                _threshold("t_mot", _DEFAULTS.t_mot, "Coarse filter on the core unit's motion similarity"
+                           + _SEARCH_T2V_ONLY),
+                _threshold("t_atr", _DEFAULTS.t_atr, "Coarse filter on the core unit's actor similarity"
+                           + _SEARCH_T2V_ONLY),
+                _weight("alpha", _DEFAULTS.alpha, "Weight of the core motion similarity (Eq. 7)" + _SEARCH_T2V_ONLY),
+                _weight("beta", _DEFAULTS.beta, "Weight of the core actor similarity (Eq. 7)" + _SEARCH_T2V_ONLY),
+                _weight("gamma", _DEFAULTS.gamma, "Weight of the unit-set similarity sim' (Eqs. 7-8)"
+                        + _SEARCH_T2V_ONLY),
                 io.Int.Input("min_keep", default=_DEFAULTS.min_keep, min=1, max=10000,
-                             tooltip="fail-safe: each filter round keeps at least this many"),
+                             tooltip="Fail-safe: each filter round keeps at least this many, its best by that "
+                                     "round's similarity, even below the threshold" + _SEARCH_T2V_ONLY),
             ],
             outputs=[
                 RetrievalType.Output("retrieval", display_name="retrieval"),

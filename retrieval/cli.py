@@ -104,8 +104,25 @@ def cmd_atomize(args) -> int:
     return 0
 
 
+def _quiet_libraries() -> None:
+    """Keeps library chatter off stderr: faiss' instruction-set probe ("Could not load library with AVX512
+    support") and transformers' "Loading weights" bars. ``--verbose`` leaves them on."""
+    import logging
+
+    logging.getLogger("faiss").setLevel(logging.WARNING)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="searchpriors", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the libraries' own messages and progress bars on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add_models(p):
@@ -151,6 +168,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if getattr(args, "command", None) in ("search", "atomize") and not args.queries and args.prompt is None:
         print("searchpriors: error: give a PROMPT or --queries FILE", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if not args.verbose:
+        _quiet_libraries()
     try:
         return args.func(args)
     except SearchPriorsError as exc:

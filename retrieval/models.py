@@ -69,7 +69,11 @@ def _search(name: str, folders: Iterable[str]) -> Optional[Path]:
 
 
 def list_spacy_models(folders: Iterable[str] = ()) -> list[str]:
-    """Installed spaCy pipelines and pipeline folders, official names first."""
+    """Installed spaCy pipelines and pipeline folders, official names first; empty when there is none.
+
+    A re-upload of an official pipeline (SPACY_ALIASES) is listed once, under the official name, which
+    loads it: the same model twice in a dropdown only makes the user wonder which to pick.
+    """
     names: list[str] = []
     try:
         import spacy.util
@@ -78,18 +82,19 @@ def list_spacy_models(folders: Iterable[str] = ()) -> list[str]:
     except Exception:
         pass
     for official, aliases in SPACY_ALIASES.items():
-        if official not in names and any(importlib.util.find_spec(a) for a in aliases):
+        present = [a for a in aliases if a in names or importlib.util.find_spec(a)]
+        if present:
+            names = [n for n in names if n not in present]
             names.append(official)
     for folder in folders:
         if os.path.isdir(folder):
             names.extend(sorted(e.name for e in os.scandir(folder)
                                 if e.is_dir() and os.path.isfile(os.path.join(e.path, "config.cfg"))))
-    ordered = sorted(set(names), key=lambda n: (n != DEFAULT_SPACY_MODEL, n))
-    return ordered or [DEFAULT_SPACY_MODEL]
+    return sorted(set(names), key=lambda n: (n != DEFAULT_SPACY_MODEL, n))
 
 
 def list_sentence_models(folders: Iterable[str] = ()) -> list[str]:
-    """Sentence-Transformers model folders, package-shipped models, and cached hub models."""
+    """Sentence-Transformers model folders, package-shipped models, and cached hub models; may be empty."""
     names: list[str] = []
     for folder in folders:
         if os.path.isdir(folder):
@@ -101,8 +106,7 @@ def list_sentence_models(folders: Iterable[str] = ()) -> list[str]:
     if hub.is_dir():
         for entry in hub.glob("models--sentence-transformers--*"):
             names.append(entry.name.split("--", 2)[2])
-    ordered = sorted(set(names), key=lambda n: (n != DEFAULT_SENTENCE_MODEL, n))
-    return ordered or [DEFAULT_SENTENCE_MODEL]
+    return sorted(set(names), key=lambda n: (n != DEFAULT_SENTENCE_MODEL, n))
 
 
 def load_spacy(name: str = DEFAULT_SPACY_MODEL, folders: Iterable[str] = ()):

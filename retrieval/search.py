@@ -82,7 +82,9 @@ class Retrieval:
     mode: str
     params: SearchParams
     hits: list[Hit]
-    rounds: list[tuple[str, int]] = field(default_factory=list)   # (round, candidates kept)
+    # (round, candidates kept, candidates that passed its threshold); kept > passed when the fail-safe
+    # filled the round up to min_keep with captions below the threshold
+    rounds: list[tuple[str, int, int]] = field(default_factory=list)
     index_count: int = 0
     index_name: str = ""
     notes: list[str] = field(default_factory=list)
@@ -98,7 +100,7 @@ class Retrieval:
         """A Markdown table (ComfyUI's Preview Any renders it; it reads as plain text too)."""
         lines = [f'{self.mode} retrieval for "{self.prompt}" over {self.index_count} captions ({self.index_name})', ""]
         if self.rounds:
-            lines += ["filter: " + " -> ".join(f"{name}: {kept}" for name, kept in self.rounds), ""]
+            lines += ["filter: " + " -> ".join(_round_text(*r) for r in self.rounds), ""]
         if self.mode == "search_t2v":
             lines += ["| # | score | total | motion | actor | units | video | caption |",
                       "|--:|--:|--:|--:|--:|--:|---|---|"]
@@ -129,6 +131,12 @@ class Retrieval:
 
 # ------------------------------------------------------------------------------------------- ranking core
 
+def _round_text(name: str, kept: int, passed: int) -> str:
+    if passed >= kept:
+        return f"{name}: {kept}"
+    return f"{name}: {passed} passed, {kept} kept (fail-safe)"
+
+
 def _keep_best(rows: np.ndarray, sims: np.ndarray, threshold: float, min_keep: int) -> np.ndarray:
     """One filter round with the fail-safe; ``sims`` is aligned with ``rows`` (ascending)."""
     passed = rows[sims >= threshold]
@@ -136,6 +144,11 @@ def _keep_best(rows: np.ndarray, sims: np.ndarray, threshold: float, min_keep: i
         return passed
     order = np.lexsort((rows, -sims))[:min_keep]
     return np.sort(rows[order])
+
+
+def _unit_round(rows: np.ndarray, sims: np.ndarray, threshold: float, min_keep: int) -> tuple[np.ndarray, int]:
+    """``_keep_best`` and how many of ``rows`` passed the threshold."""
+    return _keep_best(rows, sims, threshold, min_keep), int(np.count_nonzero(sims >= threshold))
 
 
 def _dot64(vectors: np.ndarray, rows: Optional[np.ndarray], q: np.ndarray, block: int = 65536) -> np.ndarray:
@@ -154,16 +167,17 @@ def _dot64(vectors: np.ndarray, rows: Optional[np.ndarray], q: np.ndarray, block
 _MARGIN = 1e-4
 
 
-def _total_round(vectors: np.ndarray, q: np.ndarray, threshold: float, min_keep: int) -> np.ndarray:
-    """The sentence round over the whole index: float32 scan, float64 decisions (see ``_keep_best``)."""
+def _total_round(vectors: np.ndarray, q: np.ndarray, threshold: float, min_keep: int) -> tuple[np.ndarray, int]:
+    """The sentence round over the whole index: float32 scan, float64 decisions (see ``_keep_best``).
+    Returns the kept rows and how many passed the threshold."""
     approx = vectors @ q.astype(np.float32)
     rows = np.flatnonzero(approx >= threshold - _MARGIN)
     exact = _dot64(vectors, rows, q)
     passed = rows[exact >= threshold]
     if len(passed) >= min_keep:
-        return passed
+        return passed, len(passed)
     rows = _near_top(approx, min_keep)
-    return _keep_best(rows, _dot64(vectors, rows, q), threshold, min_keep)
+    return _keep_best(rows, _dot64(vectors, rows, q), threshold, min_keep), len(passed)
 
 
 def _near_top(approx: np.ndarray, k: int) -> np.ndarray:
@@ -228,7 +242,7 @@ def _unit_similarity(index: MotionIndex, flat_units: np.ndarray, rows: np.ndarra
 
 
 def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.ndarray, core_index: int,
-                    params: SearchParams) -> tuple[np.ndarray, np.ndarray, dict, list[tuple[str, int]]]:
+                    params: SearchParams) -> tuple[np.ndarray, np.ndarray, dict, list[tuple[str, int, int]]]:
     """Rows of the top-k captions, their scores, score parts (arrays aligned with rows) and rounds."""
     n = index.count
     if n == 0:
@@ -274,12 +288,12 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
             mask = hits[role] if mask is None else mask & hits[role]
         rows = np.flatnonzero(mask)
         passing = rows[_dot64(vectors, rows, q) >= params.t_total]
-    rounds: list[tuple[str, int]] = []
+    rounds: list[tuple[str, int, int]] = []   # (name, kept, passed)
     candidates = None
     if passing is not None and len(passing) >= params.min_keep:
         candidates = passing
         names = [f"total>={params.t_total:g}"] + [f"{name}>={t:g}" for name, _, t in cheap]
-        rounds.append((" & ".join(names), len(candidates)))
+        rounds.append((" & ".join(names), len(candidates), len(candidates)))
     elif cheap:
         # some round needs its fail-safe; the sentence round keeps A = {total >= t_total}. The next round
         # is decided within A without scanning A: its passing members, or its best by walking phrases.
@@ -288,24 +302,25 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
         in_a = rows[_dot64(vectors, rows, q) >= params.t_total]
         if len(in_a) >= params.min_keep:
             candidates = in_a
-            rounds.append((f"total>={params.t_total:g} & {name}>={t:g}", len(candidates)))
+            rounds.append((f"total>={params.t_total:g} & {name}>={t:g}", len(candidates), len(candidates)))
         else:
+            # A has at least min_keep members (else None below) but is never counted: that is the scan
+            # this path avoids. The round's "passed" is the members of A that pass this round's threshold.
             candidates = _best_in_total_round(index, vectors, q, params.t_total, role, distinct_sims(role),
                                               params.min_keep)
             if candidates is not None:
-                rounds.append((f"total>={params.t_total:g}, then the best {params.min_keep} by {name}",
-                               len(candidates)))
+                rounds.append((f"total>={params.t_total:g} & {name}>={t:g}", len(candidates), len(in_a)))
         if candidates is not None:
             for name, role, t in cheap[1:]:
-                candidates = _keep_best(candidates, core_sims(role, candidates), t, params.min_keep)
-                rounds.append((f"{name}>={t:g}", len(candidates)))
+                candidates, passed_count = _unit_round(candidates, core_sims(role, candidates), t, params.min_keep)
+                rounds.append((f"{name}>={t:g}", len(candidates), passed_count))
     if candidates is None:
         # fewer than min_keep pass the sentence round (or no unit round exists): every round in order
-        candidates = _total_round(vectors, q, params.t_total, params.min_keep)
-        rounds = [(f"total>={params.t_total:g}", len(candidates))]
+        candidates, passed_count = _total_round(vectors, q, params.t_total, params.min_keep)
+        rounds = [(f"total>={params.t_total:g}", len(candidates), passed_count)]
         for name, role, t in cheap:
-            candidates = _keep_best(candidates, core_sims(role, candidates), t, params.min_keep)
-            rounds.append((f"{name}>={t:g}", len(candidates)))
+            candidates, passed_count = _unit_round(candidates, core_sims(role, candidates), t, params.min_keep)
+            rounds.append((f"{name}>={t:g}", len(candidates), passed_count))
     s_total = _dot64(vectors, candidates, q)
     s_mot = core_sims(0, candidates)
     s_atr = core_sims(1, candidates)
@@ -347,7 +362,7 @@ def search(index: MotionIndex, atomized: AtomizedPrompt, params: SearchParams) -
     if params.mode == "pos":
         rows, scores = rank_pos(index, atomized.v_total, params.top_k)
         parts = {"cosine": scores}
-        rounds: list[tuple[str, int]] = []
+        rounds: list[tuple[str, int, int]] = []
     else:
         rows, scores, parts, rounds = rank_search_t2v(index, atomized.v_total, atomized.unit_vectors,
                                                       atomized.core_index, params)
@@ -362,9 +377,31 @@ def search(index: MotionIndex, atomized: AtomizedPrompt, params: SearchParams) -
         hit_parts = {k: float(v[rank - 1]) for k, v in parts.items()}
         hits.append(Hit(rank=rank, row=int(row), video_id=entry.video_id, caption=entry.caption,
                         video_path=entry.video_path, score=float(scores[rank - 1]), parts=hit_parts))
+    if params.mode == "search_t2v":
+        notes.extend(_fail_safe_notes(rounds, hits, params))
     if hits and hits[0].video_path is None:
         notes.append(f"the best entry ({hits[0].video_id}) has no local video file; a node that needs the "
                      f"video cannot use it")
     return Retrieval(prompt=atomized.text, mode=params.mode, params=params, hits=hits, rounds=rounds,
                      index_count=index.count, index_name=os.path.basename(os.path.normpath(index.folder)),
                      notes=notes)
+
+
+def _fail_safe_notes(rounds: list[tuple[str, int, int]], hits: list[Hit], params: SearchParams) -> list[str]:
+    """Say when the fail-safe filled a round, and which thresholds the top hit does not meet."""
+    notes = []
+    filled = [(name, kept, passed) for name, kept, passed in rounds if passed < kept]
+    if filled:
+        which = ", ".join(f"{name} ({passed} passed)" for name, _, passed in filled)
+        notes.append(f"the fail-safe (min_keep={params.min_keep}) filled {which}: it keeps the best by that "
+                     f"round's similarity, so hits may lie below its threshold")
+    if filled and hits:
+        top = hits[0].parts
+        below = [f"{label} {top[part]:.3f} < {name} {limit:g}"
+                 for part, label, name, limit in (("total", "sentence similarity", "t_total", params.t_total),
+                                                  ("motion", "motion similarity", "t_mot", params.t_mot),
+                                                  ("actor", "actor similarity", "t_atr", params.t_atr))
+                 if any(n.startswith(part) or f"& {part}" in n for n, _, _ in rounds) and top[part] < limit]
+        if below:
+            notes.append(f"the top hit's {', '.join(below)}: it is there through the fail-safe")
+    return notes

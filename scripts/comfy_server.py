@@ -102,6 +102,7 @@ class ComfyServer:
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 180.0,
         host: str = "127.0.0.1",
+        port: int | None = None,
     ):
         self.comfyui_dir = Path(comfyui_dir) if comfyui_dir else default_comfyui_dir()
         self.python = python or default_python()
@@ -111,6 +112,7 @@ class ComfyServer:
         self.extra_env = dict(env or {})
         self.startup_timeout = startup_timeout
         self.host = host
+        self.requested_port = port   # None: a free port is picked at start
         self.port: int | None = None
         self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="comfy-searchpriors-"))
         self.log_path = self.base_dir / "comfyui.log"
@@ -188,7 +190,7 @@ class ComfyServer:
         if self._process is not None:
             raise ComfyServerError("already started")
         self._prepare_base()
-        self.port = free_port(self.host)
+        self.port = self.requested_port or free_port(self.host)
         env = dict(os.environ)
         # The harness may run under another interpreter's environment; ComfyUI must see only its venv.
         for key in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
@@ -254,6 +256,15 @@ class ComfyServer:
             os.killpg(process.pid, sig)  # start_new_session made the server its group's leader
         except ProcessLookupError:
             pass
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Blocks until the server exits by itself (or ``timeout``); its exit code, or None if still running."""
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     @property
     def running(self) -> bool:
@@ -395,16 +406,17 @@ def load_json(path: str | os.PathLike) -> Any:
 
 
 # ------------------------------------------------------------------------- this pack's sample data
-SAMPLE_LIBRARY_DIR = REPO_ROOT / "examples" / "sample_library"
+SAMPLE_LIBRARY_DIR = REPO_ROOT / "sample_data" / "sample_library"
 SAMPLE_INPUT_FOLDER = "searchpriors_sample"          # under ComfyUI's input folder
 SAMPLE_INDEX_NAME = "searchpriors_sample"            # under models/motion_index
-WORKFLOWS_DIR = REPO_ROOT / "workflows"
-BUILD_INDEX_WORKFLOW = WORKFLOWS_DIR / "build_sample_index_api.json"
-RETRIEVAL_WORKFLOW = WORKFLOWS_DIR / "search_t2v_retrieval_api.json"
+WORKFLOWS_DIR = REPO_ROOT / "workflows"                # UI format: the Templates dialog lists these
+API_WORKFLOWS_DIR = WORKFLOWS_DIR / "api"              # API format (POST /prompt), same base names
+BUILD_INDEX_WORKFLOW = API_WORKFLOWS_DIR / "build_sample_index.json"
+RETRIEVAL_WORKFLOW = API_WORKFLOWS_DIR / "search_t2v_retrieval.json"
 
 
 def install_sample_library(server: ComfyServer) -> Path:
-    """Copies examples/sample_library/ to <input>/searchpriors_sample/, where the bundled workflows look."""
+    """Copies sample_data/sample_library/ to <input>/searchpriors_sample/, where the bundled workflows look."""
     target = server.input_dir / SAMPLE_INPUT_FOLDER
     if target.exists():
         shutil.rmtree(target)
@@ -415,7 +427,7 @@ def install_sample_library(server: ComfyServer) -> Path:
 def build_sample_index(server: ComfyServer, via: str = "workflow", timeout: float = 600.0) -> dict | None:
     """Builds the sample index into <models>/motion_index/searchpriors_sample.
 
-    via="workflow" submits workflows/build_sample_index_api.json and returns its /history entry;
+    via="workflow" submits workflows/api/build_sample_index.json and returns its /history entry;
     via="cli" runs `python -m comfyui_searchpriors.retrieval.cli index build` with the server's Python.
     """
     install_sample_library(server)

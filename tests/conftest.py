@@ -10,6 +10,7 @@ where that is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -54,15 +55,14 @@ def comfy_harness():
     return harness
 
 
-@pytest.fixture(scope="session")
-def comfy_server(tmp_path_factory):
-    """A running ComfyUI server with the pack linked in; its base directory and log are kept under
-    pytest's temporary directory (the last three sessions' are kept)."""
+@contextlib.contextmanager
+def _running_server(base_dir, label: str, env: dict | None = None):
+    """A started server with the pack linked in, stopped on the way out; its base directory and log are
+    kept under pytest's temporary directory (the last three sessions' are kept)."""
     comfyui_dir = harness.default_comfyui_dir()
     if not (comfyui_dir / "main.py").is_file():
         _unavailable(f"no ComfyUI at {comfyui_dir}; run `make setup` or set COMFYUI_PATH")
-    # Builds in this server parse in the helper process whatever their size (test_workflows_api checks it).
-    server = harness.ComfyServer(tmp_path_factory.mktemp("comfyui-base"), env={"SEARCHPRIORS_PARSE_HELPER_MIN": "1"})
+    server = harness.ComfyServer(base_dir, env=env)
     server.start()
     # Keep the frontend from opening its template browser over the canvas on a new user's first visit.
     server.set_setting("Comfy.TutorialCompleted", True)
@@ -70,7 +70,24 @@ def comfy_server(tmp_path_factory):
         yield server
     finally:
         server.stop()
-        print(f"\nComfyUI log: {server.log_path}")
+        print(f"\nComfyUI log ({label}): {server.log_path}")
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """A running ComfyUI server with the pack linked in, where the sample index gets built."""
+    # Builds in this server parse in the helper process whatever their size (test_workflows_api checks it).
+    with _running_server(tmp_path_factory.mktemp("comfyui-base"), "comfy_server",
+                         env={"SEARCHPRIORS_PARSE_HELPER_MIN": "1"}) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def bare_server(tmp_path_factory):
+    """A second server as a new user first starts it: no motion index built, nothing in its input folder.
+    For what must work before the first build (empty dropdowns, their messages)."""
+    with _running_server(tmp_path_factory.mktemp("comfyui-bare"), "bare_server") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +102,8 @@ def pytest_runtest_makereport(item, call):
     """A failed test that used the server gets the tail of the server's log in its report."""
     outcome = yield
     report = outcome.get_result()
-    if report.failed and "comfy_server" in getattr(item, "fixturenames", ()):
-        server = item.funcargs.get("comfy_server") if hasattr(item, "funcargs") else None
-        if server is not None:
-            report.sections.append(("ComfyUI log (tail)", server.log_tail(60)))
+    for name in ("comfy_server", "bare_server"):
+        if report.failed and name in getattr(item, "fixturenames", ()):
+            server = item.funcargs.get(name) if hasattr(item, "funcargs") else None
+            if server is not None:
+                report.sections.append((f"ComfyUI log of {name} (tail)", server.log_tail(60)))

@@ -6,6 +6,7 @@ Playwright's own browser download cannot work here, so the system Chromium is us
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -91,13 +92,61 @@ class FrontendPage:
         return self.page.evaluate("() => window.app.lastExecutionError ?? null")
 
 
-@pytest.fixture
-def frontend(chromium, comfy_server):
+    def open_templates(self) -> None:
+        """Opens the Templates dialog (what a new user sees first) and waits for its cards."""
+        self.close_dialogs()
+        self.page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+        self.page.locator("[data-testid^='template-workflow-']").first.wait_for(timeout=PAGE_READY_TIMEOUT_MS)
+
+    def markdown_texts(self, node_id: int) -> dict:
+        """The text each Markdown box of a node shows, by widget name: read from the rendered DOM (a line
+        break or a block element ends a line), not from the widget's value. innerText would depend on
+        whether the node is on screen at the moment, so the lines are taken from the elements."""
+        return self.page.evaluate(
+            """(id) => {
+                   const BLOCKS = new Set(['P', 'DIV', 'LI', 'TR', 'H1', 'H2', 'H3', 'H4', 'H5', 'H6', 'PRE']);
+                   const lines = (el) => {
+                       let out = '';
+                       for (const child of el.childNodes) {
+                           if (child.nodeType === Node.TEXT_NODE) out += child.textContent;
+                           else if (child.nodeName === 'BR') out += '\\n';
+                           else if (child.nodeType === Node.ELEMENT_NODE) {
+                               out += lines(child);
+                               if (BLOCKS.has(child.nodeName)) out += '\\n';
+                           }
+                       }
+                       return out;
+                   };
+                   const node = window.app.graph.getNodeById(id);
+                   const out = {};
+                   for (const w of node?.widgets ?? []) {
+                       if (!w.element?.classList?.contains('comfy-markdown')) continue;
+                       out[w.name] = lines(w.element.querySelector('.ProseMirror') ?? w.element);
+                   }
+                   return out;
+               }""", node_id)
+
+
+@contextlib.contextmanager
+def _open_frontend(chromium, server):
+    """A fresh browser context with one tab on the server's frontend; closed on the way out."""
     context = chromium.new_context(viewport={"width": 1600, "height": 1000})
-    page = context.new_page()
     try:
-        frontend_page = FrontendPage(page, comfy_server)
+        frontend_page = FrontendPage(context.new_page(), server)
         frontend_page.open()
         yield frontend_page
     finally:
         context.close()
+
+
+@pytest.fixture
+def frontend(chromium, comfy_server):
+    with _open_frontend(chromium, comfy_server) as frontend_page:
+        yield frontend_page
+
+
+@pytest.fixture
+def bare_frontend(chromium, bare_server):
+    """The frontend of a server with no motion index yet (tests/conftest.py's bare_server)."""
+    with _open_frontend(chromium, bare_server) as frontend_page:
+        yield frontend_page

@@ -1,5 +1,8 @@
-"""Every bundled UI-format workflow loads in the real ComfyUI frontend (headless Chromium) with no
-missing or broken node, and queued from the page it runs to completion on the server."""
+"""The pack in the real ComfyUI frontend (headless Chromium), as a user meets it: the Templates dialog
+lists every bundled workflow with a thumbnail and each card loads its graph; every bundled UI-format
+workflow loads with no missing or broken node and, queued from the page, runs to completion; the text
+of the pack's nodes reads line by line; the search nodes added by hand on a server with no index yet
+answer with the pack's message."""
 
 from __future__ import annotations
 
@@ -12,7 +15,10 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
-UI_WORKFLOWS = sorted(p for p in WORKFLOWS_DIR.glob("*.json") if not p.name.endswith("_api.json"))
+UI_WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))   # API-format twins live in workflows/api/
+PACK_FOLDER = "ComfyUI-SearchPriors"                   # the pack's folder name under custom_nodes
+PACK_PREFIX = "SearchPriors_"
+NO_INDEX_YET = "No motion index yet: build one with Motion Index Builder first"
 FRONTEND_ONLY_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 RUN_TIMEOUT_S = 600
 
@@ -54,7 +60,7 @@ def test_ui_workflow_loads_and_runs(frontend, comfy_server, sample_index, comfy_
     node_errors = frontend.last_node_errors()
     assert not node_errors, f"the server rejected the queued graph: {node_errors}"
     prompt_id, entry = wait_for_new_prompt(comfy_server, before, RUN_TIMEOUT_S)
-    frontend.page.wait_for_timeout(500)  # let the page draw the results before the screenshot
+    frontend.page.wait_for_timeout(1000)  # let the page draw the results before reading or the screenshot
     frontend.page.screenshot(path=str(tmp_path / f"{workflow_path.stem}.png"))
 
     status = comfy_harness.history_status(entry)
@@ -67,3 +73,92 @@ def test_ui_workflow_loads_and_runs(frontend, comfy_server, sample_index, comfy_
     expected_ids = {str(n["id"]) for n in workflow["nodes"]
                     if n["type"] not in FRONTEND_ONLY_TYPES and n.get("mode", 0) == 0}
     assert set(sent) == expected_ids, f"prompt {prompt_id} has nodes {sorted(sent)}"
+
+    check_pack_text_reads_line_by_line(frontend, workflow, entry, comfy_harness)
+
+
+def check_pack_text_reads_line_by_line(frontend, workflow: dict, entry: dict, harness) -> None:
+    """Each Preview as Text fed by a pack node shows its text one line per line (Markdown would run single
+    lines together), and each pack node that sends text shows it on the node."""
+    links = {link[0]: link for link in workflow["links"]}
+    types = {n["id"]: n["type"] for n in workflow["nodes"]}
+    checked = 0
+    for node in workflow["nodes"]:
+        if node["type"] == "PreviewAny":
+            link = links.get(node["inputs"][0]["link"])
+            if link is None or not types[link[1]].startswith(PACK_PREFIX):
+                continue
+            text = "\n".join(harness.history_texts(entry, str(node["id"])))
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            if not lines or any(line.startswith("|") for line in lines):
+                continue  # a table renders as a table; what matters here is plain lines
+            shown = frontend.markdown_texts(node["id"]).get("preview", "")
+            shown_lines = [line.strip() for line in shown.splitlines() if line.strip()]
+            assert shown_lines == lines, f"{node.get('title')}: the page shows {shown!r} for {text!r}"
+            checked += 1
+        elif node["type"].startswith(PACK_PREFIX) and harness.history_texts(entry, str(node["id"])):
+            first = harness.history_texts(entry, str(node["id"]))[0].splitlines()[0]
+            shown = frontend.markdown_texts(node["id"]).get("searchpriors_report", "")
+            assert first.strip() in shown, f"{node.get('title')} does not show its report on the node: {shown!r}"
+            checked += 1
+    assert checked, "no pack text was checked on the page"
+
+
+def test_templates_dialog_lists_and_loads_every_bundled_workflow(frontend, tmp_path):
+    """Templates -> Extensions -> ComfyUI-SearchPriors: one card per UI workflow (none of the API files),
+    each with a thumbnail that loads, and each card opens its graph."""
+    failed_requests = []
+    frontend.page.on("response", lambda r: r.status >= 400 and "workflow_templates" in r.url
+                     and failed_requests.append(f"{r.status} {r.url}"))
+    templates = frontend.server.get_json("/workflow_templates")
+    assert sorted(templates.get(PACK_FOLDER, [])) == sorted(p.stem for p in UI_WORKFLOWS), templates
+
+    for workflow_path in UI_WORKFLOWS:
+        workflow = json.loads(workflow_path.read_text(encoding="utf-8"))
+        frontend.open_templates()
+        dialog = frontend.page.locator(".p-dialog").filter(has_text="Templates")
+        dialog.get_by_text(PACK_FOLDER, exact=True).first.click()
+        cards = frontend.page.locator("[data-testid^='template-workflow-']")
+        cards.first.wait_for()
+        names = sorted(c.get_attribute("data-testid").removeprefix("template-workflow-") for c in cards.all())
+        assert names == sorted(p.stem for p in UI_WORKFLOWS), f"cards shown: {names}"
+        card = frontend.page.locator(f"[data-testid='template-workflow-{workflow_path.stem}']")
+        frontend.page.wait_for_function(
+            """(name) => { const img = document.querySelector(`[data-testid='template-workflow-${name}'] img`);
+                           return img && img.complete && img.naturalWidth > 0; }""", arg=workflow_path.stem,
+            timeout=30_000)
+        frontend.page.screenshot(path=str(tmp_path / f"templates-{workflow_path.stem}.png"))
+        card.click()
+        frontend.page.wait_for_function(
+            "(n) => window.app.graph._nodes.length === n", arg=len(workflow["nodes"]), timeout=30_000)
+        loaded = sorted(n["type"] for n in frontend.graph_nodes())
+        assert loaded == sorted(n["type"] for n in workflow["nodes"]), f"{workflow_path.name} loaded {loaded}"
+        frontend.page.screenshot(path=str(tmp_path / f"template-loaded-{workflow_path.stem}.png"))
+    assert not failed_requests, f"template requests that failed: {failed_requests}"
+
+
+def test_search_nodes_added_by_hand_without_an_index_show_the_fix(bare_frontend, tmp_path):
+    """A new user adds Prompt Atomizer, Motion Index Loader and Motion Retriever from the node library on a
+    server with no index yet (the loader's list is empty) and queues: the page shows the pack's message,
+    not a Python TypeError."""
+    page = bare_frontend.page
+    options = page.evaluate("""() => {
+        const app = window.app, LG = window.LiteGraph;
+        app.graph.clear();
+        const atomizer = LG.createNode("SearchPriors_PromptAtomizer"); atomizer.pos = [50, 50]; app.graph.add(atomizer);
+        const loader = LG.createNode("SearchPriors_MotionIndexLoader"); loader.pos = [50, 400]; app.graph.add(loader);
+        const retriever = LG.createNode("SearchPriors_MotionRetriever"); retriever.pos = [600, 50];
+        app.graph.add(retriever);
+        atomizer.connect(0, retriever, 0);
+        loader.connect(0, retriever, 1);
+        return loader.widgets.find(w => w.name === "index_name").options.values;
+    }""")
+    assert options == [], f"the bare server lists indexes: {options}"
+    page.evaluate("async () => { try { await window.app.queuePrompt(0, 1); } catch (e) {} }")
+    page.wait_for_function("() => Object.keys(window.app.lastNodeErrors ?? {}).length > 0", timeout=60_000)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(tmp_path / "no-index.png"))
+    errors = json.dumps(bare_frontend.last_node_errors())
+    shown = "\n".join(bare_frontend.dialog_texts())
+    assert NO_INDEX_YET in errors and NO_INDEX_YET in shown, f"errors: {errors}\ndialogs: {shown}"
+    assert "TypeError" not in errors + shown and "positional argument" not in errors + shown

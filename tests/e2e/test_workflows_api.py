@@ -11,9 +11,11 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
+# UI format in workflows/ (what ComfyUI's Templates dialog lists), API format under workflows/api/ with the
+# same base name (a subfolder the Templates dialog does not list).
 WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
-API_WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*_api.json"))
-UI_WORKFLOWS = sorted(p for p in WORKFLOWS_DIR.glob("*.json") if not p.name.endswith("_api.json"))
+API_WORKFLOWS = sorted((WORKFLOWS_DIR / "api").glob("*.json"))
+UI_WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))
 # Frontend-only nodes that never reach the API format.
 FRONTEND_ONLY_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
@@ -35,11 +37,29 @@ def assert_success(harness, entry: dict, what: str) -> None:
                     f"{error.get('exception_message')}", pytrace=False)
 
 
+def test_ui_and_api_formats_are_where_they_belong():
+    """Only UI-format graphs (a dict with "nodes") in workflows/, only API-format ones in workflows/api/."""
+    for path in UI_WORKFLOWS:
+        assert isinstance(load(path).get("nodes"), list), f"{path.name} in workflows/ is not a UI-format graph"
+    for path in API_WORKFLOWS:
+        assert all(isinstance(n, dict) and "class_type" in n for n in load(path).values()), \
+            f"api/{path.name} is not an API-format graph"
+    assert not [p.name for p in UI_WORKFLOWS if p.stem.endswith("_api")], "API files belong in workflows/api/"
+
+
+def test_every_ui_workflow_has_a_template_thumbnail():
+    """The Templates dialog shows workflows/<name>.jpg on the card (scripts/make_template_thumbnails.py)."""
+    for ui_path in UI_WORKFLOWS:
+        thumbnail = ui_path.with_suffix(".jpg")
+        assert thumbnail.is_file(), f"{ui_path.name} has no {thumbnail.name}: run scripts/make_template_thumbnails.py"
+        assert thumbnail.read_bytes()[:3] == b"\xff\xd8\xff", f"{thumbnail.name} is not a JPEG"
+
+
 def test_every_ui_workflow_has_an_api_twin():
     assert UI_WORKFLOWS, f"no UI workflows in {WORKFLOWS_DIR}"
     for ui_path in UI_WORKFLOWS:
-        api_path = ui_path.with_name(ui_path.stem + "_api.json")
-        assert api_path.exists(), f"{ui_path.name} has no API-format twin {api_path.name}"
+        api_path = WORKFLOWS_DIR / "api" / ui_path.name
+        assert api_path.exists(), f"{ui_path.name} has no API-format twin api/{api_path.name}"
         ui_types = {node["type"] for node in load(ui_path)["nodes"]} - FRONTEND_ONLY_TYPES
         api_types = {node["class_type"] for node in load(api_path).values()}
         assert ui_types == api_types, f"{ui_path.name} and {api_path.name} use different nodes"

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "sample_library", "library.csv")
+SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "sample_data", "sample_library", "library.csv")
 
 
 def run(node_cls, **inputs):

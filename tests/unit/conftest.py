@@ -85,7 +85,7 @@ def reference():
 
 @pytest.fixture(scope="session")
 def sample_library_path():
-    return os.path.join(TESTS, "..", "examples", "sample_library", "library.csv")
+    return os.path.join(TESTS, "..", "sample_data", "sample_library", "library.csv")
 
 
 @pytest.fixture(scope="session")

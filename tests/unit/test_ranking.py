@@ -147,3 +147,49 @@ def test_empty_index_returns_no_hits(tmp_path, nlp, hash_encoder):
     assert result.hits == [] and "no captions" in result.report()
     assert np.all(index.unit_offsets == 0)
 
+
+
+def _literal_rounds(reference, captions, prompt, t_total, t_mot, t_atr, min_keep):
+    """The literal rounds of the coarse filter, as (kept, passed) each."""
+    dim = len(prompt.v_total)
+    p_core = prompt.core(dim)
+    candidates = list(range(len(captions)))
+    out = []
+    checks = [(lambda c: c.v_total, prompt.v_total, t_total)]
+    for role, threshold in ((0, t_mot), (1, t_atr)):
+        if np.any(p_core[role]):
+            checks.append((lambda c, role=role: c.core(dim)[role], p_core[role], threshold))
+    for vector_of, target, threshold in checks:
+        sims = {i: reference.cosine(vector_of(captions[i]), target) for i in candidates}
+        passed = sum(sims[i] >= threshold for i in candidates)
+        candidates = reference._round(candidates, sims, threshold, min_keep)
+        out.append((len(candidates), passed))
+    return out
+
+
+@pytest.mark.parametrize("params", [
+    SearchParams(top_k=10),
+    SearchParams(top_k=10, min_keep=25, t_total=0.6, t_mot=0.95, t_atr=0.9),
+    SearchParams(top_k=10, min_keep=10, t_total=0.95, t_mot=0.99, t_atr=0.99),
+])
+def test_filter_line_counts_passed_and_kept(hash_index, nlp, reference, params):
+    """Each round reports how many passed its threshold and how many it kept; a round the fail-safe filled
+    says so, and so does a top hit that is below a threshold."""
+    index, encoder, captions = hash_index
+    literal_captions = independent_captions(reference, nlp, encoder, captions)
+    for prompt in PROMPTS:
+        atomized = atomize(prompt, nlp, encoder)
+        result = search(index, atomized, params)
+        for name, kept, passed in result.rounds:
+            assert 0 <= passed and (passed >= kept or kept == min(params.min_keep, index.count)), (prompt, name)
+        literal = _literal_rounds(reference, literal_captions, reference.caption_from_atomized(atomized),
+                                  params.t_total, params.t_mot, params.t_atr, params.min_keep)
+        if len(result.rounds) == len(literal):   # the round-by-round path: every count is literal
+            assert [(k, p) for _, k, p in result.rounds] == literal, prompt
+        report = result.report()
+        filled = any(passed < kept for _, kept, passed in result.rounds)
+        assert ("(fail-safe)" in report) == filled, report
+        assert ("the fail-safe (min_keep=" in report) == filled, report
+        top = result.best.parts
+        if top["total"] < params.t_total:
+            assert f"< t_total {params.t_total:g}" in report, report
