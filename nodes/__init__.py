@@ -12,8 +12,10 @@ from .comfy_glue import register_model_folders
 from .index_nodes import MotionIndexBuilder, MotionIndexLoader
 from .prompt_nodes import PromptAtomizer
 from .retrieval_nodes import MotionRetriever
+from .rewriter_nodes import ReferenceRewriter
 
 NODES: list[type[io.ComfyNode]] = [PromptAtomizer, MotionIndexBuilder, MotionIndexLoader, MotionRetriever]
+NODES.append(ReferenceRewriter)
 
 
 class SearchPriorsExtension(ComfyExtension):
