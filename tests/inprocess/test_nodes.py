@@ -23,7 +23,8 @@ def test_extension_lists_every_node_with_prefixed_ids(pack_nodes):
     nodes = asyncio.run(extension.get_node_list())
     ids = [n.define_schema().node_id for n in nodes]
     assert ids == ["SearchPriors_PromptAtomizer", "SearchPriors_MotionIndexBuilder",
-                   "SearchPriors_MotionIndexLoader", "SearchPriors_MotionRetriever"]
+                   "SearchPriors_MotionIndexLoader", "SearchPriors_MotionRetriever",
+                   "SearchPriors_ReferenceRewriter"]
     retriever = pack_nodes.MotionRetriever.define_schema()
     assert [i.id for i in retriever.inputs] == ["atomized", "index", "mode", "top_k", "t_total", "t_mot", "t_atr",
                                                 "alpha", "beta", "gamma", "min_keep"]
