@@ -19,6 +19,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HARNESS_PATH = REPO_ROOT / "scripts" / "comfy_server.py"
+# A made-up API key in the server's environment: the rewriter's e2e test checks it reaches the loopback
+# chat server and nothing else (/history, saved workflow, PNG metadata).
+E2E_API_KEY_ENV = "SEARCHPRIORS_E2E_API_KEY"
+E2E_API_KEY = "sk-e2e-NEVER-IN-HISTORY-4f1c2b9a7d"
 
 
 def _load_harness():
@@ -62,7 +66,8 @@ def comfy_server(tmp_path_factory):
     if not (comfyui_dir / "main.py").is_file():
         _unavailable(f"no ComfyUI at {comfyui_dir}; run `make setup` or set COMFYUI_PATH")
     # Builds in this server parse in the helper process whatever their size (test_workflows_api checks it).
-    server = harness.ComfyServer(tmp_path_factory.mktemp("comfyui-base"), env={"SEARCHPRIORS_PARSE_HELPER_MIN": "1"})
+    server = harness.ComfyServer(tmp_path_factory.mktemp("comfyui-base"), env={"SEARCHPRIORS_PARSE_HELPER_MIN": "1",
+                                                                              E2E_API_KEY_ENV: E2E_API_KEY})
     server.start()
     # Keep the frontend from opening its template browser over the canvas on a new user's first visit.
     server.set_setting("Comfy.TutorialCompleted", True)
@@ -71,6 +76,12 @@ def comfy_server(tmp_path_factory):
     finally:
         server.stop()
         print(f"\nComfyUI log: {server.log_path}")
+
+
+@pytest.fixture(scope="session")
+def e2e_api_key():
+    """(variable name, key) that the session's server has in its environment."""
+    return E2E_API_KEY_ENV, E2E_API_KEY
 
 
 @pytest.fixture(scope="session")
