@@ -43,11 +43,25 @@ NODE_SPEC = {
                     ("report", "STRING")],
         "output_node": True,
     },
+    "SearchPriors_ReferenceRewriter": {
+        "category": "SearchPriors/pos",
+        "required": [("prompt", "STRING"), ("reference_captions", "STRING"), ("k", "INT"), ("backend", "COMBO"),
+                     ("base_url", "STRING"), ("model", "STRING"), ("api_key_env", "STRING"),
+                     ("local_model", "COMBO"), ("max_words", "INT"), ("seed", "INT"), ("temperature", "FLOAT"),
+                     ("on_failed_check", "COMBO"), ("spacy_model", "COMBO")],
+        "optional": [("retrieval", "RETRIEVAL"), ("manual_rewrite", "STRING"), ("custom_template", "STRING"),
+                     ("system_prompt", "STRING"), ("timeout_s", "FLOAT"), ("retries", "INT"),
+                     ("max_new_tokens", "INT"), ("cache", "COMBO"), ("unload_after", "BOOLEAN")],
+        "outputs": [("rewritten", "STRING"), ("instruction", "STRING"), ("report", "STRING")],
+        "output_node": True,
+    },
 }
 
 COMBO_OPTIONS = {
     ("SearchPriors_MotionIndexBuilder", "format"): ["auto", "csv", "jsonl", "webvid", "msrvtt"],
     ("SearchPriors_MotionRetriever", "mode"): ["search_t2v", "pos"],
+    ("SearchPriors_ReferenceRewriter", "backend"): ["openai_compatible", "local_transformers", "manual"],
+    ("SearchPriors_ReferenceRewriter", "on_failed_check"): ["warn", "use_original_prompt"],
 }
 
 
@@ -86,7 +100,7 @@ def test_node_sockets_match_the_contract(object_info, node_id):
     expected = NODE_SPEC[node_id]
     info = object_info.get(node_id)
     assert info is not None, f"{node_id} is not in /object_info"
-    assert info["category"] == CATEGORY
+    assert info["category"] == expected.get("category", CATEGORY)
     assert bool(info.get("output_node")) == expected["output_node"]
 
     for section in ("required", "optional"):
