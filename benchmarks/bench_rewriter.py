@@ -30,7 +30,6 @@ import argparse
 import hashlib
 import importlib.util
 import json
-import os
 import statistics
 import sys
 import time

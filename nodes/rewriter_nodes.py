@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Optional
 
 import folder_paths
 from comfy_api.v0_0_2 import io, ui
@@ -23,9 +22,11 @@ from comfy_api.v0_0_2 import io, ui
 from ..retrieval import llm_backends as llm
 from ..retrieval.errors import SearchPriorsError
 from ..retrieval.models import DEFAULT_SPACY_MODEL, load_spacy
-from ..retrieval.rewriter import (MAX_REFERENCE_FIELDS, PAPER_TEMPLATE, RewriteCache, build_instruction, cache_key, chat_messages,
-                                  check_rewrite, clean_answer, reference_lines, validate_template)
+from ..retrieval.rewriter import (MAX_REFERENCE_FIELDS, PAPER_TEMPLATE, RewriteCache, build_instruction,
+                                  cache_key, chat_messages, check_rewrite, clean_answer, reference_lines,
+                                  validate_template)
 from . import comfy_glue as glue
+from . import local_lm
 from .retrieval_nodes import RetrievalType
 
 CATEGORY = "SearchPriors/pos"
@@ -38,8 +39,6 @@ CACHE_FILE = os.path.join("searchpriors", "rewrite_cache.json")
 
 _cache_lock = threading.Lock()
 _caches: dict[str, RewriteCache] = {}
-_local_lock = threading.Lock()
-_local_models: dict[str, tuple[str, object, object]] = {}   # folder -> (stamp, ModelPatcher, tokenizer)
 
 
 def register_llm_folder() -> None:
@@ -79,74 +78,6 @@ def rewrite_cache() -> RewriteCache:
         if path not in _caches:
             _caches[path] = RewriteCache(path)
         return _caches[path]
-
-
-def _folder_stamp(folder: str) -> str:
-    parts = []
-    for name in sorted(os.listdir(folder)):
-        if name.endswith((".json", ".safetensors", ".bin", ".model", ".txt")):
-            parts.append(f"{name}:{glue.file_stamp(os.path.join(folder, name))}")
-    return ";".join(parts)
-
-
-class _CausalLMHolder:
-    """Builds a torch module around a transformers model, so that ComfyUI's ModelPatcher can set its
-    bookkeeping attributes (``device`` is a read-only property on transformers models)."""
-
-    @staticmethod
-    def wrap(model):
-        import torch
-
-        class CausalLMHolder(torch.nn.Module):
-            def __init__(self, lm):
-                super().__init__()
-                self.lm = lm
-
-        return CausalLMHolder(model)
-
-
-def _local_patcher(folder: str):
-    """(ModelPatcher, tokenizer) for ``folder``, loaded once per state of its files."""
-    import comfy.model_management as mm
-    import comfy.model_patcher
-
-    stamp = _folder_stamp(folder)
-    with _local_lock:
-        hit = _local_models.get(folder)
-        if hit and hit[0] == stamp:
-            return hit[1], hit[2]
-    import torch
-
-    load_device = mm.get_torch_device()
-    dtype = torch.float32
-    if load_device.type != "cpu":
-        dtype = torch.bfloat16 if mm.should_use_bf16(load_device) else torch.float16
-    model, tokenizer = llm.load_causal_lm(folder, dtype=dtype)
-    holder = _CausalLMHolder.wrap(model)
-    patcher = comfy.model_patcher.ModelPatcher(holder, load_device=load_device,
-                                               offload_device=mm.unet_offload_device())
-    with _local_lock:
-        _local_models[folder] = (stamp, patcher, tokenizer)
-    return patcher, tokenizer
-
-
-def unload_local(folder: Optional[str] = None) -> int:
-    """Takes the local model(s) out of VRAM and out of this module; returns how many were dropped."""
-    import comfy.model_management as mm
-
-    with _local_lock:
-        keys = [folder] if folder else list(_local_models)
-        dropped = [_local_models.pop(k) for k in keys if k in _local_models]
-    for _, patcher, _ in dropped:
-        for i in reversed(range(len(mm.current_loaded_models))):
-            loaded = mm.current_loaded_models[i]
-            if loaded.model is patcher:
-                loaded.model_unload()
-                mm.current_loaded_models.pop(i)
-        patcher.detach()
-    if dropped:
-        mm.soft_empty_cache()
-    return len(dropped)
 
 
 def _check_cancel() -> None:
@@ -259,7 +190,7 @@ class ReferenceRewriter(io.ComfyNode):
             return float("nan")  # ask the model again on every queue
         if backend == "local_transformers":
             try:
-                return _folder_stamp(local_model_folder(local_model))
+                return local_lm.folder_stamp(local_model_folder(local_model))
             except Exception:
                 return float("nan")
         return "same"
@@ -333,7 +264,7 @@ class ReferenceRewriter(io.ComfyNode):
             identity = f"{llm.chat_completions_url(base_url)}|{(model or '').strip()}"
         else:
             folder = local_model_folder(local_model)
-            identity = f"{folder}|{_folder_stamp(folder)}"
+            identity = f"{folder}|{local_lm.folder_stamp(folder)}"
         key = cache_key(backend, identity, messages, seed, temperature, max_new_tokens)
         if cache_mode != "refresh":
             hit = store.get(key, use_disk=use_disk)
@@ -357,28 +288,20 @@ class ReferenceRewriter(io.ComfyNode):
 
     @classmethod
     def _local_answer(cls, folder, name, messages, seed, temperature, max_new_tokens, bar, unload_after):
-        import comfy.model_management as mm
-
-        patcher, tokenizer = _local_patcher(folder)
-        mm.load_models_gpu([patcher], force_full_load=True)
-        lm = patcher.model.lm
-
         def on_token(done: int, total: int) -> None:
             _check_cancel()
             bar.update_absolute(min(done, total), total)
 
         t0 = time.monotonic()
         try:
-            text, facts = llm.generate_local(lm, tokenizer, messages, temperature=temperature, seed=seed,
-                                             max_new_tokens=max_new_tokens, device=patcher.load_device,
-                                             on_token=on_token)
+            text, facts = local_lm.generate(folder, messages, temperature, seed, max_new_tokens, on_token)
         finally:
             if unload_after:
-                unload_local(folder)
-        how = (f"local_transformers ({name} on {patcher.load_device}; chat template "
+                local_lm.unload_local(folder)
+        how = (f"local_transformers ({name} on {facts['device']}; chat template "
                f"{'used' if facts['chat_template'] else 'absent: plain text'}; {facts['new_tokens']} tokens in "
                f"{time.monotonic() - t0:.2f} s{'; unloaded after' if unload_after else ''})")
         return text, name, how
 
 
-__all__ = ["ReferenceRewriter", "PAPER_TEMPLATE", "unload_local"]
+__all__ = ["ReferenceRewriter", "PAPER_TEMPLATE"]

@@ -168,6 +168,7 @@ def test_local_backend_through_the_memory_manager(pack_nodes, comfy):
     (rewritten, _, report), _ = run(node, backend="local_transformers", local_model="tiny-llama",
                                     max_new_tokens=8, cache="memory")
     assert "local_transformers (tiny-llama on cpu; chat template used; 8 tokens" in report
+    assert isinstance(rewritten, str) and rewritten.strip()   # random weights: the rewrite or the fallback
     patchers = [lm.model for lm in mm.current_loaded_models]
     assert any(getattr(p.model, "lm", None) is not None for p in patchers)   # ComfyUI manages it
     assert node.fingerprint_inputs(backend="local_transformers", local_model="tiny-llama") != "same"
@@ -175,7 +176,7 @@ def test_local_backend_through_the_memory_manager(pack_nodes, comfy):
                             cache="memory", seed=1, unload_after=True)
     assert "unloaded after" in report
     assert not any(getattr(lm.model.model, "lm", None) is not None for lm in mm.current_loaded_models)
-    assert pack_nodes.rewriter_nodes._local_models == {}
+    assert pack_nodes.local_lm._loaded == {} and not pack_nodes.local_lm.is_loaded()
     from comfyui_searchpriors.retrieval.errors import SearchPriorsError
 
     with pytest.raises(SearchPriorsError, match="No language model folder 'absent'"):

@@ -41,7 +41,7 @@ def test_paper_template_exact_text_k3_and_other_word_limit():
 
 
 def test_fewer_references_than_k_says_how_many_were_given():
-    text, used = build_instruction(PROMPT, REFS[:2], k=5)
+    text, _ = build_instruction(PROMPT, REFS[:2], k=5)
     assert text.startswith("Let me give you 2 examples: a man rides") and "from the 2 examples above" in text
 
 
