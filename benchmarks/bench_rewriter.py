@@ -1,7 +1,7 @@
 """Rewriter semantic preservation: the share of rewrites that keep every motion, actor and recipient of the
 prompt (the pack's atomizer, ``retrieval.rewriter.check_rewrite``) and stay within the word limit.
 
-Prompts: every line of ``../shared/data/prompts/*.txt`` (the paper prompts), plus ``--msrvtt-prompts N``
+Prompts: every line of ``../shared/data/prompts/*.txt`` (the paper prompts), plus ``--msrvtt-prompts N`` (default 20)
 held-out MSR-VTT captions (one per video, as in bench_retrieval_quality) as a larger second set.
 References: the top-5 captions of POS Eq. 3 (``search`` in ``pos`` mode) over an index of the other
 MSR-VTT captions of the first ``--videos`` videos (cached in ``bench_out/cache/``; the paper prompts search
@@ -19,7 +19,7 @@ Two ways to get answers, and the output says which:
 Two configurations: the paper's instruction alone, and the same with a system message asking for the
 sentence only (``SYSTEM_PROMPT``).
 
-Usage: ``python benchmarks/bench_rewriter.py [--local-model FOLDER] [--msrvtt-prompts 40] [--videos 500]``
+Usage: ``python benchmarks/bench_rewriter.py [--local-model FOLDER] [--msrvtt-prompts 20] [--videos 500]``
 Results: ``bench_out/bench_rewriter.json``. Needs ../shared/data; without it prints "skipped: ..." and
 exits 0.
 """
@@ -69,8 +69,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--local-model", help="transformers causal LM folder (an instruct model); default: replay")
     ap.add_argument("--answers", help="recorded answers (JSON) to write (local) or replay (default)")
-    ap.add_argument("--msrvtt-prompts", type=int, default=40, help="held-out MSR-VTT captions used as prompts")
+    ap.add_argument("--msrvtt-prompts", type=int, default=20, help="held-out MSR-VTT captions used as prompts")
     ap.add_argument("--videos", type=int, default=500, help="MSR-VTT videos whose other captions are indexed")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for the local model (1 is fastest "
+                    "on a shared 2-core machine)")
     args = ap.parse_args(argv)
     root = C.require_shared_data(C.MSRVTT_REL)
     prompt_files = sorted((root / "prompts").glob("*.txt"))
@@ -104,6 +106,9 @@ def main(argv=None) -> int:
     if args.local_model:
         from comfyui_searchpriors.retrieval.llm_backends import generate_local, load_causal_lm
 
+        import torch
+
+        torch.set_num_threads(args.threads)
         mode = f"local transformers backend, {Path(args.local_model).name} (CPU, float32, greedy)"
         lm, tokenizer = load_causal_lm(args.local_model)
         recording = Path(args.answers) if args.answers else DATA / f"rewriter_answers_{Path(args.local_model).name}.json"
@@ -116,7 +121,7 @@ def main(argv=None) -> int:
             answers[key] = generate_local(lm, tokenizer, chat_messages(instruction, system), temperature=0.0,
                                           max_new_tokens=MAX_NEW_TOKENS)[0]
             gen_s.append(time.perf_counter() - t0)
-            if n % 10 == 0:
+            if n % 5 == 0:
                 print(f"  {n}/{len(jobs)} answers ({statistics.median(gen_s):.2f} s median)", flush=True)
         DATA.mkdir(parents=True, exist_ok=True)
         recording.write_text(json.dumps({"model": Path(args.local_model).name, "max_new_tokens": MAX_NEW_TOKENS,
