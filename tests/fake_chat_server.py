@@ -72,7 +72,8 @@ class FakeChatServer:
         return f"http://{host}:{port}/v1"
 
     def start(self) -> "FakeChatServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-chat-server", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fake-chat-server", daemon=True)
         self._thread.start()
         return self
 
