@@ -15,11 +15,13 @@ from .pos_nodes import DDIMVideoInvert, GaussianNoiseMix, HybridSemanticGuider, 
 from .prompt_nodes import PromptAtomizer
 from .reference_frames_nodes import ReferenceFrames
 from .retrieval_nodes import MotionRetriever
+from .rewriter_nodes import ReferenceRewriter
 
 NODES: list[type[io.ComfyNode]] = [PromptAtomizer, MotionIndexBuilder, MotionIndexLoader, MotionRetriever]
 NODES.append(ReferenceFrames)
 NODES += [ModelScopeLoader, DiffusersSchedulerSigmas]
 NODES += [DDIMVideoInvert, GaussianNoiseMix, HybridSemanticGuider, HybridSemanticSampler]
+NODES.append(ReferenceRewriter)
 
 
 class SearchPriorsExtension(ComfyExtension):

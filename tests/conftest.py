@@ -20,6 +20,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HARNESS_PATH = REPO_ROOT / "scripts" / "comfy_server.py"
+# A made-up API key in the server's environment: the rewriter's e2e test checks it reaches the loopback
+# chat server and nothing else (/history, saved workflow, PNG metadata).
+E2E_API_KEY_ENV = "SEARCHPRIORS_E2E_API_KEY"
+E2E_API_KEY = "sk-e2e-NEVER-IN-HISTORY-4f1c2b9a7d"
 
 
 def _load_harness():
@@ -78,7 +82,7 @@ def comfy_server(tmp_path_factory):
     """A running ComfyUI server with the pack linked in, where the sample index gets built."""
     # Builds in this server parse in the helper process whatever their size (test_workflows_api checks it).
     with _running_server(tmp_path_factory.mktemp("comfyui-base"), "comfy_server",
-                         env={"SEARCHPRIORS_PARSE_HELPER_MIN": "1"}) as server:
+                         env={"SEARCHPRIORS_PARSE_HELPER_MIN": "1", E2E_API_KEY_ENV: E2E_API_KEY}) as server:
         yield server
 
 
@@ -88,6 +92,12 @@ def bare_server(tmp_path_factory):
     For what must work before the first build (empty dropdowns, their messages)."""
     with _running_server(tmp_path_factory.mktemp("comfyui-bare"), "bare_server") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def e2e_api_key():
+    """(variable name, key) that the session's server has in its environment."""
+    return E2E_API_KEY_ENV, E2E_API_KEY
 
 
 @pytest.fixture(scope="session")

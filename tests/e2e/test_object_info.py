@@ -99,6 +99,18 @@ NODE_SPEC = {
         "outputs": [("LATENT", "LATENT"), ("schedule", "STRING")],
         "output_node": False,
     },
+    "SearchPriors_ReferenceRewriter": {
+        "category": "SearchPriors/pos",
+        "required": [("prompt", "STRING"), ("reference_captions", "STRING"), ("k", "INT"), ("backend", "COMBO"),
+                     ("base_url", "STRING"), ("model", "STRING"), ("api_key_env", "STRING"),
+                     ("local_model", "COMBO"), ("max_words", "INT"), ("seed", "INT"), ("temperature", "FLOAT"),
+                     ("on_failed_check", "COMBO"), ("spacy_model", "COMBO")],
+        "optional": [("retrieval", "RETRIEVAL"), ("manual_rewrite", "STRING"), ("custom_template", "STRING"),
+                     ("system_prompt", "STRING"), ("timeout_s", "FLOAT"), ("retries", "INT"),
+                     ("max_new_tokens", "INT"), ("cache", "COMBO"), ("unload_after", "BOOLEAN")],
+        "outputs": [("rewritten", "STRING"), ("instruction", "STRING"), ("report", "STRING")],
+        "output_node": True,
+    },
 }
 
 COMBO_OPTIONS = {
@@ -106,6 +118,8 @@ COMBO_OPTIONS = {
     ("SearchPriors_MotionRetriever", "mode"): ["search_t2v", "pos"],
     ("SearchPriors_ReferenceFrames", "crop"): ["center", "pad", "stretch"],
     ("SearchPriors_ModelScopeLoader", "dtype"): ["auto", "fp32", "fp16", "bf16"],
+    ("SearchPriors_ReferenceRewriter", "backend"): ["openai_compatible", "local_transformers", "manual"],
+    ("SearchPriors_ReferenceRewriter", "on_failed_check"): ["warn", "use_original_prompt"],
 }
 
 

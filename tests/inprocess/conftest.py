@@ -33,7 +33,7 @@ def comfy(tmp_path_factory):
     folder_paths.set_output_directory(str(base / "output"))
     folder_paths.set_user_directory(str(base / "user"))
     folder_paths.models_dir = str(base / "models")
-    for name in ("motion_index", "spacy", "sentence_transformers"):
+    for name in ("motion_index", "spacy", "sentence_transformers", "LLM"):
         folder_paths.folder_names_and_paths[name] = ([str(base / "models" / name)], set())
     return base
 

@@ -29,7 +29,8 @@ def test_extension_lists_every_node_with_prefixed_ids(pack_nodes):
             "SearchPriors_DDIMVideoInvert",
             "SearchPriors_GaussianNoiseMix",
             "SearchPriors_HybridSemanticGuider",
-            "SearchPriors_HybridSemanticSampler"} <= set(ids)
+            "SearchPriors_HybridSemanticSampler",
+            "SearchPriors_ReferenceRewriter"} <= set(ids)
     assert len(ids) == len(set(ids))
     retriever = pack_nodes.MotionRetriever.define_schema()
     assert [i.id for i in retriever.inputs] == ["atomized", "index", "mode", "top_k", "t_total", "t_mot", "t_atr",

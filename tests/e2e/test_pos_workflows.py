@@ -1,0 +1,146 @@
+"""POS end to end on a real server. The bundled ModelScope/ZeroScope workflow (API format) runs through
+POST /prompt with the tiny random model and an index of real clips from ../shared/data: retrieve (pos),
+reference frames, VAE encode, invert, mix, hybrid sampling, VAE decode, Create Video + Save Video; the saved
+mp4 decodes to the requested frames. The Wan 2.1 workflow's model files cannot be had here, so it is checked
+against /object_info (every node, input and option known to the server) instead of run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+API_DIR = REPO / "workflows" / "api"
+MAKE_FOLDER = REPO / "scripts" / "make_t2v_folder.py"
+TINY_FOLDER = "tiny-t2v"
+CLIP_INDEX = "searchpriors_clips"
+FRAMES, SIZE, STEPS = 4, 64, 4
+# Model files a user downloads (README); the server here has none, so these combos are not checked.
+MODEL_FILE_INPUTS = {"unet_name", "clip_name", "vae_name"}
+
+
+def shared_videos() -> Path:
+    root = os.environ.get("SEARCHPRIORS_SHARED_DATA") or str(REPO.parent / "shared" / "data")
+    return Path(root) / "videos"
+
+
+def load(name: str) -> dict:
+    return json.loads((API_DIR / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def tiny_overrides(graph: dict) -> dict:
+    """The bundled ModelScope workflow at test size: the tiny folder, 4 frames of 64x64, 4 steps."""
+    titles = {"Frames": FRAMES, "Width": SIZE, "Height": SIZE}
+    for node in graph.values():
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "SearchPriors_ModelScopeLoader":
+            inputs.update(folder=TINY_FOLDER, dtype="fp32")
+        elif kind == "PrimitiveInt" and node["_meta"]["title"] in titles:
+            inputs["value"] = titles[node["_meta"]["title"]]
+        elif kind in ("SearchPriors_DiffusersSchedulerSigmas", "SearchPriors_DDIMVideoInvert"):
+            inputs["steps"] = STEPS
+        elif kind == "SearchPriors_MotionIndexLoader":
+            inputs["index_name"] = CLIP_INDEX
+    return graph
+
+
+@pytest.fixture(scope="session")
+def tiny_t2v(comfy_server):
+    target = comfy_server.models_dir / "diffusers" / TINY_FOLDER
+    if not target.exists():
+        subprocess.run([sys.executable, str(MAKE_FOLDER), "--size", "tiny", "--out", str(target)], check=True,
+                       capture_output=True, timeout=300)
+    return target
+
+
+@pytest.fixture(scope="session")
+def clip_index(comfy_server, comfy_harness):
+    """The real clips of ../shared/data/videos, copied into the server's input folder, as a motion index."""
+    videos = shared_videos()
+    if not (videos / "captions.csv").is_file():
+        pytest.skip(f"../shared/data/videos not found (looked at {videos}); set SEARCHPRIORS_SHARED_DATA")
+    library_dir = comfy_server.input_dir / "searchpriors_clips"
+    with open(videos / "captions.csv", encoding="utf-8", newline="") as fh:
+        rows = [(r["file"], r["caption"]) for r in csv.DictReader(fh)]
+    for rel, _ in rows:
+        (library_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(videos / rel, library_dir / rel)
+    with open(library_dir / "library.csv", "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["video", "caption"])
+        writer.writerows(rows)
+    graph = {
+        "1": {"class_type": "SearchPriors_MotionIndexBuilder", "inputs": {
+            "library": "searchpriors_clips/library.csv", "format": "auto", "index_name": CLIP_INDEX,
+            "spacy_model": "en_core_web_sm", "sentence_model": "all-MiniLM-L6-v2", "videos_folder": ""}},
+    }
+    entry = comfy_server.run_prompt(graph, timeout=600)
+    assert comfy_harness.history_status(entry) == "success", comfy_harness.history_error(entry)
+    return rows
+
+
+def saved_files(entry: dict, node_id: str) -> list[dict]:
+    ui = entry["outputs"].get(node_id, {})
+    return ui.get("images", []) + ui.get("videos", []) + ui.get("gifs", [])
+
+
+def test_pos_modelscope_workflow_makes_a_video(comfy_server, comfy_harness, tiny_t2v, clip_index):
+    import av
+
+    graph = tiny_overrides(load("pos_modelscope"))
+    entry = comfy_server.run_prompt(graph, timeout=900)
+    error = comfy_harness.history_error(entry) or {}
+    assert comfy_harness.history_status(entry) == "success", (
+        f"{error.get('node_type')}: {error.get('exception_message')}")
+
+    save_id = next(k for k, v in graph.items() if v["class_type"] == "SaveVideo")
+    files = saved_files(entry, save_id)
+    assert len(files) == 1, entry["outputs"].get(save_id)
+    path = comfy_server.output_dir / files[0].get("subfolder", "") / files[0]["filename"]
+    assert path.suffix == ".mp4" and path.is_file(), path
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    assert len(decoded) == FRAMES
+    assert decoded[0].shape == (SIZE, SIZE, 3)
+
+    # The retrieval table shows a real clip's caption; the inversion and mix reports reach their previews.
+    by_title = {v["_meta"]["title"]: k for k, v in graph.items()}
+    table = "\n".join(comfy_harness.history_texts(entry, by_title["Retrieval table"]))
+    assert any(caption in table for _, caption in clip_index), table
+    inversion = "\n".join(comfy_harness.history_texts(entry, by_title["Inversion report"]))
+    assert "residual" in inversion.lower() or "sigma" in inversion.lower(), inversion
+    frames_info = "\n".join(comfy_harness.history_texts(entry, by_title["Reference frames info"]))
+    assert ".mp4" in frames_info, frames_info
+    assert comfy_server.running
+
+
+def test_pos_wan_workflow_matches_the_server(comfy_server):
+    graph = load("pos_wan21")
+    info = comfy_server.object_info()
+    for node_id, node in graph.items():
+        kind = node["class_type"]
+        assert kind in info, f"node {node_id}: {kind} is not known to the server"
+        spec = info[kind]["input"]
+        required, optional = spec.get("required", {}), spec.get("optional", {})
+        for name in required:
+            assert name in node["inputs"], f"node {node_id} ({kind}) lacks required input {name}"
+        for name, value in node["inputs"].items():
+            assert name in required or name in optional, f"node {node_id} ({kind}): unknown input {name}"
+            declared = (required.get(name) or optional.get(name))
+            if isinstance(value, list) or name in MODEL_FILE_INPUTS:
+                continue
+            options = declared[1].get("options") if len(declared) > 1 and isinstance(declared[1], dict) else None
+            if isinstance(declared[0], list):
+                options = declared[0]
+            if options is not None:
+                assert value in options, f"node {node_id} ({kind}): {name}={value!r} not in {options}"
