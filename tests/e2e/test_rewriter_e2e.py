@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 TESTS = Path(__file__).resolve().parents[1]
-WORKFLOW = TESTS.parent / "workflows" / "pos_rewrite_api.json"
+WORKFLOW = TESTS.parent / "workflows" / "api" / "pos_rewrite.json"
 ANSWER = 'Rewritten: "A cheerful panda rides a shiny bicycle past the Eiffel Tower on a sunny day."\n\nHope it helps!'
 CLEAN = "A cheerful panda rides a shiny bicycle past the Eiffel Tower on a sunny day."
 
