@@ -11,7 +11,8 @@ JSONL library of ``--batch`` new MSR-VTT captions (unique video ids) plus ``--sh
 small common pool, so concurrent builds often add the same (video id, caption): those must end up in the
 index once. Segments are small (``--segment-size``) so that each build writes several.
 
-Every child runs with one torch/OpenMP thread (many processes share few cores). Readers (M, no torch: the prompt is atomized once by the CLI and handed to them) loop: ``load_index``, read
+Every child runs with one torch/OpenMP thread (many processes share few cores). Readers (M, no torch: the
+prompt is atomized once by the CLI and handed to them) loop: ``load_index``, read
 every row's entry, check that no (video id, caption) appears twice and that the count never goes down, run
 a ``search_t2v`` search. Any exception is a reader error.
 
@@ -70,7 +71,10 @@ def writer_worker(index: str, segment_size: int) -> None:
         except Exception as exc:  # noqa: BLE001 - reported to the coordinator
             print(f"fail {job} {type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
             continue
-        print(f"ok {job} {json.dumps({'added': report.added, 'dup': report.concurrent_duplicates, 'resumed': report.resumed, 'orphans': len(report.orphans_removed), 's': time.perf_counter() - t0})}", flush=True)
+        info = {"added": report.added, "dup": report.concurrent_duplicates, "resumed": report.resumed,
+                "orphans": len(report.orphans_removed), "s": time.perf_counter() - t0,
+                "lock_waited": report.lock_waited, "lock_held": report.lock_held}
+        print(f"ok {job} {json.dumps(info)}", flush=True)
 
 
 def reader_worker(index: str, prompt_json: str, stop: str, out: str, pause: float) -> None:
@@ -82,7 +86,8 @@ def reader_worker(index: str, prompt_json: str, stop: str, out: str, pause: floa
     from comfyui_searchpriors.retrieval.search import SearchParams, search
 
     p = json.loads(Path(prompt_json).read_text())
-    atomized = AtomizedPrompt(text=p["prompt"], units=[Unit(u["motion"], u["actor"], u["recipient"]) for u in p["units"]],
+    units = [Unit(u["motion"], u["actor"], u["recipient"]) for u in p["units"]]
+    atomized = AtomizedPrompt(text=p["prompt"], units=units,
                               core_index=p["core"], v_total=np.array(p["v_total"], np.float32),
                               unit_vectors=np.array(p["unit_vectors"], np.float32),
                               sentence_model=p["sentence_model"], spacy_model=p["spacy_model"], fallback=p["fallback"])
@@ -121,6 +126,8 @@ class Writer:
         self.events: deque = deque()
         self.ok = self.killed = self.failed = self.added = self.dup = self.orphans = 0
         self.build_seconds: list[float] = []
+        self.lock_held: list[float] = []     # in-process builds report how long they held the writers' lock
+        self.lock_waited: list[float] = []
         self.job_started = 0.0
         self.failures: list[str] = []
 
@@ -129,9 +136,14 @@ class Writer:
             self.events.append((tag, line.rstrip("\n")))
 
 
+CHILDREN: list[subprocess.Popen] = []   # killed on the way out, whatever happens
+
+
 def start_process(cmd, env, stdin=False) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, bufsize=1)
+    CHILDREN.append(proc)
+    return proc
 
 
 def attach(writer: Writer, proc: subprocess.Popen) -> None:
@@ -189,7 +201,8 @@ def main() -> int:
     data = _common.require_shared_data(_common.MSRVTT_REL)
     rng = random.Random(args.seed)
     sentences = json.loads((data / _common.MSRVTT_REL).read_text())["sentences"]
-    pairs = list(dict.fromkeys((s["video_id"], " ".join(s["caption"].split())) for s in sentences if s["caption"].strip()))
+    pairs = list(dict.fromkeys((s["video_id"], " ".join(s["caption"].split()))
+                               for s in sentences if s["caption"].strip()))
     rng.shuffle(pairs)
     shared_pool = pairs[:300]
     fresh = iter(pairs[300:])
@@ -253,13 +266,15 @@ def main() -> int:
                 print(f"in-process writer {w.wid} did not start (exit {w.proc.returncode})")
                 return 1
             time.sleep(0.05)
-    print(f"set-up {time.perf_counter() - t_setup:.1f} s (seed index of {len(job_keys[seed_job])} captions)", flush=True)
+    print(f"set-up {time.perf_counter() - t_setup:.1f} s (seed index of {len(job_keys[seed_job])} captions)",
+          flush=True)
 
     stop = str(work / "stop-readers")
     readers = [subprocess.Popen([sys.executable, __file__, "--worker", "reader", "--index", index, "--prompt-json",
                                  str(prompt_json), "--stop", stop, "--out", str(work / f"reader-{i}.json"),
                                  "--read-pause", str(args.read_pause)], env=env)
                for i in range(args.readers)]
+    CHILDREN.extend(readers)
     queue: deque = deque()
     kills, kills_survived, survive_failures = 0, 0, []
     t0 = time.monotonic()
@@ -275,6 +290,9 @@ def main() -> int:
                 w.added += info.get("added", 0)
                 w.dup += info.get("dup", 0)
                 w.orphans += info.get("orphans", 0)
+                if "lock_held" in info:
+                    w.lock_held.append(info["lock_held"])
+                    w.lock_waited.append(info["lock_waited"])
             w.build_seconds.append(time.monotonic() - w.job_started)
         else:
             w.failed += 1
@@ -309,7 +327,8 @@ def main() -> int:
                 rc = w.proc.returncode
                 if rc == 0:
                     summary = getattr(w, "last_summary", "")
-                    finish(w, True, {"added": int(summary.split("(")[1].split(" added")[0]) if "added" in summary else 0})
+                    added = int(summary.split("(")[1].split(" added")[0]) if " added" in summary else 0
+                    finish(w, True, {"added": added})
                 elif rc == -signal.SIGKILL:
                     w.job, w.building = None, False
                 else:
@@ -377,7 +396,8 @@ def main() -> int:
     # one last build: takes over what killed builds staged, removes orphans
     final_job = new_job(4)
     final = subprocess.run(CLI + ["index", "build", "--library", final_job, "--out", index, "--segment-size",
-                                  str(args.segment_size), "--parse-helper", "off"], env=env, capture_output=True, text=True)
+                                  str(args.segment_size), "--parse-helper", "off"], env=env, capture_output=True,
+                           text=True)
     if final.returncode == 0:
         succeeded.append(final_job)
     Path(stop).touch()
@@ -394,10 +414,14 @@ def main() -> int:
     reads = sum(r["reads"] for r in reader_results)
     reader_errors = [e for r in reader_results for e in r["errors"]]
     writes = sum(w.ok for w in writers)
+    def median(values):
+        return f"{sorted(values)[len(values) // 2]:.2f}" if values else "-"
+
     rows = [[f"{w.wid} ({'CLI' if w.kind == 'cli' else 'in-process'})", w.ok, w.killed, w.failed, w.added, w.dup,
-             f"{sorted(w.build_seconds)[len(w.build_seconds) // 2]:.1f}" if w.build_seconds else "-"] for w in writers]
-    print(_common.table(["writer", "builds ok", "killed", "failed", "captions added", "dup. dropped", "median build s"],
-                        rows))
+             median(w.build_seconds), median(w.lock_waited), f"{max(w.lock_held):.3f}" if w.lock_held else "-"]
+            for w in writers]
+    print(_common.table(["writer", "builds ok", "killed", "failed", "captions added", "dup. dropped",
+                         "median build s", "median lock wait s", "max lock held s"], rows))
     print(f"writes (successful builds) {writes} + seed + final; reads {reads} by {args.readers} readers "
           f"(reader errors {len(reader_errors)}); kills {kills}, survived {kills_survived}; captions in index "
           f"{len(keys)}, required {len(required)}, lost {len(lost)}, twice {len(keys) - len(present)}; "
@@ -413,7 +437,8 @@ def main() -> int:
                f"{len(reader_errors)} reader errors, {len(left)} leftovers; {'PASS' if ok else 'FAIL'}")
     print(summary)
     _common.write_result("bench_index_stress", {
-        "environment": {"python": sys.version.split()[0], "cpus": os.cpu_count(), "loadavg_at_end": list(os.getloadavg()),
+        "environment": {"python": sys.version.split()[0], "cpus": os.cpu_count(),
+                        "loadavg_at_end": list(os.getloadavg()),
                         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
         "args": {k: v for k, v in vars(args).items() if k not in ("worker", "index", "prompt_json", "stop", "out")},
         "seconds": timed, "writes": writes, "reads": reads, "kills": kills, "kills_survived": kills_survived,
@@ -422,7 +447,8 @@ def main() -> int:
         "index_problem": problem, "final_build_ok": final.returncode == 0, "pass": ok,
         "writers": [{"id": w.wid, "kind": w.kind, "ok": w.ok, "killed": w.killed, "failed": w.failed,
                      "added": w.added, "duplicates_dropped": w.dup, "orphans_removed": w.orphans,
-                     "build_seconds": w.build_seconds, "failures": w.failures[:10]} for w in writers],
+                     "build_seconds": w.build_seconds, "lock_held_s": w.lock_held, "lock_waited_s": w.lock_waited,
+                     "failures": w.failures[:10]} for w in writers],
         "readers": reader_results, "summary": summary,
     })
     if not args.work:
@@ -431,4 +457,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:
+        for child in CHILDREN:
+            if child.poll() is None:
+                child.kill()

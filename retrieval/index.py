@@ -363,6 +363,8 @@ class BuildReport:
     parse_helper: str = "not used"
     concurrent_duplicates: int = 0      # captions a concurrent build published first (kept once)
     orphans_removed: list[str] = field(default_factory=list)
+    lock_waited: float = 0.0            # seconds waiting for the writers' lock to publish
+    lock_held: float = 0.0              # seconds holding it (merge, manifest, clean-up)
     notes: list[str] = field(default_factory=list)
     _ordinal: int = 0                   # segments written by this build
 
@@ -379,6 +381,8 @@ class BuildReport:
         if self.concurrent_duplicates:
             notes.append(f"{self.concurrent_duplicates} captions were also added by a build that ran at the same "
                          f"time; they are in the index once.")
+        if self.lock_waited >= 1.0:
+            notes.append(f"Waited {self.lock_waited:.1f} s for another build to finish publishing.")
         if self.orphans_removed:
             shown = ", ".join(self.orphans_removed[:5]) + (", ..." if len(self.orphans_removed) > 5 else "")
             notes.append(f"Removed {len(self.orphans_removed)} leftovers of interrupted builds ({shown}).")
@@ -397,7 +401,8 @@ def _segment_keys(path: str) -> list[tuple[str, str]]:
 def _segment_entries(path: str) -> list[LibraryEntry]:
     con = sqlite3.connect(f"file:{os.path.join(path, 'entries.sqlite')}?mode=ro", uri=True)
     try:
-        return [LibraryEntry(*row) for row in con.execute("SELECT video_id, caption, video_path FROM entries ORDER BY row")]
+        rows = con.execute("SELECT video_id, caption, video_path FROM entries ORDER BY row")
+        return [LibraryEntry(*row) for row in rows]
     finally:
         con.close()
 
@@ -488,7 +493,8 @@ def _filter_segment(folder: str, item: dict, keep: Sequence[bool], name: str, di
     seg = _read_segment(folder, item, dim, check_entries=False)
     rows = np.flatnonzero(np.asarray(keep, dtype=bool))
     n = seg.sentence_index.ntotal
-    vectors = faiss.rev_swig_ptr(seg.sentence_index.get_xb(), n * dim).reshape(n, dim)[rows] if n else np.zeros((0, dim))
+    vectors = (faiss.rev_swig_ptr(seg.sentence_index.get_xb(), n * dim).reshape(n, dim)[rows] if n
+               else np.zeros((0, dim), np.float32))
     unit_blocks, offsets, core = [], [0], []
     for r in rows:
         a, b = int(seg.offsets[r]), int(seg.offsets[r + 1])
@@ -777,7 +783,8 @@ def _publish(folder: str, build_id: str, staged: list[dict], start_names: set, k
              sentence_id: str, spacy_id: str, dim: int, source: Optional[dict], legacy_sums: dict,
              lock_timeout: Optional[float], started: float, report: "BuildReport") -> dict:
     """Merge this build's staged segments into the manifest as it is now, under the writers' lock."""
-    with files.WriterLock(folder, lock_timeout):
+    with files.WriterLock(folder, lock_timeout) as lock:
+        report.lock_waited = lock.waited
         files.fault_point("publish-locked")
         current = _current_manifest(folder, sentence_id, spacy_id, dim)
         names_now = {s["name"] for s in current["segments"]}
@@ -811,7 +818,8 @@ def _publish(folder: str, build_id: str, staged: list[dict], start_names: set, k
         manifest["missing_videos"] = sum(int(s.get("missing_videos", 0)) for s in manifest["segments"])
         manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if source:
-            manifest["sources"] = [s for s in current.get("sources", []) if s.get("path") != source.get("path")] + [source]
+            manifest["sources"] = [s for s in current.get("sources", [])
+                                   if s.get("path") != source.get("path")] + [source]
         write_json_atomic(os.path.join(folder, MANIFEST), manifest, owner=build_id)
         files.fault_point("manifest-replaced")
         try:
@@ -822,6 +830,7 @@ def _publish(folder: str, build_id: str, staged: list[dict], start_names: set, k
         for name in superseded:  # never published: no reader can hold them
             shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
         report.orphans_removed = _clean_orphans(folder, manifest, build_id, started)
+        report.lock_held = time.monotonic() - lock.acquired
     report.added = sum(int(s["count"]) for s in fresh)
     return manifest
 
@@ -838,7 +847,8 @@ DEFAULT_LOCK_TIMEOUT = 600.0
 def build_index(folder: str, entries: Sequence[LibraryEntry], nlp, sentence_model, *,
                 progress: Optional[Progress] = None, source: Optional[dict] = None,
                 segment_size: int = 20000, batch_tokens: int = BATCH_TOKENS,
-                parse_helper: Optional[bool] = None, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> BuildReport:
+                parse_helper: Optional[bool] = None,
+                lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> BuildReport:
     """Add ``entries`` to the index at ``folder`` (created if needed); atomic, resumable, and safe beside
     other builds of the same index (see the module docstring).
 

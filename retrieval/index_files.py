@@ -191,6 +191,8 @@ class WriterLock:
         self.folder = folder
         self.timeout = timeout
         self.fd: Optional[int] = None
+        self.waited = 0.0     # seconds spent waiting for another holder
+        self.acquired = 0.0   # time.monotonic() when taken
 
     def __enter__(self) -> "WriterLock":
         path = os.path.join(self.folder, WRITER_LOCK)
@@ -201,7 +203,8 @@ class WriterLock:
             if translated is not None:
                 raise translated from exc
             raise
-        deadline = None if self.timeout is None else time.monotonic() + max(self.timeout, 0.0)
+        begun = time.monotonic()
+        deadline = None if self.timeout is None else begun + max(self.timeout, 0.0)
         pause = 0.01
         while not _try_lock(fd):
             if deadline is not None and time.monotonic() >= deadline:
@@ -225,6 +228,8 @@ class WriterLock:
         except (OSError, AttributeError):
             pass
         self.fd = fd
+        self.acquired = time.monotonic()
+        self.waited = self.acquired - begun
         return self
 
     def __exit__(self, *exc) -> None:
