@@ -6,7 +6,8 @@ and no reader may have seen an error.
 
 Writers (2-4) take turns between the two ways a user builds: the ``searchpriors index build`` CLI (one
 process per build, models loaded each time) and an "in-process" writer (one long-lived process that loads
-the models once and calls ``build_index`` for job after job, as a ComfyUI server does). Every job is a
+the models once, as a ComfyUI server does, and forks a child per job that calls ``build_index``; kills hit
+that child, so a kill costs the build and not the model loading). Every job is a
 JSONL library of ``--batch`` new MSR-VTT captions (unique video ids) plus ``--shared`` entries drawn from a
 small common pool, so concurrent builds often add the same (video id, caption): those must end up in the
 index once. Segments are small (``--segment-size``) so that each build writes several.
@@ -51,7 +52,9 @@ CLI = [sys.executable, "-m", "comfyui_searchpriors.retrieval.cli"]
 # ----------------------------------------------------------------------------------------------- workers
 
 def writer_worker(index: str, segment_size: int) -> None:
-    """In-process writer: job paths on stdin, one line per event on stdout."""
+    """In-process writer: a process that holds the models (as a ComfyUI server does) and forks one child per
+    job that calls ``build_index``; the killer kills that child, so a kill costs the build, not the models.
+    Job paths come on stdin; events go to stdout, one line each."""
     from comfyui_searchpriors.retrieval.index import build_index
     from comfyui_searchpriors.retrieval.library import read_library
     from comfyui_searchpriors.retrieval.models import load_sentence_model, load_spacy
@@ -63,18 +66,27 @@ def writer_worker(index: str, segment_size: int) -> None:
         if not job:
             continue
         entries, _ = read_library(job)
-        print(f"start {job}", flush=True)
-        t0 = time.perf_counter()
-        try:
-            report = build_index(index, entries, nlp, encoder, segment_size=segment_size, parse_helper=False,
-                                 lock_timeout=600)
-        except Exception as exc:  # noqa: BLE001 - reported to the coordinator
-            print(f"fail {job} {type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
-            continue
-        info = {"added": report.added, "dup": report.concurrent_duplicates, "resumed": report.resumed,
-                "orphans": len(report.orphans_removed), "s": time.perf_counter() - t0,
-                "lock_waited": report.lock_waited, "lock_held": report.lock_held}
-        print(f"ok {job} {json.dumps(info)}", flush=True)
+        pid = os.fork()
+        if pid == 0:  # the build
+            code = 0
+            try:
+                print(f"start {job} {os.getpid()}", flush=True)
+                t0 = time.perf_counter()
+                report = build_index(index, entries, nlp, encoder, segment_size=segment_size, parse_helper=False,
+                                     lock_timeout=600)
+                info = {"added": report.added, "dup": report.concurrent_duplicates, "resumed": report.resumed,
+                        "orphans": len(report.orphans_removed), "s": time.perf_counter() - t0,
+                        "lock_waited": report.lock_waited, "lock_held": report.lock_held}
+                print(f"ok {job} {json.dumps(info)}", flush=True)
+            except BaseException as exc:  # noqa: BLE001 - reported to the coordinator
+                print(f"fail {job} {type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
+                code = 1
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            print(f"killed {job} {os.WTERMSIG(status)}", flush=True)
 
 
 def reader_worker(index: str, prompt_json: str, stop: str, out: str, pause: float) -> None:
@@ -129,6 +141,8 @@ class Writer:
         self.lock_held: list[float] = []     # in-process builds report how long they held the writers' lock
         self.lock_waited: list[float] = []
         self.job_started = 0.0
+        self.child = 0          # in-process writer: pid of the build child
+        self.kill_pending = False
         self.failures: list[str] = []
 
     def pump(self, stream, tag):
@@ -177,11 +191,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=120.0, help="how long new jobs are started (default 120)")
     ap.add_argument("--writers", type=int, default=3, choices=(2, 3, 4))
     ap.add_argument("--readers", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=40, help="new captions per job")
-    ap.add_argument("--shared", type=int, default=8, help="entries per job drawn from a pool shared by all jobs")
-    ap.add_argument("--segment-size", type=int, default=12)
-    ap.add_argument("--kill-min", type=float, default=6.0, help="seconds between kills: at least")
-    ap.add_argument("--kill-max", type=float, default=15.0, help="seconds between kills: at most")
+    ap.add_argument("--batch", type=int, default=24, help="new captions per job")
+    ap.add_argument("--shared", type=int, default=6, help="entries per job drawn from a pool shared by all jobs")
+    ap.add_argument("--segment-size", type=int, default=8)
+    ap.add_argument("--kill-min", type=float, default=4.0, help="seconds between kills: at least")
+    ap.add_argument("--kill-max", type=float, default=10.0, help="seconds between kills: at most")
     ap.add_argument("--read-pause", type=float, default=0.2, help="seconds a reader sleeps between reads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default=None, help="folder for the index and jobs (default: a temporary one)")
@@ -315,11 +329,23 @@ def main() -> int:
                     if word == "ready":
                         w.ready = True
                     elif word == "start":
-                        w.building = True
-                    elif word == "ok":
-                        finish(w, True, json.loads(rest.split(" ", 1)[1]))
-                    elif word == "fail":
-                        finish(w, False, why=rest)
+                        w.building, w.child = True, int(rest.rsplit(" ", 1)[1])
+                    elif word == "killed":  # the build child, killed below
+                        w.job, w.building, w.kill_pending = None, False, False
+                        _, problem = check_index(index)
+                        if problem is None:
+                            kills_survived += 1
+                        else:
+                            survive_failures.append(problem)
+                    elif word in ("ok", "fail"):
+                        if w.kill_pending:  # it had finished before the kill landed: no kill after all
+                            w.kill_pending, w.killed, kills = False, w.killed - 1, kills - 1
+                            if w.job in queue:
+                                queue.remove(w.job)
+                        if word == "ok":
+                            finish(w, True, json.loads(rest.split(" ", 1)[1]))
+                        else:
+                            finish(w, False, why=rest)
                 elif tag == "err" and w.kind == "cli":
                     w.last_err = line
             if w.kind == "cli" and w.proc is not None and w.proc.poll() is not None:
@@ -357,17 +383,29 @@ def main() -> int:
             victims = [w for w in writers if w.building and w.proc is not None and w.proc.poll() is None]
             if victims:
                 victim = rng.choice(victims)
-                victim.proc.send_signal(signal.SIGKILL)
-                victim.proc.wait()
                 victim.killed += 1
                 kills += 1
-                if victim.job:
-                    queue.append(victim.job)
-                _, problem = check_index(index)
-                if problem is None:
-                    kills_survived += 1
+                queue.append(victim.job)  # to be built again: the next build takes over what it staged
+                if victim.kind == "inproc":
+                    try:
+                        os.kill(victim.child, signal.SIGKILL)  # its worker reports "killed"; checked then
+                    except ProcessLookupError:
+                        pass
+                    victim.building, victim.kill_pending = False, True
                 else:
-                    survive_failures.append(problem)
+                    victim.proc.send_signal(signal.SIGKILL)
+                    if victim.proc.wait() != -signal.SIGKILL:  # it had exited already: no kill after all
+                        victim.killed, kills = victim.killed - 1, kills - 1
+                        queue.pop()
+                        next_kill = now + 0.2
+                        continue
+                    victim.proc = None
+                    victim.job, victim.building = None, False
+                    _, problem = check_index(index)
+                    if problem is None:
+                        kills_survived += 1
+                    else:
+                        survive_failures.append(problem)
                 next_kill = time.monotonic() + rng.uniform(args.kill_min, args.kill_max)
             else:
                 next_kill = now + 0.2
