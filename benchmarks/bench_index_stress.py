@@ -17,7 +17,10 @@ prompt is atomized once by the CLI and handed to them) loop: ``load_index``, rea
 every row's entry, check that no (video id, caption) appears twice and that the count never goes down, run
 a ``search_t2v`` search. Any exception is a reader error.
 
-A killer sends SIGKILL to a random writer that is building (after ``--kill-min``..``--kill-max`` seconds);
+A share of the in-process builds (``--fault-rate``) end themselves with ``os._exit`` at a random write step
+(``SEARCHPRIORS_INDEX_FAULT``), so that some deaths land inside segment, staging and manifest writes, not
+only while embedding (where most of a build's time goes). A killer sends SIGKILL to a random writer that is
+building (after ``--kill-min``..``--kill-max`` seconds);
 the killed job goes back to the queue (its staged segments are taken over by the next build), and the index
 is loaded and checked right after each kill ("kills survived"). After ``--seconds`` no new job starts,
 builds in flight finish, and one last CLI build runs (it takes over what killed builds left and removes
@@ -61,14 +64,18 @@ def writer_worker(index: str, segment_size: int) -> None:
 
     nlp, encoder = load_spacy(_common.SPACY_MODEL), load_sentence_model(_common.SENTENCE_MODEL)
     print("ready", flush=True)
+    from comfyui_searchpriors.retrieval.index_files import FAULT_ENV, FAULT_EXIT
+
     for line in sys.stdin:
-        job = line.strip()
+        job, _, fault = line.strip().partition("\t")
         if not job:
             continue
         entries, _ = read_library(job)
         pid = os.fork()
         if pid == 0:  # the build
             code = 0
+            if fault:  # die at this write step, as a power cut would
+                os.environ[FAULT_ENV] = fault
             try:
                 print(f"start {job} {os.getpid()}", flush=True)
                 t0 = time.perf_counter()
@@ -87,6 +94,8 @@ def writer_worker(index: str, segment_size: int) -> None:
         _, status = os.waitpid(pid, 0)
         if os.WIFSIGNALED(status):
             print(f"killed {job} {os.WTERMSIG(status)}", flush=True)
+        elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == FAULT_EXIT:
+            print(f"died {job} {fault}", flush=True)
 
 
 def reader_worker(index: str, prompt_json: str, stop: str, out: str, pause: float) -> None:
@@ -143,6 +152,7 @@ class Writer:
         self.job_started = 0.0
         self.child = 0          # in-process writer: pid of the build child
         self.kill_pending = False
+        self.died = 0           # in-process builds that ended themselves at a write step (--fault-rate)
         self.failures: list[str] = []
 
     def pump(self, stream, tag):
@@ -196,6 +206,8 @@ def main() -> int:
     ap.add_argument("--segment-size", type=int, default=8)
     ap.add_argument("--kill-min", type=float, default=4.0, help="seconds between kills: at least")
     ap.add_argument("--kill-max", type=float, default=10.0, help="seconds between kills: at most")
+    ap.add_argument("--fault-rate", type=float, default=0.15,
+                    help="share of in-process builds that end themselves (os._exit) at a random write step")
     ap.add_argument("--read-pause", type=float, default=0.2, help="seconds a reader sleeps between reads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default=None, help="folder for the index and jobs (default: a temporary one)")
@@ -290,7 +302,8 @@ def main() -> int:
                for i in range(args.readers)]
     CHILDREN.extend(readers)
     queue: deque = deque()
-    kills, kills_survived, survive_failures = 0, 0, []
+    kills, deaths, kills_survived, survive_failures = 0, 0, 0, []
+    from comfyui_searchpriors.retrieval.index_files import FAULT_STEPS
     t0 = time.monotonic()
     deadline = t0 + args.seconds
     next_kill = t0 + rng.uniform(args.kill_min, args.kill_max)
@@ -330,7 +343,11 @@ def main() -> int:
                         w.ready = True
                     elif word == "start":
                         w.building, w.child = True, int(rest.rsplit(" ", 1)[1])
-                    elif word == "killed":  # the build child, killed below
+                    elif word in ("killed", "died"):  # the build child, killed below / at a write step
+                        if word == "died":
+                            w.died += 1
+                            deaths += 1
+                            queue.append(w.job)
                         w.job, w.building, w.kill_pending = None, False, False
                         _, problem = check_index(index)
                         if problem is None:
@@ -377,7 +394,10 @@ def main() -> int:
                                                    "--segment-size", str(args.segment_size), "--parse-helper", "off",
                                                    "--lock-timeout", "600"], env))
                 else:
-                    w.proc.stdin.write(w.job + "\n")
+                    fault = ""
+                    if rng.random() < args.fault_rate:
+                        fault = f"{rng.choice(FAULT_STEPS)}:{rng.randint(1, 2)}"
+                    w.proc.stdin.write(f"{w.job}\t{fault}\n")
                     w.proc.stdin.flush()
         if accepting and now >= next_kill:
             victims = [w for w in writers if w.building and w.proc is not None and w.proc.poll() is None]
@@ -452,39 +472,49 @@ def main() -> int:
     reads = sum(r["reads"] for r in reader_results)
     reader_errors = [e for r in reader_results for e in r["errors"]]
     writes = sum(w.ok for w in writers)
+    orphans = sum(w.orphans for w in writers)
+    stops = kills + deaths
+
     def median(values):
         return f"{sorted(values)[len(values) // 2]:.2f}" if values else "-"
 
-    rows = [[f"{w.wid} ({'CLI' if w.kind == 'cli' else 'in-process'})", w.ok, w.killed, w.failed, w.added, w.dup,
+    rows = [[f"{w.wid} ({'CLI' if w.kind == 'cli' else 'in-process'})", w.ok, w.killed,
+             w.died if w.kind == "inproc" else "-", w.failed, w.added, w.dup, w.orphans if w.kind == "inproc" else "-",
              median(w.build_seconds), median(w.lock_waited), f"{max(w.lock_held):.3f}" if w.lock_held else "-"]
             for w in writers]
-    print(_common.table(["writer", "builds ok", "killed", "failed", "captions added", "dup. dropped",
-                         "median build s", "median lock wait s", "max lock held s"], rows))
+    print(_common.table(["writer", "builds ok", "SIGKILLed", "died at a write step", "failed", "captions added",
+                         "dup. dropped", "orphans removed", "median build s", "median lock wait s",
+                         "max lock held s"], rows))
     print(f"writes (successful builds) {writes} + seed + final; reads {reads} by {args.readers} readers "
-          f"(reader errors {len(reader_errors)}); kills {kills}, survived {kills_survived}; captions in index "
-          f"{len(keys)}, required {len(required)}, lost {len(lost)}, twice {len(keys) - len(present)}; "
-          f"leftover files {len(left)}; final build {'ok' if final.returncode == 0 else 'FAILED'}")
+          f"(reader errors {len(reader_errors)}); kills {stops} ({kills} SIGKILL, {deaths} at a write step), "
+          f"survived {kills_survived}; captions in index {len(keys)}, required {len(required)}, lost {len(lost)}, "
+          f"twice {len(keys) - len(present)}; leftover files {len(left)}; final build "
+          f"{'ok' if final.returncode == 0 else 'FAILED'}")
     for failure in [f for w in writers for f in w.failures][:5] + reader_errors[:5] + survive_failures[:5]:
         print("  problem:", failure)
     if final.returncode != 0:
         print(final.stderr[-2000:])
-    ok = (not lost and problem is None and not reader_errors and kills == kills_survived and final.returncode == 0)
+    ok = (not lost and problem is None and not reader_errors and stops == kills_survived and final.returncode == 0
+          and not left)
     summary = (f"SUMMARY index stress: {timed:.0f} s, {args.writers} writers ({kinds.count('cli')} CLI, "
                f"{kinds.count('inproc')} in-process), {args.readers} readers: {writes} writes, {reads} reads, "
-               f"{kills_survived}/{kills} kills survived, {len(lost)} captions lost, {len(keys) - len(present)} twice, "
-               f"{len(reader_errors)} reader errors, {len(left)} leftovers; {'PASS' if ok else 'FAIL'}")
+               f"{kills_survived}/{stops} kills survived ({kills} SIGKILL, {deaths} at a write step), "
+               f"{len(lost)} captions lost, {len(keys) - len(present)} twice, {len(reader_errors)} reader errors, "
+               f"{orphans} orphans removed, {len(left)} leftovers; {'PASS' if ok else 'FAIL'}")
     print(summary)
     _common.write_result("bench_index_stress", {
         "environment": {"python": sys.version.split()[0], "cpus": os.cpu_count(),
                         "loadavg_at_end": list(os.getloadavg()),
                         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
         "args": {k: v for k, v in vars(args).items() if k not in ("worker", "index", "prompt_json", "stop", "out")},
-        "seconds": timed, "writes": writes, "reads": reads, "kills": kills, "kills_survived": kills_survived,
+        "seconds": timed, "writes": writes, "reads": reads, "kills": kills, "write_step_deaths": deaths,
+        "kills_survived": kills_survived, "orphans_removed": orphans,
         "captions_in_index": len(keys), "captions_required": len(required), "captions_lost": len(lost),
         "captions_twice": len(keys) - len(present), "reader_errors": reader_errors[:50], "leftovers": left,
         "index_problem": problem, "final_build_ok": final.returncode == 0, "pass": ok,
         "writers": [{"id": w.wid, "kind": w.kind, "ok": w.ok, "killed": w.killed, "failed": w.failed,
-                     "added": w.added, "duplicates_dropped": w.dup, "orphans_removed": w.orphans,
+                     "died_at_write_step": w.died, "added": w.added, "duplicates_dropped": w.dup,
+                     "orphans_removed": w.orphans,
                      "build_seconds": w.build_seconds, "lock_held_s": w.lock_held, "lock_waited_s": w.lock_waited,
                      "failures": w.failures[:10]} for w in writers],
         "readers": reader_results, "summary": summary,
