@@ -515,7 +515,8 @@ def _filter_segment(folder: str, item: dict, keep: Sequence[bool], name: str, di
 
 _OWNED_NAME = re.compile(r"^(?:_tmp-)?seg-([0-9a-f]{12})-\d+$")    # segment (or its temp folder) of one build
 _STAGING_NAME = re.compile(r"^staging-([0-9a-f]{12})\.json$")
-_JSON_TEMP = re.compile(r"^(?:manifest|staging)[^/]*\.json\.tmp-([0-9a-f]{12}|x)-")
+# temp file of a JSON replacement: "<name>.tmp-<build id or x>-<random>"; version 1 wrote "<name>.tmp-<8 hex>"
+_JSON_TEMP = re.compile(r"^(?:manifest|staging)[^/]*\.json\.tmp-(?:([0-9a-f]{12}|x)-|[0-9a-f]{8}$)")
 _BUILD_LOCK = re.compile(r"^\.build-([0-9a-f]{12})\.lock(?:\.tmp)?$")
 
 
@@ -634,7 +635,7 @@ def _clean_orphans(folder: str, manifest: dict, build_id: str, started: float) -
             removed.append(name)
         elif _JSON_TEMP.match(name) or _BUILD_LOCK.match(name):
             owner = (_JSON_TEMP.match(name) or _BUILD_LOCK.match(name)).group(1)
-            if owner == "x":
+            if owner in ("x", None):  # no build id to ask: only when older than this build
                 if not older(entry):
                     continue
             elif owner_runs(owner) or (name.endswith(".lock") and os.path.exists(_staging_path(folder, owner))):

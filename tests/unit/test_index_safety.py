@@ -373,9 +373,12 @@ def test_orphans_of_dead_builds_are_removed_and_reported_never_a_running_builds(
         legacy_new = os.path.join(folder, "seg-000010-0badf00d")      # version-1 name, may be a running build's
         os.mkdir(legacy_new)
         os.utime(legacy_new, (time.time() + 3600, time.time() + 3600))
+        legacy_temp = os.path.join(folder, "manifest.json.tmp-0badcafe")  # a version-1 write cut short
+        open(legacy_temp, "w").close()
+        os.utime(legacy_temp, (time.time() - 3600, time.time() - 3600))
         report = build_index(folder, entries(CAPTIONS[10:12], "now"), nlp, hash_encoder)
-        assert report.orphans_removed == sorted(dead + ["seg-000009-0badcafe"])
-        assert "Removed 2 leftovers of interrupted builds" in report.summary()
+        assert report.orphans_removed == sorted(dead + ["manifest.json.tmp-0badcafe", "seg-000009-0badcafe"])
+        assert "Removed 3 leftovers of interrupted builds" in report.summary()
         assert os.path.isdir(os.path.join(folder, live_segments[0])) and os.path.isdir(legacy_new)
     finally:
         open(go, "w").close()
