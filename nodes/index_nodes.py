@@ -8,7 +8,7 @@ import threading
 import folder_paths
 from comfy_api.v0_0_2 import io
 
-from ..retrieval.index import build_index, index_fingerprint, load_index
+from ..retrieval.index import DEFAULT_LOCK_TIMEOUT, build_index, index_fingerprint, load_index
 from ..retrieval.library import FORMATS, read_library
 from ..retrieval.models import load_sentence_model, load_spacy
 from . import comfy_glue as glue
@@ -53,6 +53,10 @@ class MotionIndexBuilder(io.ComfyNode):
                 io.String.Input("videos_folder", default="", optional=True,
                                 tooltip="Where the video files are (relative to the input folder); "
                                         "empty = the library file's folder"),
+                io.Int.Input("lock_timeout", default=int(DEFAULT_LOCK_TIMEOUT), min=0, max=86400, optional=True,
+                             tooltip="Seconds to wait while another build (another ComfyUI, the CLI) is publishing "
+                                     "into this index; 0 = fail at once. Builds run side by side and the index "
+                                     "gets the union of their captions"),
             ],
             outputs=[MotionIndexType.Output("index", display_name="index"), io.String.Output("report", display_name="report")],
         )
@@ -72,7 +76,7 @@ class MotionIndexBuilder(io.ComfyNode):
 
     @classmethod
     def execute(cls, library: str, format: str, index_name: str, spacy_model: str, sentence_model: str,
-                videos_folder: str = "") -> io.NodeOutput:
+                videos_folder: str = "", lock_timeout: int = int(DEFAULT_LOCK_TIMEOUT)) -> io.NodeOutput:
         base = folder_paths.get_input_directory()
         library_path = glue.resolve_user_path(library, base, "Library path")
         videos_root = glue.resolve_user_path(videos_folder, base, "Videos folder") if videos_folder.strip() else None
@@ -81,7 +85,8 @@ class MotionIndexBuilder(io.ComfyNode):
         nlp = load_spacy(spacy_model, glue.model_folders(glue.SPACY_FOLDER))
         encoder = load_sentence_model(sentence_model, glue.model_folders(glue.SENTENCE_FOLDER))
         build = build_index(folder, entries, nlp, encoder, progress=glue.progress_callback(),
-                            source={"path": os.path.relpath(library_path, base), "format": library_report.format})
+                            source={"path": os.path.relpath(library_path, base), "format": library_report.format},
+                            lock_timeout=lock_timeout)
         index = cached_index(folder)
         report = f"{library_report.summary()}\n{build.summary()}"
         return io.NodeOutput(index, report)

@@ -1,12 +1,13 @@
 """The ``searchpriors`` command: build a motion index, search it, atomize prompts, outside ComfyUI.
 
-    searchpriors index build --library PATH [--format auto|csv|jsonl|webvid|msrvtt] --out DIR
+    searchpriors index build --library PATH [--format auto|csv|jsonl|webvid|msrvtt] --out DIR [--lock-timeout S]
     searchpriors search --index DIR [--mode search_t2v|pos] [--k K] [--json] PROMPT
     searchpriors search --index DIR --queries FILE --json       (one prompt per line -> one JSON per line)
     searchpriors atomize [--json] PROMPT
     searchpriors atomize --queries FILE --json
 
-Errors print one message to stderr and exit with status 2 (bad input) or 1 (anything else).
+Errors print one message to stderr and exit with status 2 (bad input), 75 (the index stayed locked by another
+build longer than --lock-timeout: try again later) or 1 (anything else).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .errors import SearchPriorsError
 from .library import FORMATS
 
 EXIT_BAD_INPUT = 2
+EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: nothing wrong with the input, try again later
 
 
 def _queries(path: str) -> list[str]:
@@ -65,7 +67,8 @@ def cmd_index_build(args) -> int:
               "sha256_32": file_fingerprint(args.library)}
     build = build_index(args.out, entries, nlp, encoder, progress=progress, source=source,
                         segment_size=args.segment_size,
-                        parse_helper={"auto": None, "on": True, "off": False}[args.parse_helper])
+                        parse_helper={"auto": None, "on": True, "off": False}[args.parse_helper],
+                        lock_timeout=args.lock_timeout)
     print(file=sys.stderr)
     print(build.summary())
     return 0
@@ -140,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--segment-size", type=int, default=20000, help="captions per committed segment")
     build.add_argument("--parse-helper", default="auto", choices=("auto", "on", "off"),
                        help="parse in a helper process while embedding (auto: from 2,000 new captions on 2+ CPUs)")
+    build.add_argument("--lock-timeout", type=float, default=600.0, metavar="SECONDS",
+                       help="while another build (CLI or ComfyUI) holds the index's lock, wait this long for it "
+                            "(default 600; 0 = fail at once). The lock is held only while publishing, not while "
+                            "embedding, so builds run side by side and the index gets the union of their captions")
     add_models(build)
     build.set_defaults(func=cmd_index_build)
 
@@ -170,8 +177,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         return EXIT_BAD_INPUT
     if not args.verbose:
         _quiet_libraries()
+    from .index_files import IndexBusyError
+
     try:
         return args.func(args)
+    except IndexBusyError as exc:
+        print(f"searchpriors: busy: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     except SearchPriorsError as exc:
         print(f"searchpriors: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -2,27 +2,43 @@
 
 Layout of an index folder::
 
-    manifest.json          published state: format, models, segment list (replaced atomically)
-    staging.json           segments finished by an interrupted build, not yet published
-    seg-000001-ab12cd34/   one immutable segment per build chunk
-        sentences.faiss    faiss IndexFlatIP of normalised sentence vectors (n, d)
-        phrases.json/.npy  distinct role phrases of the segment and their vectors (p, d)
-        units.npy          (u, 3) int32 phrase ids of motion, actor, recipient; -1 = missing role
-        unit_offsets.npy   (n + 1) int64: caption i owns units [off[i], off[i+1])
-        core.npy           (n,) int32 index of the core unit within the segment, -1 = no unit
-        entries.sqlite     row -> video_id, caption, video_path
+    manifest.json             published state: format, models, segment list with each file's size and
+                              CRC-32 (replaced atomically; the segment list only ever grows)
+    seg-<build>-0001/         one immutable segment per build chunk, named by the build that wrote it
+        sentences.faiss       faiss IndexFlatIP of normalised sentence vectors (n, d)
+        phrases.json/.npy     distinct role phrases of the segment and their vectors (p, d)
+        units.npy             (u, 3) int32 phrase ids of motion, actor, recipient; -1 = missing role
+        unit_offsets.npy      (n + 1) int64: caption i owns units [off[i], off[i+1])
+        core.npy              (n,) int32 index of the core unit within the segment, -1 = no unit
+        entries.sqlite        row -> video_id, caption, video_path
+    staging-<build>.json      segments finished by a build, not yet published
+    .lock, .build-<build>.lock  the writers' lock and each running build's liveness lock (index_files.py)
 
-Builds are atomic and resumable: a segment is written in a temporary folder and renamed when complete;
-finished segments are listed in ``staging.json`` until the build ends, when ``manifest.json`` is
-replaced in one step. A crash or Cancel leaves the published index as it was, and the next build with
-the same models picks up the staged segments. Adding captions adds segments; nothing is rebuilt. Entries
-are keyed by (video id, caption): a library entry already indexed is skipped.
+Builds are atomic, resumable and safe to run side by side (processes, ComfyUI instances, the CLI):
+
+- A build writes its segments without any lock: each in a ``_tmp-`` folder, renamed when complete and
+  then listed in the build's own ``staging-<build>.json``. Names carry the build's id, so they never collide.
+- Publishing takes the writers' lock (``index_files.WriterLock``), re-reads the manifest, drops the
+  captions that a build published meanwhile (keyed by video id + caption; a segment that loses rows is
+  rewritten without them), appends the segments and replaces ``manifest.json`` in one step, so two
+  concurrent builds end with the union of their captions, each once.
+- Readers take no lock: they read the manifest once and then only files it names. Published segments are
+  never changed or removed (the list only grows), so a reader holding an older manifest always finds its
+  files, and every file is checked against its recorded size and CRC-32 when loaded.
+- A crash, Cancel, kill or full disk leaves the published index as it was. The next build takes over the
+  staged segments of builds that are no longer running (their liveness lock is free) and, after
+  publishing, removes leftovers that no manifest or staging file lists and no running build owns.
+
+Manifest version 1 (before checksums) still loads, unchecked; the next build into such an index records
+the checksums of its segments and writes version 2.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import sqlite3
 import sys
@@ -30,21 +46,22 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from .atomizer import parse_texts
 from .embedding import BATCH_TOKENS, PhraseTable, embedding_dim, encode_batch, length_batches, sentence_model_identity
+from . import index_files as files
 from .errors import MotionIndexError, SearchPriorsError
 from .library import LibraryEntry
 from .models import spacy_identity
 from .parse_worker import ParseWorker, spacy_source
 
 FORMAT = "comfyui-searchpriors/motion-index"
-VERSION = 1
+VERSION = 2          # 2: per-file checksums in the manifest, per-build staging files
 MANIFEST = "manifest.json"
-STAGING = "staging.json"
+STAGING = "staging.json"   # the single staging file of version-1 builds (taken over like any other)
 SEGMENT_FILES = ("sentences.faiss", "phrases.json", "phrases.npy", "units.npy", "unit_offsets.npy",
                  "core.npy", "entries.sqlite")
 
@@ -61,27 +78,22 @@ def _faiss():
     return faiss
 
 
-def _fsync_dir(path: str) -> None:
+def write_json_atomic(path: str, data, owner: Optional[str] = None) -> None:
+    """Replace ``path`` in one step (temp file + rename); ``owner``: the build id in the temp file's name,
+    so that orphan clean-up can tell whether its writer still runs."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = f"{path}.tmp-{owner or 'x'}-{uuid.uuid4().hex[:6]}"
+    files.write_bytes(tmp, json.dumps(data, indent=1).encode("utf-8"), folder)
+    files.fault_point("json-temp")
     try:
-        fd = os.open(path, os.O_RDONLY)
+        os.replace(tmp, path)
     except OSError:
-        return  # not supported (Windows)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: str, data) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    files.fsync_dir(folder)
 
 
 def _read_json(path: str, what: str):
@@ -126,6 +138,51 @@ def _check_segment(folder: str, name: str) -> str:
         raise MotionIndexError(f"The index at '{folder}' is damaged: segment {name} lacks "
                                f"{', '.join(missing)}. Rebuild it into a new folder.")
     return path
+
+
+class _SegmentArrays(NamedTuple):
+    sentence_index: object
+    texts: list
+    phrases: np.ndarray
+    units: np.ndarray
+    offsets: np.ndarray
+    core: np.ndarray
+
+
+def _read_segment(folder: str, item: dict, dim: int, check_entries: bool = True) -> _SegmentArrays:
+    """One segment's arrays, each file checked against the manifest's size and CRC-32 when recorded
+    (version-1 segments carry none), then checked for consistency."""
+    faiss = _faiss()
+    name = item["name"]
+    path = _check_segment(folder, name)
+    sums = item.get("files") or {}
+
+    def data(fname: str) -> bytes:
+        return files.read_checked(os.path.join(path, fname), sums.get(fname), folder, f"{name}/{fname}")
+
+    try:
+        raw = {fname: data(fname) for fname in SEGMENT_FILES if fname != "entries.sqlite"}
+        if check_entries and sums.get("entries.sqlite"):
+            data("entries.sqlite")  # read lazily by searches; checked once here
+        seg_index = faiss.deserialize_index(np.frombuffer(raw["sentences.faiss"], dtype=np.uint8))
+        texts = json.loads(raw["phrases.json"].decode("utf-8"))
+        phrases, units, offsets, core = (np.load(io.BytesIO(raw[f]), allow_pickle=False)
+                                         for f in ("phrases.npy", "units.npy", "unit_offsets.npy", "core.npy"))
+    except MotionIndexError:
+        raise
+    except (OSError, ValueError, RuntimeError, UnicodeDecodeError) as exc:
+        raise MotionIndexError(f"The index at '{folder}' is damaged: segment {name} could not be read "
+                               f"({exc}). Rebuild it into a new folder.") from exc
+    n = seg_index.ntotal
+    consistent = (seg_index.d == dim and isinstance(texts, list) and phrases.shape == (len(texts), dim)
+                  and units.ndim == 2 and units.shape[1] == 3 and offsets.shape == (n + 1,) and core.shape == (n,)
+                  and n == int(item.get("count", n)) and offsets[-1] == len(units)
+                  and (units.size == 0 or (units.max() < len(texts) and units.min() >= -1))
+                  and all(isinstance(t, str) for t in texts))
+    if not consistent:
+        raise MotionIndexError(f"The index at '{folder}' is damaged: segment {name} has inconsistent "
+                               f"arrays. Rebuild it into a new folder.")
+    return _SegmentArrays(seg_index, texts, phrases, units, offsets, core)
 
 
 @dataclass
@@ -253,26 +310,8 @@ def load_index(folder: str) -> MotionIndex:
     n_total = u_total = 0
     for item in manifest.get("segments", []):
         name = item["name"]
-        path = _check_segment(folder, name)
-        try:
-            seg_index = faiss.read_index(os.path.join(path, "sentences.faiss"))
-            texts = _read_json(os.path.join(path, "phrases.json"), "Phrase list")
-            phrases = np.load(os.path.join(path, "phrases.npy"))
-            units = np.load(os.path.join(path, "units.npy"))
-            offsets = np.load(os.path.join(path, "unit_offsets.npy"))
-            core = np.load(os.path.join(path, "core.npy"))
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise MotionIndexError(f"The index at '{folder}' is damaged: segment {name} could not be read "
-                                   f"({exc}). Rebuild it into a new folder.") from exc
+        seg_index, texts, phrases, units, offsets, core = _read_segment(folder, item, dim)
         n = seg_index.ntotal
-        consistent = (seg_index.d == dim and phrases.shape == (len(texts), dim) and units.ndim == 2
-                      and units.shape[1] == 3 and offsets.shape == (n + 1,) and core.shape == (n,)
-                      and n == int(item.get("count", n)) and offsets[-1] == len(units)
-                      and (units.size == 0 or (units.max() < len(texts) and units.min() >= -1))
-                      and all(isinstance(t, str) for t in texts))
-        if not consistent:
-            raise MotionIndexError(f"The index at '{folder}' is damaged: segment {name} has inconsistent "
-                                   f"arrays. Rebuild it into a new folder.")
         if n:
             sentence_index.add(faiss.rev_swig_ptr(seg_index.get_xb(), n * dim).reshape(n, dim))
         known = len(phrase_ids)
@@ -322,7 +361,12 @@ class BuildReport:
     seconds: float = 0.0
     missing_videos: int = 0
     parse_helper: str = "not used"
+    concurrent_duplicates: int = 0      # captions a concurrent build published first (kept once)
+    orphans_removed: list[str] = field(default_factory=list)
+    lock_waited: float = 0.0            # seconds waiting for the writers' lock to publish
+    lock_held: float = 0.0              # seconds holding it (merge, manifest, clean-up)
     notes: list[str] = field(default_factory=list)
+    _ordinal: int = 0                   # segments written by this build
 
     def summary(self) -> str:
         text = (f"index '{self.folder}': {self.total} captions ({self.added} added"
@@ -333,23 +377,99 @@ class BuildReport:
             text += "; captions parsed in a helper process while this one embedded them"
         if self.missing_videos:
             text += f"; {self.missing_videos} entries in the index have no local video file"
-        return "\n".join([text] + self.notes)
+        notes = list(self.notes)
+        if self.concurrent_duplicates:
+            notes.append(f"{self.concurrent_duplicates} captions were also added by a build that ran at the same "
+                         f"time; they are in the index once.")
+        if self.lock_waited >= 1.0:
+            notes.append(f"Waited {self.lock_waited:.1f} s for another build to finish publishing.")
+        if self.orphans_removed:
+            shown = ", ".join(self.orphans_removed[:5]) + (", ..." if len(self.orphans_removed) > 5 else "")
+            notes.append(f"Removed {len(self.orphans_removed)} leftovers of interrupted builds ({shown}).")
+        return "\n".join([text] + notes)
 
 
-def _segment_keys(path: str) -> Iterable[tuple[str, str]]:
+def _segment_keys(path: str) -> list[tuple[str, str]]:
+    """(video id, caption) of a segment's rows, in row order."""
     con = sqlite3.connect(f"file:{os.path.join(path, 'entries.sqlite')}?mode=ro", uri=True)
     try:
-        yield from con.execute("SELECT video_id, caption FROM entries")
+        return list(con.execute("SELECT video_id, caption FROM entries ORDER BY row"))
     finally:
         con.close()
 
 
-def _write_segment(folder: str, ordinal: int, entries: Sequence[LibraryEntry], sentence_vectors: np.ndarray,
-                   parsed: Sequence, table: PhraseTable) -> dict:
+def _segment_entries(path: str) -> list[LibraryEntry]:
+    con = sqlite3.connect(f"file:{os.path.join(path, 'entries.sqlite')}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT video_id, caption, video_path FROM entries ORDER BY row")
+        return [LibraryEntry(*row) for row in rows]
+    finally:
+        con.close()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _entries_bytes(entries: Sequence[LibraryEntry]) -> bytes:
+    con = sqlite3.connect(":memory:")
+    try:
+        con.execute("CREATE TABLE entries (row INTEGER PRIMARY KEY, video_id TEXT NOT NULL, "
+                    "caption TEXT NOT NULL, video_path TEXT)")
+        con.executemany("INSERT INTO entries VALUES (?, ?, ?, ?)",
+                        ((i, e.video_id, e.caption, e.video_path) for i, e in enumerate(entries)))
+        con.commit()
+        return bytes(con.serialize())
+    finally:
+        con.close()
+
+
+def _segment_name(ordinal: int, build_id: Optional[str]) -> str:
+    return f"seg-{build_id}-{ordinal:04d}" if build_id else f"seg-{ordinal:06d}-{uuid.uuid4().hex[:8]}"
+
+
+def _write_segment_files(folder: str, name: str, entries: Sequence[LibraryEntry], sentence_vectors: np.ndarray,
+                         texts: list[str], phrase_vectors: np.ndarray, units: np.ndarray, offsets: np.ndarray,
+                         core: np.ndarray, dim: int) -> dict:
+    """Write one segment under ``_tmp-<name>`` (each file fsynced, its checksum kept) and rename it into
+    place; returns its manifest entry. On an error the temporary folder is removed."""
     faiss = _faiss()
-    name = f"seg-{ordinal:06d}-{uuid.uuid4().hex[:8]}"
+    index = faiss.IndexFlatIP(dim)
+    if len(sentence_vectors):
+        index.add(np.ascontiguousarray(sentence_vectors, dtype=np.float32))
+    blobs = {
+        "sentences.faiss": faiss.serialize_index(index).tobytes(),
+        "phrases.json": json.dumps(texts).encode("utf-8"),
+        "phrases.npy": _npy_bytes(np.ascontiguousarray(phrase_vectors, dtype=np.float32).reshape(-1, dim)),
+        "units.npy": _npy_bytes(np.asarray(units, dtype=np.int32).reshape(-1, 3)),
+        "unit_offsets.npy": _npy_bytes(np.asarray(offsets, dtype=np.int64)),
+        "core.npy": _npy_bytes(np.asarray(core, dtype=np.int32)),
+        "entries.sqlite": _entries_bytes(entries),
+    }
     tmp = os.path.join(folder, f"_tmp-{name}")
-    os.makedirs(tmp)
+    os.mkdir(tmp)
+    try:
+        sums = {}
+        for fname in SEGMENT_FILES:
+            sums[fname] = files.write_bytes(os.path.join(tmp, fname), blobs[fname], folder)
+            files.fault_point("segment-file")
+        files.fsync_dir(tmp)
+        files.fault_point("segment-complete")
+        os.rename(tmp, os.path.join(folder, name))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files.fsync_dir(folder)
+    files.fault_point("segment-renamed")
+    return {"name": name, "count": len(entries), "missing_videos": sum(e.video_path is None for e in entries),
+            "files": sums}
+
+
+def _write_segment(folder: str, ordinal: int, entries: Sequence[LibraryEntry], sentence_vectors: np.ndarray,
+                   parsed: Sequence, table: PhraseTable, build_id: Optional[str] = None) -> dict:
+    """A segment from parsed captions and their sentence vectors (phrase vectors from ``table``)."""
     local: dict[str, int] = {}
     unit_rows, offsets, core = [], [0], []
     for p in parsed:
@@ -360,68 +480,177 @@ def _write_segment(folder: str, ordinal: int, entries: Sequence[LibraryEntry], s
     texts = list(local)
     all_vectors = table.vectors()
     phrase_vectors = all_vectors[[table.ids[t] for t in texts]] if texts else np.zeros((0, table.dim), np.float32)
-    units = np.array(unit_rows, dtype=np.int32).reshape(-1, 3)
     starts = np.array(offsets[:-1], dtype=np.int64)
     core_arr = np.array([s + c if c >= 0 else -1 for s, c in zip(starts, core)], dtype=np.int32)
-    index = faiss.IndexFlatIP(table.dim)
-    if len(sentence_vectors):
-        index.add(np.ascontiguousarray(sentence_vectors, dtype=np.float32))
-    faiss.write_index(index, os.path.join(tmp, "sentences.faiss"))
-    with open(os.path.join(tmp, "phrases.json"), "w", encoding="utf-8") as fh:
-        json.dump(texts, fh)
-    np.save(os.path.join(tmp, "phrases.npy"), np.ascontiguousarray(phrase_vectors, dtype=np.float32))
-    np.save(os.path.join(tmp, "units.npy"), units)
-    np.save(os.path.join(tmp, "unit_offsets.npy"), np.array(offsets, dtype=np.int64))
-    np.save(os.path.join(tmp, "core.npy"), core_arr)
-    con = sqlite3.connect(os.path.join(tmp, "entries.sqlite"))
+    return _write_segment_files(folder, _segment_name(ordinal, build_id), entries, sentence_vectors, texts,
+                                phrase_vectors, np.array(unit_rows, dtype=np.int32).reshape(-1, 3),
+                                np.array(offsets, dtype=np.int64), core_arr, table.dim)
+
+
+def _filter_segment(folder: str, item: dict, keep: Sequence[bool], name: str, dim: int) -> dict:
+    """A new segment holding only the kept rows of ``item`` (the rows a concurrent build published first)."""
+    faiss = _faiss()
+    seg = _read_segment(folder, item, dim, check_entries=False)
+    rows = np.flatnonzero(np.asarray(keep, dtype=bool))
+    n = seg.sentence_index.ntotal
+    vectors = (faiss.rev_swig_ptr(seg.sentence_index.get_xb(), n * dim).reshape(n, dim)[rows] if n
+               else np.zeros((0, dim), np.float32))
+    unit_blocks, offsets, core = [], [0], []
+    for r in rows:
+        a, b = int(seg.offsets[r]), int(seg.offsets[r + 1])
+        unit_blocks.append(seg.units[a:b])
+        core.append(int(seg.core[r]) - a + offsets[-1] if seg.core[r] >= 0 else -1)
+        offsets.append(offsets[-1] + b - a)
+    units = np.concatenate(unit_blocks, axis=0) if unit_blocks else np.zeros((0, 3), np.int32)
+    used = np.unique(units[units >= 0])
+    remap = np.full(len(seg.texts) + 1, -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    units = remap[units]  # -1 (missing role) picks the trailing -1
+    entries = _segment_entries(os.path.join(folder, item["name"]))
+    return _write_segment_files(folder, name, [entries[r] for r in rows], vectors, [seg.texts[i] for i in used],
+                                seg.phrases[used], units, np.array(offsets, np.int64), np.array(core, np.int32), dim)
+
+
+# --------------------------------------------------------------------------------- the folder shared by builds
+
+_OWNED_NAME = re.compile(r"^(?:_tmp-)?seg-([0-9a-f]{12})-\d+$")    # segment (or its temp folder) of one build
+_STAGING_NAME = re.compile(r"^staging-([0-9a-f]{12})\.json$")
+# temp file of a JSON replacement: "<name>.tmp-<build id or x>-<random>"; version 1 wrote "<name>.tmp-<8 hex>"
+_JSON_TEMP = re.compile(r"^(?:manifest|staging)[^/]*\.json\.tmp-(?:([0-9a-f]{12}|x)-|[0-9a-f]{8}$)")
+_BUILD_LOCK = re.compile(r"^\.build-([0-9a-f]{12})\.lock(?:\.tmp)?$")
+
+
+def _staging_path(folder: str, build_id: str) -> str:
+    return os.path.join(folder, f"staging-{build_id}.json")
+
+
+def _staging_files(folder: str) -> list[tuple[str, Optional[str]]]:
+    """(path, build id) of every staging file; the id is None for a version-1 ``staging.json``."""
+    out = []
+    for entry in os.scandir(folder):
+        match = _STAGING_NAME.match(entry.name)
+        if match:
+            out.append((entry.path, match.group(1)))
+        elif entry.name == STAGING:
+            out.append((entry.path, None))
+    return out
+
+
+def _read_staging(path: str) -> Optional[dict]:
     try:
-        con.execute("CREATE TABLE entries (row INTEGER PRIMARY KEY, video_id TEXT NOT NULL, "
-                    "caption TEXT NOT NULL, video_path TEXT)")
-        con.executemany("INSERT INTO entries VALUES (?, ?, ?, ?)",
-                        ((i, e.video_id, e.caption, e.video_path) for i, e in enumerate(entries)))
-        con.commit()
-    finally:
-        con.close()
-    for fname in SEGMENT_FILES:
-        with open(os.path.join(tmp, fname), "rb+") as fh:
-            os.fsync(fh.fileno())
-    os.replace(tmp, os.path.join(folder, name))
-    _fsync_dir(folder)
-    return {"name": name, "count": len(entries), "missing_videos": sum(e.video_path is None for e in entries)}
+        data = _read_json(path, "Build state")
+    except (MotionIndexError, OSError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("segments"), list) else None
 
 
-def _prepare_folder(folder: str, sentence_id: str, spacy_id: str, dim: int) -> tuple[dict, dict]:
-    """The published manifest (or a new one) and the staging state, checked against the models."""
-    if os.path.isdir(folder) and os.path.isfile(os.path.join(folder, MANIFEST)):
+def _is_ours(name: str) -> bool:
+    """Names that builds put into an index folder (a concurrent first build may not have published yet)."""
+    return (name.startswith((".", "seg-", "_tmp-seg-", "staging", MANIFEST)))
+
+
+def _open_folder(folder: str) -> None:
+    if os.path.isdir(folder):
+        if not os.path.isfile(os.path.join(folder, MANIFEST)) and any(not _is_ours(e.name) for e in os.scandir(folder)):
+            raise MotionIndexError(f"'{folder}' exists, is not empty and is not a motion index; it is left "
+                                   f"untouched. Choose a new index name or an empty folder.")
+    else:
+        os.makedirs(folder, exist_ok=True)
+
+
+def _current_manifest(folder: str, sentence_id: str, spacy_id: str, dim: int) -> dict:
+    """The published manifest checked against the models, or a new empty one (not written)."""
+    if os.path.isfile(os.path.join(folder, MANIFEST)):
         manifest = read_manifest(folder)
         if manifest["sentence_model"] != sentence_id or manifest["spacy_model"] != spacy_id:
             raise MotionIndexError(
                 f"The index at '{folder}' was built with sentence model {manifest['sentence_model']} and "
                 f"spaCy {manifest['spacy_model']}, not {sentence_id} / {spacy_id}: choose those models, or "
                 f"build into a new index folder.")
-    elif os.path.isdir(folder) and any(not e.name.startswith(".") for e in os.scandir(folder)):
-        raise MotionIndexError(f"'{folder}' exists, is not empty and is not a motion index; it is left "
-                               f"untouched. Choose a new index name or an empty folder.")
-    else:
-        os.makedirs(folder, exist_ok=True)
-        manifest = {"format": FORMAT, "version": VERSION, "sentence_model": sentence_id,
-                    "spacy_model": spacy_id, "dim": dim, "segments": [], "count": 0, "missing_videos": 0,
-                    "sources": []}
-    staging_path = os.path.join(folder, STAGING)
-    staging = {"sentence_model": sentence_id, "spacy_model": spacy_id, "segments": []}
-    if os.path.isfile(staging_path):
+        return manifest
+    return {"format": FORMAT, "version": VERSION, "sentence_model": sentence_id, "spacy_model": spacy_id,
+            "dim": dim, "segments": [], "count": 0, "missing_videos": 0, "sources": []}
+
+
+def _take_over_interrupted(folder: str, build_id: str, sentence_id: str, spacy_id: str) -> list[dict]:
+    """With the writers' lock held: the staged segments of builds that no longer run (same models) become
+    this build's; their staging files go. This build's staging file is written first, so a crash in
+    between leaves the segments listed twice (harmless: they are merged by name) but never unlisted."""
+    taken: dict[str, dict] = {}
+    done: list[tuple[str, Optional[str]]] = []
+    for path, owner in _staging_files(folder):
+        if owner == build_id or (owner is not None and files.build_is_live(folder, owner)):
+            continue
+        state = _read_staging(path)
+        if state is not None and (state.get("sentence_model") != sentence_id or state.get("spacy_model") != spacy_id):
+            continue  # another model pair's work; not ours to take
+        for seg in (state or {}).get("segments", []):
+            if isinstance(seg, dict) and "name" in seg and os.path.isdir(os.path.join(folder, seg["name"])):
+                taken.setdefault(seg["name"], seg)
+        done.append((path, owner))
+    if taken:
+        write_json_atomic(_staging_path(folder, build_id), {"build": build_id, "sentence_model": sentence_id,
+                                                            "spacy_model": spacy_id, "segments": list(taken.values())},
+                          owner=build_id)
+    for path, owner in done:
+        for stale in (path, files.build_lock_path(folder, owner) if owner else None):
+            if stale:
+                try:
+                    os.remove(stale)
+                except FileNotFoundError:
+                    pass
+    return list(taken.values())
+
+
+def _clean_orphans(folder: str, manifest: dict, build_id: str, started: float) -> list[str]:
+    """With the writers' lock held, after publishing: remove segments and temporary files that neither the
+    manifest nor any staging file lists and that no running build owns. Files of the version-1 layout,
+    whose owner cannot be asked, only when they are older than this build."""
+    listed = {s["name"] for s in manifest["segments"]}
+    for path, _ in _staging_files(folder):
+        listed.update(s.get("name") for s in (_read_staging(path) or {}).get("segments", []) if isinstance(s, dict))
+    live: dict[str, bool] = {}
+
+    def owner_runs(owner: str) -> bool:
+        if owner == build_id:
+            return False  # this build: everything it still needs is listed by now
+        if owner not in live:
+            live[owner] = files.build_is_live(folder, owner)
+        return live[owner]
+
+    def older(entry) -> bool:
         try:
-            old = _read_json(staging_path, "Build state")
-        except MotionIndexError:
-            old = None
-        if (isinstance(old, dict) and old.get("sentence_model") == sentence_id
-                and old.get("spacy_model") == spacy_id):
-            staging["segments"] = [s for s in old.get("segments", [])
-                                   if os.path.isdir(os.path.join(folder, s["name"]))]
-    for entry in os.scandir(folder):  # leftovers of a crash inside a segment write
-        if entry.is_dir() and entry.name.startswith("_tmp-seg-"):
+            return entry.stat(follow_symlinks=False).st_mtime < started
+        except OSError:
+            return False
+
+    removed = []
+    for entry in os.scandir(folder):
+        name = entry.name
+        if name.startswith(("seg-", "_tmp-seg-")) and entry.is_dir(follow_symlinks=False) and name not in listed:
+            match = _OWNED_NAME.match(name)
+            if (owner_runs(match.group(1)) if match else not older(entry)):
+                continue
             shutil.rmtree(entry.path, ignore_errors=True)
-    return manifest, staging
+            removed.append(name)
+        elif _JSON_TEMP.match(name) or _BUILD_LOCK.match(name):
+            owner = (_JSON_TEMP.match(name) or _BUILD_LOCK.match(name)).group(1)
+            if owner in ("x", None):  # no build id to ask: only when older than this build
+                if not older(entry):
+                    continue
+            elif owner_runs(owner) or (name.endswith(".lock") and os.path.exists(_staging_path(folder, owner))):
+                continue  # a running build, or a dead one whose staged work the next build takes over
+            if name.endswith(".tmp") and files.lock_is_held(entry.path):
+                continue  # a build being born
+            try:
+                os.remove(entry.path)
+            except OSError:
+                continue
+            if not name.startswith("."):
+                removed.append(name)
+    if removed:
+        files.fsync_dir(folder)
+    return sorted(removed)
 
 
 # Captions per chunk handed to the parse helper, and chunks it may hold at once: small enough that this
@@ -551,85 +780,184 @@ def _start_helper(nlp, total: int, parse_helper: Optional[bool], report: "BuildR
     return helper
 
 
+def _publish(folder: str, build_id: str, staged: list[dict], start_names: set, known_keys: set,
+             sentence_id: str, spacy_id: str, dim: int, source: Optional[dict], legacy_sums: dict,
+             lock_timeout: Optional[float], started: float, report: "BuildReport") -> dict:
+    """Merge this build's staged segments into the manifest as it is now, under the writers' lock."""
+    with files.WriterLock(folder, lock_timeout) as lock:
+        report.lock_waited = lock.waited
+        files.fault_point("publish-locked")
+        current = _current_manifest(folder, sentence_id, spacy_id, dim)
+        names_now = {s["name"] for s in current["segments"]}
+        known = set(known_keys)
+        for seg in current["segments"]:  # published by other builds since this one started
+            if seg["name"] not in start_names:
+                known.update(_segment_keys(os.path.join(folder, seg["name"])))
+        fresh, superseded = [], []
+        for seg in staged:
+            if seg["name"] in names_now:
+                continue  # published by a build that died before it could remove its staging file
+            keys = _segment_keys(os.path.join(folder, seg["name"]))
+            keep = []
+            for key in keys:
+                keep.append(key not in known)
+                known.add(key)
+            kept = sum(keep)
+            report.concurrent_duplicates += len(keys) - kept
+            if kept == len(keys):
+                fresh.append(seg)
+                continue
+            superseded.append(seg["name"])
+            if kept:
+                report._ordinal += 1
+                fresh.append(_filter_segment(folder, seg, keep, _segment_name(report._ordinal, build_id), dim))
+        manifest = dict(current)
+        manifest["version"] = VERSION
+        manifest["segments"] = [dict(s, files=s.get("files") or legacy_sums.get(s["name"]))
+                                if legacy_sums.get(s["name"]) else s for s in current["segments"]] + fresh
+        manifest["count"] = sum(int(s["count"]) for s in manifest["segments"])
+        manifest["missing_videos"] = sum(int(s.get("missing_videos", 0)) for s in manifest["segments"])
+        manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if source:
+            manifest["sources"] = [s for s in current.get("sources", [])
+                                   if s.get("path") != source.get("path")] + [source]
+        write_json_atomic(os.path.join(folder, MANIFEST), manifest, owner=build_id)
+        files.fault_point("manifest-replaced")
+        try:
+            os.remove(_staging_path(folder, build_id))
+        except FileNotFoundError:
+            pass
+        files.fault_point("staging-removed")
+        for name in superseded:  # never published: no reader can hold them
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+        report.orphans_removed = _clean_orphans(folder, manifest, build_id, started)
+        report.lock_held = time.monotonic() - lock.acquired
+    report.added = sum(int(s["count"]) for s in fresh)
+    return manifest
+
+
+def _verified_keys(folder: str, seg: dict, dim: int) -> list[tuple[str, str]]:
+    """The keys of a staged segment taken over from another build, after checking its files."""
+    _read_segment(folder, seg, dim)
+    return _segment_keys(os.path.join(folder, seg["name"]))
+
+
+DEFAULT_LOCK_TIMEOUT = 600.0
+
+
 def build_index(folder: str, entries: Sequence[LibraryEntry], nlp, sentence_model, *,
                 progress: Optional[Progress] = None, source: Optional[dict] = None,
                 segment_size: int = 20000, batch_tokens: int = BATCH_TOKENS,
-                parse_helper: Optional[bool] = None) -> BuildReport:
-    """Add ``entries`` to the index at ``folder`` (created if needed); atomic and resumable.
+                parse_helper: Optional[bool] = None,
+                lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> BuildReport:
+    """Add ``entries`` to the index at ``folder`` (created if needed); atomic, resumable, and safe beside
+    other builds of the same index (see the module docstring).
 
     ``progress(done, total)`` is called after every batch (``batch_tokens`` tokens of captions of one length,
     see ``embedding.length_batches``); it may raise to cancel. On any exception the
     published index is unchanged and finished segments are kept for the next build. ``parse_helper``: parse
     in a helper process while this one embeds (see ``parse_worker.py``); None = when there are at least
     ``HELPER_MIN_CAPTIONS`` new captions (or SEARCHPRIORS_PARSE_HELPER_MIN), two or more CPUs, and
-    SEARCHPRIORS_PARSE_HELPER is not 0.
+    SEARCHPRIORS_PARSE_HELPER is not 0. ``lock_timeout``: seconds to wait for the writers' lock while another
+    build holds it (None: no limit, 0: fail at once with ``index_files.IndexBusyError``); it is held only
+    while taking over interrupted work and while publishing.
     """
-    started = time.perf_counter()
     folder = os.path.abspath(folder)
+    try:
+        return _build(folder, entries, nlp, sentence_model, progress, source, segment_size, batch_tokens,
+                      parse_helper, lock_timeout)
+    except OSError as exc:
+        translated = files.translate_os_error(exc, folder)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+def _build(folder, entries, nlp, sentence_model, progress, source, segment_size, batch_tokens, parse_helper,
+           lock_timeout) -> BuildReport:
+    started, started_wall = time.perf_counter(), time.time()
     dim = embedding_dim(sentence_model)
     sentence_id, spacy_id = sentence_model_identity(sentence_model), spacy_identity(nlp)
-    manifest, staging = _prepare_folder(folder, sentence_id, spacy_id, dim)
-    report = BuildReport(folder)
-
-    published: set[tuple[str, str]] = set()
-    for seg in manifest["segments"]:
-        published.update(_segment_keys(_check_segment(folder, seg["name"])))
-    staged: set[tuple[str, str]] = set()
-    for seg in staging["segments"]:
-        staged.update(_segment_keys(os.path.join(folder, seg["name"])))
-    report.resumed = len(staged - published)
-    seen = published | staged
-    todo: list[LibraryEntry] = []
-    for entry in entries:
-        if entry.key in published:
-            report.skipped_existing += 1
-        elif entry.key not in seen:
-            seen.add(entry.key)
-            todo.append(entry)
-
-    table = PhraseTable(dim)
-    cache = _CaptionCache(dim)
-    ordinal = len(manifest["segments"]) + len(staging["segments"])
-    total = len(todo)
-    if progress:
-        progress(0, total)
-    helper = _start_helper(nlp, total, parse_helper, report)
+    _open_folder(folder)
+    if os.path.isfile(os.path.join(folder, MANIFEST)):
+        _current_manifest(folder, sentence_id, spacy_id, dim)  # wrong models: say so before taking anything
+    claim = files.BuildClaim(folder)
     try:
-        for seg_start in range(0, total, segment_size):
-            chunk = todo[seg_start:seg_start + segment_size]
-            captions = [e.caption for e in chunk]
+        report = BuildReport(folder)
+        with files.WriterLock(folder, lock_timeout):
+            manifest = _current_manifest(folder, sentence_id, spacy_id, dim)
+            staged_segments = _take_over_interrupted(folder, claim.id, sentence_id, spacy_id)
+        start_names = {s["name"] for s in manifest["segments"]}
 
-            def chunk_progress(fraction: float) -> None:
-                if progress:
-                    progress(seg_start + int(len(chunk) * min(fraction, 1.0)), total)
+        published: set[tuple[str, str]] = set()
+        legacy_sums: dict[str, dict] = {}
+        for seg in manifest["segments"]:
+            path = _check_segment(folder, seg["name"])
+            published.update(_segment_keys(path))
+            if not seg.get("files"):  # version 1: record what is there, once
+                legacy_sums[seg["name"]] = {f: files.file_checksum(os.path.join(path, f)) for f in SEGMENT_FILES}
+        staged: set[tuple[str, str]] = set()
+        usable = []
+        for seg in staged_segments:
+            if seg["name"] in start_names:
+                usable.append(seg)
+                continue
+            try:
+                if not seg.get("files"):  # staged by a version-1 build
+                    seg = dict(seg, files={f: files.file_checksum(os.path.join(folder, seg["name"], f))
+                                           for f in SEGMENT_FILES})
+                staged.update(_verified_keys(folder, seg, dim))
+                usable.append(seg)
+            except (MotionIndexError, OSError) as exc:
+                report.notes.append(f"Staged segment {seg['name']} of an interrupted build was damaged and is "
+                                    f"redone ({exc}).")
+        staging = {"build": claim.id, "sentence_model": sentence_id, "spacy_model": spacy_id, "segments": usable}
+        if len(usable) != len(staged_segments):
+            write_json_atomic(_staging_path(folder, claim.id), staging, owner=claim.id)
+        report.resumed = len(staged - published)
+        seen = published | staged
+        todo: list[LibraryEntry] = []
+        for entry in entries:
+            if entry.key in published:
+                report.skipped_existing += 1
+            elif entry.key not in seen:
+                seen.add(entry.key)
+                todo.append(entry)
 
-            parsed, vectors = cache.process(captions, nlp, sentence_model, table, chunk_progress,
-                                            batch_tokens=batch_tokens, helper=helper)
-            ordinal += 1
-            seg = _write_segment(folder, ordinal, chunk, vectors, parsed, table)
-            staging["segments"].append(seg)
-            write_json_atomic(os.path.join(folder, STAGING), staging)
+        table = PhraseTable(dim)
+        cache = _CaptionCache(dim)
+        total = len(todo)
+        if progress:
+            progress(0, total)
+        helper = _start_helper(nlp, total, parse_helper, report)
+        try:
+            for seg_start in range(0, total, segment_size):
+                chunk = todo[seg_start:seg_start + segment_size]
+                captions = [e.caption for e in chunk]
+
+                def chunk_progress(fraction: float) -> None:
+                    if progress:
+                        progress(seg_start + int(len(chunk) * min(fraction, 1.0)), total)
+
+                parsed, vectors = cache.process(captions, nlp, sentence_model, table, chunk_progress,
+                                                batch_tokens=batch_tokens, helper=helper)
+                report._ordinal += 1
+                seg = _write_segment(folder, report._ordinal, chunk, vectors, parsed, table, build_id=claim.id)
+                staging["segments"].append(seg)
+                write_json_atomic(_staging_path(folder, claim.id), staging, owner=claim.id)
+                files.fault_point("staging-written")
+        finally:
+            if helper is not None:
+                helper.close()
+                if helper.failure:
+                    report.parse_helper = f"failed ({helper.failure}); its captions were parsed in this process"
+                    report.notes.append(f"Parse helper process {report.parse_helper}.")
+        report.phrases_embedded = len(table)
+
+        manifest = _publish(folder, claim.id, staging["segments"], start_names, published, sentence_id, spacy_id,
+                            dim, source, legacy_sums, lock_timeout, started_wall, report)
     finally:
-        if helper is not None:
-            helper.close()
-            if helper.failure:
-                report.parse_helper = f"failed ({helper.failure}); its captions were parsed in this process"
-                report.notes.append(f"Parse helper process {report.parse_helper}.")
-    report.phrases_embedded = len(table)
-
-    manifest = dict(manifest)
-    manifest["segments"] = list(manifest["segments"]) + staging["segments"]
-    manifest["count"] = sum(int(s["count"]) for s in manifest["segments"])
-    manifest["missing_videos"] = sum(int(s.get("missing_videos", 0)) for s in manifest["segments"])
-    manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    if source:
-        manifest["sources"] = [s for s in manifest.get("sources", []) if s.get("path") != source.get("path")] + [source]
-    write_json_atomic(os.path.join(folder, MANIFEST), manifest)
-    try:
-        os.remove(os.path.join(folder, STAGING))
-    except FileNotFoundError:
-        pass
-    report.added = total + report.resumed
+        claim.release()
     report.total = manifest["count"]
     report.missing_videos = manifest["missing_videos"]
     report.seconds = time.perf_counter() - started

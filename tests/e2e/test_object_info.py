@@ -24,7 +24,7 @@ NODE_SPEC = {
     "SearchPriors_MotionIndexBuilder": {
         "required": [("library", "STRING"), ("format", "COMBO"), ("index_name", "STRING"),
                      ("spacy_model", "COMBO"), ("sentence_model", "COMBO")],
-        "optional": [("videos_folder", "STRING")],
+        "optional": [("videos_folder", "STRING"), ("lock_timeout", "INT")],
         "outputs": [("index", "MOTION_INDEX"), ("report", "STRING")],
         "output_node": True,
     },

@@ -119,3 +119,22 @@ def test_cancel_mid_build_keeps_the_published_index(built, pack_nodes, comfy):
                              index_name="sample", spacy_model="en_core_web_sm", sentence_model="all-MiniLM-L6-v2",
                              videos_folder="")
     assert index.count == 70 and "30 added" in report
+
+
+def test_builder_lock_timeout_widget_fails_fast_while_another_build_publishes(built, pack_nodes, comfy):
+    from comfyui_searchpriors.retrieval.index_files import IndexBusyError, WriterLock
+
+    schema = pack_nodes.MotionIndexBuilder.define_schema()
+    assert [i.id for i in schema.inputs][-2:] == ["videos_folder", "lock_timeout"]   # new input at the end
+    library = comfy / "input" / "searchpriors_sample" / "locked.csv"
+    library.write_text("video,caption\nl0.mp4,a kite flies over the hill\n")
+    folder = str(comfy / "models" / "motion_index" / "sample")
+    with WriterLock(folder, None):   # another writer (a flock on its own descriptor, as another process has)
+        with pytest.raises(IndexBusyError, match="Another build is writing the motion index"):
+            run(pack_nodes.MotionIndexBuilder, library="searchpriors_sample/locked.csv", format="auto",
+                index_name="sample", spacy_model="en_core_web_sm", sentence_model="all-MiniLM-L6-v2",
+                videos_folder="", lock_timeout=0)
+    (index, report), _ = run(pack_nodes.MotionIndexBuilder, library="searchpriors_sample/locked.csv", format="auto",
+                             index_name="sample", spacy_model="en_core_web_sm", sentence_model="all-MiniLM-L6-v2",
+                             videos_folder="", lock_timeout=0)
+    assert "1 added" in report

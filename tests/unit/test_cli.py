@@ -86,3 +86,13 @@ def test_console_script_runs_outside_comfyui(tmp_path):
                             "if m.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths', 'nodes')))"],
                            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert probe.stdout.strip() == "[]", probe.stderr
+
+
+def test_build_lock_timeout_zero_fails_at_once_with_the_busy_status(sample_index, capsys, sample_library_path):
+    from comfyui_searchpriors.retrieval.index_files import WriterLock
+
+    with WriterLock(str(sample_index), None):   # another writer is publishing
+        code = main(["index", "build", "--library", sample_library_path, "--out", str(sample_index),
+                     "--lock-timeout", "0"])
+    assert code == 75
+    assert "searchpriors: busy: Another build is writing the motion index" in capsys.readouterr().err

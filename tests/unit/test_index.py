@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from comfyui_searchpriors.retrieval.errors import MotionIndexError
-from comfyui_searchpriors.retrieval.index import MANIFEST, STAGING, build_index, load_index, read_manifest
+from comfyui_searchpriors.retrieval.index import MANIFEST, build_index, load_index, read_manifest
 from comfyui_searchpriors.retrieval.library import LibraryEntry
 
 CAPTIONS = ["a man rides a horse", "a dog runs on the beach", "a woman rides a bicycle", "a cat eats fish",
@@ -107,10 +107,10 @@ def test_cancel_keeps_previous_index_and_resumes(tmp_path, nlp, hash_encoder):
     after = snapshot(folder)
     assert after[MANIFEST] == before[MANIFEST]
     assert load_index(folder).count == 2          # published index unchanged
-    assert STAGING in after                       # the finished segment is kept for resuming
+    assert [f for f in after if f.startswith("staging-")]  # the finished segment is kept for resuming
     report = build_index(folder, more, nlp, hash_encoder, segment_size=2)
     assert report.resumed == 2 and report.total == 8
-    assert not os.path.exists(os.path.join(folder, STAGING))
+    assert not [f for f in os.listdir(folder) if f.startswith("staging")]
     assert sorted(e.caption for e in load_index(folder).entries(range(8))) == sorted(CAPTIONS)
 
 
@@ -165,6 +165,13 @@ def test_missing_foreign_corrupt_and_damaged_folders(tmp_path, nlp, hash_encoder
     with pytest.raises(MotionIndexError, match="damaged.*units.npy"):
         load_index(str(folder))
     np.save(segment / "units.npy", np.zeros((1, 3), np.int32))
+    with pytest.raises(MotionIndexError, match=f"{segment.name}/units.npy does not match the manifest"):
+        load_index(str(folder))
+    manifest = json.loads((folder / MANIFEST).read_text())   # a version-1 index: no checksums to catch it
+    manifest["version"] = 1
+    for seg in manifest["segments"]:
+        del seg["files"]
+    (folder / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(MotionIndexError, match="inconsistent"):
         load_index(str(folder))
 
