@@ -139,6 +139,9 @@ def inversion_step(denoise: Denoise, x: torch.Tensor, sigma_from: float, sigma_t
     return current, residual, calls
 
 
+FINITE_CHECK_EVERY = 8
+
+
 def invert(denoise: Denoise, x0: torch.Tensor, sampling_sigmas: Sequence[float], refine_iterations: int = 0,
            on_step: Optional[OnStep] = None, measure_residual: bool = False,
            input_scale: Optional[InputScale] = None) -> InversionResult:
@@ -154,16 +157,34 @@ def invert(denoise: Denoise, x0: torch.Tensor, sampling_sigmas: Sequence[float],
     result = InversionResult(latent=x)
     if on_step is not None:
         on_step(0, total)
+    # Finiteness is recorded on the device and read every FINITE_CHECK_EVERY steps: reading it each step would
+    # make the CPU wait for the GPU every step, so the next step's kernels could not be queued ahead.
+    finite_flags: list[torch.Tensor] = []
+
+    def check_finite(upto: int) -> None:
+        if not finite_flags:
+            return
+        flags = torch.stack(finite_flags).cpu()
+        if bool(flags.all()):
+            finite_flags.clear()
+            return
+        bad = upto - len(finite_flags) + 1 + int((~flags).nonzero()[0, 0])
+        lo, hi = path[bad], path[bad + 1]
+        raise InversionError(f"the inverted latent became NaN/inf at step {bad + 1} of {total} (sigma {lo:g} -> "
+                             f"{hi:g}). The model or its dtype overflows here: try fp32/bf16 weights, fewer "
+                             f"refine iterations or more steps.")
+
     for i in range(total):
         s_lo, s_hi = path[i], path[i + 1]
         x, residual, calls = inversion_step(denoise, x, s_lo, s_hi, refine_iterations, measure_residual, input_scale)
-        if not bool(torch.isfinite(x).all()):
-            raise InversionError(f"the inverted latent became NaN/inf at step {i + 1} of {total} (sigma {s_lo:g} -> "
-                                 f"{s_hi:g}). The model or its dtype overflows here: try fp32/bf16 weights, fewer "
-                                 f"refine iterations or more steps.")
+        finite_flags.append(torch.isfinite(x).all())
+        # refinement and residuals read the device anyway: check at once there
+        if refine_iterations > 0 or measure_residual or len(finite_flags) >= FINITE_CHECK_EVERY:
+            check_finite(i)
         result.steps.append(StepRecord(i + 1, s_lo, s_hi, residual, calls))
         if on_step is not None:
             on_step(i + 1, total)
+    check_finite(total - 1)
     result.latent = x
     return result
 

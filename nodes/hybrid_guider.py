@@ -29,6 +29,14 @@ def _sigma_list(sigmas) -> list[float]:
     return [float(v) for v in sigmas]
 
 
+def _reports_steps(sampler) -> bool:
+    """Core KSAMPLERs call the callback once per finished step; other SAMPLER objects may not."""
+    if not isinstance(sampler, comfy.samplers.KSAMPLER):
+        return False
+    # dpm_adaptive numbers its own adaptive steps, not the sigmas'
+    return getattr(sampler.sampler_function, "__name__", "") != "dpm_adaptive_function"
+
+
 class HybridSemanticsGuider(comfy.samplers.CFGGuider):
     """CFG guidance whose positive prompt switches from rewritten to original at step m."""
 
@@ -38,6 +46,7 @@ class HybridSemanticsGuider(comfy.samplers.CFGGuider):
         self.switch_override: Optional[int] = None
         self._cached: tuple = (None, None)
         self.last_schedule: str = ""
+        self._steps_done: Optional[int] = None
 
     def set_conds(self, positive_rewritten, positive_original, negative):  # noqa: D401 (core's signature style)
         conds = {"positive": positive_original, REWRITTEN_KEY: positive_rewritten}
@@ -62,10 +71,19 @@ class HybridSemanticsGuider(comfy.samplers.CFGGuider):
         log.debug("SearchPriors hybrid semantics: %s", self.last_schedule.splitlines()[0])
         return values, m
 
-    def sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
+    def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, *args, **kwargs):
         self._sampling_sigmas = sigmas
         self._cached = (None, None)
-        return super().sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
+        self._steps_done = None
+
+        def count_steps(step, *cb_args):
+            # ComfyUI's samplers report each finished step (0-based) through this callback.
+            self._steps_done = int(step) + 1
+            if callback is not None:
+                return callback(step, *cb_args)
+
+        self._steps_done = 0 if _reports_steps(sampler) else None
+        return super().sample(noise, latent_image, sampler, sigmas, denoise_mask, count_steps, *args, **kwargs)
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
         sigmas = model_options.get("transformer_options", {}).get("sample_sigmas")
@@ -75,9 +93,16 @@ class HybridSemanticsGuider(comfy.samplers.CFGGuider):
             raise RuntimeError("HybridSemanticsGuider was called without the sampling sigmas "
                                "(transformer_options['sample_sigmas']); run it through a sampler node.")
         values, m = self.resolve(sigmas)
+        done = self._steps_done
         if m <= 0 or m >= len(values) - 1:  # one prompt throughout: no need to read the call's sigma
             rewritten = m > 0
-        else:  # reading a device tensor waits for the GPU once per call; negligible beside a model call
+        elif done is not None and done <= m - 2:  # calls of step i lie in [sigma_{i+1}, sigma_i], all > sigma_m
+            rewritten = True
+        elif done is not None and done >= m:  # all calls at sigma <= sigma_m
+            rewritten = False
+        else:
+            # Only around the switch (or with a sampler that reports no steps) is the call's sigma read: reading
+            # a device tensor makes the CPU wait for the GPU, so doing it every call costs ~7 % on ZeroScope.
             sigma = float(timestep.detach().reshape(-1).max()) if torch.is_tensor(timestep) else float(timestep)
             rewritten = uses_rewritten(sigma, values, m)
         key = REWRITTEN_KEY if rewritten else "positive"
