@@ -14,10 +14,12 @@ from .modelscope_nodes import DiffusersSchedulerSigmas, ModelScopeLoader
 from .prompt_nodes import PromptAtomizer
 from .reference_frames_nodes import ReferenceFrames
 from .retrieval_nodes import MotionRetriever
+from .vmc_nodes import LoadMotionLoRA, SaveMotionLoRA, VMCTemporalLoRA
 
 NODES: list[type[io.ComfyNode]] = [PromptAtomizer, MotionIndexBuilder, MotionIndexLoader, MotionRetriever]
 NODES.append(ReferenceFrames)
 NODES += [ModelScopeLoader, DiffusersSchedulerSigmas]
+NODES += [VMCTemporalLoRA, SaveMotionLoRA, LoadMotionLoRA]
 
 
 class SearchPriorsExtension(ComfyExtension):

@@ -65,6 +65,30 @@ NODE_SPEC = {
         "output_node": False,
         "category": "SearchPriors/models",
     },
+    "SearchPriors_VMCTemporalLoRA": {
+        "required": [("model", "MODEL"), ("keyframes", "LATENT"), ("conditioning", "CONDITIONING"), ("steps", "INT"),
+                     ("lr", "FLOAT"), ("rank", "INT"), ("targets", "COMBO"), ("loss", "COMBO"), ("seed", "INT"),
+                     ("gradient_checkpointing", "BOOLEAN")],
+        "optional": [("caption", "STRING")],
+        "outputs": [("MODEL", "MODEL"), ("MOTION_LORA", "MOTION_LORA"), ("loss_curve", "IMAGE"),
+                    ("report", "STRING")],
+        "output_node": False,
+        "category": "SearchPriors/search_t2v",
+    },
+    "SearchPriors_SaveMotionLoRA": {
+        "required": [("motion_lora", "MOTION_LORA"), ("filename_prefix", "STRING")],
+        "optional": [],
+        "outputs": [("lora_name", "STRING")],
+        "output_node": True,
+        "category": "SearchPriors/search_t2v",
+    },
+    "SearchPriors_LoadMotionLoRA": {
+        "required": [("model", "MODEL"), ("lora_name", "COMBO"), ("strength", "FLOAT")],
+        "optional": [],
+        "outputs": [("MODEL", "MODEL")],
+        "output_node": False,
+        "category": "SearchPriors/search_t2v",
+    },
 }
 
 COMBO_OPTIONS = {
@@ -72,6 +96,8 @@ COMBO_OPTIONS = {
     ("SearchPriors_MotionRetriever", "mode"): ["search_t2v", "pos"],
     ("SearchPriors_ReferenceFrames", "crop"): ["center", "pad", "stretch"],
     ("SearchPriors_ModelScopeLoader", "dtype"): ["auto", "fp32", "fp16", "bf16"],
+    ("SearchPriors_VMCTemporalLoRA", "targets"): ["qkv", "qkv+out", "full_qkv"],
+    ("SearchPriors_VMCTemporalLoRA", "loss"): ["vmc_abs", "eq10_pairs"],
 }
 
 
