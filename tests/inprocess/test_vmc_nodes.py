@@ -202,3 +202,30 @@ def test_bad_inputs_say_what_to_do(loaded, inputs):
         VMCTemporalLoRA.execute(model=loaded[0], keyframes=two, conditioning=inputs[1], steps=1)
     with pytest.raises(VMCError, match="conditioning is empty"):
         VMCTemporalLoRA.execute(model=loaded[0], keyframes=inputs[0], conditioning=[], steps=1)
+
+
+def test_full_qkv_differences_load_in_core_and_nan_stops_with_a_report(loaded, inputs, monkeypatch):
+    import nodes as comfy_nodes
+    from comfyui_searchpriors.distill import vmc
+    from comfyui_searchpriors.nodes.vmc_nodes import SaveMotionLoRA, VMCTemporalLoRA
+
+    model, clip, _ = loaded
+    real_loss, calls = vmc.motion_loss, []
+
+    def nan_from_third(*args, **kwargs):
+        calls.append(1)
+        value = real_loss(*args, **kwargs)
+        return value * float("nan") if len(calls) >= 3 else value
+
+    monkeypatch.setattr(vmc, "motion_loss", nan_from_third)
+    tuned, motion_lora, curve, report = VMCTemporalLoRA.execute(
+        model=model, keyframes=inputs[0], conditioning=inputs[1], steps=10, lr=1e-3, rank=4, targets="full_qkv",
+        loss="vmc_abs", seed=0, gradient_checkpointing=False).args
+    assert "2 of 10 steps" in report and "STOPPED: loss became nan at step 3" in report
+    assert motion_lora["metadata"]["searchpriors.steps_done"] == "2"
+    assert all(k.endswith(".diff") for k in motion_lora["state_dict"])
+    assert all(torch.isfinite(v).all() for v in motion_lora["state_dict"].values())
+    name = SaveMotionLoRA.execute(motion_lora=motion_lora, filename_prefix="motion/full").args[0]
+    core = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(model, name, 1.0)[0]
+    assert set(core.patches) == set(tuned.patches)
+    assert torch.equal(sample(tuned, clip), sample(core, clip))

@@ -251,3 +251,17 @@ def test_fingerprint_tolerates_dtype_and_catches_other_checkpoints(unet):
     smaller = dict(sd)
     smaller[keys[0]] = sd[keys[0]][:8]
     assert "shape" in vmc.fingerprint_mismatch(saved, vmc.base_fingerprint(smaller, keys))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models_train_fp32_adapters(dtype):
+    from comfyui_searchpriors.distill.synthetic_t2v import build_components
+
+    half = build_components("tiny", dtype, seed=0)[0]
+    adapters = vmc.MotionAdapters(half, "qkv", rank=4)
+    result = vmc.train_motion_adapters(half, adapters, moving_square(), context(), schedule(),
+                                       vmc.VMCConfig(steps=2, lr=1e-3, gradient_checkpointing=False))
+    assert result.stopped is None and len(result.losses) == 2  # fp16: GradScaler path
+    assert all(p.dtype == torch.float32 for p in adapters.parameters())
+    assert all(p.dtype == dtype for p in half.parameters())
+    assert max(float(d.lora_up.abs().max()) for d in adapters.deltas) > 0
