@@ -82,8 +82,11 @@ class VMCTemporalLoRA(io.ComfyNode):
                                 tooltip="The text that was encoded into conditioning; recorded in the LoRA's "
                                         "metadata only"),
             ],
-            outputs=[io.Model.Output("MODEL"), MotionLoraType.Output("MOTION_LORA"),
-                     io.Image.Output("loss_curve"), io.String.Output("report")],
+            outputs=[io.Model.Output("MODEL", display_name="MODEL"),
+                     MotionLoraType.Output("MOTION_LORA", display_name="MOTION_LORA"),
+                     io.Image.Output("loss_curve", display_name="loss_curve", tooltip="Motion loss per step"),
+                     io.String.Output("report", display_name="report",
+                                      tooltip="Steps done, first and last loss, and why training stopped early")],
         )
 
     @classmethod
@@ -121,7 +124,8 @@ class SaveMotionLoRA(io.ComfyNode):
                 io.String.Input("filename_prefix", default="motion_lora/vmc",
                                 tooltip="Path under models/loras/; a counter is appended"),
             ],
-            outputs=[io.String.Output("lora_name")],
+            outputs=[io.String.Output("lora_name", display_name="lora_name",
+                                      tooltip="The saved file's name under models/loras/")],
             is_output_node=True,
         )
 
@@ -160,7 +164,7 @@ class LoadMotionLoRA(io.ComfyNode):
                                tooltip="A file in models/loras/ written by Save Motion LoRA"),
                 io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01),
             ],
-            outputs=[io.Model.Output("MODEL")],
+            outputs=[io.Model.Output("MODEL", display_name="MODEL")],
         )
 
     @classmethod
