@@ -231,8 +231,8 @@ def check_base_model(model, state_dict: dict, metadata: dict, name: str) -> None
     problem = vmc.fingerprint_mismatch(saved, current)
     if problem:
         raise SearchPriorsError(f"Motion LoRA '{name}' was trained on base model '{base}' and does not fit this "
-                                f"MODEL ({problem}). Load the model it was trained on, or train a new one on this model "
-                                f"with VMC Temporal LoRA.")
+                                f"MODEL ({problem}). Load the model it was trained on, or train a new one on this "
+                                f"model with VMC Temporal LoRA.")
 
 
 # ------------------------------------------------------------------ loss curve

@@ -33,28 +33,30 @@ def inference_mode():
 
 
 @pytest.fixture(scope="module")
-def folders(comfy):
+def folders(comfy, tmp_path_factory):
     import folder_paths
     from comfyui_searchpriors.distill.synthetic_t2v import write_t2v_folder
 
-    root = comfy / "models" / "diffusers"
-    root.mkdir(exist_ok=True)
-    folder_paths.folder_names_and_paths["diffusers"] = ([str(root)], set())
+    # outside models/diffusers, so the loader's list that test_modelscope.py checks stays as it is
+    root = tmp_path_factory.mktemp("vmc_models")
     loras = comfy / "models" / "loras"
     loras.mkdir(exist_ok=True)
     folder_paths.folder_names_and_paths["loras"] = ([str(loras)], set(folder_paths.supported_pt_extensions))
     for name, seed in (("vmc-a", 0), ("vmc-b", 1)):
-        if not (root / name).exists():
-            write_t2v_folder(str(root / name), size="tiny", dtype="fp32", seed=seed)
+        write_t2v_folder(str(root / name), size="tiny", dtype="fp32", seed=seed)
     return root, loras
+
+
+def load(folder):
+    from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder
+
+    with torch.inference_mode():  # as the loader node runs
+        return load_modelscope_folder(str(folder), dtype="fp32")
 
 
 @pytest.fixture(scope="module")
 def loaded(folders, pack_nodes):
-    from comfyui_searchpriors.nodes.modelscope_nodes import ModelScopeLoader
-
-    with torch.inference_mode():
-        return ModelScopeLoader.execute(folder="vmc-a", dtype="fp32").args
+    return load(folders[0] / "vmc-a")
 
 
 def moving_square_frames() -> torch.Tensor:
@@ -157,13 +159,12 @@ def test_save_then_core_loader_and_pack_loader_give_the_same_model(loaded, train
 
 
 def test_lora_for_another_base_model_is_refused(folders, trained, pack_nodes):
-    from comfyui_searchpriors.nodes.modelscope_nodes import ModelScopeLoader
     from comfyui_searchpriors.nodes.vmc_nodes import LoadMotionLoRA, SaveMotionLoRA
     from comfyui_searchpriors.retrieval.errors import SearchPriorsError
 
     (_, motion_lora, _, _), _, _ = trained
     name = SaveMotionLoRA.execute(motion_lora=motion_lora, filename_prefix="motion/other").args[0]
-    other = ModelScopeLoader.execute(folder="vmc-b", dtype="fp32").args[0]
+    other = load(folders[0] / "vmc-b")[0]
     with pytest.raises(SearchPriorsError, match="trained on base model 'vmc-a'.*other values"):
         LoadMotionLoRA.execute(model=other, lora_name=name, strength=1.0)
     with pytest.raises(SearchPriorsError, match="relative path inside models/loras"):
@@ -229,3 +230,17 @@ def test_full_qkv_differences_load_in_core_and_nan_stops_with_a_report(loaded, i
     core = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(model, name, 1.0)[0]
     assert set(core.patches) == set(tuned.patches)
     assert torch.equal(sample(tuned, clip), sample(core, clip))
+
+
+def test_loss_falls_on_the_encoded_moving_square(loaded, inputs):
+    import json
+
+    from comfyui_searchpriors.nodes.vmc_nodes import VMCTemporalLoRA
+
+    _, motion_lora, curve, report = VMCTemporalLoRA.execute(
+        model=loaded[0], keyframes=inputs[0], conditioning=inputs[1], steps=30, lr=1e-2, rank=8, targets="qkv+out",
+        loss="eq10_pairs", seed=1, gradient_checkpointing=True).args
+    losses = json.loads(motion_lora["metadata"]["searchpriors.losses"])
+    assert "30 of 30 steps" in report and len(losses) == 30
+    assert sum(losses[-8:]) < 0.95 * sum(losses[:8]), losses
+    assert curve.shape == (1, 256, 512, 3)

@@ -60,8 +60,10 @@ def literal_vmc_abs(pred, true):
         for ci in range(c):
             for y in range(h):
                 for x in range(w):
-                    dp = torch.tensor([abs(float(pred[bi, ci, n + 1, y, x] - pred[bi, ci, n, y, x])) for n in range(f - 1)])
-                    dt = torch.tensor([abs(float(true[bi, ci, n + 1, y, x] - true[bi, ci, n, y, x])) for n in range(f - 1)])
+                    dp = torch.tensor([abs(float(pred[bi, ci, n + 1, y, x] - pred[bi, ci, n, y, x]))
+                                       for n in range(f - 1)])
+                    dt = torch.tensor([abs(float(true[bi, ci, n + 1, y, x] - true[bi, ci, n, y, x]))
+                                       for n in range(f - 1)])
                     total += 1 - float(dp @ dt) / max(float(dp.norm() * dt.norm()), 1e-8)
                     count += 1
     return total / count
@@ -137,7 +139,8 @@ def held_out_loss(unet, adapters, kind: str) -> float:
     with torch.no_grad(), adapters.attached():
         for t in (350, 450, 550, 650):
             noise, a = torch.randn(x0.shape, generator=generator), alphas[t]
-            pred = unet(a.sqrt() * x0 + (1 - a).sqrt() * noise, torch.tensor([t]), encoder_hidden_states=context()).sample
+            noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+            pred = unet(noisy, torch.tensor([t]), encoder_hidden_states=context()).sample
             total += float(vmc.motion_loss(pred, noise, kind))
     return total / 4
 
@@ -172,9 +175,7 @@ def one_step_gradients(unet, checkpointing: bool):
         grads.update({i: p.grad.clone() for i, p in enumerate(adapters.parameters())})
 
     config = vmc.VMCConfig(steps=1, lr=0.0, weight_decay=0.0, seed=2, gradient_checkpointing=checkpointing)
-    orig_step = torch.optim.AdamW.step
     vmc.train_motion_adapters(unet, adapters, moving_square(), context(), schedule(), config, on_step=keep)
-    assert orig_step is torch.optim.AdamW.step
     return grads
 
 
