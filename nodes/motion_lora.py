@@ -161,8 +161,16 @@ def train_motion_lora(model, latent, conditioning, steps: int = 400, lr: float =
         adapters = vmc.MotionAdapters(unet, targets, rank=rank, seed=seed)
         config = vmc.VMCConfig(steps=int(steps), lr=float(lr), loss=loss, seed=int(seed),
                                gradient_checkpointing=bool(gradient_checkpointing))
-        result = vmc.train_motion_adapters(unet, adapters, latents, context, schedule, config,
-                                           prediction_type=prediction_type(model), on_step=on_step)
+        try:
+            result = vmc.train_motion_adapters(unet, adapters, latents, context, schedule, config,
+                                               prediction_type=prediction_type(model), on_step=on_step)
+        except torch.OutOfMemoryError as exc:
+            del adapters
+            comfy.model_management.soft_empty_cache()
+            raise vmc.VMCError(
+                f"Out of GPU memory while tuning {latents.shape[2]} keyframes of {latents.shape[3] * 8}x"
+                f"{latents.shape[4] * 8}: turn gradient_checkpointing on, use fewer or smaller keyframes, targets "
+                f"'qkv' instead of '{targets}', or a lower rank.") from exc
         state_dict = adapters.comfy_state_dict()
     metadata = motion_lora_metadata(model, adapters, config, result, caption)
     motion_lora = {"state_dict": state_dict, "metadata": metadata}

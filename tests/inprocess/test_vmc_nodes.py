@@ -191,7 +191,8 @@ def test_cancel_mid_training_stops_cleanly(loaded, inputs):
     assert all(torch.equal(after[k], v) for k, v in before.items())
 
 
-def test_bad_inputs_say_what_to_do(loaded, inputs):
+def test_bad_inputs_say_what_to_do(loaded, inputs, monkeypatch):
+    from comfyui_searchpriors.distill import vmc
     from comfyui_searchpriors.distill.vmc import VMCError
     from comfyui_searchpriors.nodes.vmc_nodes import VMCTemporalLoRA
 
@@ -203,6 +204,14 @@ def test_bad_inputs_say_what_to_do(loaded, inputs):
         VMCTemporalLoRA.execute(model=loaded[0], keyframes=two, conditioning=inputs[1], steps=1)
     with pytest.raises(VMCError, match="conditioning is empty"):
         VMCTemporalLoRA.execute(model=loaded[0], keyframes=inputs[0], conditioning=[], steps=1)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(vmc, "train_motion_adapters", out_of_memory)
+    with pytest.raises(VMCError, match="Out of GPU memory.*4 keyframes of 64x64.*gradient_checkpointing on"):
+        VMCTemporalLoRA.execute(model=loaded[0], keyframes=inputs[0], conditioning=inputs[1], steps=1,
+                                targets="full_qkv")
 
 
 def test_full_qkv_differences_load_in_core_and_nan_stops_with_a_report(loaded, inputs, monkeypatch):
