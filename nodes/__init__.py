@@ -16,12 +16,14 @@ from .prompt_nodes import PromptAtomizer
 from .reference_frames_nodes import ReferenceFrames
 from .retrieval_nodes import MotionRetriever
 from .rewriter_nodes import ReferenceRewriter
+from .vmc_nodes import LoadMotionLoRA, SaveMotionLoRA, VMCTemporalLoRA
 
 NODES: list[type[io.ComfyNode]] = [PromptAtomizer, MotionIndexBuilder, MotionIndexLoader, MotionRetriever]
 NODES.append(ReferenceFrames)
 NODES += [ModelScopeLoader, DiffusersSchedulerSigmas]
 NODES += [DDIMVideoInvert, GaussianNoiseMix, HybridSemanticGuider, HybridSemanticSampler]
 NODES.append(ReferenceRewriter)
+NODES += [VMCTemporalLoRA, SaveMotionLoRA, LoadMotionLoRA]
 
 
 class SearchPriorsExtension(ComfyExtension):

@@ -111,6 +111,30 @@ NODE_SPEC = {
         "outputs": [("rewritten", "STRING"), ("instruction", "STRING"), ("report", "STRING")],
         "output_node": True,
     },
+    "SearchPriors_VMCTemporalLoRA": {
+        "required": [("model", "MODEL"), ("keyframes", "LATENT"), ("conditioning", "CONDITIONING"), ("steps", "INT"),
+                     ("lr", "FLOAT"), ("rank", "INT"), ("targets", "COMBO"), ("loss", "COMBO"), ("seed", "INT"),
+                     ("gradient_checkpointing", "BOOLEAN")],
+        "optional": [("caption", "STRING")],
+        "outputs": [("MODEL", "MODEL"), ("MOTION_LORA", "MOTION_LORA"), ("loss_curve", "IMAGE"),
+                    ("report", "STRING")],
+        "output_node": False,
+        "category": "SearchPriors/search_t2v",
+    },
+    "SearchPriors_SaveMotionLoRA": {
+        "required": [("motion_lora", "MOTION_LORA"), ("filename_prefix", "STRING")],
+        "optional": [],
+        "outputs": [("lora_name", "STRING")],
+        "output_node": True,
+        "category": "SearchPriors/search_t2v",
+    },
+    "SearchPriors_LoadMotionLoRA": {
+        "required": [("model", "MODEL"), ("lora_name", "COMBO"), ("strength", "FLOAT")],
+        "optional": [],
+        "outputs": [("MODEL", "MODEL")],
+        "output_node": False,
+        "category": "SearchPriors/search_t2v",
+    },
 }
 
 COMBO_OPTIONS = {
@@ -120,6 +144,8 @@ COMBO_OPTIONS = {
     ("SearchPriors_ModelScopeLoader", "dtype"): ["auto", "fp32", "fp16", "bf16"],
     ("SearchPriors_ReferenceRewriter", "backend"): ["openai_compatible", "local_transformers", "manual"],
     ("SearchPriors_ReferenceRewriter", "on_failed_check"): ["warn", "use_original_prompt"],
+    ("SearchPriors_VMCTemporalLoRA", "targets"): ["qkv", "qkv+out", "full_qkv"],
+    ("SearchPriors_VMCTemporalLoRA", "loss"): ["vmc_abs", "eq10_pairs"],
 }
 
 

@@ -1,0 +1,363 @@
+"""VMC motion distillation (Search-T2V Sec. 4.3, Eq. 10; VMC, Jeong et al. 2023) on diffusers' UNet3D.
+
+Plain torch + diffusers, no ComfyUI import (nodes/motion_lora.py binds it to a ComfyUI MODEL).
+
+- ``find_temporal_projections``: the query/key/value (optionally output) projections of the temporal
+  attention layers, i.e. the ``temp_attentions`` TransformerTemporalModel blocks of UNet3DConditionModel
+  (ModelScope, ZeroScope, Show-1). Both attentions of each temporal block (attn1, attn2) attend over frames.
+- ``MotionAdapters``: additive adapters on those projections, attached with forward hooks so the module tree,
+  its state-dict keys and every base weight stay untouched: low-rank (``lora_up @ lora_down * alpha/rank``,
+  up initialised to zero so training starts from the base model) or full fine-tuning of the projection
+  (a full-size weight delta, plus a bias delta where the projection has a bias), as the VMC code trains them.
+  ``comfy_state_dict`` gives them in ComfyUI's native LoRA key form (``diffusion_model.<module>.lora_up.weight``,
+  ``.lora_down.weight``, ``.alpha``; full: ``.diff`` / ``.diff_b``).
+- ``motion_loss``: 1 - cosine between the consecutive-frame differences of the true and predicted noise.
+  ``vmc_abs`` (default; what the VMC code that the paper uses computes): abs() of the differences, cosine
+  over the frame axis at every (channel, pixel), averaged. ``eq10_pairs``: Eq. 10 literally, one cosine per
+  frame pair n over the whole (channel, pixel) vector, averaged over pairs.
+- ``train_motion_adapters``: the loop with VMC's defaults (400 steps, lr 1e-4, AdamW weight decay 1e-2,
+  gradient clipping 1.0, batch 1): a random timestep per step, noise added with the model's own schedule,
+  the prediction turned into noise (epsilon or v models), fp16 with gradient scaling, gradient checkpointing
+  of every temporal/spatial transformer and resnet block (diffusers' UNet3D has none), progress/cancel
+  callbacks; a non-finite loss stops training and restores the last adapter weights that gave a finite loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+
+from ..retrieval.errors import SearchPriorsError
+
+TARGETS = {"qkv": ("to_q", "to_k", "to_v"), "qkv+out": ("to_q", "to_k", "to_v", "to_out.0"),
+           "full_qkv": ("to_q", "to_k", "to_v")}
+LOSSES = ("vmc_abs", "eq10_pairs")
+COMFY_PREFIX = "diffusion_model."
+# blocks whose forward is recomputed in backward when gradient checkpointing is on (finest grain that still
+# holds whole attention/conv units; the UNet3D's own down/mid/up blocks are too coarse for the VRAM target)
+CHECKPOINTED_CLASSES = ("TransformerTemporalModel", "Transformer2DModel", "ResnetBlock2D", "TemporalConvLayer")
+
+
+class VMCError(SearchPriorsError):
+    """Bad model, latents or settings for motion distillation; the message says how to fix it."""
+
+
+# ------------------------------------------------------------------ finding the temporal attention
+def find_temporal_projections(unet: torch.nn.Module, targets: str = "qkv") -> dict[str, torch.nn.Linear]:
+    """{module path: Linear} of the temporal attention projections named by ``targets`` (see TARGETS)."""
+    if targets not in TARGETS:
+        raise VMCError(f"targets '{targets}' is not one of {', '.join(TARGETS)}.")
+    wanted = TARGETS[targets]
+    temporal = [name for name, module in unet.named_modules()
+                if type(module).__name__ == "TransformerTemporalModel" and ".temp_attentions." in f".{name}"]
+    if not temporal:
+        raise VMCError(
+            f"This model ({type(unet).__name__}) has no temporal attention layers (no 'temp_attentions' "
+            f"TransformerTemporalModel blocks), so VMC has nothing to tune. Use a ModelScope / ZeroScope model "
+            f"(diffusers UNet3DConditionModel, e.g. text-to-video-ms-1.7b, zeroscope_v2_576w, Show-1's stages) "
+            f"loaded with the pack's ModelScope / ZeroScope Loader.")
+    found: dict[str, torch.nn.Linear] = {}
+    for block in temporal:
+        for name, module in unet.named_modules():
+            if not name.startswith(block + ".") or not isinstance(module, torch.nn.Linear):
+                continue
+            if ".attn" in name and any(name.endswith("." + t) for t in wanted):
+                found[name] = module
+    if not found:
+        raise VMCError(f"The temporal attention layers of this model have no {'/'.join(wanted)} projections "
+                       f"(an attention implementation diffusers' UNet3DConditionModel does not use).")
+    return found
+
+
+# ------------------------------------------------------------------ adapters
+class LowRankDelta(torch.nn.Module):
+    """output += (x @ down^T @ up^T) * alpha / rank; up starts at zero, so the model starts unchanged."""
+
+    def __init__(self, linear: torch.nn.Linear, rank: int, alpha: float, generator: torch.Generator):
+        super().__init__()
+        rank = max(1, min(int(rank), linear.in_features, linear.out_features))
+        down = torch.empty(rank, linear.in_features)
+        bound = 1.0 / math.sqrt(linear.in_features)  # kaiming_uniform(a=sqrt(5)), as nn.Linear and PEFT
+        down.uniform_(-bound, bound, generator=generator)
+        self.lora_down = torch.nn.Parameter(down)
+        self.lora_up = torch.nn.Parameter(torch.zeros(linear.out_features, rank))
+        self.rank, self.alpha = rank, float(alpha)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        return F.linear(F.linear(x, self.lora_down.to(dtype)), self.lora_up.to(dtype)) * (self.alpha / self.rank)
+
+    def comfy_entries(self, key: str) -> dict[str, torch.Tensor]:
+        return {f"{key}.lora_up.weight": self.lora_up.detach().float().cpu().clone(),
+                f"{key}.lora_down.weight": self.lora_down.detach().float().cpu().clone(),
+                f"{key}.alpha": torch.tensor(self.alpha)}
+
+
+class FullDelta(torch.nn.Module):
+    """Full fine-tuning of a projection as an additive delta (weight, and bias where there is one)."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.weight_delta = torch.nn.Parameter(torch.zeros(linear.out_features, linear.in_features))
+        self.bias_delta = torch.nn.Parameter(torch.zeros(linear.out_features)) if linear.bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias_delta is None else self.bias_delta.to(x.dtype)
+        return F.linear(x, self.weight_delta.to(x.dtype), bias)
+
+    def comfy_entries(self, key: str) -> dict[str, torch.Tensor]:
+        out = {f"{key}.diff": self.weight_delta.detach().float().cpu().clone()}
+        if self.bias_delta is not None:
+            out[f"{key}.diff_b"] = self.bias_delta.detach().float().cpu().clone()
+        return out
+
+
+class MotionAdapters(torch.nn.Module):
+    """Adapters on the temporal projections of one UNet; ``attached`` hooks them in for a while."""
+
+    def __init__(self, unet: torch.nn.Module, targets: str = "qkv", rank: int = 32, alpha: Optional[float] = None,
+                 seed: int = 0):
+        super().__init__()
+        self.targets, self.rank = targets, int(rank)
+        self.alpha = float(alpha if alpha is not None else rank)
+        if targets != "full_qkv" and int(rank) < 1:
+            raise VMCError(f"rank must be at least 1 (got {rank}).")
+        self.linears = find_temporal_projections(unet, targets)
+        generator = torch.Generator().manual_seed(int(seed))
+        self.names = sorted(self.linears)
+        self.deltas = torch.nn.ModuleList(
+            FullDelta(self.linears[n]) if targets == "full_qkv" else
+            LowRankDelta(self.linears[n], rank, self.alpha, generator) for n in self.names)
+        device = next(unet.parameters()).device
+        self.to(device)
+
+    @contextlib.contextmanager
+    def attached(self) -> Iterator["MotionAdapters"]:
+        handles = []
+        try:
+            for name, delta in zip(self.names, self.deltas):
+                handles.append(self.linears[name].register_forward_hook(_adding_hook(delta)))
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def snapshot(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.parameters()]
+
+    def restore(self, values: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for p, v in zip(self.parameters(), values):
+                p.copy_(v)
+
+    def comfy_state_dict(self, prefix: str = COMFY_PREFIX) -> dict[str, torch.Tensor]:
+        """The adapters in ComfyUI's native LoRA key form (core LoraLoaderModelOnly reads it)."""
+        out: dict[str, torch.Tensor] = {}
+        for name, delta in zip(self.names, self.deltas):
+            out.update(delta.comfy_entries(prefix + name))
+        return out
+
+
+def _adding_hook(delta: torch.nn.Module):
+    def hook(module, inputs, output):
+        return output + delta(inputs[0])
+    return hook
+
+
+# ------------------------------------------------------------------ loss
+def frame_differences(video: torch.Tensor) -> torch.Tensor:
+    """[B,C,F,H,W] -> [B,C,F-1,H,W]: frame n+1 minus frame n (VMC's motion vectors)."""
+    return video[:, :, 1:] - video[:, :, :-1]
+
+
+def motion_loss(predicted_noise: torch.Tensor, true_noise: torch.Tensor, kind: str = "vmc_abs") -> torch.Tensor:
+    """1 - cosine between consecutive-frame differences of predicted and true noise, both [B,C,F,H,W]."""
+    if kind not in LOSSES:
+        raise VMCError(f"loss '{kind}' is not one of {', '.join(LOSSES)}.")
+    pred, true = frame_differences(predicted_noise.float()), frame_differences(true_noise.float())
+    if kind == "vmc_abs":
+        cos = F.cosine_similarity(pred.abs(), true.abs(), dim=2)  # over the frame axis, per channel and pixel
+    else:
+        pred, true = pred.transpose(1, 2).flatten(2), true.transpose(1, 2).flatten(2)  # [B, F-1, C*H*W]
+        cos = F.cosine_similarity(pred, true, dim=-1)  # one cosine per frame pair (Eq. 10)
+    return (1.0 - cos).mean()
+
+
+# ------------------------------------------------------------------ gradient checkpointing
+@contextlib.contextmanager
+def checkpointed_blocks(unet: torch.nn.Module, enabled: bool = True) -> Iterator[int]:
+    """Recompute each transformer / resnet / temporal-conv block in backward instead of keeping activations."""
+    wrapped = []
+    try:
+        if enabled:
+            for module in unet.modules():
+                if type(module).__name__ in CHECKPOINTED_CLASSES and "forward" not in vars(module):
+                    original = module.forward
+
+                    def checkpointed(*args, _forward=original, **kwargs):
+                        if not torch.is_grad_enabled():
+                            return _forward(*args, **kwargs)
+                        return torch.utils.checkpoint.checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+
+                    module.forward = checkpointed
+                    wrapped.append(module)
+        yield len(wrapped)
+    finally:
+        for module in wrapped:
+            del module.forward
+
+
+# ------------------------------------------------------------------ training
+@dataclass
+class VMCConfig:
+    steps: int = 400
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    loss: str = "vmc_abs"
+    seed: int = 0
+    gradient_checkpointing: bool = True
+    timestep_range: tuple[int, int] = (0, 1000)  # [low, high) of training timesteps, clipped to the schedule
+
+
+@dataclass
+class VMCResult:
+    losses: list[float] = field(default_factory=list)
+    steps_done: int = 0
+    stopped: Optional[str] = None  # None: all steps ran; otherwise why training stopped early
+
+
+def noise_prediction(unet, noisy: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+                     alpha_cumprod: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """The UNet's output as predicted noise ([B,C,F,H,W], fp32) for epsilon and v-prediction models."""
+    dtype = next(unet.parameters()).dtype
+    out = unet(noisy.to(dtype), timestep, encoder_hidden_states=context.to(dtype), return_dict=False)[0].float()
+    if prediction_type == "v_prediction":
+        return alpha_cumprod.sqrt() * out + (1 - alpha_cumprod).sqrt() * noisy
+    if prediction_type != "epsilon":
+        raise VMCError(f"prediction type '{prediction_type}' is not supported (epsilon or v_prediction).")
+    return out
+
+
+def train_motion_adapters(unet: torch.nn.Module, adapters: MotionAdapters, latents: torch.Tensor,
+                          context: torch.Tensor, alphas_cumprod: torch.Tensor, config: VMCConfig,
+                          prediction_type: str = "epsilon",
+                          on_step: Optional[Callable[[int, int, float], None]] = None) -> VMCResult:
+    """Train ``adapters`` (attached to ``unet``) on one clip: latents [1,C,F,H,W] (model scale), context [1,L,D].
+
+    Every other parameter is frozen (requires_grad restored afterwards). ``on_step(done, total, loss)`` is
+    called after every step; raising from it (Cancel) stops training cleanly with hooks and forwards removed.
+    """
+    if latents.ndim != 5 or latents.shape[0] != 1:
+        raise VMCError(f"latents must be one clip [1, C, F, H, W]; got shape {tuple(latents.shape)}.")
+    frames = latents.shape[2]
+    needed = 3 if config.loss == "vmc_abs" else 2
+    if frames < needed:
+        raise VMCError(f"The '{config.loss}' loss needs at least {needed} keyframes (got {frames}): it compares "
+                       f"differences between consecutive frames. Encode more keyframes.")
+    if config.steps < 1:
+        raise VMCError(f"steps must be at least 1 (got {config.steps}).")
+    device = next(unet.parameters()).device
+    model_dtype = next(unet.parameters()).dtype
+    alphas_cumprod = alphas_cumprod.to(device=device, dtype=torch.float32)
+    low, high = max(0, int(config.timestep_range[0])), min(len(alphas_cumprod), int(config.timestep_range[1]))
+    if high <= low:
+        raise VMCError(f"timestep range {config.timestep_range} is empty for a {len(alphas_cumprod)}-step schedule.")
+    x0 = latents.to(device=device, dtype=torch.float32)
+    context = context.to(device)
+    generator = torch.Generator().manual_seed(int(config.seed))
+    params = [p for p in adapters.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(device.type) if model_dtype == torch.float16 else None
+    frozen = [(p, p.requires_grad) for p in unet.parameters()]
+    result = VMCResult()
+    last_good = adapters.snapshot()
+    was_training = unet.training
+    try:
+        for p, _ in frozen:
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        unet.train(False)  # dropout off: the loss compares the model's deterministic predictions
+        with adapters.attached(), checkpointed_blocks(unet, config.gradient_checkpointing):
+            for step in range(config.steps):
+                t = int(torch.randint(low, high, (1,), generator=generator))
+                noise = torch.randn(x0.shape, generator=generator).to(device)
+                a = alphas_cumprod[t]
+                noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+                timestep = torch.tensor([t], device=device)
+                predicted = noise_prediction(unet, noisy, timestep, context, a, prediction_type)
+                loss = motion_loss(predicted, noise, config.loss)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    adapters.restore(last_good)
+                    result.stopped = (f"loss became {value} at step {step + 1}; training stopped and the adapter "
+                                      f"weights that gave the last finite loss (step {step}) are kept. Lower lr, or "
+                                      f"use bf16/fp32 instead of fp16.")
+                    break
+                last_good = adapters.snapshot()
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                    optimizer.step()
+                result.losses.append(value)
+                result.steps_done = step + 1
+                if on_step is not None:
+                    on_step(step + 1, config.steps, value)
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+        for p in params:
+            p.requires_grad_(False)
+        for p, flag in frozen:
+            p.requires_grad_(flag)
+        unet.train(was_training)
+    return result
+
+
+# ------------------------------------------------------------------ base-model fingerprint
+FINGERPRINT_PROBES = ("conv_in.weight", "time_embedding.linear_1.weight")
+
+
+def base_fingerprint(weights: dict[str, torch.Tensor], target_keys: list[str]) -> dict:
+    """What identifies the base model a motion LoRA was trained on: shapes of its targets, probe values.
+
+    Probes come from weights a temporal LoRA never patches, read as fp32, so the same checkpoint in fp16,
+    bf16 or fp32 gives (nearly) the same numbers; ``fingerprint_mismatch`` compares them with a tolerance.
+    """
+    shapes = {k: list(weights[k].shape) for k in sorted(target_keys) if k in weights}
+    probes = {}
+    for key in FINGERPRINT_PROBES:
+        if key in weights:
+            probes[key] = [round(float(v), 6) for v in weights[key].detach().flatten()[:16].float().cpu()]
+    return {"target_shapes": shapes, "probes": probes}
+
+
+def fingerprint_mismatch(saved: dict, current: dict, rtol: float = 2e-2) -> Optional[str]:
+    """None when ``current`` (from the model at hand) matches ``saved``; else what differs."""
+    for key, shape in saved.get("target_shapes", {}).items():
+        have = current.get("target_shapes", {}).get(key)
+        if have is None:
+            return f"the model has no layer '{key}'"
+        if list(have) != list(shape):
+            return f"layer '{key}' has shape {have}, the LoRA was trained on {shape}"
+    for key, values in saved.get("probes", {}).items():
+        have = current.get("probes", {}).get(key)
+        if have is None:
+            return f"the model has no weight '{key}'"
+        a, b = torch.tensor(values), torch.tensor(have)
+        if a.shape != b.shape or float((a - b).abs().max()) > rtol * max(float(a.abs().max()), 1e-6):
+            return f"weight '{key}' has other values (a different checkpoint of the same architecture)"
+    return None

@@ -1,0 +1,184 @@
+"""VMC Temporal LoRA, Save Motion LoRA and Load Motion LoRA nodes (Search-T2V Sec. 4.3, Eq. 10).
+
+Thin adapters over nodes/motion_lora.py (ComfyUI binding) and distill/vmc.py (adapters, loss, loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import folder_paths
+from comfy_api.v0_0_2 import io
+
+from ..distill import vmc
+from ..retrieval.errors import SearchPriorsError
+from . import comfy_glue as glue
+
+CATEGORY = "SearchPriors/search_t2v"
+MotionLoraType = io.Custom("MOTION_LORA")
+TARGET_CHOICES = list(vmc.TARGETS)
+LOSS_CHOICES = list(vmc.LOSSES)
+log = logging.getLogger(__name__)
+
+
+def _progress_with_loss():
+    """Progress bar + Cancel per step, and the current loss as the node's progress text."""
+    advance = glue.progress_callback()
+
+    def on_step(done: int, total: int, loss: float) -> None:
+        advance(done, total)
+        try:
+            from comfy_execution.utils import get_executing_context
+            from server import PromptServer
+
+            context = get_executing_context()
+            if context is not None and PromptServer.instance is not None:
+                PromptServer.instance.send_progress_text(f"step {done}/{total}  loss {loss:.4f}", context.node_id)
+        except Exception:  # progress text is a nicety; training goes on without a UI
+            pass
+
+    return on_step
+
+
+class VMCTemporalLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SearchPriors_VMCTemporalLoRA",
+            display_name="VMC Temporal LoRA (Search-T2V)",
+            category=CATEGORY,
+            description="Distils the motion of the keyframes into the temporal attention of a ModelScope / "
+                        "ZeroScope MODEL (VMC motion distillation, Search-T2V Eq. 10): adapters on the temporal "
+                        "attention's query/key/value, trained so that the predicted noise changes between frames "
+                        "as the true noise does. Returns the MODEL with the adapters as weight patches (the input "
+                        "MODEL is unchanged), the MOTION_LORA for Save Motion LoRA, and the loss curve.",
+            inputs=[
+                io.Model.Input("model", tooltip="The MODEL of the ModelScope / ZeroScope Loader (UNet3D with "
+                                                "temporal attention)"),
+                io.Latent.Input("keyframes", tooltip="VAE Encode of the keyframes (frames as batch, at least 3)"),
+                io.Conditioning.Input("conditioning",
+                                      tooltip="Text the model is tuned with. VMC tunes with the reference video's "
+                                              "own caption; Search-T2V does not say which text it used: the "
+                                              "bundled workflow encodes the reference caption (retrieved video)."),
+                io.Int.Input("steps", default=400, min=1, max=10000, tooltip="Training steps (VMC: 400)"),
+                io.Float.Input("lr", default=1e-4, min=1e-7, max=1.0, step=1e-5,
+                               tooltip="AdamW learning rate (VMC: 1e-4; weight decay 1e-2, grad clip 1.0)"),
+                io.Int.Input("rank", default=32, min=1, max=1024,
+                             tooltip="LoRA rank (alpha = rank, so scale 1); ignored for full_qkv"),
+                io.Combo.Input("targets", options=TARGET_CHOICES, default="qkv",
+                               tooltip="qkv: LoRA on query/key/value of the temporal attention; qkv+out: also "
+                                       "the output projection; full_qkv: full fine-tuning of q/k/v (as the VMC "
+                                       "code), saved as weight differences"),
+                io.Combo.Input("loss", options=LOSS_CHOICES, default="vmc_abs",
+                               tooltip="vmc_abs: VMC code (abs of frame differences, cosine over the frame axis "
+                                       "per pixel); eq10_pairs: Eq. 10 literally (cosine per frame pair)"),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
+                             tooltip="Seeds the adapter init, timesteps and noise"),
+                io.Boolean.Input("gradient_checkpointing", default=True,
+                                 tooltip="Recompute every transformer/resnet block in backward: far less VRAM, "
+                                         "about one extra forward per step"),
+                io.String.Input("caption", default="", optional=True,
+                                tooltip="The text that was encoded into conditioning; recorded in the LoRA's "
+                                        "metadata only"),
+            ],
+            outputs=[io.Model.Output("MODEL", display_name="MODEL"),
+                     MotionLoraType.Output("MOTION_LORA", display_name="MOTION_LORA"),
+                     io.Image.Output("loss_curve", display_name="loss_curve", tooltip="Motion loss per step"),
+                     io.String.Output("report", display_name="report",
+                                      tooltip="Steps done, first and last loss, and why training stopped early")],
+        )
+
+    @classmethod
+    def execute(cls, model, keyframes, conditioning, steps=400, lr=1e-4, rank=32, targets="qkv", loss="vmc_abs",
+                seed=0, gradient_checkpointing=True, caption="") -> io.NodeOutput:
+        from .motion_lora import loss_curve_image, train_motion_lora
+
+        tuned, motion_lora, losses, stopped = train_motion_lora(
+            model, keyframes, conditioning, steps=steps, lr=lr, rank=rank, targets=targets, loss=loss, seed=seed,
+            gradient_checkpointing=gradient_checkpointing, caption=caption or "", on_step=_progress_with_loss())
+        report = (f"{len(losses)} of {steps} steps, {targets}, rank {rank}, loss {loss}: "
+                  f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else f"no step finished ({targets}, {loss})")
+        if stopped:
+            log.warning("VMC Temporal LoRA: %s", stopped)
+            report += f"\nSTOPPED: {stopped}"
+        return io.NodeOutput(tuned, motion_lora, loss_curve_image(losses, note=stopped), report)
+
+
+def loras_root() -> str:
+    return folder_paths.get_folder_paths("loras")[0]
+
+
+class SaveMotionLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SearchPriors_SaveMotionLoRA",
+            display_name="Save Motion LoRA",
+            category=CATEGORY,
+            description="Writes a MOTION_LORA as safetensors into models/loras/ (atomically) with its metadata "
+                        "(base model and fingerprint, prompt, steps, rank, loss). The keys are ComfyUI's native "
+                        "LoRA form, so core Load LoRA (model only) reads it on the same ModelScope / ZeroScope model.",
+            inputs=[
+                MotionLoraType.Input("motion_lora"),
+                io.String.Input("filename_prefix", default="motion_lora/vmc",
+                                tooltip="Path under models/loras/; a counter is appended"),
+            ],
+            outputs=[io.String.Output("lora_name", display_name="lora_name",
+                                      tooltip="The saved file's name under models/loras/")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, motion_lora, filename_prefix="motion_lora/vmc") -> io.NodeOutput:
+        from .motion_lora import save_motion_lora
+
+        root = loras_root()
+        prefix = (filename_prefix or "").strip() or "motion_lora/vmc"
+        if ".." in prefix.replace("\\", "/").split("/") or os.path.isabs(prefix) or "\x00" in prefix:
+            raise SearchPriorsError(f"filename_prefix '{prefix}' must be a relative path inside models/loras/ "
+                                    f"(no '..', not absolute).")
+        try:
+            folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, root)
+        except Exception as exc:
+            raise SearchPriorsError(f"filename_prefix '{prefix}' leaves models/loras/: {exc}") from exc
+        path = os.path.join(folder, f"{name}_{counter:05}_.safetensors")
+        save_motion_lora(motion_lora, path)
+        lora_name = os.path.relpath(path, root).replace(os.sep, "/")
+        return io.NodeOutput(lora_name, ui={"text": [lora_name]})
+
+
+class LoadMotionLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        names = folder_paths.get_filename_list("loras")
+        return io.Schema(
+            node_id="SearchPriors_LoadMotionLoRA",
+            display_name="Load Motion LoRA",
+            category=CATEGORY,
+            description="Applies a motion LoRA saved by Save Motion LoRA to a MODEL, after checking that the MODEL "
+                        "is the base model it was trained on (core Load LoRA cannot check this).",
+            inputs=[
+                io.Model.Input("model"),
+                io.Combo.Input("lora_name", options=names, default=names[0] if names else None,
+                               tooltip="A file in models/loras/ written by Save Motion LoRA"),
+                io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01),
+            ],
+            outputs=[io.Model.Output("MODEL", display_name="MODEL")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, **kwargs):
+        return True  # a missing file is reported by execute, on the node
+
+    @classmethod
+    def execute(cls, model, lora_name, strength=1.0) -> io.NodeOutput:
+        from .motion_lora import check_base_model, patched_clone, read_motion_lora
+
+        path = folder_paths.get_full_path("loras", lora_name or "")
+        if not path:
+            raise SearchPriorsError(f"No LoRA '{lora_name}' in models/loras/: save one with Save Motion LoRA and "
+                                    f"refresh the page.")
+        state_dict, metadata = read_motion_lora(path)
+        check_base_model(model, state_dict, metadata, lora_name)
+        return io.NodeOutput(patched_clone(model, state_dict, float(strength)))
