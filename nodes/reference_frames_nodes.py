@@ -108,8 +108,9 @@ class ReferenceFrames(io.ComfyNode):
     def validate_inputs(cls, **kwargs):
         # ComfyUI skips its own min/max/option checks for a node whose validator takes **kwargs, so the
         # widget values are checked here; the video itself is checked on the node when it runs (a linked
-        # retrieval is not known yet)
-        values = {name: kwargs.get(name, default) for name, default in _DEFAULTS.items()}
+        # retrieval is not known yet). A linked widget (e.g. frame_count from a Primitive node) comes as None:
+        # its value is checked when the node runs.
+        values = {name: default if kwargs.get(name) is None else kwargs[name] for name, default in _DEFAULTS.items()}
         try:
             check_request(**values)
         except SearchPriorsError as exc:

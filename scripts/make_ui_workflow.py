@@ -43,10 +43,18 @@ def convert(api: dict, object_info: dict) -> dict:
             spec = specs[name]
             value = node["inputs"].get(name)
             linked = isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
-            if _is_widget(spec) and not linked:
-                widgets.append(value if value is not None else spec[1].get("default") if len(spec) > 1 else None)
-                continue
+            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if _is_widget(spec):
+                # A widget keeps its place in widgets_values even when a link feeds it (the frontend shows it
+                # as an input socket then); a seed widget's "control after generate" takes the next place.
+                widgets.append(options.get("default") if linked or value is None else value)
+                if options.get("control_after_generate"):
+                    widgets.append("fixed")
+                if not linked:
+                    continue
             slot = {"name": name, "type": spec[0] if isinstance(spec[0], str) else "COMBO", "link": None}
+            if _is_widget(spec):
+                slot["widget"] = {"name": name}
             if linked:
                 link_id = len(links) + 1
                 src, src_slot = value

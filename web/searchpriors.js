@@ -25,7 +25,9 @@ export function keepLines(text) {
       const next = lines[i + 1];
       const breaks = line.trim() !== "" && next !== undefined && next.trim() !== ""
         && !isTableLine(line) && !isTableLine(next);
-      return breaks ? line.replace(/\s+$/, "") + "  " : line;
+      // runs of spaces (aligned columns of a report) would collapse to one: keep them as no-break spaces
+      const kept = isTableLine(line) ? line : line.replace(/ {2,}/g, (run) => "\u00a0".repeat(run.length));
+      return breaks ? kept.replace(/\s+$/, "") + "  " : kept;
     })
     .join("\n");
 }

@@ -6,31 +6,20 @@ against /object_info (every node, input and option known to the server) instead 
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-API_DIR = REPO / "workflows" / "api"
-MAKE_FOLDER = REPO / "scripts" / "make_t2v_folder.py"
-TINY_FOLDER = "tiny-t2v"
-CLIP_INDEX = "searchpriors_clips"
+API_DIR = Path(__file__).resolve().parents[2] / "workflows" / "api"
+TINY_FOLDER = "tiny-t2v"            # the tiny_t2v fixture's folder (tests/e2e/conftest.py)
+CLIP_INDEX = "searchpriors_clips"   # the clip_index fixture's index
 FRAMES, SIZE, STEPS = 4, 64, 4
-# Model files a user downloads (README); the server here has none, so these combos are not checked.
-MODEL_FILE_INPUTS = {"unet_name", "clip_name", "vae_name"}
-
-
-def shared_videos() -> Path:
-    root = os.environ.get("SEARCHPRIORS_SHARED_DATA") or str(REPO.parent / "shared" / "data")
-    return Path(root) / "videos"
+# Dropdowns filled from disk: model files a user downloads (README), the index they build, their LLM folder.
+# The server here has none of them, so their values are not checked against its (empty) lists.
+MODEL_FILE_INPUTS = {"unet_name", "clip_name", "vae_name", "index_name", "local_model"}
 
 
 def load(name: str) -> dict:
@@ -51,41 +40,6 @@ def tiny_overrides(graph: dict) -> dict:
         elif kind == "SearchPriors_MotionIndexLoader":
             inputs["index_name"] = CLIP_INDEX
     return graph
-
-
-@pytest.fixture(scope="session")
-def tiny_t2v(comfy_server):
-    target = comfy_server.models_dir / "diffusers" / TINY_FOLDER
-    if not target.exists():
-        subprocess.run([sys.executable, str(MAKE_FOLDER), "--size", "tiny", "--out", str(target)], check=True,
-                       capture_output=True, timeout=300)
-    return target
-
-
-@pytest.fixture(scope="session")
-def clip_index(comfy_server, comfy_harness):
-    """The real clips of ../shared/data/videos, copied into the server's input folder, as a motion index."""
-    videos = shared_videos()
-    if not (videos / "captions.csv").is_file():
-        pytest.skip(f"../shared/data/videos not found (looked at {videos}); set SEARCHPRIORS_SHARED_DATA")
-    library_dir = comfy_server.input_dir / "searchpriors_clips"
-    with open(videos / "captions.csv", encoding="utf-8", newline="") as fh:
-        rows = [(r["file"], r["caption"]) for r in csv.DictReader(fh)]
-    for rel, _ in rows:
-        (library_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(videos / rel, library_dir / rel)
-    with open(library_dir / "library.csv", "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["video", "caption"])
-        writer.writerows(rows)
-    graph = {
-        "1": {"class_type": "SearchPriors_MotionIndexBuilder", "inputs": {
-            "library": "searchpriors_clips/library.csv", "format": "auto", "index_name": CLIP_INDEX,
-            "spacy_model": "en_core_web_sm", "sentence_model": "all-MiniLM-L6-v2", "videos_folder": ""}},
-    }
-    entry = comfy_server.run_prompt(graph, timeout=600)
-    assert comfy_harness.history_status(entry) == "success", comfy_harness.history_error(entry)
-    return rows
 
 
 def saved_files(entry: dict, node_id: str) -> list[dict]:

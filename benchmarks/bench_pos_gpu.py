@@ -1,0 +1,334 @@
+"""GPU benchmark of POS generation at real model sizes (random weights: cost and memory do not depend on the
+values of the weights). Needs CUDA; on a machine without it, prints "skipped: ..." and exits 0.
+
+Part 1, ZeroScope-576w size (1.7B-parameter UNet3D, OpenCLIP-H text encoder, SD VAE), bf16, 24 frames at
+576x320, 50 steps, cfg 9, side by side in one process:
+  (a) plain diffusers ``TextToVideoSDPipeline`` (DDIM, latents out: decoding is left out of every row);
+  (b) the same folder through the pack's native loader and core KSampler (``nodes.common_ksampler``, sampler
+      ddim, scheduler ddim_uniform), and through core custom sampling with the diffusers DDIM timesteps
+      (``SearchPriors_DiffusersSchedulerSigmas``), the path that reproduces the pipeline exactly;
+  (c) POS: invert the encoded reference video (50 steps, empty prompt, cfg 1: no CFG batch), mix (Eq. 4,
+      eta 0.2) and hybrid sampling (gamma 0.04, cfg 9) with the diffusers timesteps.
+  Targets: (b) time <= 1.05x of (a) and peak VRAM no higher; (c) <= 1.6x of plain native sampling.
+Part 2, Wan 2.1 T2V 1.3B size (dim 1536, 30 layers), bf16, 832x480, 33 frames (latent 16x9x60x104), core
+  SamplerCustomAdvanced's way (guider.sample) with CFGGuider + RandomNoise against the pack's hybrid
+  guider + mixed NOISE, same sigmas and sampler, interleaved rounds. Target: POS sampling <= 1.02x.
+
+    python benchmarks/bench_pos_gpu.py [--part all|zeroscope|wan] [--steps 50] [--wan-steps 20] [--rounds 3]
+
+Prints a table and one ``SUMMARY`` line; writes bench_out/bench_pos_gpu.json. ComfyUI is found through
+COMFYUI_PATH (else the set-up's copy); the pack is imported as ``comfyui_searchpriors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_OUT = REPO / "bench_out"
+COMFYUI = os.environ.get("COMFYUI_PATH") or os.path.expanduser("~/.cache/comfyui-searchpriors/comfyui-0.3.75")
+PROMPT = "a corgi running on the beach at sunset"
+REWRITTEN = "a fluffy corgi happily running along a sunny sandy beach at golden sunset, waves behind"
+GIB = 1024 ** 3
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def load_test_helper(name: str):
+    """tests/<name>.py by file path (tests/ is never on sys.path)."""
+    spec = importlib.util.spec_from_file_location(f"searchpriors_{name}", REPO / "tests" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Meter:
+    """Wall time (CUDA-synchronised) and peak allocated VRAM of one block (0 on the CPU smoke run)."""
+
+    def __init__(self, torch):
+        self.torch = torch
+        self.cuda = torch.cuda.is_available()
+
+    def __enter__(self):
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            self.torch.cuda.reset_peak_memory_stats()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            self.torch.cuda.synchronize()
+        self.seconds = time.perf_counter() - self.start
+        self.peak_gib = self.torch.cuda.max_memory_allocated() / GIB if self.cuda else 0.0
+
+
+def free_all(torch) -> None:
+    import comfy.model_management as mm
+
+    mm.unload_all_models()
+    mm.soft_empty_cache(True)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def zeroscope_part(args, torch, rows: list, facts: dict) -> None:
+    import comfy.samplers
+    import nodes as comfy_nodes
+    from diffusers import TextToVideoSDPipeline
+
+    from comfyui_searchpriors.distill.synthetic_t2v import write_t2v_folder
+    from comfyui_searchpriors.nodes.hybrid_guider import make_guider as make_hybrid_guider
+    from comfyui_searchpriors.nodes.inversion_sampler import invert_latent
+    from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder, modelscope_ddim_sigmas
+    from comfyui_searchpriors.nodes.noise_objects import MixedInvertedNoise
+
+    frames, height, width, steps, cfg = (4, 64, 64, 3, 9.0) if args.tiny else (24, 320, 576, args.steps, 9.0)
+    size = "tiny" if args.tiny else "zeroscope"
+    dtype = torch.float32 if args.tiny else torch.bfloat16
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    folder = os.path.join(args.workdir, f"{size}-random")
+    if not os.path.isdir(folder):
+        start = time.perf_counter()
+        write_t2v_folder(folder, size, "fp32" if args.tiny else "fp16")
+        facts["zeroscope_folder_write_s"] = round(time.perf_counter() - start, 1)
+        log(f"wrote ZeroScope-576w-size folder in {facts['zeroscope_folder_write_s']} s")
+
+    generator = torch.Generator("cpu").manual_seed(0)
+    init_5d = torch.randn(1, 4, frames, height // 8, width // 8, generator=generator)
+    init_frames = init_5d[0].permute(1, 0, 2, 3).contiguous()  # frames as batch [F, 4, h, w]
+
+    # (a) diffusers
+    pipe = TextToVideoSDPipeline.from_pretrained(folder, torch_dtype=dtype).to(device)
+    pipe.set_progress_bar_config(disable=True)
+
+    def run_pipe(n_steps):
+        return pipe(PROMPT, num_frames=frames, height=height, width=width, num_inference_steps=n_steps,
+                    guidance_scale=cfg, latents=init_5d.to(device, dtype), output_type="latent").frames
+
+    run_pipe(2)  # warm-up
+    diffusers_times = []
+    for _ in range(args.rounds):
+        with Meter(torch) as m:
+            run_pipe(steps)
+        diffusers_times.append(m.seconds)
+        diffusers_peak = m.peak_gib
+    del pipe
+    free_all(torch)
+
+    # (b) native
+    model, clip, vae = load_modelscope_folder(folder, dtype="fp32" if args.tiny else "bf16")
+    positive = clip.encode_from_tokens_scheduled(clip.tokenize(PROMPT))
+    rewritten = clip.encode_from_tokens_scheduled(clip.tokenize(REWRITTEN))
+    negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    empty = torch.zeros(frames, 4, height // 8, width // 8)
+    ddim_sigmas = modelscope_ddim_sigmas(model, steps)
+
+    def run_ksampler(n_steps):
+        return comfy_nodes.common_ksampler(model, 0, n_steps, cfg, "ddim", "ddim_uniform", positive, negative,
+                                           {"samples": empty.clone()}, disable_noise=False)[0]["samples"]
+
+    def run_custom(sigmas, noise, guider):
+        return guider.sample(noise.clone(), empty.clone(), comfy.samplers.sampler_object("ddim"), sigmas, seed=0,
+                             disable_pbar=True)
+
+    plain_guider = comfy.samplers.CFGGuider(model)
+    plain_guider.set_conds(positive, negative)
+    plain_guider.set_cfg(cfg)
+    run_ksampler(2)
+    run_custom(modelscope_ddim_sigmas(model, 2), init_frames, plain_guider)  # warm-up
+    ksampler_times, custom_times = [], []
+    for _ in range(args.rounds):
+        with Meter(torch) as m:
+            run_ksampler(steps)
+        ksampler_times.append(m.seconds)
+        ksampler_peak = m.peak_gib
+        with Meter(torch) as m:
+            run_custom(ddim_sigmas, init_frames, plain_guider)
+        custom_times.append(m.seconds)
+        custom_peak = m.peak_gib
+
+    # (c) POS: a random reference video, encoded once (VAE encode timed on its own)
+    video = torch.rand(frames, height, width, 3, generator=generator)
+    with Meter(torch) as m:
+        reference = vae.encode(video)
+    facts["zeroscope_vae_encode_s"] = round(m.seconds, 2)
+    pos_times, invert_times, refined_times = [], [], []
+    for _ in range(args.rounds):
+        with Meter(torch) as m:
+            with Meter(torch) as mi:
+                outcome = invert_latent(model, reference, negative, ddim_sigmas, refine_iterations=0, cfg=1.0)
+            noise = MixedInvertedNoise(outcome.noise, 0.2, seed=0)
+            guider = make_hybrid_guider(model, rewritten, positive, negative, cfg, 0.04)
+            run_custom(ddim_sigmas, noise.generate_noise({"samples": empty}), guider)
+        pos_times.append(m.seconds)
+        invert_times.append(mi.seconds)
+        pos_peak = m.peak_gib
+    with Meter(torch) as m:
+        invert_latent(model, reference, negative, ddim_sigmas, refine_iterations=1, cfg=1.0)
+    refined_times.append(m.seconds)
+
+    base = statistics.median(diffusers_times)
+    plain = statistics.median(custom_times)
+    rows += [
+        ("ZeroScope (a) diffusers TextToVideoSDPipeline", base, diffusers_peak, 1.0, None),
+        ("ZeroScope (b) native MODEL + core KSampler (ddim, ddim_uniform)", statistics.median(ksampler_times),
+         ksampler_peak, statistics.median(ksampler_times) / base, None),
+        ("ZeroScope (b') native MODEL + diffusers DDIM sigmas (custom sampling)", plain, custom_peak,
+         plain / base, 1.0),
+        ("ZeroScope (c) POS: invert 50 (cfg 1) + mix + hybrid sampling", statistics.median(pos_times), pos_peak,
+         statistics.median(pos_times) / base, statistics.median(pos_times) / plain),
+        ("ZeroScope     of which inversion alone", statistics.median(invert_times), None,
+         None, statistics.median(invert_times) / plain),
+        ("ZeroScope     inversion with 1 refine iteration", refined_times[0], None, None, refined_times[0] / plain),
+    ]
+    facts.update(zeroscope_rounds={"diffusers": diffusers_times, "ksampler": ksampler_times, "custom": custom_times,
+                                   "pos": pos_times, "invert": invert_times})
+    del model, clip, vae, plain_guider, guider
+    free_all(torch)
+
+
+def wan_part(args, torch, rows: list, facts: dict) -> None:
+    import comfy.model_management
+    import comfy.samplers
+    import comfy.sd
+
+    from comfyui_searchpriors.nodes.hybrid_guider import make_guider as make_hybrid_guider
+    from comfyui_searchpriors.nodes.noise_objects import MixedInvertedNoise, SeededRandomNoise
+
+    tiny = load_test_helper("tiny_models")
+    start = time.perf_counter()
+    dims = dict(dim=128, ffn_dim=256, num_layers=2) if args.tiny else dict(dim=1536, ffn_dim=8960, num_layers=30)
+    dtype = torch.float32 if args.tiny else torch.bfloat16
+    state = tiny.tiny_wan21_state_dict(seed=0, **dims)
+    state = {k: v.to(dtype) for k, v in state.items()}
+    model = comfy.sd.load_diffusion_model_state_dict(state, model_options={"dtype": dtype})
+    del state
+    facts["wan_params_m"] = round(sum(p.numel() for p in model.model.diffusion_model.parameters()) / 1e6, 1)
+    facts["wan_build_s"] = round(time.perf_counter() - start, 1)
+    positive = tiny.wan_conditioning(1, tokens=24)
+    rewritten = tiny.wan_conditioning(2, tokens=30)
+    negative = tiny.wan_conditioning(3, tokens=12)
+    latent = torch.zeros(1, 16, 3, 8, 8) if args.tiny else torch.zeros(1, 16, 9, 480 // 8, 832 // 8)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", args.wan_steps)
+    inverted = torch.randn(latent.shape, generator=torch.Generator().manual_seed(5))
+    sampler = comfy.samplers.sampler_object("euler")
+
+    def core():
+        guider = comfy.samplers.CFGGuider(model)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(5.0)
+        noise = SeededRandomNoise(0).generate_noise({"samples": latent})
+        return guider.sample(noise, latent.clone(), sampler, sigmas, seed=0, disable_pbar=True)
+
+    def pos():
+        guider = make_hybrid_guider(model, rewritten, positive, negative, 5.0, 0.5)
+        noise = MixedInvertedNoise(inverted, 0.5, seed=0).generate_noise({"samples": latent})
+        return guider.sample(noise, latent.clone(), sampler, sigmas, seed=0, disable_pbar=True)
+
+    comfy.model_management.load_models_gpu([model])
+    core()  # warm-up
+    pos()
+    core_times, pos_times, ratios = [], [], []
+    for _ in range(args.rounds):
+        with Meter(torch) as m:
+            core()
+        core_times.append(m.seconds)
+        core_peak = m.peak_gib
+        with Meter(torch) as m:
+            pos()
+        pos_times.append(m.seconds)
+        pos_peak = m.peak_gib
+        ratios.append(pos_times[-1] / core_times[-1])
+    base = statistics.median(core_times)
+    rows += [
+        (f"Wan 2.1 1.3B core CFGGuider + RandomNoise ({args.wan_steps} steps)", base, core_peak, None, 1.0),
+        (f"Wan 2.1 1.3B POS hybrid guider + mixed NOISE ({args.wan_steps} steps)", statistics.median(pos_times),
+         pos_peak, None, statistics.median(ratios)),
+    ]
+    facts.update(wan_rounds={"core": core_times, "pos": pos_times, "ratios": ratios},
+                 wan_s_per_step=round(base / args.wan_steps, 4))
+    del model
+    free_all(torch)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=["all", "zeroscope", "wan"], default="all")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--wan-steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tiny", action="store_true",
+                        help="smoke run of every path with tiny models (runs on the CPU; its numbers mean nothing)")
+    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "searchpriors-bench-gpu"))
+    parser.add_argument("--out", default=str(BENCH_OUT / "bench_pos_gpu.json"))
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if args.tiny:
+        args.steps, args.wan_steps, args.rounds = 3, 2, 1
+        args.out = args.out.replace(".json", ".tiny.json")
+    elif not torch.cuda.is_available():
+        print("skipped: no CUDA device (this benchmark measures GPU time and VRAM)")
+        return 0
+    if COMFYUI not in sys.path:
+        sys.path.insert(0, COMFYUI)
+    import comfy.cli_args  # ComfyUI's defaults: GPU, normal VRAM
+
+    if not torch.cuda.is_available():
+        comfy.cli_args.args.cpu = True  # the --tiny smoke run; read when model_management is imported
+        torch.set_num_threads(1)
+
+    os.makedirs(args.workdir, exist_ok=True)
+    rows: list = []
+    facts: dict = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
+                   "date": time.strftime("%Y-%m-%d"), "dtype": "bf16"}
+    wall = time.perf_counter()
+    # ComfyUI runs every node under inference mode; outside it, a VAE or model call on weights that require
+    # grad would keep its whole autograd graph alive (measured: 29 GiB after one VAE encode).
+    with torch.inference_mode():
+        if args.part in ("all", "zeroscope"):
+            zeroscope_part(args, torch, rows, facts)
+        if args.part in ("all", "wan"):
+            wan_part(args, torch, rows, facts)
+
+    log(f"\n{'way':<76} {'s':>7} {'peak GiB':>9} {'vs diffusers':>13} {'vs plain native':>16}")
+    for name, seconds, peak, vs_diff, vs_plain in rows:
+        fmt = lambda v, f: (f.format(v) if v is not None else "")  # noqa: E731
+        log(f"{name:<76} {seconds:>7.2f} {fmt(peak, '{:.2f}'):>9} {fmt(vs_diff, '{:.3f}x'):>13} "
+            f"{fmt(vs_plain, '{:.3f}x'):>16}")
+    summary = []
+    by_name = {r[0][:14]: r for r in rows}
+    zs = [r for r in rows if r[0].startswith("ZeroScope (b) ")]
+    if zs:
+        a = rows[0]
+        b, pos = zs[0], [r for r in rows if r[0].startswith("ZeroScope (c)")][0]
+        summary.append(f"ZeroScope native KSampler {b[3]:.3f}x diffusers (target <= 1.05), peak {b[2]:.2f} vs "
+                       f"{a[2]:.2f} GiB; POS {pos[4]:.3f}x plain native (target <= 1.6)")
+    wan = [r for r in rows if r[0].startswith("Wan") and "POS" in r[0]]
+    if wan:
+        summary.append(f"Wan 1.3B POS sampling {wan[0][4]:.3f}x core (target <= 1.02)")
+    del by_name
+    facts["wall_s"] = round(time.perf_counter() - wall, 1)
+    log(f"SUMMARY pos gpu ({facts['device']}, {facts['date']}): " + "; ".join(summary) + f"; wall {facts['wall_s']} s")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as fh:
+        json.dump({"rows": rows, "facts": facts}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
