@@ -451,3 +451,76 @@ def build_sample_index(server: ComfyServer, via: str = "workflow", timeout: floa
             raise ComfyServerError(f"{' '.join(command)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
         return None
     raise ValueError(f"via must be 'workflow' or 'cli', not {via!r}")
+
+
+# ------------------------------------------------------------------ POS: a clip library and the tiny model
+CLIP_INPUT_FOLDER = "searchpriors_clips"             # under ComfyUI's input folder
+CLIP_INDEX_NAME = "searchpriors_clips"               # the index the bundled POS workflows load
+TINY_T2V_FOLDER = "tiny-t2v"                         # under models/diffusers
+POS_MODELSCOPE_WORKFLOW = API_WORKFLOWS_DIR / "pos_modelscope.json"
+MAKE_T2V_FOLDER = REPO_ROOT / "scripts" / "make_t2v_folder.py"
+
+
+def install_clip_library(server: ComfyServer, clips: list[tuple[Path, str, str]]) -> list[tuple[str, str]]:
+    """Copies clips [(file, relative name, caption)] to <input>/searchpriors_clips/ with a library.csv."""
+    import csv
+
+    library_dir = server.input_dir / CLIP_INPUT_FOLDER
+    rows = []
+    for source, rel, caption in clips:
+        (library_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, library_dir / rel)
+        rows.append((rel, caption))
+    with open(library_dir / "library.csv", "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["video", "caption"])
+        writer.writerows(rows)
+    return rows
+
+
+def shared_clips(videos_dir: Path) -> list[tuple[Path, str, str]]:
+    """The clips of ../shared/data/videos (captions.csv: file, caption); [] when absent."""
+    import csv
+
+    listing = videos_dir / "captions.csv"
+    if not listing.is_file():
+        return []
+    with open(listing, encoding="utf-8", newline="") as fh:
+        return [(videos_dir / r["file"], r["file"], r["caption"]) for r in csv.DictReader(fh)]
+
+
+def build_clip_index(server: ComfyServer, timeout: float = 600.0) -> dict:
+    """Builds <models>/motion_index/searchpriors_clips from the installed clip library (Motion Index Builder)."""
+    graph = {"1": {"class_type": "SearchPriors_MotionIndexBuilder", "inputs": {
+        "library": f"{CLIP_INPUT_FOLDER}/library.csv", "format": "auto", "index_name": CLIP_INDEX_NAME,
+        "spacy_model": "en_core_web_sm", "sentence_model": "all-MiniLM-L6-v2", "videos_folder": ""}}}
+    entry = server.run_prompt(graph, timeout=timeout)
+    if history_status(entry) != "success":
+        error = history_error(entry) or {}
+        raise ComfyServerError(f"building the clip index failed: {error.get('exception_message')}")
+    return entry
+
+
+def install_tiny_t2v(server: ComfyServer) -> Path:
+    """Writes the tiny random ModelScope-family folder into <models>/diffusers/tiny-t2v (once)."""
+    target = server.models_dir / "diffusers" / TINY_T2V_FOLDER
+    if not target.exists():
+        subprocess.run([server.python, str(MAKE_T2V_FOLDER), "--size", "tiny", "--out", str(target)], check=True,
+                       capture_output=True, timeout=300)
+    return target
+
+
+def pos_at_test_size(graph: dict, frames: int = 4, size: int = 64, steps: int = 4) -> dict:
+    """The bundled ModelScope POS workflow made small: the tiny folder, `frames` frames of size x size, `steps`."""
+    values = {"Frames": frames, "Width": size, "Height": size}
+    for node in graph.values():
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "SearchPriors_ModelScopeLoader":
+            inputs.update(folder=TINY_T2V_FOLDER, dtype="fp32")
+        elif kind == "PrimitiveInt" and (node.get("_meta") or {}).get("title") in values:
+            inputs["value"] = values[node["_meta"]["title"]]
+        elif kind in ("SearchPriors_DiffusersSchedulerSigmas", "SearchPriors_DDIMVideoInvert"):
+            inputs["steps"] = steps
+        elif kind == "SearchPriors_MotionIndexLoader":
+            inputs["index_name"] = CLIP_INDEX_NAME
+    return graph

@@ -1,5 +1,9 @@
 """The demo: a real ComfyUI server with this pack, the sample motion index built in it, and the bundled
-Search-T2V retrieval workflow run through POST /prompt; prints the ranked results from /history.
+Search-T2V retrieval workflow run through POST /prompt; prints the ranked results from /history. Then POS
+end to end: the bundled ModelScope/ZeroScope POS workflow (workflows/api/pos_modelscope.json) on a tiny
+random model over a library of real clips (../shared/data/videos when present, else short clips drawn
+here), saved as an mp4 by core Save Video. The tiny model shows the plumbing: its video is noise. For real
+videos put text-to-video-ms-1.7b or zeroscope_v2_576w into models/diffusers/ (README).
 
     python scripts/run_demo.py [--via workflow|cli] [--prompt TEXT] [--keep]
 
@@ -11,10 +15,14 @@ its base directory kept).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import comfy_server as harness  # this file's folder is sys.path[0]; the repository root is never put there
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -24,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompt", help="the text to search for, instead of the workflow's own")
     parser.add_argument("--keep", action="store_true", help="keep the server's base directory and log")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for each prompt")
+    parser.add_argument("--skip-pos", action="store_true", help="retrieval only, no POS generation")
     return parser.parse_args(argv)
 
 
@@ -61,6 +70,73 @@ def print_results(graph: dict, entry: dict) -> bool:
     return ok
 
 
+def drawn_clips(folder: Path) -> list[tuple[Path, str, str]]:
+    """Three 3-second clips of moving shapes (PyAV), for machines without ../shared/data."""
+    import av
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    specs = [("red_square_right.mp4", "a red square moves to the right", (220, 40, 40), (1, 0)),
+             ("blue_square_down.mp4", "a blue square falls down", (40, 80, 220), (0, 1)),
+             ("green_square_diagonal.mp4", "a green square slides across the frame", (40, 200, 90), (1, 1))]
+    clips = []
+    for name, caption, colour, (dx, dy) in specs:
+        path = folder / name
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libx264", rate=8)
+            stream.width = stream.height = 128
+            stream.pix_fmt = "yuv420p"
+            for i in range(24):
+                frame = np.full((128, 128, 3), 30, dtype=np.uint8)
+                x, y = 8 + dx * 3 * i, 8 + dy * 3 * i
+                frame[y:y + 32, x:x + 32] = colour
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+        clips.append((path, name, caption))
+    return clips
+
+
+def run_pos(server, timeout: float) -> bool:
+    """POS on the tiny model: clip index, the bundled ModelScope workflow at demo size, the saved mp4."""
+    videos = REPO / ".." / "shared" / "data" / "videos"
+    clips = harness.shared_clips(videos.resolve())
+    source = "../shared/data/videos"
+    if not clips:
+        clips, source = drawn_clips(server.base_dir / "drawn_clips"), "clips drawn by the demo"
+    started = step(f"building the clip index over {len(clips)} clips ({source})")
+    harness.install_clip_library(server, clips)
+    harness.build_clip_index(server, timeout=timeout)
+    done(started)
+    started = step("writing the tiny random ModelScope-family model (models/diffusers/tiny-t2v)")
+    harness.install_tiny_t2v(server)
+    done(started)
+    graph = harness.pos_at_test_size(harness.load_json(harness.POS_MODELSCOPE_WORKFLOW), frames=8, size=64, steps=10)
+    started = step(f"running {harness.POS_MODELSCOPE_WORKFLOW.name} (8 frames of 64x64, 10 steps, tiny model)")
+    entry = server.run_prompt(graph, timeout=timeout)
+    status = harness.history_status(entry)
+    done(started, status)
+    if status != "success":
+        error = harness.history_error(entry) or {}
+        print(f"error in {error.get('node_type')} (node {error.get('node_id')}): "
+              f"{error.get('exception_message', '').strip()}", file=sys.stderr)
+        return False
+    for node_id, node in graph.items():
+        if node["class_type"] == "PreviewAny":
+            title = node_title(graph, node_id)
+            if title in ("Retrieval table", "Inversion report", "Rewriter report"):
+                text = "\n".join(harness.history_texts(entry, node_id)).rstrip()
+                print(f"\n--- {title} ---\n" + "\n".join(text.splitlines()[:12]))
+    save = next(k for k, v in graph.items() if v["class_type"] == "SaveVideo")
+    files = entry["outputs"].get(save, {}).get("images", [])
+    for item in files:  # copied out of the server's throw-away base directory
+        kept = REPO / "out" / item["filename"]
+        kept.parent.mkdir(exist_ok=True)
+        shutil.copyfile(server.output_dir / item.get("subfolder", "") / item["filename"], kept)
+        print(f"\nSaved video: {kept}")
+    print("(the tiny random model shows the plumbing, its frames are noise: see the README for real models)")
+    return bool(files)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     server = harness.ComfyServer()
@@ -94,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         succeeded = print_results(graph, entry)
         if not succeeded:
             print("error: a retriever produced no ranking", file=sys.stderr)
+            return 1
+        if not args.skip_pos:
+            succeeded = run_pos(server, args.timeout)
         return 0 if succeeded else 1
     except (harness.ComfyServerError, harness.PromptRejected, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

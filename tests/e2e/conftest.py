@@ -7,10 +7,6 @@ Playwright's own browser download cannot work here, so the system Chromium is us
 from __future__ import annotations
 
 import contextlib
-import csv
-import shutil
-import subprocess
-import sys
 import os
 from pathlib import Path
 
@@ -157,47 +153,24 @@ def bare_frontend(chromium, bare_server):
 
 
 # ---------------------------------------------------------------- POS: the tiny model and a real-clip index
-REPO = Path(__file__).resolve().parents[2]
-MAKE_FOLDER = REPO / "scripts" / "make_t2v_folder.py"
-TINY_FOLDER = "tiny-t2v"
-CLIP_INDEX = "searchpriors_clips"
-
-
 def shared_videos() -> Path:
-    root = os.environ.get("SEARCHPRIORS_SHARED_DATA") or str(REPO.parent / "shared" / "data")
+    root = os.environ.get("SEARCHPRIORS_SHARED_DATA") or str(Path(__file__).resolve().parents[3] / "shared" / "data")
     return Path(root) / "videos"
 
 
 @pytest.fixture(scope="session")
-def tiny_t2v(comfy_server):
-    target = comfy_server.models_dir / "diffusers" / TINY_FOLDER
-    if not target.exists():
-        subprocess.run([sys.executable, str(MAKE_FOLDER), "--size", "tiny", "--out", str(target)], check=True,
-                       capture_output=True, timeout=300)
-    return target
+def tiny_t2v(comfy_server, comfy_harness):
+    """The tiny random ModelScope-family folder in the server's models/diffusers/tiny-t2v."""
+    return comfy_harness.install_tiny_t2v(comfy_server)
 
 
 @pytest.fixture(scope="session")
 def clip_index(comfy_server, comfy_harness):
-    """The real clips of ../shared/data/videos, copied into the server's input folder, as a motion index."""
-    videos = shared_videos()
-    if not (videos / "captions.csv").is_file():
-        pytest.skip(f"../shared/data/videos not found (looked at {videos}); set SEARCHPRIORS_SHARED_DATA")
-    library_dir = comfy_server.input_dir / "searchpriors_clips"
-    with open(videos / "captions.csv", encoding="utf-8", newline="") as fh:
-        rows = [(r["file"], r["caption"]) for r in csv.DictReader(fh)]
-    for rel, _ in rows:
-        (library_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(videos / rel, library_dir / rel)
-    with open(library_dir / "library.csv", "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["video", "caption"])
-        writer.writerows(rows)
-    graph = {
-        "1": {"class_type": "SearchPriors_MotionIndexBuilder", "inputs": {
-            "library": "searchpriors_clips/library.csv", "format": "auto", "index_name": CLIP_INDEX,
-            "spacy_model": "en_core_web_sm", "sentence_model": "all-MiniLM-L6-v2", "videos_folder": ""}},
-    }
-    entry = comfy_server.run_prompt(graph, timeout=600)
-    assert comfy_harness.history_status(entry) == "success", comfy_harness.history_error(entry)
+    """The real clips of ../shared/data/videos, copied into the server's input folder, as a motion index;
+    returns [(file, caption)]."""
+    clips = comfy_harness.shared_clips(shared_videos())
+    if not clips:
+        pytest.skip(f"../shared/data/videos not found (looked at {shared_videos()}); set SEARCHPRIORS_SHARED_DATA")
+    rows = comfy_harness.install_clip_library(comfy_server, clips)
+    comfy_harness.build_clip_index(comfy_server)
     return rows

@@ -14,8 +14,6 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 API_DIR = Path(__file__).resolve().parents[2] / "workflows" / "api"
-TINY_FOLDER = "tiny-t2v"            # the tiny_t2v fixture's folder (tests/e2e/conftest.py)
-CLIP_INDEX = "searchpriors_clips"   # the clip_index fixture's index
 FRAMES, SIZE, STEPS = 4, 64, 4
 # Dropdowns filled from disk: model files a user downloads (README), the index they build, their LLM folder.
 # The server here has none of them, so their values are not checked against its (empty) lists.
@@ -26,22 +24,6 @@ def load(name: str) -> dict:
     return json.loads((API_DIR / f"{name}.json").read_text(encoding="utf-8"))
 
 
-def tiny_overrides(graph: dict) -> dict:
-    """The bundled ModelScope workflow at test size: the tiny folder, 4 frames of 64x64, 4 steps."""
-    titles = {"Frames": FRAMES, "Width": SIZE, "Height": SIZE}
-    for node in graph.values():
-        kind, inputs = node["class_type"], node["inputs"]
-        if kind == "SearchPriors_ModelScopeLoader":
-            inputs.update(folder=TINY_FOLDER, dtype="fp32")
-        elif kind == "PrimitiveInt" and node["_meta"]["title"] in titles:
-            inputs["value"] = titles[node["_meta"]["title"]]
-        elif kind in ("SearchPriors_DiffusersSchedulerSigmas", "SearchPriors_DDIMVideoInvert"):
-            inputs["steps"] = STEPS
-        elif kind == "SearchPriors_MotionIndexLoader":
-            inputs["index_name"] = CLIP_INDEX
-    return graph
-
-
 def saved_files(entry: dict, node_id: str) -> list[dict]:
     ui = entry["outputs"].get(node_id, {})
     return ui.get("images", []) + ui.get("videos", []) + ui.get("gifs", [])
@@ -50,7 +32,7 @@ def saved_files(entry: dict, node_id: str) -> list[dict]:
 def test_pos_modelscope_workflow_makes_a_video(comfy_server, comfy_harness, tiny_t2v, clip_index):
     import av
 
-    graph = tiny_overrides(load("pos_modelscope"))
+    graph = comfy_harness.pos_at_test_size(load("pos_modelscope"), FRAMES, SIZE, STEPS)
     entry = comfy_server.run_prompt(graph, timeout=900)
     error = comfy_harness.history_error(entry) or {}
     assert comfy_harness.history_status(entry) == "success", (
