@@ -47,12 +47,14 @@ from typing import Callable, List, Optional, Sequence
 
 import torch
 
+from ..retrieval.errors import SearchPriorsError
+
 Denoise = Callable[[torch.Tensor, float], torch.Tensor]
 OnStep = Callable[[int, int], None]
 InputScale = Callable[[float], float]
 
 
-class InversionError(ValueError):
+class InversionError(SearchPriorsError):
     """Bad sigmas, bad settings, or a non-finite latent during inversion."""
 
 

@@ -17,8 +17,10 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..retrieval.errors import SearchPriorsError
 
-class NoiseShapeError(ValueError):
+
+class NoiseShapeError(SearchPriorsError):
     """The inverted noise does not fit the latent being sampled."""
 
 

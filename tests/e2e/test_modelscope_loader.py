@@ -24,14 +24,14 @@ def loader_graph(folder) -> dict:
 
 
 @pytest.mark.parametrize("folder", ["", None])
-def test_no_model_folder_is_a_clear_error_on_the_node(comfy_server, comfy_harness, folder):
-    entry = comfy_server.run_prompt(loader_graph(folder), timeout=120)
+def test_no_model_folder_is_a_clear_error_on_the_node(bare_server, comfy_harness, folder):
+    entry = bare_server.run_prompt(loader_graph(folder), timeout=120)
     assert comfy_harness.history_status(entry) == "error"
     error = comfy_harness.history_error(entry)
     assert error["node_type"] == "SearchPriors_ModelScopeLoader"
     assert error["exception_type"].endswith("DiffusersFolderError"), error["exception_message"]
     assert "put a ModelScope/ZeroScope diffusers folder in models/diffusers/" in error["exception_message"]
-    assert comfy_server.running
+    assert bare_server.running
 
 
 def test_tiny_folder_samples_with_core_nodes(comfy_server, comfy_harness):
