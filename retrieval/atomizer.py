@@ -393,8 +393,10 @@ RULE_SINGULAR_SUBJECT = "noun-after-singular-subject"  # "a horse races": -s for
 RULE_HIDDEN_PARTICIPLE = "participle-in-noun-compound"  # "a panda drinking coffee", "corgi playing in park"
 RULE_PROGRESSIVE = "progressive-read-as-adjective"      # "a person is sweeping floor"
 RULE_PARTICIPLE_ADJECTIVE = "participle-adjective"      # "grapes on a rotating table": the table rotates
+RULE_COORDINATED = "coordinated-verb-read-as-noun"      # "a glass falls and breaks": "breaks" tagged as a noun
+RULE_REPARSE = "second-parse-as-verb"  # "a kitten chases a laser dot": reparsed as "a kitten will chase ..."
 RECOVERY_RULES = (RULE_COMPOUND_VERB, RULE_PLURAL_SUBJECT, RULE_SINGULAR_SUBJECT, RULE_HIDDEN_PARTICIPLE,
-                  RULE_PROGRESSIVE, RULE_PARTICIPLE_ADJECTIVE)
+                  RULE_PROGRESSIVE, RULE_PARTICIPLE_ADJECTIVE, RULE_COORDINATED, RULE_REPARSE)
 
 
 def _verb_base(word: str, verb_forms: Optional[frozenset]) -> Optional[str]:
@@ -536,6 +538,131 @@ def _recover_participles(doc, verb_forms, allow_adjective: bool) -> list[tuple]:
     return out
 
 
+def _recover_coordinated(doc, verb_forms) -> list[tuple]:
+    """A verb coordinated with a verb but tagged as a noun: it shares that verb's actor."""
+    out = []
+    for tok in doc:
+        if tok.dep_ != "conj" or not tok.tag_.startswith("NN") or tok.head.pos_ != "VERB" or not _is_motion_verb(tok.head):
+            continue
+        base = _verb_base(tok.lower_, verb_forms)
+        if not base or (tok.tag_ == "NN" and tok.lower_ != base):
+            continue
+        actor = _actor(tok.head)
+        obj = next((c for c in tok.children if c.dep_ in OBJECT_DEPS), None) or _prep_object(tok)
+        for a in (_with_conjuncts(actor) if actor is not None else [None]):
+            out.append((tok, Unit(base, _noun_phrase(a) if a is not None else None,
+                                  _noun_phrase(obj) if obj is not None else None, rule=RULE_COORDINATED)))
+    return out
+
+
+# Words that open a subject noun phrase without being its noun.
+_DETERMINERS = frozenset("""
+    a an the this that these those my his her its our their your some several many few dozens hundreds
+    one two three four five six seven eight nine ten eleven twelve twenty fifty hundred
+""".split())
+
+
+# Nouns made of a gerund and a noun: "a cozy living room" has no verb.
+_ING_COMPOUNDS = frozenset(tuple(pair.split("_")) for pair in """
+    living_room dining_room dining_table swimming_pool washing_machine sleeping_bag parking_lot frying_pan
+    rolling_pin boxing_ring climbing_wall shopping_mall shopping_cart running_shoes fishing_rod fishing_boat
+    sewing_machine waiting_room dressing_room walking_stick cutting_board baking_sheet racing_car
+    diving_board skating_rink landing_strip training_ground
+""".split())
+
+
+def _noun_forms_of(nlp) -> frozenset:
+    cached = getattr(nlp, "_searchpriors_noun_forms", None)
+    if cached is not None:
+        return cached
+    try:
+        lookups = nlp.get_pipe("lemmatizer").lookups
+        forms = set(lookups.get_table("lemma_index")["noun"])
+        for form, lemmas in lookups.get_table("lemma_exc")["noun"].items():
+            forms.add(form)
+            forms.update(lemmas)
+        forms = frozenset(forms)
+    except Exception:
+        forms = frozenset()
+    try:
+        nlp._searchpriors_noun_forms = forms
+    except AttributeError:
+        pass
+    return forms
+
+
+def _nounish(tok, nouns: frozenset) -> bool:
+    if tok.is_punct or tok.lower_ in _DETERMINERS or tok.lower_ in _ENGLISH_FUNCTION_WORDS:
+        return False
+    w = tok.lower_
+    return (tok.tag_.startswith("NN") or tok.pos_ == "PROPN" or w in nouns or _lemma(tok) in nouns
+            or (w.endswith("s") and w[:-1] in nouns) or (w.endswith("es") and w[:-2] in nouns))
+
+
+def _plural(tok, nouns: frozenset) -> bool:
+    w = tok.lower_
+    return tok.tag_ in ("NNS", "NNPS") or (w.endswith("s") and not w.endswith("ss") and w[:-1] in nouns
+                                           and w not in nouns)
+
+
+def _verb_reading(doc, verb_forms, nouns) -> Optional[tuple[int, str, str]]:
+    """The first word after the opening subject noun phrase that reads as its verb: (index, base form,
+    'ing' or 'finite'). The subject may hold adjectives, compounds, "X of Y" and "X and Y"."""
+    toks = list(doc)
+    i = 0
+    while i < len(toks) and toks[i].lower_ in _DETERMINERS:
+        i += 1
+    plural = i > 0 and toks[i - 1].lower_ not in ("a", "an", "one", "this", "that", "its", "his", "her")
+    seen_noun = False
+    for j in range(i, min(len(toks), i + 8)):
+        tok = toks[j]
+        w = tok.lower_
+        if tok.is_punct or (tok.pos_ == "VERB" and tok.dep_ not in ("compound", "amod") and not w.endswith("ing")):
+            return None
+        if w in ("of", "and") and seen_noun:
+            plural = plural or w == "and"
+            continue
+        if w in _DETERMINERS:
+            continue
+        if seen_noun and j > i:
+            prev = toks[j - 1]
+            base = _verb_base(w, verb_forms)
+            following = toks[j + 1].lower_ if j + 1 < len(toks) else ""
+            if base and _nounish(prev, nouns) and (w, following) not in _ING_COMPOUNDS:
+                if w.endswith("ing"):
+                    return j, base, "ing"
+                subject_plural = plural or _plural(prev, nouns)
+                if w == base and subject_plural:
+                    return j, base, "finite"
+                if w != base and w.endswith("s") and not subject_plural:
+                    return j, base, "finite"
+        if _nounish(tok, nouns):
+            seen_noun = True
+    return None
+
+
+def _reparse_with_verb_reading(doc, nlp, verb_forms, text, modifiers, found=None) -> Optional[ParsedPrompt]:
+    """Parse again with the verb made unambiguous ("kitten chases" -> "kitten will chase", "top
+    spinning" -> "top is spinning"); the result stands only when that verb becomes a motion unit."""
+    found = found or _verb_reading(doc, verb_forms, _noun_forms_of(nlp))
+    if found is None:
+        return None
+    j, base, form = found
+    toks = list(doc)
+    before = "".join(t.text_with_ws for t in toks[:j])
+    after = "".join(t.text_with_ws for t in toks[j + 1:])
+    verb = f"is {toks[j].text}" if form == "ing" else f"will {base}"
+    rewritten = f"{before}{verb}{toks[j].whitespace_}{after}"
+    second = parse_doc(nlp(rewritten), verb_forms, text=text if text is not None else doc.text, modifiers=modifiers)
+    if not any(u.motion and u.motion.split()[0] == base for u in second.units):
+        return None
+    units = [Unit(u.motion, u.actor, u.recipient, rule=RULE_REPARSE) for u in second.units]
+    notes = [n for n in second.notes if not n.startswith("motion recovered")]
+    notes.append(f"motion recovered by rule {RULE_REPARSE}: parsed again as {rewritten!r} (the parser had "
+                 f"read {toks[j].text!r} as another word class)")
+    return ParsedPrompt(second.text, units, second.core_index, second.fallback, notes, list(modifiers))
+
+
 # ------------------------------------------------------------------------------------------ parse
 
 # Verbs that state rather than move: "there is a tiger killing an animal" is about killing, not being.
@@ -566,10 +693,12 @@ def _in_root_chain(token, root) -> bool:
 
 
 def parse_doc(doc, verb_forms: Optional[frozenset] = None, *, text: Optional[str] = None,
-              modifiers: Sequence[str] = ()) -> ParsedPrompt:
+              modifiers: Sequence[str] = (), nlp=None) -> ParsedPrompt:
     """Atomize one parsed spaCy ``Doc``; ``verb_forms`` (see ``verb_forms_of``) mends verb lemmas and
     enables the recovery rules. ``doc`` is the parse of the content; ``text`` the whole prompt (default
-    the doc's text) and ``modifiers`` what ``split_modifiers`` cut off it."""
+    the doc's text) and ``modifiers`` what ``split_modifiers`` cut off it. With ``nlp`` (the pipeline that
+    made ``doc``), a sentence whose verb the parser missed is parsed a second time with the verb reading
+    made explicit (``RULE_REPARSE``)."""
     units: list[Unit] = []
     unit_verbs: list = []  # the verb token of each unit, to pick the core
     unit_actors: list = []
@@ -597,10 +726,25 @@ def parse_doc(doc, verb_forms: Optional[frozenset] = None, *, text: Optional[str
     roots = [t for t in doc if t.dep_ == "ROOT"]
     root = roots[0] if roots else None
     recovered: list[tuple] = []
-    if verb_forms and root is not None and not _is_motion_verb(root):
-        recovered = _recover_chain_units(doc, verb_forms) + _recover_participles(doc, verb_forms, allow_adjective=False)
-        if not units and not recovered:
-            recovered = _recover_participles(doc, verb_forms, allow_adjective=True)
+    if verb_forms and root is not None:
+        recovered = _recover_coordinated(doc, verb_forms)
+        if nlp is not None and _is_motion_verb(root):
+            # the subject itself reads as a verb that the parser missed ("a woman dances flamenco": root
+            # "flamenco", "dances" a noun subject)
+            found = _verb_reading(doc, verb_forms, _noun_forms_of(nlp))
+            if found is not None and found[0] < root.i and not _is_motion_verb(doc[found[0]]):
+                reparsed = _reparse_with_verb_reading(doc, nlp, verb_forms, text, modifiers, found)
+                if reparsed is not None:
+                    return reparsed
+        if not _is_motion_verb(root):
+            tree = _recover_chain_units(doc, verb_forms) + _recover_participles(doc, verb_forms, allow_adjective=False)
+            if nlp is not None and not any(_in_root_chain(v, root) for v, _ in tree):
+                reparsed = _reparse_with_verb_reading(doc, nlp, verb_forms, text, modifiers)
+                if reparsed is not None:
+                    return reparsed
+            recovered += tree
+            if not units and not recovered:
+                recovered = _recover_participles(doc, verb_forms, allow_adjective=True)
         recovered.sort(key=lambda pair: (not _in_root_chain(pair[0], root), pair[0].i))
         for verb, unit in recovered:
             add(unit, verb, None)
@@ -639,7 +783,7 @@ def parse_text(nlp, text: str, verb_forms: Optional[frozenset] = None) -> Parsed
     """Split the modifiers off one text, parse its content and atomize it (no validation)."""
     content, modifiers = split_modifiers(text)
     return parse_doc(nlp(content), verb_forms if verb_forms is not None else verb_forms_of(nlp),
-                     text=text, modifiers=modifiers)
+                     text=text, modifiers=modifiers, nlp=nlp)
 
 
 def parse_texts(nlp, texts: Iterable[str], batch_size: int = 256, n_process: int = 1) -> Iterator[ParsedPrompt]:
@@ -649,7 +793,7 @@ def parse_texts(nlp, texts: Iterable[str], batch_size: int = 256, n_process: int
     splits = [split_modifiers(t) for t in texts]
     docs = nlp.pipe((c for c, _ in splits), batch_size=batch_size, n_process=n_process)
     for text, (_, modifiers), doc in zip(texts, splits, docs):
-        yield parse_doc(doc, verb_forms, text=text, modifiers=modifiers)
+        yield parse_doc(doc, verb_forms, text=text, modifiers=modifiers, nlp=nlp)
 
 
 # ------------------------------------------------------------------------------------------ validation
