@@ -830,8 +830,8 @@ _ENGLISH_FUNCTION_WORDS = frozenset("""
 """.split())
 
 _NOT_ENGLISH_SCRIPT = (
-    "The prompt has no English in Latin script (it is written in another script), and the chosen spaCy "
-    "model parses English only: translate the prompt to English, or pick a spaCy model for the prompt's "
+    "The prompt does not look like English (it has no Latin-script English: it is written in another "
+    "script), and the chosen spaCy model parses English only: translate the prompt to English, or pick a spaCy model for the prompt's "
     "language.")
 _NOT_ENGLISH_WORDS = (
     "The prompt does not look like English (few of its words are English words), and the chosen spaCy "
