@@ -641,26 +641,76 @@ def _verb_reading(doc, verb_forms, nouns) -> Optional[tuple[int, str, str]]:
     return None
 
 
-def _reparse_with_verb_reading(doc, nlp, verb_forms, text, modifiers, found=None) -> Optional[ParsedPrompt]:
-    """Parse again with the verb made unambiguous ("kitten chases" -> "kitten will chase", "top
-    spinning" -> "top is spinning"); the result stands only when that verb becomes a motion unit."""
-    found = found or _verb_reading(doc, verb_forms, _noun_forms_of(nlp))
+def reparse_request(doc, verb_forms, nouns) -> Optional[tuple[tuple[int, str, str], str]]:
+    """Whether ``parse_doc`` parses ``doc`` a second time, and the text it parses: ((index, base, form),
+    rewritten text) or None. Asked apart from ``parse_doc`` so that batches parse the rewrites together.
+
+    A second parse is tried when the first word after the subject reads as its verb and either the root is
+    a motion verb but that word was parsed into the subject ("a woman dances flamenco": root "flamenco"),
+    or the root is no motion verb and no tree rule recovered one at the root.
+    """
+    roots = [t for t in doc if t.dep_ == "ROOT"]
+    if not verb_forms or not roots:
+        return None
+    root = roots[0]
+    found = _verb_reading(doc, verb_forms, nouns)
     if found is None:
         return None
+    if _is_motion_verb(root):
+        if found[0] >= root.i or _is_motion_verb(doc[found[0]]):
+            return None
+    else:
+        tree = _recover_chain_units(doc, verb_forms) + _recover_participles(doc, verb_forms, allow_adjective=False)
+        if any(_in_root_chain(v, root) for v, _ in tree):
+            return None
     j, base, form = found
     toks = list(doc)
     before = "".join(t.text_with_ws for t in toks[:j])
     after = "".join(t.text_with_ws for t in toks[j + 1:])
     verb = f"is {toks[j].text}" if form == "ing" else f"will {base}"
-    rewritten = f"{before}{verb}{toks[j].whitespace_}{after}"
-    second = parse_doc(nlp(rewritten), verb_forms, text=text if text is not None else doc.text, modifiers=modifiers)
+    return found, f"{before}{verb}{toks[j].whitespace_}{after}"
+
+
+def _reparse_with_verb_reading(doc, second_doc, verb_forms, text, modifiers, request) -> Optional[ParsedPrompt]:
+    """The second parse ("kitten chases" -> "kitten will chase", "top spinning" -> "top is spinning");
+    it stands only when that verb becomes a motion unit."""
+    (j, base, _), rewritten = request
+    second = parse_doc(second_doc, verb_forms, text=text if text is not None else doc.text, modifiers=modifiers)
     if not any(u.motion and u.motion.split()[0] == base for u in second.units):
         return None
     units = [Unit(u.motion, u.actor, u.recipient, rule=RULE_REPARSE) for u in second.units]
     notes = [n for n in second.notes if not n.startswith("motion recovered")]
     notes.append(f"motion recovered by rule {RULE_REPARSE}: parsed again as {rewritten!r} (the parser had "
-                 f"read {toks[j].text!r} as another word class)")
+                 f"read {doc[j].text!r} as another word class)")
     return ParsedPrompt(second.text, units, second.core_index, second.fallback, notes, list(modifiers))
+
+
+class _PreParsed:
+    """Stands in for the pipeline inside ``parse_doc``: hands out second parses made in one batch."""
+
+    def __init__(self, nlp, docs: dict):
+        self._nlp = nlp
+        self._docs = docs
+
+    def __call__(self, text):
+        doc = self._docs.get(text)
+        return doc if doc is not None else self._nlp(text)
+
+    def __getattr__(self, name):
+        return getattr(self._nlp, name)
+
+
+def with_second_parses(nlp, docs: Sequence, verb_forms, batch_size: int = 256):
+    """A stand-in for ``nlp`` in ``parse_doc`` that holds the second parses ``docs`` need, parsed together
+    with ``nlp.pipe`` (so a batch with many recovered verbs still parses in batches)."""
+    nouns = _noun_forms_of(nlp)
+    texts = []
+    for doc in docs:
+        request = reparse_request(doc, verb_forms, nouns) if doc is not None else None
+        if request is not None:
+            texts.append(request[1])
+    texts = list(dict.fromkeys(texts))
+    return _PreParsed(nlp, dict(zip(texts, nlp.pipe(texts, batch_size=batch_size))) if texts else {})
 
 
 # ------------------------------------------------------------------------------------------ parse
@@ -728,20 +778,14 @@ def parse_doc(doc, verb_forms: Optional[frozenset] = None, *, text: Optional[str
     recovered: list[tuple] = []
     if verb_forms and root is not None:
         recovered = _recover_coordinated(doc, verb_forms)
-        if nlp is not None and _is_motion_verb(root):
-            # the subject itself reads as a verb that the parser missed ("a woman dances flamenco": root
-            # "flamenco", "dances" a noun subject)
-            found = _verb_reading(doc, verb_forms, _noun_forms_of(nlp))
-            if found is not None and found[0] < root.i and not _is_motion_verb(doc[found[0]]):
-                reparsed = _reparse_with_verb_reading(doc, nlp, verb_forms, text, modifiers, found)
+        if nlp is not None:
+            request = reparse_request(doc, verb_forms, _noun_forms_of(nlp))
+            if request is not None:
+                reparsed = _reparse_with_verb_reading(doc, nlp(request[1]), verb_forms, text, modifiers, request)
                 if reparsed is not None:
                     return reparsed
         if not _is_motion_verb(root):
             tree = _recover_chain_units(doc, verb_forms) + _recover_participles(doc, verb_forms, allow_adjective=False)
-            if nlp is not None and not any(_in_root_chain(v, root) for v, _ in tree):
-                reparsed = _reparse_with_verb_reading(doc, nlp, verb_forms, text, modifiers)
-                if reparsed is not None:
-                    return reparsed
             recovered += tree
             if not units and not recovered:
                 recovered = _recover_participles(doc, verb_forms, allow_adjective=True)
@@ -792,8 +836,12 @@ def parse_texts(nlp, texts: Iterable[str], batch_size: int = 256, n_process: int
     texts = list(texts)
     splits = [split_modifiers(t) for t in texts]
     docs = nlp.pipe((c for c, _ in splits), batch_size=batch_size, n_process=n_process)
-    for text, (_, modifiers), doc in zip(texts, splits, docs):
-        yield parse_doc(doc, verb_forms, text=text, modifiers=modifiers, nlp=nlp)
+    for start in range(0, len(texts), batch_size):
+        chunk = [next(docs) for _ in range(min(batch_size, len(texts) - start))]
+        second = with_second_parses(nlp, chunk, verb_forms, batch_size)
+        for k, doc in enumerate(chunk):
+            text, (_, modifiers) = texts[start + k], splits[start + k]
+            yield parse_doc(doc, verb_forms, text=text, modifiers=modifiers, nlp=second)
 
 
 # ------------------------------------------------------------------------------------------ validation

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from .atomizer import (MAX_PROMPT_CHARS, ParsedPrompt, Unit, check_language, clean_prompt, english_words_of,
-                       parse_doc, split_modifiers, verb_forms_of)
+                       parse_doc, split_modifiers, verb_forms_of, with_second_parses)
 from .errors import SearchPriorsError
 from .models import spacy_identity
 
@@ -188,7 +188,7 @@ def atomize(prompt: str, nlp, sentence_model, max_chars: Optional[int] = MAX_PRO
     content, modifiers = split_modifiers(text)
     doc = nlp(content)
     check_language(doc, nlp.lang, english_words_of(nlp))
-    parsed = parse_doc(doc, verb_forms_of(nlp), text=text, modifiers=modifiers)
+    parsed = parse_doc(doc, verb_forms_of(nlp), text=text, modifiers=modifiers, nlp=nlp)
     return embed_parsed(parsed, sentence_model, spacy_identity(nlp))
 
 
@@ -262,11 +262,15 @@ def _atomize_chunk(prompts, nlp, sentence_model, max_chars, verb_forms, english_
         docs = list(nlp.pipe([c for _, _, c, _ in todo]))
     except Exception:
         docs = [None] * len(todo)  # one text broke the batch: parse each alone, so only it fails
+    try:
+        second = with_second_parses(nlp, docs, verb_forms)  # the recovery rule's second parses, batched
+    except Exception:
+        second = nlp
     for (i, text, content, modifiers), doc in zip(todo, docs):
         try:
             doc = nlp(content) if doc is None else doc
             check_language(doc, nlp.lang, english_words)
-            parsed.append((i, parse_doc(doc, verb_forms, text=text, modifiers=modifiers)))
+            parsed.append((i, parse_doc(doc, verb_forms, text=text, modifiers=modifiers, nlp=second)))
         except Exception as exc:
             results[i] = _failure(exc)
     if parsed:

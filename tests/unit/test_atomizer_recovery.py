@@ -186,3 +186,13 @@ def test_atomize_many_survives_an_unexpected_failure(nlp, hash_encoder, monkeypa
     results = list(atomize_many(["a dog runs", "boom goes the cannon", "cats fight"], nlp, hash_encoder))
     assert isinstance(results[1], SearchPriorsError) and "RuntimeError: parser exploded" in str(results[1])
     assert results[0].units[0].motion == "run" and results[2].units[0].motion == "fight"
+
+
+def test_batched_second_parses_equal_one_by_one(nlp):
+    prompts = ["a kitten chases a laser dot", "a woman dances flamenco", "two kangaroos box playfully",
+               "a top spinning on a table", "A panda rides a bicycle", "a kitten chases a laser dot", "clouds"]
+    batched = list(parse_texts(nlp, prompts, batch_size=4))
+    for prompt, got in zip(prompts, batched):
+        one = parse_text(nlp, prompt)
+        assert got == one and [u.rule for u in got.units] == [u.rule for u in one.units] and got.notes == one.notes
+    assert batched[0].core.rule == A.RULE_REPARSE
