@@ -111,3 +111,40 @@ def test_cancel_mid_build_keeps_the_published_index(built, pack_nodes, comfy):
                              index_name="sample", spacy_model="en_core_web_sm", sentence_model="all-MiniLM-L6-v2",
                              videos_folder="")
     assert index.count == 70 and "30 added" in report
+
+
+def test_atomizer_inputs_keep_their_order_new_ones_optional_at_the_end(pack_nodes):
+    schema = pack_nodes.PromptAtomizer.define_schema()
+    assert [i.id for i in schema.inputs] == ["prompt", "spacy_model", "sentence_model", "one_prompt_per_line",
+                                             "max_prompt_chars"]
+    assert all(i.optional for i in schema.inputs[3:]) and not any(i.optional for i in schema.inputs[:3])
+    assert schema.inputs[4].default == 2000
+
+
+def test_atomizer_one_prompt_per_line_reports_each_line(pack_nodes):
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
+    prompt = "two kangaroos box playfully, animated style\nСобака бежит по пляжу\n\n" + "a dog runs " * 30 + "\ncats fight"
+    (atomized, units), _ = run(pack_nodes.PromptAtomizer, prompt=prompt, spacy_model="en_core_web_sm",
+                               sentence_model="all-MiniLM-L6-v2", one_prompt_per_line=True, max_prompt_chars=200)
+    lines = units.splitlines()
+    assert atomized.text == "two kangaroos box playfully, animated style" and atomized.modifiers == ["animated style"]
+    assert lines[0] == "line 1: two kangaroos box playfully, animated style"
+    assert "[core] kangaroo -box-> (recovered: noun-after-plural-subject)" in lines[1]
+    assert any(x.startswith("line 2: error: The prompt does not look like English") for x in lines)
+    assert any(x.startswith("line 3: error: The prompt is too long: 329 characters, more than the limit of 200") for x in lines)
+    assert any(x.startswith("line 4: cats fight") for x in lines)
+    assert lines[-1].startswith("2 of 4 lines atomized, 2 failed")
+    with pytest.raises(SearchPriorsError, match="No line of the prompt could be atomized"):
+        run(pack_nodes.PromptAtomizer, prompt="Собака бежит\n   \n一只熊猫", spacy_model="en_core_web_sm",
+            sentence_model="all-MiniLM-L6-v2", one_prompt_per_line=True)
+
+
+def test_atomizer_refuses_an_oversized_prompt_before_parsing(pack_nodes, monkeypatch):
+    from comfyui_searchpriors.nodes import prompt_nodes
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
+    monkeypatch.setattr(prompt_nodes, "load_spacy", lambda *a, **k: pytest.fail("loaded a model for an oversized prompt"))
+    with pytest.raises(SearchPriorsError, match="too long: 1,200,000 characters, more than the limit of 2,000"):
+        run(pack_nodes.PromptAtomizer, prompt="a" * 1_200_000, spacy_model="en_core_web_sm",
+            sentence_model="all-MiniLM-L6-v2")
