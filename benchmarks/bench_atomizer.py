@@ -20,8 +20,9 @@ Reported:
   ``embedding.encode`` of them, each on its own; interleaved rounds in one process (this machine's speed
   drifts), the ratio per round, median over rounds. The batch set: the labelled prompts, then MSR-VTT
   held-out query captions up to ``--n`` prompts (benchmark lists run to thousands of lines).
-- p50 latency of one prompt (``embedding.atomize``, models loaded): this code and ``--before``'s, each in a
-  fresh subprocess, alternated twice (B A B A), median of each side.
+- p50 latency of one prompt (``embedding.atomize``, models loaded; the paper's 10 prompts and held-out
+  MSR-VTT captions, 100 in all, each timed 3 times): this code and ``--before``'s, each in a fresh
+  subprocess, alternated (B A B A B A), the median of each side's p50s. One torch thread throughout.
 
 Usage: ``python benchmarks/bench_atomizer.py [--before DIR] [--n 2000] [--rounds 3] [--quick]``.
 Results: ``bench_out/bench_atomizer.json``. Without ../shared/data the MSR-VTT filler and the paper prompts
@@ -253,6 +254,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=2000, help="prompts in the throughput batch (default 2000)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--latency-n", type=int, default=100, help="prompts timed one by one (default 100)")
+    ap.add_argument("--latency-runs", type=int, default=3, help="fresh processes per side, alternated (default 3)")
     ap.add_argument("--quick", action="store_true", help="500-prompt batch, 1 round, 30 latency prompts")
     ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -268,8 +270,10 @@ def main(argv=None) -> int:
     print(f"{len(rows)} labelled prompts ({sum(1 for r in rows if r[2])} with a motion)")
     here = os.environ.get("PYTHONPATH", "")
 
-    # paper prompts first in the latency set, then the benchmark-style ones
-    latency_rows = sorted(rows, key=lambda r: r[0] != "search_t2v_paper")
+    # the latency set: the paper's prompts, then held-out MSR-VTT captions (as in bench_retrieval_speed)
+    latency_rows = [r for r in rows if r[0] == "search_t2v_paper"]
+    latency_rows += [("msrvtt", p, []) for p in batch_set([], args.latency_n)]
+    latency_rows = (latency_rows + rows)[:args.latency_n]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as fh:
         json.dump([[p, s] for s, p, _ in rows], fh)
         rows_file = fh.name
@@ -281,7 +285,7 @@ def main(argv=None) -> int:
         sides = {"before": os.path.abspath(args.before), "after": here}
     results: dict = {k: {"latency_runs": []} for k in sides}
     try:
-        for rep in range(2 if args.before else 1):  # B A B A: the machine drifts
+        for rep in range(args.latency_runs if args.before else 1):  # B A B A ...: the machine drifts
             for side, pp in sides.items():
                 r = run_worker(pp, rows_file, latency_file, args.latency_n, 3)
                 if rep == 0:
