@@ -624,6 +624,8 @@ def _verb_reading(doc, verb_forms, nouns) -> Optional[tuple[int, str, str]]:
             continue
         if w in _DETERMINERS:
             continue
+        if seen_noun and (w in _ENGLISH_FUNCTION_WORDS or tok.pos_ in ("ADP", "AUX", "PRON", "SCONJ", "CCONJ")):
+            return None  # the subject noun phrase ended without a verb after it ("a clear sky with ...")
         if seen_noun and j > i:
             prev = toks[j - 1]
             base = _verb_base(w, verb_forms)
@@ -656,8 +658,10 @@ def reparse_request(doc, verb_forms, nouns) -> Optional[tuple[tuple[int, str, st
     found = _verb_reading(doc, verb_forms, nouns)
     if found is None:
         return None
+    if _is_motion_verb(doc[found[0]]):
+        return None  # the parse already has that verb ("a man playing tennis": "playing" modifies "man")
     if _is_motion_verb(root):
-        if found[0] >= root.i or _is_motion_verb(doc[found[0]]):
+        if found[0] >= root.i:
             return None
     else:
         tree = _recover_chain_units(doc, verb_forms) + _recover_participles(doc, verb_forms, allow_adjective=False)

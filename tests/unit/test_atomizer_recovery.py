@@ -196,3 +196,14 @@ def test_batched_second_parses_equal_one_by_one(nlp):
         one = parse_text(nlp, prompt)
         assert got == one and [u.rule for u in got.units] == [u.rule for u in one.units] and got.notes == one.notes
     assert batched[0].core.rule == A.RULE_REPARSE
+
+
+@pytest.mark.parametrize("text, core", [
+    ("a man playing tennis with a person", Unit("play", "man", "tennis")),   # the plain parse has the verb
+    ("a guy talking to a man", Unit("talk", "guy", "man")),
+    ("a clear sky with little clouds", Unit(None, "sky", "cloud")),          # the subject ended: no verb
+    ("a cozy living room with a fireplace", Unit(None, "living room", "fireplace")),
+])
+def test_no_recovery_where_the_parse_is_right_or_there_is_no_verb(nlp, text, core):
+    parsed, got = core_of(nlp, text)
+    assert got == core and all(u.rule is None for u in parsed.units), parsed.describe()
