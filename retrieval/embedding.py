@@ -221,61 +221,31 @@ def _failure(exc: Exception) -> SearchPriorsError:
 
 
 def atomize_many(prompts: Iterable[str], nlp, sentence_model, max_chars: Optional[int] = MAX_PROMPT_CHARS,
-                 chunk: int = ATOMIZE_CHUNK, overlap: bool = True) -> Iterator[Union[AtomizedPrompt, SearchPriorsError]]:
+                 chunk: int = ATOMIZE_CHUNK) -> Iterator[Union[AtomizedPrompt, SearchPriorsError]]:
     """``atomize`` for many prompts, batched, yielding one result per prompt in input order.
 
     Each result is an ``AtomizedPrompt`` or, for a prompt that ``atomize`` would refuse (empty, too long,
     not English) or that fails in any other way, the ``SearchPriorsError`` that says why: one bad prompt
-    never stops the others. Prompts go through in chunks: the contents parsed with ``nlp.pipe``, the
-    sentences and the chunk's new role phrases encoded in the pack's length batches (``encode``; each
-    distinct phrase once for the whole run). While one chunk is encoded (in a helper thread: torch lets go
-    of the GIL while it computes), the next is parsed, so parsing costs little beside the encoder on a
-    machine with two cores or more (``overlap=False``: one after the other). Results equal ``atomize``'s
-    one by one (tested).
+    never stops the others. Prompts go through in chunks: the contents parsed with ``nlp.pipe`` (second
+    parses of the recovery rule too), the sentences and the chunk's new role phrases encoded in the pack's
+    length batches (``encode``; each distinct phrase once for the whole run). Results equal ``atomize``'s
+    one by one (tested). (Encoding one chunk in a thread while the next is parsed was measured: no gain,
+    spaCy holds the GIL that torch's Python-level steps need.)
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     verb_forms = verb_forms_of(nlp)
     english_words = english_words_of(nlp)
     spacy_id, sentence_id = spacy_identity(nlp), sentence_model_identity(sentence_model)
     table = PhraseTable(embedding_dim(sentence_model))
-    prompts = iter(prompts)
-    # a small first chunk starts the encoder early; later chunks are full size
-    sizes = [max(1, min(chunk, 64)), chunk]
-
-    def next_chunk(size: int) -> list:
-        out = []
-        for prompt in prompts:
-            out.append(prompt)
-            if len(out) >= size:
-                break
-        return out
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="searchpriors-encode") as pool:
-        submit = pool.submit if overlap else _run_now
-        pending = None  # the chunk being encoded: a future of its results
-        batch = next_chunk(sizes[0])
-        while batch:
-            parsed = _parse_chunk(batch, nlp, max_chars, verb_forms, english_words)
-            job = submit(_encode_chunk, parsed, sentence_model, table, sentence_id, spacy_id)
-            if pending is not None:
-                yield from pending.result()
-            pending = job
-            batch = next_chunk(sizes[1])
-        if pending is not None:
-            yield from pending.result()
-
-
-class _Done:
-    def __init__(self, value):
-        self._value = value
-
-    def result(self):
-        return self._value
-
-
-def _run_now(fn, *args):
-    return _Done(fn(*args))
+    batch: list = []
+    for prompt in prompts:
+        batch.append(prompt)
+        if len(batch) >= chunk:
+            yield from _encode_chunk(_parse_chunk(batch, nlp, max_chars, verb_forms, english_words),
+                                     sentence_model, table, sentence_id, spacy_id)
+            batch = []
+    if batch:
+        yield from _encode_chunk(_parse_chunk(batch, nlp, max_chars, verb_forms, english_words),
+                                 sentence_model, table, sentence_id, spacy_id)
 
 
 def _parse_chunk(prompts, nlp, max_chars, verb_forms, english_words) -> list:
