@@ -917,13 +917,15 @@ def _is_latin_letter(ch: str) -> bool:
     return ch.isascii() or unicodedata.name(ch, "").startswith("LATIN")
 
 
-def check_language(doc, lang: str, english_words: Optional[frozenset] = None) -> None:
+def check_language(doc, lang: str, english_words: Optional[frozenset] = None, modifiers: Sequence[str] = ()) -> None:
     """Refuse only prompts with no Latin-script English in them (English models only).
 
     A prompt with no Latin letters at all (Chinese, Cyrillic, Arabic, Devanagari, ...) is refused. With
     ``english_words`` (see ``english_words_of``), a prompt whose words are almost all unknown to English
     (fewer than a quarter of four or more Latin words; none of fewer) is refused too. Short English
-    sentences always pass: "cats fight", "waves crash", "two kangaroos box playfully".
+    sentences always pass: "cats fight", "waves crash", "two kangaroos box playfully". ``modifiers`` (the
+    phrases ``split_modifiers`` cut off the parsed content) count as words of the prompt too: "an animated
+    clip of spongebob squarepants" is English.
     """
     if lang != "en":
         return
@@ -935,7 +937,10 @@ def check_language(doc, lang: str, english_words: Optional[frozenset] = None) ->
         return  # digits and punctuation only: nothing to judge; the parse finds no units and says so
     if english_words is not None:
         known = sum(1 for t in words if t.lower_ in english_words or _lemma(t) in english_words)
-        if known == 0 or (len(words) >= 4 and known / len(words) < 0.25):
+        extra = [w.lower() for w in re.findall(r"[^\W\d_]+", " ".join(modifiers)) if all(_is_latin_letter(c) for c in w)]
+        known += sum(1 for w in extra if w in english_words)
+        total = len(words) + len(extra)
+        if known == 0 or (total >= 4 and known / total < 0.25):
             raise SearchPriorsError(_NOT_ENGLISH_WORDS)
         return
     if len(words) >= 4 and not any(t.lower_ in _ENGLISH_FUNCTION_WORDS for t in words) \

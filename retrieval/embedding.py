@@ -187,7 +187,7 @@ def atomize(prompt: str, nlp, sentence_model, max_chars: Optional[int] = MAX_PRO
     text = clean_prompt(prompt, max_chars)
     content, modifiers = split_modifiers(text)
     doc = nlp(content)
-    check_language(doc, nlp.lang, english_words_of(nlp))
+    check_language(doc, nlp.lang, english_words_of(nlp), modifiers)
     parsed = parse_doc(doc, verb_forms_of(nlp), text=text, modifiers=modifiers, nlp=nlp)
     return embed_parsed(parsed, sentence_model, spacy_identity(nlp))
 
@@ -270,7 +270,7 @@ def _parse_chunk(prompts, nlp, max_chars, verb_forms, english_words) -> list:
     for (i, text, content, modifiers), doc in zip(todo, docs):
         try:
             doc = nlp(content) if doc is None else doc
-            check_language(doc, nlp.lang, english_words)
+            check_language(doc, nlp.lang, english_words, modifiers)
             results[i] = parse_doc(doc, verb_forms, text=text, modifiers=modifiers, nlp=second)
         except Exception as exc:
             results[i] = _failure(exc)

@@ -130,6 +130,7 @@ def test_non_english_prompts_are_refused_with_a_clear_message(nlp, prompt, hash_
 
 @pytest.mark.parametrize("prompt", ["two kangaroos box playfully", "cats fight", "waves crash", "dogs bark",
                                     "Pikachu dances", "A Lamborghini drifts", "Time-lapse of clouds", "city skyline",
+                                    "a animated clip of spongebob squarepants",   # English only in the shot words
                                     "一只熊猫 rides a bicycle"])
 def test_short_english_prompts_are_accepted(nlp, prompt, hash_encoder):
     assert atomize(prompt, nlp, hash_encoder).units
