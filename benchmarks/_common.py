@@ -126,43 +126,20 @@ def load_models():
 
 
 def atomize_many(texts: Sequence[str], nlp, model):
-    """Batched equivalent of ``embedding.atomize`` for many prompts.
+    """Batched equivalent of ``embedding.atomize`` for many prompts (``embedding.atomize_many``).
 
-    Parses with ``atomizer.parse_texts`` (nlp.pipe), encodes all sentence vectors batched (``embedding.encode``) and
-    all distinct role phrases once. Returns (list of AtomizedPrompt or None, list of rejection messages):
-    a prompt that ``atomize`` would reject (``check_language``) is None here too.
+    Returns (list of AtomizedPrompt or None, list of rejection messages): a prompt that ``atomize`` would
+    reject is None here.
     """
-    from comfyui_searchpriors.retrieval.atomizer import check_language, clean_prompt, parse_doc, verb_forms_of
-    from comfyui_searchpriors.retrieval.embedding import (AtomizedPrompt, PhraseTable, embedding_dim, encode,
-                                                          sentence_model_identity, unit_vectors)
-    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
-    from comfyui_searchpriors.retrieval.models import spacy_identity
+    from comfyui_searchpriors.retrieval.embedding import atomize_many as pack_atomize_many
 
-    cleaned = [clean_prompt(t) for t in texts]
-    verb_forms = verb_forms_of(nlp)
-    parsed, rejected = [], []
-    for doc in nlp.pipe(cleaned, batch_size=256):
-        try:
-            check_language(doc, nlp.lang)
-        except SearchPriorsError as exc:
-            parsed.append(None)
-            rejected.append(f"{doc.text!r}: {exc}")
-            continue
-        parsed.append(parse_doc(doc, verb_forms))
-    ok = [p for p in parsed if p is not None]
-    vectors = encode(model, [p.text for p in ok])
-    table = PhraseTable(embedding_dim(model))
-    table.add(model, [x for p in ok for x in p.phrases()])
-    sid, pid = sentence_model_identity(model), spacy_identity(nlp)
-    out, k = [], 0
-    for p in parsed:
-        if p is None:
+    out, rejected = [], []
+    for text, result in zip(texts, pack_atomize_many(texts, nlp, model, max_chars=None)):
+        if isinstance(result, Exception):
             out.append(None)
-            continue
-        out.append(AtomizedPrompt(text=p.text, units=list(p.units), core_index=p.core_index, v_total=vectors[k],
-                                  unit_vectors=unit_vectors(p.units, table), sentence_model=sid, spacy_model=pid,
-                                  fallback=p.fallback, notes=list(p.notes)))
-        k += 1
+            rejected.append(f"{text!r}: {result}")
+        else:
+            out.append(result)
     return out, rejected
 
 

@@ -15,7 +15,7 @@ a. Build throughput (captions/s) on the same N MSR-VTT captions (the first N of 
    (ii)  the pack's ``index.build_index`` into a fresh temporary folder (parse + sentence and phrase vectors
          + segment files + manifest), as a user runs it: parse helper process on "auto";
    (ii') the same with ``parse_helper=False`` (everything in this process);
-   (iii) a naive per-caption loop: for each caption ``nlp(caption)``, ``parse_doc``, encode the sentence
+   (iii) a naive per-caption loop: for each caption ``atomizer.parse_text``, encode the sentence
          alone, encode each role phrase alone; then the same arrays are written (``index._write_segment``
          and a manifest). It runs on the first ``--naive-n`` captions only (default 200, ``--quick`` 50),
          because it is slow; its throughput is per caption of that subset.
@@ -167,7 +167,7 @@ class RssProbe:
 # ------------------------------------------------------------------------------------------ a. build
 
 def bench_build(captions, n: int, naive_n: int, nlp, model, log, rounds: int = 3) -> dict:
-    from comfyui_searchpriors.retrieval.atomizer import parse_doc, parse_texts, verb_forms_of
+    from comfyui_searchpriors.retrieval.atomizer import parse_text, parse_texts, verb_forms_of
     from comfyui_searchpriors.retrieval.embedding import (PhraseTable, embedding_dim, encode,
                                                           sentence_model_identity)
     from comfyui_searchpriors.retrieval.index import (FORMAT, MANIFEST, VERSION, _write_segment, build_index,
@@ -260,8 +260,7 @@ def bench_build(captions, n: int, naive_n: int, nlp, model, log, rounds: int = 3
         t0 = time.perf_counter()
         n_vectors, n_parsed, n_phrase = [], [], {}
         for e in sub:
-            doc = nlp(e.caption)
-            p = parse_doc(doc, verb_forms)
+            p = parse_text(nlp, e.caption, verb_forms)  # modifiers split off, then parsed
             n_vectors.append(encode(model, [e.caption])[0])
             for x in p.phrases():
                 n_phrase[x] = encode(model, [x])[0]

@@ -7,7 +7,10 @@
     searchpriors atomize --queries FILE --json
 
 Errors print one message to stderr and exit with status 2 (bad input), 75 (the index stayed locked by another
-build longer than --lock-timeout: try again later) or 1 (anything else).
+build longer than --lock-timeout: try again later) or 1 (anything else). With
+``--queries`` a prompt that fails does not stop the batch: its line of output is a JSON object
+``{"prompt": ..., "error": ...}`` (with ``--json``; else an ``error:`` line) in its place, the others go on,
+a summary goes to stderr, and the exit status is 0 when every prompt succeeded, 3 when some failed.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import os
 import sys
 from typing import Optional
 
+from .atomizer import MAX_PROMPT_CHARS
 from .errors import SearchPriorsError
 from .library import FORMATS
 
 EXIT_BAD_INPUT = 2
 EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: nothing wrong with the input, try again later
+EXIT_SOME_FAILED = 3  # --queries: some prompts failed (each has an error line in its place)
 
 
 def _queries(path: str) -> list[str]:
@@ -74,8 +79,27 @@ def cmd_index_build(args) -> int:
     return 0
 
 
+def _report_batch(kind: str, total: int, failed: int) -> int:
+    """The batch's stderr summary line and exit status (0 all good, 3 some failed)."""
+    print(f"searchpriors {kind}: {total - failed} of {total} prompts done, {failed} failed"
+          + (" (error lines in their place)" if failed else ""), file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else 0
+
+
+ECHO_CHARS = 2000  # an error line echoes at most this much of its prompt (an oversized one is cut short)
+
+
+def _error_line(prompt: str, error: Exception, as_json: bool) -> str:
+    if as_json:
+        line = {"prompt": prompt if len(prompt) <= ECHO_CHARS else prompt[:ECHO_CHARS] + "...", "error": str(error)}
+        if len(prompt) > ECHO_CHARS:
+            line["prompt_chars"] = len(prompt)
+        return json.dumps(line, ensure_ascii=False)
+    return f"error: {prompt[:200]!r}: {error}"
+
+
 def cmd_search(args) -> int:
-    from .embedding import atomize
+    from .embedding import atomize, atomize_many
     from .index import load_index, read_manifest
     from .search import SearchParams, search
 
@@ -83,28 +107,53 @@ def cmd_search(args) -> int:
     index = load_index(args.index)
     nlp, encoder = _models(args, manifest)
     params = SearchParams(mode=args.mode, top_k=args.k).validate()
-    prompts = _queries(args.queries) if args.queries else [args.prompt]
-    for prompt in prompts:
-        result = search(index, atomize(prompt, nlp, encoder), params)
-        if args.json:
-            print(json.dumps(result.to_json(), ensure_ascii=False), flush=True)
-        else:
-            print(result.report())
-    return 0
+    if not args.queries:
+        result = search(index, atomize(args.prompt, nlp, encoder, args.max_chars), params)
+        print(json.dumps(result.to_json(), ensure_ascii=False) if args.json else result.report())
+        return 0
+    prompts = _queries(args.queries)
+    failed = 0
+    for prompt, atomized in zip(prompts, atomize_many(prompts, nlp, encoder, args.max_chars)):
+        try:
+            if isinstance(atomized, Exception):
+                raise atomized
+            result = search(index, atomized, params)
+            line = json.dumps(result.to_json(), ensure_ascii=False) if args.json else result.report()
+        except Exception as exc:  # one prompt's failure never stops the batch
+            failed += 1
+            line = _error_line(prompt, exc, args.json)
+        print(line, flush=True)
+    return _report_batch("search", len(prompts), failed)
 
 
 def cmd_atomize(args) -> int:
-    from .embedding import atomize
+    from .embedding import atomize, atomize_many
 
     nlp, encoder = _models(args)
-    prompts = _queries(args.queries) if args.queries else [args.prompt]
-    for prompt in prompts:
-        atomized = atomize(prompt, nlp, encoder)
-        if args.json:
-            print(json.dumps(atomized.to_json(with_vectors=args.vectors), ensure_ascii=False), flush=True)
+    if not args.queries:
+        atomized = atomize(args.prompt, nlp, encoder, args.max_chars)
+        print(json.dumps(atomized.to_json(with_vectors=args.vectors), ensure_ascii=False) if args.json
+              else atomized.describe())
+        return 0
+    prompts = _queries(args.queries)
+    failed = 0
+    for prompt, atomized in zip(prompts, atomize_many(prompts, nlp, encoder, args.max_chars)):
+        if isinstance(atomized, Exception):
+            failed += 1
+            line = _error_line(prompt, atomized, args.json)
+        elif args.json:
+            line = json.dumps(atomized.to_json(with_vectors=args.vectors), ensure_ascii=False)
         else:
-            print(atomized.describe())
-    return 0
+            line = atomized.describe()
+        print(line, flush=True)
+    return _report_batch("atomize", len(prompts), failed)
+
+
+def _max_chars(value: str) -> Optional[int]:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("must be 0 (no limit) or a positive number of characters")
+    return number or None
 
 
 def _quiet_libraries() -> None:
@@ -127,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true",
                         help="show the libraries' own messages and progress bars on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_max_chars(p):
+        p.add_argument("--max-chars", type=_max_chars, default=MAX_PROMPT_CHARS, metavar="N",
+                       help=f"refuse prompts longer than N characters before parsing (default {MAX_PROMPT_CHARS:,}; "
+                            f"0 = no limit)")
 
     def add_models(p):
         p.add_argument("--spacy-model", default=None, help="spaCy package or folder (default en_core_web_sm)")
@@ -157,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="one JSON object per prompt")
     search.add_argument("--queries", default=None, help="file with one prompt per line ('-' = stdin)")
     search.add_argument("prompt", nargs="?", default=None)
+    add_max_chars(search)
     add_models(search)
     search.set_defaults(func=cmd_search)
 
@@ -165,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     atom.add_argument("--vectors", action="store_true", help="include the vectors in --json output")
     atom.add_argument("--queries", default=None, help="file with one prompt per line ('-' = stdin)")
     atom.add_argument("prompt", nargs="?", default=None)
+    add_max_chars(atom)
     add_models(atom)
     atom.set_defaults(func=cmd_atomize)
     return parser

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from .atomizer import ParsedPrompt, Unit, check_language, clean_prompt, parse_doc, verb_forms_of
+from .atomizer import (MAX_PROMPT_CHARS, ParsedPrompt, Unit, check_language, clean_prompt, english_words_of,
+                       parse_doc, split_modifiers, verb_forms_of, with_second_parses)
+from .errors import SearchPriorsError
 from .models import spacy_identity
 
 ROLES = ("motion", "actor", "recipient")
@@ -135,10 +137,11 @@ class AtomizedPrompt:
     spacy_model: str
     fallback: Optional[str] = None
     notes: list[str] = field(default_factory=list)
+    modifiers: list[str] = field(default_factory=list)  # style / camera / quality phrases split off
 
     @property
     def parsed(self) -> ParsedPrompt:
-        return ParsedPrompt(self.text, self.units, self.core_index, self.fallback, self.notes)
+        return ParsedPrompt(self.text, self.units, self.core_index, self.fallback, self.notes, self.modifiers)
 
     def describe(self) -> str:
         return self.parsed.describe()
@@ -147,7 +150,8 @@ class AtomizedPrompt:
         out = {
             "prompt": self.text,
             "core": self.core_index,
-            "units": [dict(zip(ROLES, u.roles())) for u in self.units],
+            "units": [_unit_json(u) for u in self.units],
+            "modifiers": list(self.modifiers),
             "fallback": self.fallback,
             "notes": list(self.notes),
             "sentence_model": self.sentence_model,
@@ -157,6 +161,13 @@ class AtomizedPrompt:
             out["v_total"] = self.v_total.tolist()
             out["unit_vectors"] = self.unit_vectors.tolist()
         return out
+
+
+def _unit_json(unit: Unit) -> dict:
+    out = dict(zip(ROLES, unit.roles()))
+    if unit.rule:
+        out["rule"] = unit.rule  # only on recovered units, so plain units keep their three keys
+    return out
 
 
 def unit_vectors(units: Sequence[Unit], table: PhraseTable) -> np.ndarray:
@@ -170,12 +181,14 @@ def unit_vectors(units: Sequence[Unit], table: PhraseTable) -> np.ndarray:
     return out
 
 
-def atomize(prompt: str, nlp, sentence_model) -> AtomizedPrompt:
-    """Atomize and embed one user prompt (validated: non-empty, parseable by the model's language)."""
-    text = clean_prompt(prompt)
-    doc = nlp(text)
-    check_language(doc, nlp.lang)
-    parsed = parse_doc(doc, verb_forms_of(nlp))
+def atomize(prompt: str, nlp, sentence_model, max_chars: Optional[int] = MAX_PROMPT_CHARS) -> AtomizedPrompt:
+    """Atomize and embed one user prompt (validated: non-empty, at most ``max_chars`` characters,
+    English when the parse model is English)."""
+    text = clean_prompt(prompt, max_chars)
+    content, modifiers = split_modifiers(text)
+    doc = nlp(content)
+    check_language(doc, nlp.lang, english_words_of(nlp), modifiers)
+    parsed = parse_doc(doc, verb_forms_of(nlp), text=text, modifiers=modifiers, nlp=nlp)
     return embed_parsed(parsed, sentence_model, spacy_identity(nlp))
 
 
@@ -184,7 +197,101 @@ def embed_parsed(parsed: ParsedPrompt, sentence_model, spacy_id: str) -> Atomize
     table = PhraseTable(dim)
     table.add(sentence_model, parsed.phrases())
     v_total = encode(sentence_model, [parsed.text])[0]
+    return _atomized(parsed, v_total, table, sentence_model_identity(sentence_model), spacy_id)
+
+
+def _atomized(parsed: ParsedPrompt, v_total: np.ndarray, table: PhraseTable, sentence_id: str,
+              spacy_id: str) -> AtomizedPrompt:
     return AtomizedPrompt(text=parsed.text, units=list(parsed.units), core_index=parsed.core_index,
                           v_total=v_total, unit_vectors=unit_vectors(parsed.units, table),
-                          sentence_model=sentence_model_identity(sentence_model), spacy_model=spacy_id,
-                          fallback=parsed.fallback, notes=list(parsed.notes))
+                          sentence_model=sentence_id, spacy_model=spacy_id, fallback=parsed.fallback,
+                          notes=list(parsed.notes), modifiers=list(parsed.modifiers))
+
+
+# Prompts per step of ``atomize_many``: large enough for nlp.pipe and the length batches to pay, small
+# enough that results stream out steadily (a few seconds per chunk on 2 cores).
+ATOMIZE_CHUNK = 256
+
+
+def _failure(exc: Exception) -> SearchPriorsError:
+    if isinstance(exc, SearchPriorsError):
+        return exc
+    return SearchPriorsError(f"Could not atomize this prompt ({type(exc).__name__}: {exc}); the other prompts "
+                             f"are not affected. Please report it with the prompt.")
+
+
+def atomize_many(prompts: Iterable[str], nlp, sentence_model, max_chars: Optional[int] = MAX_PROMPT_CHARS,
+                 chunk: int = ATOMIZE_CHUNK) -> Iterator[Union[AtomizedPrompt, SearchPriorsError]]:
+    """``atomize`` for many prompts, batched, yielding one result per prompt in input order.
+
+    Each result is an ``AtomizedPrompt`` or, for a prompt that ``atomize`` would refuse (empty, too long,
+    not English) or that fails in any other way, the ``SearchPriorsError`` that says why: one bad prompt
+    never stops the others. Prompts go through in chunks: the contents parsed with ``nlp.pipe`` (second
+    parses of the recovery rule too), the sentences and the chunk's new role phrases encoded in the pack's
+    length batches (``encode``; each distinct phrase once for the whole run). Results equal ``atomize``'s
+    one by one (tested). (Encoding one chunk in a thread while the next is parsed was measured: no gain,
+    spaCy holds the GIL that torch's Python-level steps need.)
+    """
+    verb_forms = verb_forms_of(nlp)
+    english_words = english_words_of(nlp)
+    spacy_id, sentence_id = spacy_identity(nlp), sentence_model_identity(sentence_model)
+    table = PhraseTable(embedding_dim(sentence_model))
+    batch: list = []
+    for prompt in prompts:
+        batch.append(prompt)
+        if len(batch) >= chunk:
+            yield from _encode_chunk(_parse_chunk(batch, nlp, max_chars, verb_forms, english_words),
+                                     sentence_model, table, sentence_id, spacy_id)
+            batch = []
+    if batch:
+        yield from _encode_chunk(_parse_chunk(batch, nlp, max_chars, verb_forms, english_words),
+                                 sentence_model, table, sentence_id, spacy_id)
+
+
+def _parse_chunk(prompts, nlp, max_chars, verb_forms, english_words) -> list:
+    """Each prompt's ParsedPrompt or its error, in order (validation, modifiers, parse, language check)."""
+    results: list = [None] * len(prompts)
+    todo: list[tuple[int, str, str, list]] = []   # (position, text, content, modifiers)
+    for i, prompt in enumerate(prompts):
+        try:
+            text = clean_prompt(prompt, max_chars)   # before any parsing: the length cap protects memory
+            content, modifiers = split_modifiers(text)
+            todo.append((i, text, content, modifiers))
+        except Exception as exc:
+            results[i] = _failure(exc)
+    try:
+        docs = list(nlp.pipe([c for _, _, c, _ in todo]))
+    except Exception:
+        docs = [None] * len(todo)  # one text broke the batch: parse each alone, so only it fails
+    try:
+        second = with_second_parses(nlp, docs, verb_forms)  # the recovery rule's second parses, batched
+    except Exception:
+        second = nlp
+    for (i, text, content, modifiers), doc in zip(todo, docs):
+        try:
+            doc = nlp(content) if doc is None else doc
+            check_language(doc, nlp.lang, english_words, modifiers)
+            results[i] = parse_doc(doc, verb_forms, text=text, modifiers=modifiers, nlp=second)
+        except Exception as exc:
+            results[i] = _failure(exc)
+    return results
+
+
+def _encode_chunk(parsed_or_errors, sentence_model, table, sentence_id, spacy_id) -> list:
+    """AtomizedPrompts for the chunk's parses (errors passed through), encoded in length batches."""
+    results = list(parsed_or_errors)
+    parsed = [(i, p) for i, p in enumerate(results) if isinstance(p, ParsedPrompt)]
+    if not parsed:
+        return results
+    try:
+        table.add(sentence_model, [x for _, p in parsed for x in p.phrases()])
+        totals = encode(sentence_model, [p.text for _, p in parsed])
+        for k, (i, p) in enumerate(parsed):
+            results[i] = _atomized(p, totals[k], table, sentence_id, spacy_id)
+    except Exception:
+        for i, p in parsed:  # the encoder failed on the batch: each prompt alone, so only the culprit fails
+            try:
+                results[i] = embed_parsed(p, sentence_model, spacy_id)
+            except Exception as exc:
+                results[i] = _failure(exc)
+    return results

@@ -36,15 +36,16 @@ STALL_TIMEOUT_S = 120.0   # between replies while it holds chunks (one chunk tak
 # ------------------------------------------------------------------------------------- wire format
 
 def parsed_to_wire(parsed) -> list:
-    return [parsed.text, [list(u.roles()) for u in parsed.units], parsed.core_index, parsed.fallback,
-            list(parsed.notes)]
+    return [parsed.text, [list(u.roles()) + [u.rule] for u in parsed.units], parsed.core_index, parsed.fallback,
+            list(parsed.notes), list(parsed.modifiers)]
 
 
 def parsed_from_wire(data: list):
     from .atomizer import ParsedPrompt, Unit
 
-    text, units, core_index, fallback, notes = data
-    return ParsedPrompt(text, [Unit(*u) for u in units], int(core_index), fallback, list(notes))
+    text, units, core_index, fallback, notes, *rest = data
+    modifiers = list(rest[0]) if rest else []
+    return ParsedPrompt(text, [Unit(*u) for u in units], int(core_index), fallback, list(notes), modifiers)
 
 
 # ------------------------------------------------------------------------------------- main side

@@ -17,7 +17,7 @@ CATEGORY = "SearchPriors/retrieval"
 NODE_SPEC = {
     "SearchPriors_PromptAtomizer": {
         "required": [("prompt", "STRING"), ("spacy_model", "COMBO"), ("sentence_model", "COMBO")],
-        "optional": [],
+        "optional": [("one_prompt_per_line", "BOOLEAN"), ("max_prompt_chars", "INT")],
         "outputs": [("atomized", "ATOMIZED_PROMPT"), ("units", "STRING")],
         "output_node": False,
     },

@@ -57,6 +57,50 @@ def test_atomize_json_batch(tmp_path, capsys):
     assert rows[1]["fallback"] == "no-verb"
 
 
+def test_atomize_batch_error_contract(tmp_path, capsys):
+    """One bad line among good ones: every good one answered, the error line in its place, exit 3."""
+    queries = tmp_path / "q.txt"
+    lines = ["two kangaroos box playfully", "Собака бежит по пляжу", "A panda drinking coffee, animated style",
+             "a dog runs " * 300, "waves crash"]
+    queries.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["atomize", "--queries", str(queries), "--json"]) == 3
+    out = capsys.readouterr()
+    rows = [json.loads(line) for line in out.out.strip().splitlines()]
+    assert [r["prompt"] for r in rows[:3]] + [rows[4]["prompt"]] == lines[:3] + [lines[4]]
+    long_line = lines[3].strip()
+    assert rows[3]["prompt"] == long_line[:2000] + "..." and rows[3]["prompt_chars"] == len(long_line)
+    assert [("error" in r) for r in rows] == [False, True, False, True, False]
+    assert "does not look like English" in rows[1]["error"] and "too long" in rows[3]["error"]
+    assert rows[0]["units"][0] == {"motion": "box", "actor": "kangaroo", "recipient": None,
+                                   "rule": "noun-after-plural-subject"}
+    assert rows[2]["modifiers"] == ["animated style"] and rows[4]["units"][0]["motion"] == "crash"
+    assert "3 of 5 prompts done, 2 failed" in out.err
+    # the cap is settable; all good -> exit 0
+    assert main(["atomize", "--queries", str(queries), "--json", "--max-chars", "0"]) == 3  # Russian still fails
+    capsys.readouterr()
+    good = tmp_path / "good.txt"
+    good.write_text("cats fight\nwaves crash\n")
+    assert main(["atomize", "--queries", str(good)]) == 0
+    out = capsys.readouterr()
+    assert out.out.splitlines()[0] == "[core] cat -fight->" and "2 of 2 prompts done, 0 failed" in out.err
+
+
+def test_search_batch_error_contract(sample_index, tmp_path, capsys):
+    queries = tmp_path / "q.txt"
+    queries.write_text("a dog catches a frisbee\n一只熊猫在埃菲尔铁塔前骑自行车\nscissors cut paper\n", encoding="utf-8")
+    assert main(["search", "--index", str(sample_index), "--queries", str(queries), "--json", "--k", "2"]) == 3
+    out = capsys.readouterr()
+    rows = [json.loads(line) for line in out.out.strip().splitlines()]
+    assert len(rows) == 3 and "error" in rows[1] and "does not look like English" in rows[1]["error"]
+    assert rows[0]["hits"][0]["caption"] == "a dog catches a frisbee in the air" and len(rows[2]["hits"]) == 2
+    assert "2 of 3 prompts done, 1 failed" in out.err
+
+
+def test_single_prompt_length_cap(capsys):
+    assert main(["atomize", "--max-chars", "10", "a dog runs fast"]) == 2
+    assert "too long: 15 characters, more than the limit of 10" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["atomize", "   "], "prompt is empty"),
     (["search", "--index", "/nonexistent/idx", "a dog runs"], "No motion index"),

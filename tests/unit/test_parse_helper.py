@@ -104,9 +104,12 @@ def test_helper_builds_the_same_index_as_in_process(tmp_path, nlp, hash_encoder,
 
 def test_wire_format_round_trips_every_parse(nlp):
     prompts = CAPTIONS + ["Time-lapse of clouds", "A panda rides a bicycle past the Eiffel Tower",
-                          "jumping", "a man who rides a horse is waving"]
+                          "jumping", "a man who rides a horse is waving", "two kangaroos box playfully, 4k"]
     for parsed in parse_texts(nlp, prompts):
-        assert parsed_from_wire(parsed_to_wire(parsed)) == parsed
+        back = parsed_from_wire(parsed_to_wire(parsed))
+        assert back == parsed
+        assert [u.rule for u in back.units] == [u.rule for u in parsed.units]  # rules do not take part in ==
+    assert back.modifiers == ["4k"] and back.core.rule is not None
 
 
 def test_helper_that_cannot_load_the_model_falls_back(tmp_path, nlp, hash_encoder, recording, in_process_index,
