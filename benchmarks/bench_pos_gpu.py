@@ -125,7 +125,7 @@ def zeroscope_part(args, torch, rows: list, facts: dict) -> None:
             run_pipe(steps)
         diffusers_times.append(m.seconds)
         diffusers_peak = m.peak_gib
-    del pipe
+    pipe = None  # noqa: F841 (frees the pipeline before the native rows)
     free_all(torch)
 
     # (b) native
@@ -196,7 +196,7 @@ def zeroscope_part(args, torch, rows: list, facts: dict) -> None:
     ]
     facts.update(zeroscope_rounds={"diffusers": diffusers_times, "ksampler": ksampler_times, "custom": custom_times,
                                    "pos": pos_times, "invert": invert_times})
-    del model, clip, vae, plain_guider, guider
+    model = clip = vae = plain_guider = guider = None  # noqa: F841
     free_all(torch)
 
 
@@ -260,7 +260,7 @@ def wan_part(args, torch, rows: list, facts: dict) -> None:
     ]
     facts.update(wan_rounds={"core": core_times, "pos": pos_times, "ratios": ratios},
                  wan_s_per_step=round(base / args.wan_steps, 4))
-    del model
+    model = None  # noqa: F841
     free_all(torch)
 
 

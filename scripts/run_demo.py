@@ -45,6 +45,19 @@ def done(started: float, detail: str = "") -> None:
     print(f"    done in {time.monotonic() - started:.1f} s{(': ' + detail) if detail else ''}", flush=True)
 
 
+def run_workflow(server, graph: dict, timeout: float, started: float) -> dict | None:
+    """Runs an API graph; its /history entry, or None after printing the node's error."""
+    entry = server.run_prompt(graph, timeout=timeout)
+    status = harness.history_status(entry)
+    done(started, status)
+    if status == "success":
+        return entry
+    error = harness.history_error(entry) or {}
+    print(f"error in {error.get('node_type')} (node {error.get('node_id')}): "
+          f"{error.get('exception_message', '').strip()}", file=sys.stderr)
+    return None
+
+
 def node_title(graph: dict, node_id: str) -> str:
     node = graph[node_id]
     return (node.get("_meta") or {}).get("title") or node["class_type"]
@@ -112,13 +125,8 @@ def run_pos(server, timeout: float) -> bool:
     done(started)
     graph = harness.pos_at_test_size(harness.load_json(harness.POS_MODELSCOPE_WORKFLOW), frames=8, size=64, steps=10)
     started = step(f"running {harness.POS_MODELSCOPE_WORKFLOW.name} (8 frames of 64x64, 10 steps, tiny model)")
-    entry = server.run_prompt(graph, timeout=timeout)
-    status = harness.history_status(entry)
-    done(started, status)
-    if status != "success":
-        error = harness.history_error(entry) or {}
-        print(f"error in {error.get('node_type')} (node {error.get('node_id')}): "
-              f"{error.get('exception_message', '').strip()}", file=sys.stderr)
+    entry = run_workflow(server, graph, timeout, started)
+    if entry is None:
         return False
     for node_id, node in graph.items():
         if node["class_type"] == "PreviewAny":
@@ -159,13 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         prompts = [n["inputs"].get("prompt") for n in graph.values()
                    if n["class_type"] == "SearchPriors_PromptAtomizer"]
         started = step(f"running {harness.RETRIEVAL_WORKFLOW.name} for {prompts}")
-        entry = server.run_prompt(graph, timeout=args.timeout)
-        status = harness.history_status(entry)
-        done(started, status)
-        if status != "success":
-            error = harness.history_error(entry) or {}
-            print(f"error in {error.get('node_type')} (node {error.get('node_id')}): "
-                  f"{error.get('exception_message', '').strip()}", file=sys.stderr)
+        entry = run_workflow(server, graph, args.timeout, started)
+        if entry is None:
             return 1
         succeeded = print_results(graph, entry)
         if not succeeded:

@@ -117,3 +117,24 @@ def pytest_runtest_makereport(item, call):
             server = item.funcargs.get(name) if hasattr(item, "funcargs") else None
             if server is not None:
                 report.sections.append((f"ComfyUI log of {name} (tail)", server.log_tail(60)))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny-model tests: on 2 cores shared with a server, small ops cost
+    ~10 ms each with 2 threads. Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def comfy_inference_mode():
+    """Runs a test under torch.inference_mode(), as ComfyUI runs every node."""
+    import torch
+
+    with torch.inference_mode():
+        yield

@@ -14,6 +14,8 @@ import os
 import pytest
 import torch
 
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "comfy_inference_mode")
 FRAMES, HEIGHT, WIDTH = 4, 64, 64
 PROMPT = "a dog catches a frisbee on the beach"
 CFG = 7.5
@@ -23,20 +25,6 @@ MEASURED = {}  # numbers the README quotes; printed by the last test (pytest -s)
 
 def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def inference_mode():
-    with torch.inference_mode():  # as ComfyUI runs every node
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -14,22 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "comfy_inference_mode")
 FRAMES, SIZE = 4, 64
 TEMPORAL_Q = "diffusion_model.down_blocks.0.temp_attentions.0.transformer_blocks.0.attn1.to_q"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def inference_mode():
-    with torch.inference_mode():  # as ComfyUI runs every node
-        yield
 
 
 @pytest.fixture(scope="module")

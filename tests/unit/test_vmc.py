@@ -12,15 +12,9 @@ import torch
 
 from comfyui_searchpriors.distill import vmc
 
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FRAMES = 6
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
