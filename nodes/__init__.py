@@ -10,6 +10,7 @@ from comfy_api.v0_0_2 import ComfyExtension, io
 
 from .comfy_glue import register_model_folders
 from .index_nodes import MotionIndexBuilder, MotionIndexLoader
+from .keyframe_nodes import KeyframeExtractor
 from .modelscope_nodes import DiffusersSchedulerSigmas, ModelScopeLoader
 from .prompt_nodes import PromptAtomizer
 from .reference_frames_nodes import ReferenceFrames
@@ -18,6 +19,7 @@ from .retrieval_nodes import MotionRetriever
 NODES: list[type[io.ComfyNode]] = [PromptAtomizer, MotionIndexBuilder, MotionIndexLoader, MotionRetriever]
 NODES.append(ReferenceFrames)
 NODES += [ModelScopeLoader, DiffusersSchedulerSigmas]
+NODES.append(KeyframeExtractor)
 
 
 class SearchPriorsExtension(ComfyExtension):
