@@ -77,6 +77,15 @@ def _stamp(path: str) -> str:
     return "|".join(f"{n}:{glue.file_stamp(os.path.join(path, n))}" for n in sorted(os.listdir(path)))
 
 
+class DetectorHolder(torch.nn.Module):
+    """The detector as a plain module for ModelPatcher, which sets attributes (``device``) that a transformers
+    model refuses."""
+
+    def __init__(self, detector: torch.nn.Module):
+        super().__init__()
+        self.detector = detector
+
+
 def load_detector(path: str):
     """A detector object with ``detect`` on the device ComfyUI's memory manager gives it; loaded once."""
     source = find_source(path)
@@ -87,14 +96,14 @@ def load_detector(path: str):
             model, processor = load_transformers_detector(source.path, DETECTOR_DTYPE)
         else:
             model, processor = load_original_detector(source), None
-        patcher = FullLoadModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
+        patcher = FullLoadModelPatcher(DetectorHolder(model), load_device=comfy.model_management.get_torch_device(),
                                        offload_device=comfy.model_management.unet_offload_device())
         _LOADED[key] = (patcher, processor, source.kind)
     patcher, processor, kind = _LOADED[key]
     comfy.model_management.load_models_gpu([patcher])
     if kind == "transformers":
-        return TransformersGroundingDino(patcher.model, processor, patcher.load_device)
-    return OriginalGroundingDino(patcher.model, patcher.load_device)
+        return TransformersGroundingDino(patcher.model.detector, processor, patcher.load_device)
+    return OriginalGroundingDino(patcher.model.detector, patcher.load_device)
 
 
 def _check_widgets(keyframes, width, height, box_threshold, text_threshold, full_frame_above) -> None:
