@@ -10,6 +10,7 @@ from comfy_api.v0_0_2 import ComfyExtension, io
 
 from .comfy_glue import register_model_folders
 from .index_nodes import MotionIndexBuilder, MotionIndexLoader
+from .keyframe_nodes import KeyframeExtractor
 from .modelscope_nodes import DiffusersSchedulerSigmas, ModelScopeLoader
 from .pos_nodes import DDIMVideoInvert, GaussianNoiseMix, HybridSemanticGuider, HybridSemanticSampler
 from .prompt_nodes import PromptAtomizer
@@ -24,6 +25,7 @@ NODES += [ModelScopeLoader, DiffusersSchedulerSigmas]
 NODES += [DDIMVideoInvert, GaussianNoiseMix, HybridSemanticGuider, HybridSemanticSampler]
 NODES.append(ReferenceRewriter)
 NODES += [VMCTemporalLoRA, SaveMotionLoRA, LoadMotionLoRA]
+NODES.append(KeyframeExtractor)
 
 
 class SearchPriorsExtension(ComfyExtension):

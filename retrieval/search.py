@@ -28,6 +28,7 @@ from typing import Optional
 
 import numpy as np
 
+from .atomizer import Unit
 from .embedding import AtomizedPrompt
 from .errors import SearchPriorsError
 from .index import MotionIndex, require_models_match
@@ -72,6 +73,16 @@ class Hit:
     video_path: Optional[str]
     score: float
     parts: dict
+    # the entry's atomized units and their (u, 3, d) role vectors (zero rows for missing roles), for the
+    # KeyframeExtractor's unit matching; empty / None in retrievals made without an index at hand
+    units: list[Unit] = field(default_factory=list)
+    unit_vectors: Optional[np.ndarray] = None
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out.pop("unit_vectors")
+        out["units"] = [{"motion": u.motion, "actor": u.actor, "recipient": u.recipient} for u in self.units]
+        return out
 
 
 @dataclass
@@ -126,7 +137,7 @@ class Retrieval:
         return {"prompt": self.prompt, "mode": self.mode, "params": asdict(self.params),
                 "rounds": [list(r) for r in self.rounds], "index": self.index_name,
                 "index_count": self.index_count, "notes": list(self.notes),
-                "hits": [asdict(h) for h in self.hits]}
+                "hits": [h.to_json() for h in self.hits]}
 
 
 # ------------------------------------------------------------------------------------------- ranking core
@@ -354,6 +365,18 @@ def rank_pos(index: MotionIndex, v_total: np.ndarray, k: int, spare: int = 32) -
     return rows[order], exact[order]
 
 
+def entry_units(index: MotionIndex, row: int) -> tuple[list[Unit], np.ndarray]:
+    """The atomized units of caption ``row`` and their (u, 3, d) role vectors, read from the index."""
+    ids = index.units[int(index.unit_offsets[row]):int(index.unit_offsets[row + 1])]
+    missing = index.missing_id
+
+    def text(i) -> Optional[str]:
+        return None if int(i) == missing else index.phrase_texts[int(i)]
+
+    units = [Unit(text(m), text(a), text(r)) for m, a, r in ids]
+    return units, np.ascontiguousarray(index.phrases[ids], dtype=np.float32).reshape(len(ids), 3, index.dim)
+
+
 def search(index: MotionIndex, atomized: AtomizedPrompt, params: SearchParams) -> Retrieval:
     """Retrieve the top-k captions of ``index`` for an atomized prompt."""
     params.validate()
@@ -375,8 +398,10 @@ def search(index: MotionIndex, atomized: AtomizedPrompt, params: SearchParams) -
     hits = []
     for rank, (row, entry) in enumerate(zip(rows.tolist(), entries), 1):
         hit_parts = {k: float(v[rank - 1]) for k, v in parts.items()}
+        units, vectors = entry_units(index, int(row))
         hits.append(Hit(rank=rank, row=int(row), video_id=entry.video_id, caption=entry.caption,
-                        video_path=entry.video_path, score=float(scores[rank - 1]), parts=hit_parts))
+                        video_path=entry.video_path, score=float(scores[rank - 1]), parts=hit_parts,
+                        units=units, unit_vectors=vectors))
     if params.mode == "search_t2v":
         notes.extend(_fail_safe_notes(rounds, hits, params))
     if hits and hits[0].video_path is None:

@@ -18,8 +18,9 @@ def frame_pixels(index: int, width: int, height: int) -> np.ndarray:
 
 
 def write_clip(path, frames: int, fps: int = 10, width: int = 64, height: int = 48, gop: int = 12,
-               audio: bool = False) -> str:
-    """An mp4 of ``frames`` frames at ``fps`` (B-frames on, a keyframe every ``gop`` frames)."""
+               audio: bool = False, pixels=frame_pixels) -> str:
+    """An mp4 of ``frames`` frames at ``fps`` (B-frames on, a keyframe every ``gop`` frames); frame i shows
+    ``pixels(i, width, height)`` (uint8 [height, width, 3])."""
     import av
 
     with av.open(str(path), mode="w") as out:
@@ -28,7 +29,7 @@ def write_clip(path, frames: int, fps: int = 10, width: int = 64, height: int = 
         stream.options = {"crf": "12", "g": str(gop), "keyint_min": str(gop), "bf": "2", "preset": "veryfast"}
         tone = _add_tone(out) if audio else None   # every stream exists before the first packet
         for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(frame_pixels(i, width, height), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(pixels(i, width, height), format="rgb24")
             frame.pts = i   # in the encoder's time base, 1/fps
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))

@@ -135,6 +135,16 @@ NODE_SPEC = {
         "output_node": False,
         "category": "SearchPriors/search_t2v",
     },
+    "SearchPriors_KeyframeExtractor": {
+        "required": [("atomized", "ATOMIZED_PROMPT"), ("retrieval", "RETRIEVAL"), ("frames", "IMAGE"),
+                     ("detector", "COMBO"), ("keyframes", "INT"), ("width", "INT"), ("height", "INT"),
+                     ("box_threshold", "FLOAT"), ("text_threshold", "FLOAT"), ("keep_together", "BOOLEAN"),
+                     ("full_frame_above", "FLOAT")],
+        "optional": [("rank", "INT")],
+        "outputs": [("keyframes", "IMAGE"), ("preview", "IMAGE"), ("segment", "STRING")],
+        "output_node": False,
+        "category": "SearchPriors/search_t2v",
+    },
 }
 
 COMBO_OPTIONS = {

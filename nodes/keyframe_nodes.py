@@ -1,0 +1,252 @@
+"""Keyframe Extractor node (Search-T2V Sec. 4.3): keyframes around the objects that move in a retrieved video.
+
+The retrieved entry's units are matched to the prompt's (``retrieval.unit_matching``), their nouns are
+detected with GroundingDINO on the entry's frames (``distill.grounding``), and the critical segment and key
+region give the cropped keyframes (``distill.keyframes``). This module only adapts: it finds the detector
+under ``models/grounding-dino/``, loads it once and hands it to ComfyUI's memory manager, and converts types.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+import torch
+
+import comfy.model_management
+import folder_paths
+from comfy_api.v0_0_2 import io
+
+from ..distill.grounding import (DEFAULT_BOX_THRESHOLD, DEFAULT_TEXT_THRESHOLD, EXPECTED, FOLDER_NAME, DetectorError,
+                                 OriginalGroundingDino, TransformersGroundingDino, find_source, list_detectors,
+                                 load_original_detector, load_transformers_detector, run_detection)
+from ..distill.keyframes import (DEFAULT_FULL_FRAME_ABOVE, colour_name, crop_keyframes, draw_preview,
+                                 plan_keyframes)
+from ..retrieval.errors import SearchPriorsError
+from ..retrieval.unit_matching import detection_captions
+from . import comfy_glue as glue
+from .modelscope_model import FullLoadModelPatcher
+from .prompt_nodes import AtomizedPrompt
+from .retrieval_nodes import RetrievalType
+
+CATEGORY = "SearchPriors/search_t2v"
+MAX_SIDE = 4096
+DETECTOR_DTYPE = torch.float32   # GroundingDINO's deformable attention is run in float32 by its authors too
+_DEFAULTS = {"keyframes": 8, "width": 256, "height": 256, "box_threshold": DEFAULT_BOX_THRESHOLD,
+             "text_threshold": DEFAULT_TEXT_THRESHOLD, "keep_together": True,
+             "full_frame_above": DEFAULT_FULL_FRAME_ABOVE}
+NO_DETECTOR = (f"No GroundingDINO detector found: put a GroundingDINO folder in models/{FOLDER_NAME}/ (for "
+               f"example the published grounding-dino-tiny folder, with config.json, model.safetensors, "
+               f"preprocessor_config.json and tokenizer.json) and refresh. {EXPECTED}")
+
+log = logging.getLogger(__name__)
+# one loaded detector at a time: (path, dtype, file stamp) -> (patcher, processor or None, kind)
+_LOADED: dict[tuple, tuple] = {}
+
+
+def detector_roots() -> list[str]:
+    if FOLDER_NAME not in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path(FOLDER_NAME, os.path.join(folder_paths.models_dir, FOLDER_NAME),
+                                           is_default=True)
+    return list(folder_paths.get_folder_paths(FOLDER_NAME))
+
+
+def detector_choices() -> list[str]:
+    return list_detectors(detector_roots())
+
+
+def detector_path(name: Optional[str]) -> str:
+    """The folder or checkpoint called ``name`` in a models/grounding-dino root (a plain name only)."""
+    name = (name or "").strip()
+    if not name:
+        raise DetectorError(NO_DETECTOR)
+    if name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise DetectorError(f"Detector '{name}' is not a name in models/{FOLDER_NAME}/: pick one from the list.")
+    for root in detector_roots():
+        candidate = os.path.join(root, name)
+        if os.path.exists(candidate):
+            return candidate
+    known = ", ".join(detector_choices()) or "none"
+    raise DetectorError(f"No detector '{name}' in models/{FOLDER_NAME}/ (found: {known}). {EXPECTED}")
+
+
+def _stamp(path: str) -> str:
+    if os.path.isfile(path):
+        return glue.file_stamp(path)
+    return "|".join(f"{n}:{glue.file_stamp(os.path.join(path, n))}" for n in sorted(os.listdir(path)))
+
+
+class DetectorHolder(torch.nn.Module):
+    """The detector as a plain module for ModelPatcher, which sets attributes (``device``) that a transformers
+    model refuses."""
+
+    def __init__(self, detector: torch.nn.Module):
+        super().__init__()
+        self.detector = detector
+
+
+def load_detector(path: str):
+    """A detector object with ``detect`` on the device ComfyUI's memory manager gives it; loaded once."""
+    source = find_source(path)
+    key = (os.path.abspath(source.path), str(DETECTOR_DTYPE), _stamp(path))
+    if key not in _LOADED:
+        _LOADED.clear()   # one detector at a time: a new choice frees the old one
+        if source.kind == "transformers":
+            model, processor = load_transformers_detector(source.path, DETECTOR_DTYPE)
+        else:
+            model, processor = load_original_detector(source), None
+        patcher = FullLoadModelPatcher(DetectorHolder(model), load_device=comfy.model_management.get_torch_device(),
+                                       offload_device=comfy.model_management.unet_offload_device())
+        _LOADED[key] = (patcher, processor, source.kind)
+    patcher, processor, kind = _LOADED[key]
+    comfy.model_management.load_models_gpu([patcher])
+    if kind == "transformers":
+        return TransformersGroundingDino(patcher.model.detector, processor, patcher.load_device)
+    return OriginalGroundingDino(patcher.model.detector, patcher.load_device)
+
+
+def _check_widgets(keyframes, width, height, box_threshold, text_threshold, full_frame_above) -> None:
+    if not 1 <= int(keyframes) <= 1024:
+        raise SearchPriorsError(f"keyframes must be between 1 and 1024, got {keyframes}.")
+    for name, value in (("width", width), ("height", height)):
+        if not 8 <= int(value) <= MAX_SIDE:
+            raise SearchPriorsError(f"{name} must be between 8 and {MAX_SIDE} pixels, got {value}.")
+    for name, value in (("box_threshold", box_threshold), ("text_threshold", text_threshold),
+                        ("full_frame_above", full_frame_above)):
+        if not 0.0 <= float(value) <= 1.0:
+            raise SearchPriorsError(f"{name} must lie in [0, 1], got {value}.")
+
+
+def _hit(retrieval, rank):
+    hits = list(getattr(retrieval, "hits", None) or [])
+    rank = 1 if rank is None else int(rank)
+    if not hits:
+        raise SearchPriorsError("The retrieval has no entries (its index is empty): build the index from a library "
+                                "with videos first.")
+    if not 1 <= rank <= len(hits):
+        raise SearchPriorsError(f"rank {rank} is out of range: the retrieval has {len(hits)} entries (rank 1 = "
+                                f"best). Lower the rank or raise the retriever's top_k.")
+    return hits[rank - 1]
+
+
+def _check_frames(frames) -> None:
+    if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[-1] not in (3, 4):
+        shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+        raise SearchPriorsError(f"frames must be an IMAGE batch [frames, height, width, 3] (from Reference Video "
+                                f"Frames), got {shape}.")
+
+
+class KeyframeExtractor(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SearchPriors_KeyframeExtractor",
+            display_name="Keyframe Extractor (Search-T2V)",
+            category=CATEGORY,
+            description="Matches the retrieved entry's units to the prompt's, detects their nouns with "
+                        "GroundingDINO on the entry's frames, finds the critical segment (the contiguous run "
+                        "with the highest total confidence) and the key region (the targets' union with a "
+                        "margin, at the output aspect ratio), and cuts n keyframes (Search-T2V Sec. 4.3).",
+            inputs=[
+                AtomizedPrompt.Input("atomized", tooltip="The prompt's Prompt Atomizer output"),
+                RetrievalType.Input("retrieval", tooltip="A Motion Retriever's output; the entry at rank is used"),
+                io.Image.Input("frames", tooltip="The entry's frames (Reference Video Frames with the same "
+                                                 "retrieval and rank)"),
+                io.Combo.Input("detector", options=detector_choices(),
+                               tooltip=f"GroundingDINO under models/{FOLDER_NAME}/: a transformers folder "
+                                       f"(grounding-dino-tiny / -base) or an original .pth with its config"),
+                io.Int.Input("keyframes", default=_DEFAULTS["keyframes"], min=1, max=1024,
+                             tooltip="How many keyframes (VMC tunes on 8 by default)"),
+                io.Int.Input("width", default=_DEFAULTS["width"], min=8, max=MAX_SIDE, step=8,
+                             tooltip="Keyframe width (the generation width; sets the region's aspect ratio)"),
+                io.Int.Input("height", default=_DEFAULTS["height"], min=8, max=MAX_SIDE, step=8,
+                             tooltip="Keyframe height (the generation height)"),
+                io.Float.Input("box_threshold", default=_DEFAULTS["box_threshold"], min=0.0, max=1.0, step=0.01,
+                               tooltip="Keep a box when its caption score exceeds this (GroundingDINO demo: 0.35)"),
+                io.Float.Input("text_threshold", default=_DEFAULTS["text_threshold"], min=0.0, max=1.0,
+                               step=0.01, tooltip="A box's caption must score at least this (demo: 0.25)"),
+                io.Boolean.Input("keep_together", default=_DEFAULTS["keep_together"],
+                                 tooltip="On: every caption (actor and recipient) shapes segment and region, so "
+                                         "a ball stays with the hand that throws it. Off: only the caption "
+                                         "detected with the highest total confidence"),
+                io.Float.Input("full_frame_above", default=_DEFAULTS["full_frame_above"], min=0.0, max=1.0,
+                               step=0.01, tooltip="Take the full frame when the region would cover more than "
+                                                  "this fraction of it (whole-frame dynamics: sunsets, lights); "
+                                                  "1 = never"),
+                io.Int.Input("rank", default=1, min=1, max=1000, optional=True,
+                             tooltip="Which retrieved entry (1 = best); the same as the frames' rank"),
+            ],
+            outputs=[
+                io.Image.Output("keyframes", display_name="keyframes",
+                                tooltip="[keyframes, height, width, 3], for VAE Encode and VMC tuning"),
+                io.Image.Output("preview", display_name="preview",
+                                tooltip="Sampled frames with boxes (caption colours) and the region (white); "
+                                        "green frames lie in the segment; a timeline of frame scores below"),
+                io.String.Output("segment", display_name="segment",
+                                 tooltip="Frames, region, captions used and warnings"),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, atomized=None, retrieval=None, frames=None, detector=None, keyframes=8, width=256,
+                        height=256, box_threshold=DEFAULT_BOX_THRESHOLD, text_threshold=DEFAULT_TEXT_THRESHOLD,
+                        keep_together=True, full_frame_above=DEFAULT_FULL_FRAME_ABOVE, rank=1, **_ignored):
+        try:
+            _check_widgets(keyframes, width, height, box_threshold, text_threshold, full_frame_above)
+            if rank is not None and not 1 <= int(rank) <= 1000:
+                return f"rank must be between 1 and 1000, got {rank}."
+            if not detector:
+                return NO_DETECTOR
+            detector_path(detector)
+        except SearchPriorsError as exc:
+            return str(exc)
+        except (TypeError, ValueError) as exc:
+            return f"Bad widget value: {exc}"
+        return True
+
+    @classmethod
+    def fingerprint_inputs(cls, atomized=None, retrieval=None, frames=None, detector=None, **_ignored):
+        # the detector's files can change under the same name; everything else is a plain input
+        try:
+            path = detector_path(detector)
+            return (path, _stamp(path))
+        except Exception:
+            return float("nan")   # re-run, so that the error shows on the node
+
+    @classmethod
+    def execute(cls, atomized, retrieval, frames, detector: str, keyframes: int = 8, width: int = 256,
+                height: int = 256, box_threshold: float = DEFAULT_BOX_THRESHOLD,
+                text_threshold: float = DEFAULT_TEXT_THRESHOLD, keep_together: bool = True,
+                full_frame_above: float = DEFAULT_FULL_FRAME_ABOVE, rank: int = 1) -> io.NodeOutput:
+        _check_widgets(keyframes, width, height, box_threshold, text_threshold, full_frame_above)
+        _check_frames(frames)
+        num_frames, frame_h, frame_w = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
+        if num_frames < keyframes:
+            raise SearchPriorsError(f"The reference video gives {num_frames} frames but {keyframes} keyframes are "
+                                    f"asked: lower keyframes to at most {num_frames}, or raise Reference Video "
+                                    f"Frames' frame_count.")
+        hit = _hit(retrieval, rank)
+        if atomized is None or not hasattr(atomized, "unit_vectors"):
+            raise SearchPriorsError("atomized must be a Prompt Atomizer output.")
+        matched = detection_captions(atomized.units, atomized.unit_vectors, atomized.core_index, hit.units,
+                                     hit.unit_vectors)
+        model = load_detector(detector_path(detector))
+        detections = run_detection(model, frames, matched.captions, box_threshold, text_threshold,
+                                   progress=glue.progress_callback())
+        plan = plan_keyframes(detections, num_frames, (frame_h, frame_w), keyframes, (width, height),
+                              matched.captions, keep_together=keep_together, full_frame_above=full_frame_above)
+        images = crop_keyframes(frames, plan, width, height)
+        preview = draw_preview(frames, detections, plan)
+        legend = ", ".join(f"{c} = {colour_name(i)}" for i, c in enumerate(matched.captions))
+        source = ("matched units of the entry" if matched.source == "entry" else "the prompt's own nouns (fallback)")
+        lines = [f"entry: rank {int(rank or 1)}, {hit.video_id} \"{hit.caption}\"",
+                 f"captions from {source}: {matched.text()}"]
+        lines += [line for line in matched.describe(hit.units, atomized.units).splitlines() if line]
+        lines.append(plan.describe())
+        lines.append(f"preview colours: {legend}; key region = white")
+        lines += [f"warning: {w}" for w in matched.warnings]
+        text = "\n".join(lines)
+        for w in matched.warnings + plan.warnings:
+            log.warning("Keyframe Extractor: %s", w)
+        return io.NodeOutput(images, preview, text)

@@ -1,0 +1,33 @@
+"""A tiny randomly initialised GroundingDINO of transformers' real classes, saved in the published folder
+layout (config.json, model.safetensors, processor and BERT tokenizer files) for the detector tests."""
+
+from __future__ import annotations
+
+import torch
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "man", "bike", "square", "red", "ball", "dog", "hand",
+         "mountain"]
+
+
+def save_tiny_grounding_dino(folder) -> str:
+    """A GroundingDINO of the real classes with tiny sizes (Swin backbone, BERT text encoder, 2 decoder
+    layers), its processor and tokenizer, saved in the published folder layout."""
+    from transformers import (BertConfig, BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection,
+                              GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
+
+    backbone = SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
+                          window_size=2, out_features=["stage2", "stage3", "stage4"])
+    text = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32, max_position_embeddings=64)
+    config = GroundingDinoConfig(backbone_config=backbone, text_config=text, d_model=64, num_queries=12,
+                                 encoder_layers=1, decoder_layers=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                                 encoder_attention_heads=2, decoder_attention_heads=2, encoder_n_points=1,
+                                 decoder_n_points=1, max_text_len=32)
+    torch.manual_seed(0)
+    model = GroundingDinoForObjectDetection(config).eval()
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(VOCAB)})
+    processor = GroundingDinoProcessor(GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96}),
+                                       tokenizer)
+    model.save_pretrained(str(folder))
+    processor.save_pretrained(str(folder))
+    return str(folder)

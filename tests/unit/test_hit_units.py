@@ -1,0 +1,44 @@
+"""A retrieval hit carries its entry's atomized units and role vectors (for the KeyframeExtractor's unit
+matching), read from the index; the JSON form lists the units without vectors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from comfyui_searchpriors.retrieval.atomizer import parse_texts
+from comfyui_searchpriors.retrieval.embedding import atomize, encode
+from comfyui_searchpriors.retrieval.index import build_index, load_index
+from comfyui_searchpriors.retrieval.library import LibraryEntry
+from comfyui_searchpriors.retrieval.search import SearchParams, search
+from comfyui_searchpriors.retrieval.unit_matching import detection_captions
+
+CAPTIONS = ["a man rides a bicycle down a street and a dog chases a cat", "a woman throws a ball to a girl",
+            "clouds over the mountains"]
+
+
+def test_hits_carry_units_and_vectors_from_the_index(tmp_path, nlp, hash_encoder):
+    build_index(str(tmp_path / "idx"), [LibraryEntry(f"v{i}", c, None) for i, c in enumerate(CAPTIONS)], nlp,
+                hash_encoder, segment_size=2)
+    index = load_index(str(tmp_path / "idx"))
+    atomized = atomize("a boy rides a bicycle", nlp, hash_encoder)
+    result = search(index, atomized, SearchParams(top_k=3, min_keep=3))
+    parsed = {p.text: p for p in parse_texts(nlp, CAPTIONS)}
+    for hit in result.hits:
+        units = parsed[hit.caption].units
+        assert hit.units == units and hit.unit_vectors.shape == (len(units), 3, index.dim)
+        for unit, vectors in zip(hit.units, hit.unit_vectors):
+            for phrase, vector in zip(unit.roles(), vectors):
+                want = np.zeros(index.dim) if phrase is None else encode(hash_encoder, [phrase])[0]
+                assert np.allclose(vector, want, atol=1e-6)
+    data = json.loads(json.dumps(result.to_json()))
+    first = data["hits"][0]
+    assert "unit_vectors" not in first and first["units"][0] == {
+        "motion": result.best.units[0].motion, "actor": result.best.units[0].actor,
+        "recipient": result.best.units[0].recipient}
+    best = result.best
+    assert best.caption == CAPTIONS[0]
+    matched = detection_captions(atomized.units, atomized.unit_vectors, atomized.core_index, best.units,
+                                 best.unit_vectors)
+    assert matched.source == "entry" and matched.captions == ["man", "bicycle"]
