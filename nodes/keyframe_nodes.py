@@ -33,7 +33,7 @@ from .retrieval_nodes import RetrievalType
 CATEGORY = "SearchPriors/search_t2v"
 MAX_SIDE = 4096
 DETECTOR_DTYPE = torch.float32   # GroundingDINO's deformable attention is run in float32 by its authors too
-_DEFAULTS = {"keyframes": 8, "width": 256, "height": 256, "box_threshold": DEFAULT_BOX_THRESHOLD,
+_DEFAULTS = {"keyframe_count": 8, "width": 256, "height": 256, "box_threshold": DEFAULT_BOX_THRESHOLD,
              "text_threshold": DEFAULT_TEXT_THRESHOLD, "keep_together": True,
              "full_frame_above": DEFAULT_FULL_FRAME_ABOVE}
 NO_DETECTOR = (f"No GroundingDINO detector found: put a GroundingDINO folder in models/{FOLDER_NAME}/ (for "
@@ -106,9 +106,9 @@ def load_detector(path: str):
     return OriginalGroundingDino(patcher.model.detector, patcher.load_device)
 
 
-def _check_widgets(keyframes, width, height, box_threshold, text_threshold, full_frame_above) -> None:
-    if not 1 <= int(keyframes) <= 1024:
-        raise SearchPriorsError(f"keyframes must be between 1 and 1024, got {keyframes}.")
+def _check_widgets(keyframe_count, width, height, box_threshold, text_threshold, full_frame_above) -> None:
+    if not 1 <= int(keyframe_count) <= 1024:
+        raise SearchPriorsError(f"keyframe_count must be between 1 and 1024, got {keyframe_count}.")
     for name, value in (("width", width), ("height", height)):
         if not 8 <= int(value) <= MAX_SIDE:
             raise SearchPriorsError(f"{name} must be between 8 and {MAX_SIDE} pixels, got {value}.")
@@ -156,7 +156,7 @@ class KeyframeExtractor(io.ComfyNode):
                 io.Combo.Input("detector", options=detector_choices(),
                                tooltip=f"GroundingDINO under models/{FOLDER_NAME}/: a transformers folder "
                                        f"(grounding-dino-tiny / -base) or an original .pth with its config"),
-                io.Int.Input("keyframes", default=_DEFAULTS["keyframes"], min=1, max=1024,
+                io.Int.Input("keyframe_count", default=_DEFAULTS["keyframe_count"], min=1, max=1024,
                              tooltip="How many keyframes (VMC tunes on 8 by default)"),
                 io.Int.Input("width", default=_DEFAULTS["width"], min=8, max=MAX_SIDE, step=8,
                              tooltip="Keyframe width (the generation width; sets the region's aspect ratio)"),
@@ -189,11 +189,11 @@ class KeyframeExtractor(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, atomized=None, retrieval=None, frames=None, detector=None, keyframes=8, width=256,
+    def validate_inputs(cls, atomized=None, retrieval=None, frames=None, detector=None, keyframe_count=8, width=256,
                         height=256, box_threshold=DEFAULT_BOX_THRESHOLD, text_threshold=DEFAULT_TEXT_THRESHOLD,
                         keep_together=True, full_frame_above=DEFAULT_FULL_FRAME_ABOVE, rank=1, **_ignored):
         try:
-            _check_widgets(keyframes, width, height, box_threshold, text_threshold, full_frame_above)
+            _check_widgets(keyframe_count, width, height, box_threshold, text_threshold, full_frame_above)
             if rank is not None and not 1 <= int(rank) <= 1000:
                 return f"rank must be between 1 and 1000, got {rank}."
             if not detector:
@@ -215,16 +215,16 @@ class KeyframeExtractor(io.ComfyNode):
             return float("nan")   # re-run, so that the error shows on the node
 
     @classmethod
-    def execute(cls, atomized, retrieval, frames, detector: str, keyframes: int = 8, width: int = 256,
+    def execute(cls, atomized, retrieval, frames, detector: str, keyframe_count: int = 8, width: int = 256,
                 height: int = 256, box_threshold: float = DEFAULT_BOX_THRESHOLD,
                 text_threshold: float = DEFAULT_TEXT_THRESHOLD, keep_together: bool = True,
                 full_frame_above: float = DEFAULT_FULL_FRAME_ABOVE, rank: int = 1) -> io.NodeOutput:
-        _check_widgets(keyframes, width, height, box_threshold, text_threshold, full_frame_above)
+        _check_widgets(keyframe_count, width, height, box_threshold, text_threshold, full_frame_above)
         _check_frames(frames)
         num_frames, frame_h, frame_w = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
-        if num_frames < keyframes:
-            raise SearchPriorsError(f"The reference video gives {num_frames} frames but {keyframes} keyframes are "
-                                    f"asked: lower keyframes to at most {num_frames}, or raise Reference Video "
+        if num_frames < keyframe_count:
+            raise SearchPriorsError(f"The reference video gives {num_frames} frames but {keyframe_count} keyframes are "
+                                    f"asked: lower keyframe_count to at most {num_frames}, or raise Reference Video "
                                     f"Frames' frame_count.")
         hit = _hit(retrieval, rank)
         if atomized is None or not hasattr(atomized, "unit_vectors"):
@@ -234,7 +234,7 @@ class KeyframeExtractor(io.ComfyNode):
         model = load_detector(detector_path(detector))
         detections = run_detection(model, frames, matched.captions, box_threshold, text_threshold,
                                    progress=glue.progress_callback())
-        plan = plan_keyframes(detections, num_frames, (frame_h, frame_w), keyframes, (width, height),
+        plan = plan_keyframes(detections, num_frames, (frame_h, frame_w), keyframe_count, (width, height),
                               matched.captions, keep_together=keep_together, full_frame_above=full_frame_above)
         images = crop_keyframes(frames, plan, width, height)
         preview = draw_preview(frames, detections, plan)

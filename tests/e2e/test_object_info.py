@@ -137,7 +137,7 @@ NODE_SPEC = {
     },
     "SearchPriors_KeyframeExtractor": {
         "required": [("atomized", "ATOMIZED_PROMPT"), ("retrieval", "RETRIEVAL"), ("frames", "IMAGE"),
-                     ("detector", "COMBO"), ("keyframes", "INT"), ("width", "INT"), ("height", "INT"),
+                     ("detector", "COMBO"), ("keyframe_count", "INT"), ("width", "INT"), ("height", "INT"),
                      ("box_threshold", "FLOAT"), ("text_threshold", "FLOAT"), ("keep_together", "BOOLEAN"),
                      ("full_frame_above", "FLOAT")],
         "optional": [("rank", "INT")],

@@ -23,7 +23,7 @@ def _helper(name):
 
 
 tiny_gd = _helper("tiny_grounding_dino")
-WIDGETS = dict(keyframes=4, width=32, height=32, box_threshold=0.35, text_threshold=0.25, keep_together=True,
+WIDGETS = dict(keyframe_count=4, width=32, height=32, box_threshold=0.35, text_threshold=0.25, keep_together=True,
                full_frame_above=0.9)
 
 
@@ -119,7 +119,7 @@ def test_schema_sockets_in_order(node):
     schema = node.define_schema()
     assert schema.node_id == "SearchPriors_KeyframeExtractor" and schema.category == "SearchPriors/search_t2v"
     assert schema.display_name == "Keyframe Extractor (Search-T2V)"
-    assert [i.id for i in schema.inputs] == ["atomized", "retrieval", "frames", "detector", "keyframes", "width",
+    assert [i.id for i in schema.inputs] == ["atomized", "retrieval", "frames", "detector", "keyframe_count", "width",
                                              "height", "box_threshold", "text_threshold", "keep_together",
                                              "full_frame_above", "rank"]
     assert [bool(getattr(i, "optional", False)) for i in schema.inputs] == [False] * 11 + [True]
@@ -127,10 +127,10 @@ def test_schema_sockets_in_order(node):
 
 
 def test_validate_inputs_with_no_detector_names_the_folder(node):
-    for kwargs in ({}, {"detector": ""}, {"detector": None, "keyframes": 4}):
+    for kwargs in ({}, {"detector": ""}, {"detector": None, "keyframe_count": 4}):
         message = node.validate_inputs(**kwargs)
         assert isinstance(message, str) and "put a GroundingDINO folder in models/grounding-dino/" in message
-    assert "keyframes must be between" in node.validate_inputs(keyframes=0, detector="x")
+    assert "keyframe_count must be between" in node.validate_inputs(keyframe_count=0, detector="x")
     assert "full_frame_above must lie in [0, 1]" in node.validate_inputs(full_frame_above=1.5, detector="x")
     assert "pick one from the list" in node.validate_inputs(detector="../etc")
     assert "No detector 'absent'" in node.validate_inputs(detector="absent")
