@@ -6,6 +6,8 @@ and converts types. Registration uses ComfyUI's V3 schema from the versioned ``c
 
 from __future__ import annotations
 
+import logging
+
 from comfy_api.v0_0_2 import ComfyExtension, io
 
 from .comfy_glue import register_model_folders
@@ -28,7 +30,21 @@ NODES += [VMCTemporalLoRA, SaveMotionLoRA, LoadMotionLoRA]
 NODES.append(KeyframeExtractor)
 
 
+def loadable_nodes(nodes=None) -> list[type[io.ComfyNode]]:
+    """The nodes whose schema ComfyUI accepts. One node with a bad schema would otherwise make ComfyUI drop
+    the whole pack; it is left out with an error in the log instead, and the others load."""
+    good = []
+    for node in NODES if nodes is None else nodes:
+        try:
+            node.GET_SCHEMA()
+        except Exception as exc:  # noqa: BLE001 (any schema error: keep the other nodes)
+            logging.error("ComfyUI-SearchPriors: node %s left out, its schema is invalid: %s", node.__name__, exc)
+            continue
+        good.append(node)
+    return good
+
+
 class SearchPriorsExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         register_model_folders()
-        return list(NODES)
+        return loadable_nodes()

@@ -138,3 +138,22 @@ def test_builder_lock_timeout_widget_fails_fast_while_another_build_publishes(bu
                              index_name="sample", spacy_model="en_core_web_sm", sentence_model="all-MiniLM-L6-v2",
                              videos_folder="", lock_timeout=0)
     assert "1 added" in report
+
+
+def test_a_node_with_a_bad_schema_is_left_out_and_the_others_load(pack_nodes, caplog):
+    from comfy_api.v0_0_2 import io
+
+    class Broken(io.ComfyNode):
+        @classmethod
+        def define_schema(cls):
+            return io.Schema(node_id="SearchPriors_Broken", display_name="Broken", category="test",
+                             inputs=[io.Int.Input("same")], outputs=[io.Int.Output("same")])
+
+        @classmethod
+        def execute(cls, same):
+            return io.NodeOutput(same)
+
+    good = pack_nodes.loadable_nodes([pack_nodes.PromptAtomizer, Broken, pack_nodes.MotionRetriever])
+    assert good == [pack_nodes.PromptAtomizer, pack_nodes.MotionRetriever]
+    assert "Broken" in caplog.text and "unique" in caplog.text
+    assert pack_nodes.loadable_nodes() == pack_nodes.NODES  # every shipped node's schema is valid
