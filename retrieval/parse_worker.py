@@ -1,4 +1,6 @@
-"""Parse captions in a helper process while the main process embeds them (used by ``index.build_index``).
+"""Parse captions in a helper process while the main process embeds them (used by ``index.build_index``,
+and by ``embedding.atomize_many`` for large ``--queries`` batches: ``submit(..., prompts=True)`` runs
+``atomizer.parse_prompts``, the in-process batch parse, with errors sent back in place).
 
 On a small machine the sentence encoder and the spaCy parser compete for the same cores. Running the parse
 in one helper process, with the encoder one thread short while the helper is busy, keeps every core working
