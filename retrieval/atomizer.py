@@ -848,6 +848,48 @@ def parse_texts(nlp, texts: Iterable[str], batch_size: int = 256, n_process: int
             yield parse_doc(doc, verb_forms, text=text, modifiers=modifiers, nlp=second)
 
 
+def prompt_failure(exc: Exception) -> SearchPriorsError:
+    """A prompt's error for a batch: the pack's own errors as they are, anything else wrapped."""
+    if isinstance(exc, SearchPriorsError):
+        return exc
+    return SearchPriorsError(f"Could not atomize this prompt ({type(exc).__name__}: {exc}); the other prompts "
+                             f"are not affected. Please report it with the prompt.")
+
+
+def parse_prompts(nlp, prompts: Sequence, max_chars: Optional[int] = None, verb_forms=None,
+                  english_words=None) -> list:
+    """Each user prompt's ParsedPrompt or its SearchPriorsError, in order: validation, modifiers, one
+    ``nlp.pipe`` over the batch, the language check, the recovery rule's second parses batched. One bad
+    prompt never fails the others. (``embedding.atomize_many``, in-process or in the parse helper.)"""
+    verb_forms = verb_forms_of(nlp) if verb_forms is None else verb_forms
+    english_words = english_words_of(nlp) if english_words is None else english_words
+    results: list = [None] * len(prompts)
+    todo: list[tuple[int, str, str, list]] = []   # (position, text, content, modifiers)
+    for i, prompt in enumerate(prompts):
+        try:
+            text = clean_prompt(prompt, max_chars)   # before any parsing: the length cap protects memory
+            content, modifiers = split_modifiers(text)
+            todo.append((i, text, content, modifiers))
+        except Exception as exc:
+            results[i] = prompt_failure(exc)
+    try:
+        docs = list(nlp.pipe([c for _, _, c, _ in todo]))
+    except Exception:
+        docs = [None] * len(todo)  # one text broke the batch: parse each alone, so only it fails
+    try:
+        second = with_second_parses(nlp, docs, verb_forms)  # the recovery rule's second parses, batched
+    except Exception:
+        second = nlp
+    for (i, text, content, modifiers), doc in zip(todo, docs):
+        try:
+            doc = nlp(content) if doc is None else doc
+            check_language(doc, nlp.lang, english_words, modifiers)
+            results[i] = parse_doc(doc, verb_forms, text=text, modifiers=modifiers, nlp=second)
+        except Exception as exc:
+            results[i] = prompt_failure(exc)
+    return results
+
+
 # ------------------------------------------------------------------------------------------ validation
 
 # Far above any real prompt (benchmark lists stay under 500 characters), far below what hurts: spaCy needs

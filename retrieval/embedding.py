@@ -14,9 +14,10 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from .atomizer import (MAX_PROMPT_CHARS, ParsedPrompt, Unit, check_language, clean_prompt, english_words_of,
-                       parse_doc, split_modifiers, verb_forms_of, with_second_parses)
+                       parse_doc, parse_prompts, split_modifiers, verb_forms_of)
 from .errors import SearchPriorsError
 from .models import spacy_identity
+from .parse_worker import start_parse_worker
 
 ROLES = ("motion", "actor", "recipient")
 
@@ -213,68 +214,82 @@ def _atomized(parsed: ParsedPrompt, v_total: np.ndarray, table: PhraseTable, sen
 ATOMIZE_CHUNK = 256
 
 
-def _failure(exc: Exception) -> SearchPriorsError:
-    if isinstance(exc, SearchPriorsError):
-        return exc
-    return SearchPriorsError(f"Could not atomize this prompt ({type(exc).__name__}: {exc}); the other prompts "
-                             f"are not affected. Please report it with the prompt.")
+# A batch of at least this many prompts is parsed in a helper process (``parse_worker``) while this one
+# encodes: the helper takes ~1.5 s to start, the time to parse ~800 prompts here. SEARCHPRIORS_PARSE_HELPER=0
+# turns it off (as for index builds).
+ATOMIZE_HELPER_MIN = 1000
+ATOMIZE_HELPER_QUEUE = 3  # chunks handed to the helper ahead of the one being encoded
 
 
 def atomize_many(prompts: Iterable[str], nlp, sentence_model, max_chars: Optional[int] = MAX_PROMPT_CHARS,
-                 chunk: int = ATOMIZE_CHUNK) -> Iterator[Union[AtomizedPrompt, SearchPriorsError]]:
+                 chunk: Optional[int] = None, parse_helper: Optional[bool] = None
+                 ) -> Iterator[Union[AtomizedPrompt, SearchPriorsError]]:
     """``atomize`` for many prompts, batched, yielding one result per prompt in input order.
 
     Each result is an ``AtomizedPrompt`` or, for a prompt that ``atomize`` would refuse (empty, too long,
     not English) or that fails in any other way, the ``SearchPriorsError`` that says why: one bad prompt
     never stops the others. Prompts go through in chunks: the contents parsed with ``nlp.pipe`` (second
-    parses of the recovery rule too), the sentences and the chunk's new role phrases encoded in the pack's
-    length batches (``encode``; each distinct phrase once for the whole run). Results equal ``atomize``'s
-    one by one (tested). (Encoding one chunk in a thread while the next is parsed was measured: no gain,
-    spaCy holds the GIL that torch's Python-level steps need.)
+    parses of the recovery rule too; ``atomizer.parse_prompts``), the sentences and the chunk's new role
+    phrases encoded in the pack's length batches (``encode``; each distinct phrase once for the whole run).
+    Results equal ``atomize``'s one by one (tested). (Encoding one chunk in a thread while the next is parsed
+    was measured: no gain, spaCy holds the GIL that torch's Python-level steps need.) A list of at least
+    ``ATOMIZE_HELPER_MIN`` prompts (``parse_helper`` None), or any list with ``parse_helper=True``, is parsed
+    in a helper process a few chunks ahead while this process encodes; the same function parses there, so
+    results are identical, and chunks of a helper that cannot start or dies are parsed here.
     """
+    chunk = chunk or ATOMIZE_CHUNK
     verb_forms = verb_forms_of(nlp)
     english_words = english_words_of(nlp)
     spacy_id, sentence_id = spacy_identity(nlp), sentence_model_identity(sentence_model)
     table = PhraseTable(embedding_dim(sentence_model))
-    batch: list = []
-    for prompt in prompts:
-        batch.append(prompt)
-        if len(batch) >= chunk:
-            yield from _encode_chunk(_parse_chunk(batch, nlp, max_chars, verb_forms, english_words),
-                                     sentence_model, table, sentence_id, spacy_id)
-            batch = []
-    if batch:
-        yield from _encode_chunk(_parse_chunk(batch, nlp, max_chars, verb_forms, english_words),
-                                 sentence_model, table, sentence_id, spacy_id)
+
+    def parse_here(batch: list) -> list:
+        return parse_prompts(nlp, batch, max_chars, verb_forms, english_words)
+
+    def encode_chunk(parsed: list) -> list:
+        return _encode_chunk(parsed, sentence_model, table, sentence_id, spacy_id)
+
+    if parse_helper is None:
+        parse_helper = (isinstance(prompts, Sequence) and len(prompts) >= ATOMIZE_HELPER_MIN
+                        and (os.cpu_count() or 1) >= 2 and os.environ.get("SEARCHPRIORS_PARSE_HELPER", "1") != "0")
+    wire_safe = parse_helper and isinstance(prompts, Sequence) and all(isinstance(p, str) for p in prompts)
+    helper = start_parse_worker(nlp)[0] if wire_safe else None  # (anything else is refused here, as before)
+    if helper is None:
+        batch: list = []
+        for prompt in prompts:
+            batch.append(prompt)
+            if len(batch) >= chunk:
+                yield from encode_chunk(parse_here(batch))
+                batch = []
+        if batch:
+            yield from encode_chunk(parse_here(batch))
+        return
+    try:
+        yield from _atomize_with_helper(list(prompts), chunk, max_chars, helper, parse_here, encode_chunk)
+    finally:
+        helper.close()
 
 
-def _parse_chunk(prompts, nlp, max_chars, verb_forms, english_words) -> list:
-    """Each prompt's ParsedPrompt or its error, in order (validation, modifiers, parse, language check)."""
-    results: list = [None] * len(prompts)
-    todo: list[tuple[int, str, str, list]] = []   # (position, text, content, modifiers)
-    for i, prompt in enumerate(prompts):
-        try:
-            text = clean_prompt(prompt, max_chars)   # before any parsing: the length cap protects memory
-            content, modifiers = split_modifiers(text)
-            todo.append((i, text, content, modifiers))
-        except Exception as exc:
-            results[i] = _failure(exc)
-    try:
-        docs = list(nlp.pipe([c for _, _, c, _ in todo]))
-    except Exception:
-        docs = [None] * len(todo)  # one text broke the batch: parse each alone, so only it fails
-    try:
-        second = with_second_parses(nlp, docs, verb_forms)  # the recovery rule's second parses, batched
-    except Exception:
-        second = nlp
-    for (i, text, content, modifiers), doc in zip(todo, docs):
-        try:
-            doc = nlp(content) if doc is None else doc
-            check_language(doc, nlp.lang, english_words, modifiers)
-            results[i] = parse_doc(doc, verb_forms, text=text, modifiers=modifiers, nlp=second)
-        except Exception as exc:
-            results[i] = _failure(exc)
-    return results
+def _atomize_with_helper(prompts: list, chunk: int, max_chars: Optional[int], helper, parse_here, encode_chunk):
+    """Chunks in order: the helper parses up to ``ATOMIZE_HELPER_QUEUE`` chunks ahead while this process
+    encodes the one before. The first chunk is parsed here while the helper loads its model; chunks of a
+    helper that failed are parsed here too."""
+    bounds = [(a, min(a + chunk, len(prompts))) for a in range(0, len(prompts), chunk)]
+    parsed: dict[int, list] = {}
+    handed = 1  # chunks 1..handed-1 went to the helper
+    # (The encoder keeps its thread count, unlike in index builds: vectors, and so search scores, stay
+    # bit-identical to parsing in-process.)
+    for cid in range(len(bounds)):
+        while helper.usable and handed < len(bounds) and handed - cid <= ATOMIZE_HELPER_QUEUE:
+            helper.submit(handed, prompts[slice(*bounds[handed])], prompts=True, max_chars=max_chars)
+            handed += 1
+        parsed.update(helper.poll())
+        while cid not in parsed and helper.usable and cid in helper.outstanding:
+            parsed.update(helper.wait(timeout=0.5))
+        if not helper.usable:
+            helper.take_back()  # what it still held is parsed here, chunk by chunk
+        items = parsed.pop(cid) if cid in parsed else parse_here(prompts[slice(*bounds[cid])])
+        yield from encode_chunk(items)
 
 
 def _encode_chunk(parsed_or_errors, sentence_model, table, sentence_id, spacy_id) -> list:

@@ -41,7 +41,6 @@ import os
 import re
 import shutil
 import sqlite3
-import sys
 import time
 import uuid
 from collections import deque
@@ -56,7 +55,7 @@ from . import index_files as files
 from .errors import MotionIndexError, SearchPriorsError
 from .library import LibraryEntry
 from .models import spacy_identity
-from .parse_worker import ParseWorker, spacy_source
+from .parse_worker import EncoderThreads, ParseWorker, start_parse_worker
 
 FORMAT = "comfyui-searchpriors/motion-index"
 VERSION = 2          # 2: per-file checksums in the manifest, per-build staging files
@@ -662,26 +661,6 @@ HELPER_QUEUE = 4
 HELPER_MIN_CAPTIONS = 2000
 
 
-class _EncoderThreads:
-    """While the parse helper is busy the encoder runs one thread short (torch only), so that the two stages
-    share the cores instead of taking turns; the thread count is restored on exit."""
-
-    def __enter__(self):
-        self.torch = sys.modules.get("torch")
-        self.default = self.torch.get_num_threads() if self.torch is not None else 1
-        self.current = self.default
-        return self
-
-    def spare_one(self, spare: bool) -> None:
-        want = max(1, self.default - 1) if spare else self.default
-        if self.torch is not None and want != self.current:
-            self.torch.set_num_threads(want)
-            self.current = want
-
-    def __exit__(self, *exc):
-        self.spare_one(False)
-
-
 def _parse_and_encode(texts: Sequence[str], nlp, model, helper: Optional[ParseWorker],
                       progress: Callable[[float], None], batch_tokens: int):
     """Parses and sentence vectors of ``texts``. Parse chunks go to ``helper`` (if any) while this process
@@ -705,7 +684,7 @@ def _parse_and_encode(texts: Sequence[str], nlp, model, helper: Optional[ParseWo
             parsed[a:b] = items
             parsed_count += b - a
 
-    with _EncoderThreads() as threads:
+    with EncoderThreads() as threads:
         while True:
             if helper is not None:
                 if helper.usable:
@@ -767,16 +746,7 @@ def _start_helper(nlp, total: int, parse_helper: Optional[bool], report: "BuildR
                         and os.environ.get("SEARCHPRIORS_PARSE_HELPER", "1") != "0")
     if not parse_helper or total == 0:
         return None
-    source = spacy_source(nlp)
-    if source is None:
-        report.parse_helper = "not used (the spaCy pipeline was not loaded from a folder or package)"
-        return None
-    try:
-        helper = ParseWorker(source)
-    except OSError as exc:
-        report.parse_helper = f"failed to start ({exc}); parsed in this process"
-        return None
-    report.parse_helper = "used"
+    helper, report.parse_helper = start_parse_worker(nlp)
     return helper
 
 

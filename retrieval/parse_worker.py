@@ -1,4 +1,6 @@
-"""Parse captions in a helper process while the main process embeds them (used by ``index.build_index``).
+"""Parse captions in a helper process while the main process embeds them (used by ``index.build_index``,
+and by ``embedding.atomize_many`` for large ``--queries`` batches: ``submit(..., prompts=True)`` runs
+``atomizer.parse_prompts``, the in-process batch parse, with errors sent back in place).
 
 On a small machine the sentence encoder and the spaCy parser compete for the same cores. Running the parse
 in one helper process, with the encoder one thread short while the helper is busy, keeps every core working
@@ -40,9 +42,17 @@ def parsed_to_wire(parsed) -> list:
             list(parsed.notes), list(parsed.modifiers)]
 
 
+def result_to_wire(result) -> list:
+    """A ``parse_prompts`` item: a parse, or a prompt's error as ``["error", message]``."""
+    return ["error", str(result)] if isinstance(result, Exception) else parsed_to_wire(result)
+
+
 def parsed_from_wire(data: list):
     from .atomizer import ParsedPrompt, Unit
+    from .errors import SearchPriorsError
 
+    if data and data[0] == "error" and len(data) == 2:  # a parse's first field is its text: never this pair
+        return SearchPriorsError(data[1])
     text, units, core_index, fallback, notes, *rest = data
     modifiers = list(rest[0]) if rest else []
     return ParsedPrompt(text, [Unit(*u) for u in units], int(core_index), fallback, list(notes), modifiers)
@@ -58,6 +68,37 @@ def spacy_source(nlp) -> Optional[dict]:
     pipes = {name for name, _ in nlp.components}
     factories = {nlp.get_pipe_meta(name).factory for name in pipes}
     return dict(source, hide_torch=factories <= NUMPY_COMPONENTS)
+
+
+def start_parse_worker(nlp) -> "tuple[Optional[ParseWorker], str]":
+    """A helper for ``nlp``, or None and why not (pipeline built in code, cannot start, turned off)."""
+    source = spacy_source(nlp)
+    if source is None:
+        return None, "not used (the spaCy pipeline was not loaded from a folder or package)"
+    try:
+        return ParseWorker(source), "used"
+    except OSError as exc:
+        return None, f"failed to start ({exc}); parsed in this process"
+
+
+class EncoderThreads:
+    """While the parse helper is busy the encoder runs one thread short (torch only), so that the two stages
+    share the cores instead of taking turns; the thread count is restored on exit."""
+
+    def __enter__(self):
+        self.torch = sys.modules.get("torch")
+        self.default = self.torch.get_num_threads() if self.torch is not None else 1
+        self.current = self.default
+        return self
+
+    def spare_one(self, spare: bool) -> None:
+        want = max(1, self.default - 1) if spare else self.default
+        if self.torch is not None and want != self.current:
+            self.torch.set_num_threads(want)
+            self.current = want
+
+    def __exit__(self, *exc):
+        self.spare_one(False)
 
 
 class ParseWorker:
@@ -115,11 +156,16 @@ class ParseWorker:
     def busy(self) -> bool:
         return self.usable and bool(self.outstanding)
 
-    def submit(self, chunk_id: int, texts: list[str]) -> None:
+    def submit(self, chunk_id: int, texts: list[str], prompts: bool = False, max_chars: Optional[int] = None) -> None:
+        """Hand over a chunk: library captions (``atomizer.parse_texts``) or, with ``prompts``, user prompts
+        (``atomizer.parse_prompts``: validated, language-checked, errors in place)."""
         if not self.outstanding:
             self._last_activity = time.monotonic()
         self.outstanding.add(chunk_id)
-        self._send({"op": "parse", "id": chunk_id, "texts": texts})
+        message = {"op": "parse", "id": chunk_id, "texts": texts}
+        if prompts:
+            message.update(prompts=True, max_chars=max_chars)
+        self._send(message)
 
     def _handle(self, reply: Optional[dict], out: list) -> None:
         self._last_activity = time.monotonic()
@@ -227,7 +273,10 @@ def serve(atomizer, stdin, stdout) -> int:
             if op == "load":
                 nlp = _load_pipeline(message)
                 reply({"op": "ready"})
-            elif op == "parse":  # the same function as parsing in the main process
+            elif op == "parse" and message.get("prompts"):  # the same functions as in the main process
+                reply({"op": "parsed", "id": message["id"], "items": [
+                    result_to_wire(r) for r in atomizer.parse_prompts(nlp, message["texts"], message.get("max_chars"))]})
+            elif op == "parse":
                 reply({"op": "parsed", "id": message["id"],
                        "items": [parsed_to_wire(p) for p in atomizer.parse_texts(nlp, message["texts"])]})
             elif op == "stop":

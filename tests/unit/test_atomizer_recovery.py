@@ -175,6 +175,59 @@ def test_atomize_many_keeps_order_reports_errors_in_place_and_equals_atomize(nlp
         assert np.allclose(got.unit_vectors, one.unit_vectors, atol=1e-6)
 
 
+BATCH = ["two kangaroos box playfully", "   ", "A panda rides a bicycle, 4k", "Собака бежит по пляжу",
+         "a dog runs " * 300, "Time-lapse of clouds", "cats fight", "a kitten chases a laser dot",
+         "猫が走る", "a top spinning on a table", "", "waves crash"]
+
+
+def test_atomize_many_in_the_parse_helper_equals_in_process(nlp, hash_encoder):
+    from comfyui_searchpriors.retrieval import embedding
+
+    assert embedding.ATOMIZE_HELPER_MIN >= 500  # short batches and single prompts never start a process
+    want = list(atomize_many(BATCH, nlp, hash_encoder, chunk=2, parse_helper=False))
+    got = list(atomize_many(BATCH, nlp, hash_encoder, chunk=2, parse_helper=True))
+    assert [isinstance(g, Exception) for g in got] == [isinstance(w, Exception) for w in want]
+    assert [i for i, w in enumerate(want) if isinstance(w, Exception)] == [1, 3, 4, 8, 10]
+    for g, w in zip(got, want):
+        if isinstance(w, Exception):
+            assert isinstance(g, SearchPriorsError) and str(g) == str(w)   # the message crosses the wire
+        else:
+            assert g.to_json(with_vectors=True) == w.to_json(with_vectors=True)  # same chunks: bit-identical
+
+
+def test_atomize_many_falls_back_when_the_helper_cannot_start_or_dies(nlp, hash_encoder, monkeypatch):
+    from comfyui_searchpriors.retrieval import parse_worker
+
+    want = list(atomize_many(BATCH, nlp, hash_encoder, chunk=2, parse_helper=False))
+
+    def cannot_start(source):
+        raise OSError("no processes left")
+
+    monkeypatch.setattr(parse_worker, "ParseWorker", cannot_start)
+    got = list(atomize_many(BATCH, nlp, hash_encoder, chunk=2, parse_helper=True))
+    assert [str(g) if isinstance(g, Exception) else g.to_json() for g in got] == \
+        [str(w) if isinstance(w, Exception) else w.to_json() for w in want]
+    monkeypatch.undo()
+
+    made = []
+
+    class DiesAfterTwo(parse_worker.ParseWorker):
+        def __init__(self, source):
+            super().__init__(source)
+            made.append(self)
+
+        def submit(self, chunk_id, texts, **kwargs):
+            super().submit(chunk_id, texts, **kwargs)
+            if chunk_id == 2:
+                self._proc.kill()
+
+    monkeypatch.setattr(parse_worker, "ParseWorker", DiesAfterTwo)
+    got = list(atomize_many(BATCH, nlp, hash_encoder, chunk=2, parse_helper=True))
+    assert [str(g) if isinstance(g, Exception) else g.to_json() for g in got] == \
+        [str(w) if isinstance(w, Exception) else w.to_json() for w in want]
+    assert made and not made[0].usable and made[0]._proc.poll() is not None
+
+
 def test_atomize_many_survives_an_unexpected_failure(nlp, hash_encoder, monkeypatch):
     real = A.parse_doc
 
@@ -183,7 +236,7 @@ def test_atomize_many_survives_an_unexpected_failure(nlp, hash_encoder, monkeypa
             raise RuntimeError("parser exploded")
         return real(doc, *args, **kwargs)
 
-    monkeypatch.setattr("comfyui_searchpriors.retrieval.embedding.parse_doc", flaky)
+    monkeypatch.setattr("comfyui_searchpriors.retrieval.atomizer.parse_doc", flaky)
     results = list(atomize_many(["a dog runs", "boom goes the cannon", "cats fight"], nlp, hash_encoder))
     assert isinstance(results[1], SearchPriorsError) and "RuntimeError: parser exploded" in str(results[1])
     assert results[0].units[0].motion == "run" and results[2].units[0].motion == "fight"

@@ -140,3 +140,29 @@ def test_build_lock_timeout_zero_fails_at_once_with_the_busy_status(sample_index
                      "--lock-timeout", "0"])
     assert code == 75
     assert "searchpriors: busy: Another build is writing the motion index" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["atomize", "search"])
+def test_batch_through_the_parse_helper_prints_the_same_lines(tmp_path, capsys, monkeypatch, sample_index, command):
+    """Large batches are parsed in a helper process: the same lines in the same order, errors in place."""
+    from comfyui_searchpriors.retrieval import embedding
+
+    queries = tmp_path / "q.txt"
+    queries.write_text("two kangaroos box playfully\nСобака бежит по пляжу\nA panda drinking coffee, animated style\n"
+                       + "a dog runs " * 300 + "\nwaves crash\n\na man rides a bicycle\n猫が走る\ncats fight\n",
+                       encoding="utf-8")
+    args = [command, "--queries", str(queries), "--json"] + (["--index", str(sample_index)] if command == "search" else [])
+    monkeypatch.setattr(embedding, "ATOMIZE_CHUNK", 2)
+    monkeypatch.setenv("SEARCHPRIORS_PARSE_HELPER", "0")
+    assert main(args) == 3
+    want = capsys.readouterr()
+    monkeypatch.setenv("SEARCHPRIORS_PARSE_HELPER", "1")
+    monkeypatch.setattr(embedding, "ATOMIZE_HELPER_MIN", 1)
+    started = []
+    real_start = embedding.start_parse_worker
+    monkeypatch.setattr(embedding, "start_parse_worker", lambda nlp: started.append(1) or real_start(nlp))
+    assert main(args) == 3
+    got = capsys.readouterr()
+    assert started and got.out == want.out and got.err == want.err
+    assert [("error" in json.loads(line)) for line in got.out.splitlines()] == [False, True, False, True, False,
+                                                                                 False, True, False]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import comfyui_searchpriors.retrieval.index as index_module
+import comfyui_searchpriors.retrieval.parse_worker as worker_module
 from comfyui_searchpriors.retrieval.atomizer import parse_texts
 from comfyui_searchpriors.retrieval.index import build_index, load_index, read_manifest
 from comfyui_searchpriors.retrieval.library import LibraryEntry
@@ -35,8 +36,8 @@ class Recording(ParseWorker):
         self.submitted = 0
         Recording.made.append(self)
 
-    def submit(self, chunk_id, texts):
-        super().submit(chunk_id, texts)
+    def submit(self, chunk_id, texts, **kwargs):
+        super().submit(chunk_id, texts, **kwargs)
         self.submitted += 1
         if self.kill_after is not None and self.submitted == self.kill_after:
             self._proc.kill()
@@ -51,7 +52,7 @@ class Recording(ParseWorker):
 def recording(monkeypatch):
     Recording.made = []
     Recording.kill_after = None
-    monkeypatch.setattr(index_module, "ParseWorker", Recording)
+    monkeypatch.setattr(worker_module, "ParseWorker", Recording)  # started by ``start_parse_worker``
     monkeypatch.setattr(index_module, "PARSE_CHUNK", 7)   # many chunks: the helper and this process share them
     yield Recording
     for helper in Recording.made:
@@ -89,7 +90,7 @@ def test_helper_builds_the_same_index_as_in_process(tmp_path, nlp, hash_encoder,
                                                     monkeypatch, hide_torch):
     source = spacy_source(nlp)
     assert source["hide_torch"] is True  # en_core_web_sm runs on numpy only
-    monkeypatch.setattr(index_module, "spacy_source", lambda _nlp: dict(source, hide_torch=hide_torch))
+    monkeypatch.setattr(worker_module, "spacy_source", lambda _nlp: dict(source, hide_torch=hide_torch))
     threads = torch_threads()
     folder = str(tmp_path / "idx")
     report = build_index(folder, entries(CAPTIONS), nlp, hash_encoder, segment_size=25, batch_tokens=32,
@@ -114,7 +115,7 @@ def test_wire_format_round_trips_every_parse(nlp):
 
 def test_helper_that_cannot_load_the_model_falls_back(tmp_path, nlp, hash_encoder, recording, in_process_index,
                                                       monkeypatch):
-    monkeypatch.setattr(index_module, "spacy_source",
+    monkeypatch.setattr(worker_module, "spacy_source",
                         lambda _nlp: {"kind": "folder", "location": str(tmp_path / "no-such-model"),
                                       "exclude": [], "hide_torch": True})
     folder = str(tmp_path / "idx")
