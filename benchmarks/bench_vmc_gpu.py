@@ -43,11 +43,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_pos_gpu import GIB, Meter as PosMeter, free_all, log  # the script's own folder is on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH_OUT = REPO / "bench_out"
 COMFYUI = os.environ.get("COMFYUI_PATH") or os.path.expanduser("~/.cache/comfyui-searchpriors/comfyui-0.3.75")
 PROMPT = "a corgi running on the beach at sunset"
-GIB = 1024 ** 3
 CONFIGS = {  # name: (targets, gradient checkpointing)
     "lora_ckpt": ("qkv", True),
     "lora_nockpt": ("qkv", False),
@@ -58,48 +59,38 @@ DEFAULT_CONFIGS = "lora_ckpt,lora_nockpt,full_ckpt"
 TARGET_PEAK_GIB, TARGET_S_PER_STEP, TARGET_WHOLE_GIB = 12.0, 0.40, 24.0
 
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
+def import_pack() -> str:
+    """Make this checkout importable as ``comfyui_searchpriors`` (an installed or linked copy elsewhere, e.g. an
+    editable install of another checkout, would otherwise be measured): through a link in a temp dir when
+    the name does not already resolve here. Returns the package's folder."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("comfyui_searchpriors")
+    if spec is None or spec.origin is None or Path(spec.origin).resolve().parent != REPO:
+        holder = Path(tempfile.gettempdir()) / f"searchpriors-bench-pkg-{os.getuid() if hasattr(os, 'getuid') else 0}"
+        holder.mkdir(exist_ok=True)
+        link = holder / "comfyui_searchpriors"
+        if link.is_symlink() and link.resolve() != REPO:
+            link.unlink()
+        if not link.exists():
+            link.symlink_to(REPO, target_is_directory=True)
+        sys.path.insert(0, str(holder))
+    import comfyui_searchpriors
+
+    return str(Path(comfyui_searchpriors.__file__).resolve().parent)
 
 
-def import_pack() -> None:
-    """Make ``comfyui_searchpriors`` importable: as it is, else through a link to this checkout in a temp dir."""
-    try:
-        import comfyui_searchpriors  # noqa: F401
-
-        return
-    except ImportError:
-        pass
-    holder = Path(tempfile.gettempdir()) / f"searchpriors-bench-pkg-{os.getuid() if hasattr(os, 'getuid') else 0}"
-    holder.mkdir(exist_ok=True)
-    link = holder / "comfyui_searchpriors"
-    if link.is_symlink() and link.resolve() != REPO:
-        link.unlink()
-    if not link.exists():
-        link.symlink_to(REPO, target_is_directory=True)
-    sys.path.insert(0, str(holder))
-
-
-class Meter:
-    """Wall time (CUDA-synchronised) and peak allocated VRAM of one block (0 on the CPU smoke run)."""
+class Meter(PosMeter):
+    """bench_pos_gpu's Meter with the ballast tensor of an emulated smaller card left out of the peaks, and the
+    allocator's peak reserved memory too."""
 
     def __init__(self, torch, ballast_bytes: int = 0):
-        self.torch = torch
-        self.cuda = torch.cuda.is_available()
+        super().__init__(torch)
         self.ballast = ballast_bytes
 
-    def __enter__(self):
-        if self.cuda:
-            self.torch.cuda.synchronize()
-            self.torch.cuda.reset_peak_memory_stats()
-        self.start = time.perf_counter()
-        return self
-
     def __exit__(self, *exc):
-        if self.cuda:
-            self.torch.cuda.synchronize()
-        self.seconds = time.perf_counter() - self.start
-        self.peak_gib = (self.torch.cuda.max_memory_allocated() - self.ballast) / GIB if self.cuda else 0.0
+        super().__exit__(*exc)
+        self.peak_gib = max(0.0, self.peak_gib - self.ballast / GIB) if self.cuda else 0.0
         self.reserved_gib = (self.torch.cuda.max_memory_reserved() - self.ballast) / GIB if self.cuda else 0.0
 
 
@@ -147,16 +138,6 @@ class StepClock:
             "steps_done": len(self.durations),
             "loss_first_last": [self.losses[0], self.losses[-1]] if self.losses else [],
         }
-
-
-def free_all(torch) -> None:
-    import comfy.model_management as mm
-
-    mm.unload_all_models()
-    mm.soft_empty_cache(True)
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def ensure_folder(args, facts: dict) -> str:
@@ -281,8 +262,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--configs", default=DEFAULT_CONFIGS,
                         help=f"comma-separated, of {', '.join(CONFIGS)}; 'none' for the whole run only")
-    parser.add_argument("--whole", action="store_true", help="also the whole generation-side run (about 4 min on an "
-                                                             "H200); skipped when it would overrun --budget-s")
+    parser.add_argument("--whole", action="store_true",
+                        help="also the whole generation-side run (400 x the lora_ckpt s/step plus about a minute); "
+                             "skipped when it would overrun --budget-s")
     parser.add_argument("--whole-steps", type=int, default=400, help="VMC steps of the whole run (node default)")
     parser.add_argument("--sample-steps", type=int, default=50)
     parser.add_argument("--card-gib", type=float, default=TARGET_WHOLE_GIB,
@@ -315,14 +297,15 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         comfy.cli_args.args.cpu = True  # the --tiny smoke run; read when model_management is imported
         torch.set_num_threads(1)
-    import_pack()
+    pack = import_pack()
+    log(f"pack: {pack}")
 
     os.makedirs(args.workdir, exist_ok=True)
     cuda = torch.cuda.is_available()
     device_name = torch.cuda.get_device_name(0) if cuda else "cpu"
     facts: dict = {"device": device_name, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
                    "dtype": "fp32" if args.tiny else "bf16", "size": "tiny" if args.tiny else "zeroscope-576w",
-                   "keyframes": [4, 4, 8, 8] if args.tiny else [24, 4, 40, 72]}
+                   "keyframes": [4, 4, 8, 8] if args.tiny else [24, 4, 40, 72], "pack": pack}
     if cuda:
         facts["gpu_total_gib"] = round(torch.cuda.mem_get_info()[1] / GIB, 1)
     rows: list = []
@@ -347,7 +330,7 @@ def main(argv=None) -> int:
             elapsed = time.perf_counter() - started
             per_step = next((r["s_per_step"] for r in rows if r["name"] == "lora_ckpt" and "error" not in r), None)
             predicted = None if per_step is None or args.tiny else \
-                args.whole_steps * per_step * 1.1 + args.sample_steps * 0.3 + 40
+                args.whole_steps * per_step * 1.1 + args.sample_steps * 0.3 + facts.get("load_s", 30.0) + 25
             if predicted is not None and elapsed + predicted > args.budget_s:
                 log(f"whole run skipped: predicted {predicted:.0f} s after {elapsed:.0f} s exceeds --budget-s "
                     f"{args.budget_s:.0f} (run it alone: --configs none --whole)")
@@ -359,18 +342,21 @@ def main(argv=None) -> int:
         f"{'timed-steps peak':>17} {'reserved':>9}")
     for r in rows:
         note = f"  ERROR {r['error'][:60]}" if "error" in r else ""
-        log(f"{r['name'] + ' (' + r['targets'] + (', ckpt' if r['gradient_checkpointing'] else ', no ckpt') + ')':<44} "
-            f"{r['s_per_step']:>7.3f} {r['peak_gib']:>9.2f} {r['steady_peak_gib']:>17.2f} {r['reserved_gib']:>9.2f}{note}")
+        label = f"{r['name']} ({r['targets']}, {'ckpt' if r['gradient_checkpointing'] else 'no ckpt'})"
+        log(f"{label:<44} {r['s_per_step']:>7.3f} {r['peak_gib']:>9.2f} {r['steady_peak_gib']:>17.2f} "
+            f"{r['reserved_gib']:>9.2f}{note}")
     if whole:
-        log(f"\nwhole run ({whole['vmc_steps']} VMC steps, {whole['sample_steps']} sampling steps, "
-            f"card {whole['card_gib'] or 'whole GPU'} GiB)    s   peak GiB")
+        where = f"emulated {whole['card_gib']:g} GiB card" if whole["card_gib"] else "whole device"
+        title = f"whole run ({whole['vmc_steps']} VMC steps, {whole['sample_steps']} sampling steps, {where})"
+        log(f"\n{title:<72} {'s':>7} {'peak GiB':>9}")
         for stage, (seconds, peak) in whole["stages"].items():
-            log(f"  {stage:<40} {seconds:>7.1f} {peak:>9.2f}")
-        log(f"  {'total':<40} {whole['seconds']:>7.1f} {whole['peak_gib']:>9.2f}"
+            log(f"  {stage:<70} {seconds:>7.1f} {peak:>9.2f}")
+        log(f"  {'total':<70} {whole['seconds']:>7.1f} {whole['peak_gib']:>9.2f}"
             + (f"  FAILED {whole['error']}" if "error" in whole else ""))
 
     on_h200 = "H200" in device_name
-    verdict = "" if on_h200 else " (targets are for an H200: reference only here)"
+    verdict = "" if on_h200 else (" (targets are for an H200: reference only here)" if cuda else
+                                  " (CPU smoke run: the numbers mean nothing)")
     summary = []
     lora = next((r for r in rows if r["name"] == "lora_ckpt"), None)
     if lora and "error" not in lora:
@@ -388,9 +374,9 @@ def main(argv=None) -> int:
     if whole:
         fits = "error" not in whole and whole["peak_gib"] <= TARGET_WHOLE_GIB
         facts.setdefault("targets", {})["whole_run_fits_24gib"] = fits
-        summary.append(f"whole run {whole['seconds']:.0f} s, peak {whole['peak_gib']:.2f} GiB on a "
-                       f"{whole['card_gib'] or 'full'} GiB card (target <= {TARGET_WHOLE_GIB:g}: "
-                       f"{'met' if fits else 'NOT met'})")
+        card = f"an emulated {whole['card_gib']:g} GiB card" if whole["card_gib"] else "the unconfined device"
+        summary.append(f"whole run {whole['seconds']:.0f} s, peak {whole['peak_gib']:.2f} GiB on {card} (target <= "
+                       f"{TARGET_WHOLE_GIB:g}: {'met' if fits else 'NOT met'})")
     elif args.whole:
         summary.append("whole run skipped (time budget)")
     facts["wall_s"] = round(time.perf_counter() - started, 1)
