@@ -329,9 +329,10 @@ def main(argv=None) -> int:
         if args.whole:
             elapsed = time.perf_counter() - started
             per_step = next((r["s_per_step"] for r in rows if r["name"] == "lora_ckpt" and "error" not in r), None)
-            predicted = None if per_step is None or args.tiny else \
+            predicted = None if per_step is None else \
                 args.whole_steps * per_step * 1.1 + args.sample_steps * 0.3 + facts.get("load_s", 30.0) + 25
-            if predicted is not None and elapsed + predicted > args.budget_s:
+            facts["whole_predicted_s"] = None if predicted is None else round(predicted)
+            if predicted is not None and not args.tiny and elapsed + predicted > args.budget_s:
                 log(f"whole run skipped: predicted {predicted:.0f} s after {elapsed:.0f} s exceeds --budget-s "
                     f"{args.budget_s:.0f} (run it alone: --configs none --whole)")
                 facts["whole_skipped"] = f"predicted {predicted:.0f} s, {elapsed:.0f} s already used"
