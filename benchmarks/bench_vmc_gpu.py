@@ -1,0 +1,392 @@
+"""GPU benchmark of VMC motion tuning (Search-T2V Sec. 4.3) at ZeroScope-576w size with random weights (cost and
+memory do not depend on the values of the weights). Needs CUDA; on a machine without it, prints "skipped: ..."
+and exits 0.
+
+The pack's own entry is called as the VMC Temporal LoRA node calls it (``nodes.motion_lora.train_motion_lora``:
+the native MODEL of ``load_modelscope_folder``, loaded to the GPU by ComfyUI's memory manager, training under
+``torch.inference_mode(False)`` inside the node), outside ComfyUI's executor but under ``torch.inference_mode()``
+as the executor runs nodes. bf16, 24 keyframes at 576x320 (latents [24, 4, 40, 72]), rank 32, loss vmc_abs.
+
+Short runs (``--warmup`` + ``--steps`` steps each; seconds per step = median of the timed steps; peak VRAM
+= the whole node call: model weights, adapters, optimizer state, activations):
+  lora_ckpt    LoRA on the temporal q/k/v, gradient checkpointing on (the node's default)
+  lora_nockpt  the same without checkpointing
+  full_ckpt    full fine-tuning of the temporal q/k/v (as the VMC code), checkpointing on
+  (full_nockpt on request)
+Targets (issue 9, on an H200): lora_ckpt peak <= 12 GiB at <= 0.40 s/step.
+
+``--whole``: the generation side of the search-then-tune run on an emulated 24 GiB card (a ballast tensor
+takes the rest of the GPU, so ComfyUI's memory manager and VAE batching see what a 24 GiB card would and an
+allocation beyond it fails): VAE Encode of 24 keyframes, VMC Temporal LoRA with the node's defaults (400
+steps), 50-step sampling with the tuned MODEL (core KSampler, ddim / ddim_uniform, cfg 9), VAE Decode.
+Retrieval (CPU text search) and keyframe detection are not part of it. Target: the run fits in 24 GiB
+(the paper's RTX 4090 claim). It is skipped with a message when the short runs predict it would not end
+within ``--budget-s`` of the script's start.
+
+    python benchmarks/bench_vmc_gpu.py [--steps 20] [--warmup 3] [--configs lora_ckpt,lora_nockpt,full_ckpt]
+                                       [--whole] [--budget-s 450] [--tiny]
+
+Prints a table and one ``SUMMARY`` line; writes bench_out/bench_vmc_gpu.json. ComfyUI is found through
+COMFYUI_PATH (else the set-up's copy); the pack is imported as ``comfyui_searchpriors`` (made importable
+through a temporary link to this checkout when it is not on the path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_pos_gpu import GIB, Meter as PosMeter, free_all, log  # the script's own folder is on sys.path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_OUT = REPO / "bench_out"
+COMFYUI = os.environ.get("COMFYUI_PATH") or os.path.expanduser("~/.cache/comfyui-searchpriors/comfyui-0.3.75")
+PROMPT = "a corgi running on the beach at sunset"
+CONFIGS = {  # name: (targets, gradient checkpointing)
+    "lora_ckpt": ("qkv", True),
+    "lora_nockpt": ("qkv", False),
+    "full_ckpt": ("full_qkv", True),
+    "full_nockpt": ("full_qkv", False),
+}
+DEFAULT_CONFIGS = "lora_ckpt,lora_nockpt,full_ckpt"
+TARGET_PEAK_GIB, TARGET_S_PER_STEP, TARGET_WHOLE_GIB = 12.0, 0.40, 24.0
+
+
+def import_pack() -> str:
+    """Make this checkout importable as ``comfyui_searchpriors`` (an installed or linked copy elsewhere, e.g. an
+    editable install of another checkout, would otherwise be measured): through a link in a temp dir when
+    the name does not already resolve here. Returns the package's folder."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("comfyui_searchpriors")
+    if spec is None or spec.origin is None or Path(spec.origin).resolve().parent != REPO:
+        holder = Path(tempfile.gettempdir()) / f"searchpriors-bench-pkg-{os.getuid() if hasattr(os, 'getuid') else 0}"
+        holder.mkdir(exist_ok=True)
+        link = holder / "comfyui_searchpriors"
+        if link.is_symlink() and link.resolve() != REPO:
+            link.unlink()
+        if not link.exists():
+            link.symlink_to(REPO, target_is_directory=True)
+        sys.path.insert(0, str(holder))
+    import comfyui_searchpriors
+
+    return str(Path(comfyui_searchpriors.__file__).resolve().parent)
+
+
+class Meter(PosMeter):
+    """bench_pos_gpu's Meter with the ballast tensor of an emulated smaller card left out of the peaks, and the
+    allocator's peak reserved memory too."""
+
+    def __init__(self, torch, ballast_bytes: int = 0):
+        super().__init__(torch)
+        self.ballast = ballast_bytes
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        self.peak_gib = max(0.0, self.peak_gib - self.ballast / GIB) if self.cuda else 0.0
+        self.reserved_gib = (self.torch.cuda.max_memory_reserved() - self.ballast) / GIB if self.cuda else 0.0
+
+
+class StepClock:
+    """The node's ``on_step`` callback: per-step wall time (CUDA-synchronised) and the peak VRAM of the whole
+    call and of the timed steps alone (peak statistics are reset after the warm-up steps)."""
+
+    def __init__(self, torch, warmup: int):
+        self.torch, self.warmup = torch, warmup
+        self.cuda = torch.cuda.is_available()
+        self.durations: list[float] = []
+        self.losses: list[float] = []
+        self.warmup_peak = 0
+
+    def start(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            self.torch.cuda.reset_peak_memory_stats()
+        self.last = self.begin = time.perf_counter()
+
+    def __call__(self, done: int, total: int, loss: float) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.durations.append(now - self.last)
+        self.losses.append(loss)
+        self.last = now
+        if done == self.warmup and self.cuda:
+            self.warmup_peak = self.torch.cuda.max_memory_allocated()
+            self.torch.cuda.reset_peak_memory_stats()
+
+    def finish(self) -> dict:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+        steady = self.torch.cuda.max_memory_allocated() if self.cuda else 0
+        timed = self.durations[self.warmup:] or self.durations
+        return {
+            "call_s": time.perf_counter() - self.begin,
+            "s_per_step": statistics.median(timed) if timed else float("nan"),
+            "mean_s_per_step": statistics.fmean(timed) if timed else float("nan"),
+            "first_step_s": self.durations[0] if self.durations else float("nan"),
+            "peak_gib": max(self.warmup_peak, steady) / GIB,
+            "steady_peak_gib": steady / GIB,
+            "reserved_gib": self.torch.cuda.max_memory_reserved() / GIB if self.cuda else 0.0,
+            "steps_done": len(self.durations),
+            "loss_first_last": [self.losses[0], self.losses[-1]] if self.losses else [],
+        }
+
+
+def ensure_folder(args, facts: dict) -> str:
+    from comfyui_searchpriors.distill.synthetic_t2v import write_t2v_folder
+
+    size = "tiny" if args.tiny else "zeroscope"
+    folder = os.path.join(args.workdir, f"{size}-random")
+    if not os.path.isdir(folder):
+        start = time.perf_counter()
+        write_t2v_folder(folder, size, "fp32" if args.tiny else "fp16")
+        facts["folder_write_s"] = round(time.perf_counter() - start, 1)
+        log(f"wrote the {size}-size folder in {facts['folder_write_s']} s ({folder})")
+    return folder
+
+
+def short_runs(args, torch, model, keyframes, conditioning, rows: list, facts: dict) -> None:
+    from comfyui_searchpriors.nodes.motion_lora import train_motion_lora
+
+    for name in args.configs:
+        targets, checkpointing = CONFIGS[name]
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        clock = StepClock(torch, args.warmup)
+        clock.start()
+        try:
+            tuned, motion_lora, losses, stopped = train_motion_lora(
+                model, keyframes, conditioning, steps=args.warmup + args.steps, lr=1e-4, rank=args.rank,
+                targets=targets, loss="vmc_abs", seed=0, gradient_checkpointing=checkpointing, caption=PROMPT,
+                on_step=clock)
+            result = clock.finish()
+            result["stopped"] = stopped
+            result["adapter_params_m"] = round(sum(v.numel() for v in motion_lora["state_dict"].values()) / 1e6, 2)
+            tuned = motion_lora = None  # noqa: F841 (frees the clone and the state dict before the next run)
+        except Exception as exc:  # an OOM (the node's VMCError says so) is a result here, not a crash
+            result = clock.finish()
+            result["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            log(f"{name}: {result['error']}")
+        result.update(name=name, targets=targets, gradient_checkpointing=checkpointing)
+        rows.append(result)
+        log(f"{name}: {result['s_per_step']:.3f} s/step, peak {result['peak_gib']:.2f} GiB "
+            f"(timed steps {result['steady_peak_gib']:.2f}), call {result['call_s']:.1f} s")
+    facts["short_run_steps"] = {"warmup": args.warmup, "timed": args.steps, "rank": args.rank}
+
+
+def whole_run(args, torch, folder: str, facts: dict) -> dict:
+    """VAE Encode -> VMC Temporal LoRA (node defaults) -> KSampler with the tuned MODEL -> VAE Decode, on an
+    emulated card of ``args.card_gib`` (ballast tensor); each stage's time and peak VRAM."""
+    import nodes as comfy_nodes
+
+    from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder
+    from comfyui_searchpriors.nodes.motion_lora import train_motion_lora
+
+    frames, height, width = (4, 64, 64) if args.tiny else (24, 320, 576)
+    steps, sample_steps = (2, 2) if args.tiny else (args.whole_steps, args.sample_steps)
+    free_all(torch)
+    ballast, ballast_bytes = None, 0
+    if torch.cuda.is_available() and args.card_gib > 0:
+        free, total = torch.cuda.mem_get_info()
+        ballast_bytes = max(0, int(total - args.card_gib * GIB))
+        if ballast_bytes > free:
+            return {"error": f"cannot emulate a {args.card_gib} GiB card: only {free / GIB:.1f} GiB free", "stages": {},
+                    "seconds": 0.0, "peak_gib": 0.0, "card_gib": args.card_gib, "vmc_steps": 0, "sample_steps": 0}
+        if ballast_bytes:
+            ballast = torch.empty(ballast_bytes, dtype=torch.uint8, device="cuda")
+        log(f"whole run on an emulated {args.card_gib} GiB card (ballast {ballast_bytes / GIB:.1f} GiB of "
+            f"{total / GIB:.1f}; ComfyUI now sees {torch.cuda.mem_get_info()[0] / GIB:.1f} GiB free)")
+    out: dict = {"card_gib": args.card_gib if ballast_bytes else None, "stages": {}, "vmc_steps": steps,
+                 "sample_steps": sample_steps}
+    generator = torch.Generator("cpu").manual_seed(0)
+    wall = time.perf_counter()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    stage = "load"
+    try:
+        with Meter(torch, ballast_bytes) as m:
+            model, clip, vae = load_modelscope_folder(folder, dtype="fp32" if args.tiny else "bf16")
+            positive = clip.encode_from_tokens_scheduled(clip.tokenize(PROMPT))
+            negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+        out["stages"]["load + text encode"] = (m.seconds, m.peak_gib)
+        stage = "VAE Encode"
+        pixels = torch.rand(frames, height, width, 3, generator=generator)
+        with Meter(torch, ballast_bytes) as m:
+            keyframes = {"samples": vae.encode(pixels)}
+        out["stages"][stage] = (m.seconds, m.peak_gib)
+        stage = "VMC Temporal LoRA"
+        with Meter(torch, ballast_bytes) as m:
+            tuned, _, losses, stopped = train_motion_lora(model, keyframes, positive, steps=steps, caption=PROMPT)
+        out["stages"][stage] = (m.seconds, m.peak_gib)
+        out["vmc_s_per_step"] = m.seconds / max(1, len(losses))
+        out["vmc_stopped"] = stopped
+        stage = "KSampler (tuned MODEL)"
+        empty = {"samples": torch.zeros(frames, 4, height // 8, width // 8)}
+        with Meter(torch, ballast_bytes) as m:
+            samples = comfy_nodes.common_ksampler(tuned, 0, sample_steps, 9.0, "ddim", "ddim_uniform", positive,
+                                                  negative, empty)[0]["samples"]
+        out["stages"][stage] = (m.seconds, m.peak_gib)
+        stage = "VAE Decode"
+        with Meter(torch, ballast_bytes) as m:
+            video = vae.decode(samples)
+        out["stages"][stage] = (m.seconds, m.peak_gib)
+        out["video_shape"] = list(video.shape)
+    except Exception as exc:  # not fitting the emulated card is a result
+        out["error"] = f"{stage}: {type(exc).__name__}: {str(exc)[:300]}"
+        log(f"whole run failed in {out['error']}")
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    out["seconds"] = time.perf_counter() - wall
+    out["peak_gib"] = max([p for _, p in out["stages"].values()], default=0.0)
+    model = clip = vae = tuned = None  # noqa: F841
+    free_all(torch)
+    del ballast
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=20, help="timed tuning steps per configuration")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed tuning steps before them")
+    parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS,
+                        help=f"comma-separated, of {', '.join(CONFIGS)}; 'none' for the whole run only")
+    parser.add_argument("--whole", action="store_true",
+                        help="also the whole generation-side run (400 x the lora_ckpt s/step plus about a minute); "
+                             "skipped when it would overrun --budget-s")
+    parser.add_argument("--whole-steps", type=int, default=400, help="VMC steps of the whole run (node default)")
+    parser.add_argument("--sample-steps", type=int, default=50)
+    parser.add_argument("--card-gib", type=float, default=TARGET_WHOLE_GIB,
+                        help="GPU size the whole run is confined to (0: the whole GPU)")
+    parser.add_argument("--budget-s", type=float, default=450.0,
+                        help="the whole run is skipped when it is predicted to end later than this after the start")
+    parser.add_argument("--tiny", action="store_true",
+                        help="smoke run of every path with the tiny model (runs on the CPU; its numbers mean nothing)")
+    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "searchpriors-bench-gpu"))
+    parser.add_argument("--out", default=str(BENCH_OUT / "bench_vmc_gpu.json"))
+    args = parser.parse_args(argv)
+    args.configs = [] if args.configs.strip() in ("", "none") else [c.strip() for c in args.configs.split(",")]
+    unknown = [c for c in args.configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown --configs {unknown}; choose from {', '.join(CONFIGS)}")
+
+    started = time.perf_counter()
+    import torch
+
+    if args.tiny:
+        args.steps, args.warmup = 2, 1
+        args.out = args.out.replace(".json", ".tiny.json")
+    elif not torch.cuda.is_available():
+        print("skipped: no CUDA device (this benchmark measures GPU time and VRAM)")
+        return 0
+    if COMFYUI not in sys.path:
+        sys.path.insert(0, COMFYUI)
+    import comfy.cli_args  # ComfyUI's defaults: GPU, normal VRAM
+
+    if not torch.cuda.is_available():
+        comfy.cli_args.args.cpu = True  # the --tiny smoke run; read when model_management is imported
+        torch.set_num_threads(1)
+    pack = import_pack()
+    log(f"pack: {pack}")
+
+    os.makedirs(args.workdir, exist_ok=True)
+    cuda = torch.cuda.is_available()
+    device_name = torch.cuda.get_device_name(0) if cuda else "cpu"
+    facts: dict = {"device": device_name, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+                   "dtype": "fp32" if args.tiny else "bf16", "size": "tiny" if args.tiny else "zeroscope-576w",
+                   "keyframes": [4, 4, 8, 8] if args.tiny else [24, 4, 40, 72], "pack": pack}
+    if cuda:
+        facts["gpu_total_gib"] = round(torch.cuda.mem_get_info()[1] / GIB, 1)
+    rows: list = []
+    whole = None
+    # ComfyUI runs every node under inference mode; the training entry leaves it itself, as in the node.
+    with torch.inference_mode():
+        folder = ensure_folder(args, facts)
+        if args.configs:
+            from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder
+
+            start = time.perf_counter()
+            model, clip, _vae = load_modelscope_folder(folder, dtype="fp32" if args.tiny else "bf16")
+            conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(PROMPT))
+            facts["load_s"] = round(time.perf_counter() - start, 1)
+            facts["unet_params_m"] = round(sum(p.numel() for p in model.model.diffusion_model.parameters()) / 1e6, 1)
+            shape = facts["keyframes"]
+            latents = torch.randn(*shape, generator=torch.Generator("cpu").manual_seed(0))
+            short_runs(args, torch, model, {"samples": latents}, conditioning, rows, facts)
+            model = clip = _vae = None  # noqa: F841
+            free_all(torch)
+        if args.whole:
+            elapsed = time.perf_counter() - started
+            per_step = next((r["s_per_step"] for r in rows if r["name"] == "lora_ckpt" and "error" not in r), None)
+            predicted = None if per_step is None else \
+                args.whole_steps * per_step * 1.1 + args.sample_steps * 0.3 + facts.get("load_s", 30.0) + 25
+            facts["whole_predicted_s"] = None if predicted is None else round(predicted)
+            if predicted is not None and not args.tiny and elapsed + predicted > args.budget_s:
+                log(f"whole run skipped: predicted {predicted:.0f} s after {elapsed:.0f} s exceeds --budget-s "
+                    f"{args.budget_s:.0f} (run it alone: --configs none --whole)")
+                facts["whole_skipped"] = f"predicted {predicted:.0f} s, {elapsed:.0f} s already used"
+            else:
+                whole = whole_run(args, torch, folder, facts)
+
+    log(f"\n{'tuning run (' + str(args.steps) + ' timed steps)':<44} {'s/step':>7} {'peak GiB':>9} "
+        f"{'timed-steps peak':>17} {'reserved':>9}")
+    for r in rows:
+        note = f"  ERROR {r['error'][:60]}" if "error" in r else ""
+        label = f"{r['name']} ({r['targets']}, {'ckpt' if r['gradient_checkpointing'] else 'no ckpt'})"
+        log(f"{label:<44} {r['s_per_step']:>7.3f} {r['peak_gib']:>9.2f} {r['steady_peak_gib']:>17.2f} "
+            f"{r['reserved_gib']:>9.2f}{note}")
+    if whole:
+        where = f"emulated {whole['card_gib']:g} GiB card" if whole["card_gib"] else "whole device"
+        title = f"whole run ({whole['vmc_steps']} VMC steps, {whole['sample_steps']} sampling steps, {where})"
+        log(f"\n{title:<72} {'s':>7} {'peak GiB':>9}")
+        for stage, (seconds, peak) in whole["stages"].items():
+            log(f"  {stage:<70} {seconds:>7.1f} {peak:>9.2f}")
+        log(f"  {'total':<70} {whole['seconds']:>7.1f} {whole['peak_gib']:>9.2f}"
+            + (f"  FAILED {whole['error']}" if "error" in whole else ""))
+
+    on_h200 = "H200" in device_name
+    verdict = "" if on_h200 else (" (targets are for an H200: reference only here)" if cuda else
+                                  " (CPU smoke run: the numbers mean nothing)")
+    summary = []
+    lora = next((r for r in rows if r["name"] == "lora_ckpt"), None)
+    if lora and "error" not in lora:
+        peak_ok, time_ok = lora["peak_gib"] <= TARGET_PEAK_GIB, lora["s_per_step"] <= TARGET_S_PER_STEP
+        facts["targets"] = {"tuning_peak_met": peak_ok, "tuning_s_per_step_met": time_ok, "on_h200": on_h200}
+        summary.append(f"LoRA qkv + checkpointing {lora['s_per_step']:.3f} s/step (target <= {TARGET_S_PER_STEP}: "
+                       f"{'met' if time_ok else 'NOT met'}), peak {lora['peak_gib']:.2f} GiB (target <= "
+                       f"{TARGET_PEAK_GIB:g}: {'met' if peak_ok else 'NOT met'}){verdict}")
+    elif lora:
+        summary.append(f"LoRA qkv + checkpointing failed: {lora['error'][:80]}")
+    for r in rows:
+        if r is not lora:
+            summary.append(f"{r['name']} " + (f"{r['s_per_step']:.3f} s/step, {r['peak_gib']:.2f} GiB"
+                                             if "error" not in r else "failed"))
+    if whole:
+        fits = "error" not in whole and whole["peak_gib"] <= TARGET_WHOLE_GIB
+        facts.setdefault("targets", {})["whole_run_fits_24gib"] = fits
+        card = f"an emulated {whole['card_gib']:g} GiB card" if whole["card_gib"] else "the unconfined device"
+        summary.append(f"whole run {whole['seconds']:.0f} s, peak {whole['peak_gib']:.2f} GiB on {card} (target <= "
+                       f"{TARGET_WHOLE_GIB:g}: {'met' if fits else 'NOT met'})")
+    elif args.whole:
+        summary.append("whole run skipped (time budget)")
+    facts["wall_s"] = round(time.perf_counter() - started, 1)
+    log(f"SUMMARY vmc gpu ({device_name}, {facts['date']}): " + "; ".join(summary) + f"; wall {facts['wall_s']} s")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as fh:
+        json.dump({"rows": rows, "whole": whole, "facts": facts}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
