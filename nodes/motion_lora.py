@@ -66,14 +66,17 @@ def make_weights_trainable(unet: torch.nn.Module) -> int:
     output must be differentiated through. Values are copied bit for bit; the swap is per tensor, so the
     extra memory is one tensor at a time.
     """
+    # Every tensor is swapped, not only those that report is_inference(): moving a module to the GPU assigns
+    # ``param.data``, after which a parameter created under inference mode no longer reports it but still has
+    # no version counter ("Inference tensors do not track version counter" on CUDA, seen on an H200).
     swapped = 0
     for module in unet.modules():
         for name, param in list(module._parameters.items()):
-            if param is not None and param.is_inference():
+            if param is not None:
                 module._parameters[name] = torch.nn.Parameter(param.detach().clone(), requires_grad=False)
                 swapped += 1
         for name, buf in list(module._buffers.items()):
-            if buf is not None and buf.is_inference():
+            if buf is not None:
                 module._buffers[name] = buf.clone()
                 swapped += 1
     return swapped
