@@ -524,3 +524,24 @@ def pos_at_test_size(graph: dict, frames: int = 4, size: int = 64, steps: int = 
         elif kind == "SearchPriors_MotionIndexLoader":
             inputs["index_name"] = CLIP_INDEX_NAME
     return graph
+
+
+# ------------------------------------------------------- search-then-tune: the tiny detector and test sizes
+TINY_GROUNDING_DINO_FOLDER = "grounding-dino-tiny-test"   # under models/grounding-dino
+SEARCH_THEN_TUNE_WORKFLOW = API_WORKFLOWS_DIR / "search_then_tune.json"
+
+
+def search_then_tune_at_test_size(graph: dict, frames: int = 4, size: int = 64, tune_steps: int = 3,
+                                  sample_steps: int = 3) -> dict:
+    """The bundled search-then-tune workflow made small: the tiny t2v folder and tiny GroundingDINO folder,
+    `frames` reference frames and keyframes of size x size, `tune_steps` VMC steps, `sample_steps` steps."""
+    pos_at_test_size(graph, frames, size, sample_steps)
+    for node in graph.values():
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "PrimitiveInt" and (node.get("_meta") or {}).get("title") == "Keyframes":
+            inputs["value"] = frames
+        elif kind == "SearchPriors_KeyframeExtractor":
+            inputs["detector"] = TINY_GROUNDING_DINO_FOLDER
+        elif kind == "SearchPriors_VMCTemporalLoRA":
+            inputs.update(steps=tune_steps, rank=4)
+    return graph
