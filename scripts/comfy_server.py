@@ -545,3 +545,20 @@ def search_then_tune_at_test_size(graph: dict, frames: int = 4, size: int = 64, 
         elif kind == "SearchPriors_VMCTemporalLoRA":
             inputs.update(steps=tune_steps, rank=4)
     return graph
+
+
+def saved_video_frames(server: ComfyServer, entry: Mapping[str, Any], graph: Mapping[str, Any]) -> list:
+    """The frames (RGB arrays) of the one video the graph's SaveVideo node saved, read back with PyAV."""
+    import av
+
+    save_id = next(k for k, v in graph.items() if v["class_type"] == "SaveVideo")
+    ui = entry["outputs"].get(save_id, {})
+    files = ui.get("images", []) + ui.get("videos", []) + ui.get("gifs", [])
+    if len(files) != 1:
+        raise ComfyServerError(f"SaveVideo node {save_id} saved {len(files)} files: {ui}")
+    path = server.output_dir / files[0].get("subfolder", "") / files[0]["filename"]
+    if path.suffix != ".mp4" or not path.is_file():
+        raise ComfyServerError(f"SaveVideo node {save_id} reported {path}, which is no mp4 file")
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]

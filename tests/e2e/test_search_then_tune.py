@@ -19,8 +19,6 @@ FRAMES, SIZE, TUNE_STEPS, SAMPLE_STEPS = 4, 64, 3, 3
 
 def test_search_then_tune_workflow_tunes_saves_a_lora_and_makes_a_video(comfy_server, comfy_harness, tiny_t2v,
                                                                       tiny_grounding_dino, clip_index):
-    import av
-
     graph = json.loads((API_DIR / "search_then_tune.json").read_text(encoding="utf-8"))
     graph = comfy_harness.search_then_tune_at_test_size(graph, FRAMES, SIZE, TUNE_STEPS, SAMPLE_STEPS)
     entry = comfy_server.run_prompt(graph, timeout=900)
@@ -28,15 +26,7 @@ def test_search_then_tune_workflow_tunes_saves_a_lora_and_makes_a_video(comfy_se
     assert comfy_harness.history_status(entry) == "success", (
         f"{error.get('node_type')}: {error.get('exception_message')}")
 
-    save_id = next(k for k, v in graph.items() if v["class_type"] == "SaveVideo")
-    ui = entry["outputs"].get(save_id, {})
-    files = ui.get("images", []) + ui.get("videos", []) + ui.get("gifs", [])
-    assert len(files) == 1, ui
-    path = comfy_server.output_dir / files[0].get("subfolder", "") / files[0]["filename"]
-    assert path.suffix == ".mp4" and path.is_file(), path
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    decoded = comfy_harness.saved_video_frames(comfy_server, entry, graph)
     assert len(decoded) == FRAMES
     assert decoded[0].shape == (SIZE, SIZE, 3)
 
