@@ -531,6 +531,24 @@ TINY_GROUNDING_DINO_FOLDER = "grounding-dino-tiny-test"   # under models/groundi
 SEARCH_THEN_TUNE_WORKFLOW = API_WORKFLOWS_DIR / "search_then_tune.json"
 
 
+def install_tiny_grounding_dino(server: ComfyServer) -> Path:
+    """Writes the tiny random GroundingDINO of tests/tiny_grounding_dino.py (transformers' real classes, built
+    in this process) into <models>/grounding-dino/<TINY_GROUNDING_DINO_FOLDER> (once)."""
+    import importlib.util
+
+    target = server.models_dir / "grounding-dino" / TINY_GROUNDING_DINO_FOLDER
+    if not (target / "config.json").is_file():
+        spec = importlib.util.spec_from_file_location("searchpriors_tests_tiny_grounding_dino",
+                                                      REPO_ROOT / "tests" / "tiny_grounding_dino.py")
+        builder = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(builder)
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        builder.save_tiny_grounding_dino(partial)
+        partial.rename(target)   # whole, or not there: the detector list never shows half a folder
+    return target
+
+
 def search_then_tune_at_test_size(graph: dict, frames: int = 4, size: int = 64, tune_steps: int = 3,
                                   sample_steps: int = 3) -> dict:
     """The bundled search-then-tune workflow made small: the tiny t2v folder and tiny GroundingDINO folder,

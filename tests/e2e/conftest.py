@@ -178,15 +178,5 @@ def clip_index(comfy_server, comfy_harness):
 
 @pytest.fixture(scope="session")
 def tiny_grounding_dino(comfy_server, comfy_harness):
-    """The tiny random GroundingDINO of tests/tiny_grounding_dino.py in the server's
-    models/grounding-dino/<TINY_GROUNDING_DINO_FOLDER> (written once)."""
-    import importlib.util
-
-    target = comfy_server.models_dir / "grounding-dino" / comfy_harness.TINY_GROUNDING_DINO_FOLDER
-    if not (target / "config.json").is_file():
-        path = Path(__file__).resolve().parents[1] / "tiny_grounding_dino.py"
-        spec = importlib.util.spec_from_file_location("searchpriors_tests_tiny_grounding_dino", path)
-        builder = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(builder)
-        builder.save_tiny_grounding_dino(target)
-    return target
+    """The tiny random GroundingDINO (tests/tiny_grounding_dino.py) in the server's models/grounding-dino/."""
+    return comfy_harness.install_tiny_grounding_dino(comfy_server)
