@@ -192,8 +192,13 @@ class KeyframeExtractor(io.ComfyNode):
     def validate_inputs(cls, atomized=None, retrieval=None, frames=None, detector=None, keyframe_count=8, width=256,
                         height=256, box_threshold=DEFAULT_BOX_THRESHOLD, text_threshold=DEFAULT_TEXT_THRESHOLD,
                         keep_together=True, full_frame_above=DEFAULT_FULL_FRAME_ABOVE, rank=1, **_ignored):
+        # A widget fed by a link (a Primitive node of the workflow) arrives here as None: its value is only
+        # known at run time, where execute checks it; check the default in its place.
+        given = {"keyframe_count": keyframe_count, "width": width, "height": height, "box_threshold": box_threshold,
+                 "text_threshold": text_threshold, "full_frame_above": full_frame_above}
+        given = {name: _DEFAULTS[name] if value is None else value for name, value in given.items()}
         try:
-            _check_widgets(keyframe_count, width, height, box_threshold, text_threshold, full_frame_above)
+            _check_widgets(**given)
             if rank is not None and not 1 <= int(rank) <= 1000:
                 return f"rank must be between 1 and 1000, got {rank}."
             if not detector:

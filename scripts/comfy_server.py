@@ -524,3 +524,59 @@ def pos_at_test_size(graph: dict, frames: int = 4, size: int = 64, steps: int = 
         elif kind == "SearchPriors_MotionIndexLoader":
             inputs["index_name"] = CLIP_INDEX_NAME
     return graph
+
+
+# ------------------------------------------------------- search-then-tune: the tiny detector and test sizes
+TINY_GROUNDING_DINO_FOLDER = "grounding-dino-tiny-test"   # under models/grounding-dino
+SEARCH_THEN_TUNE_WORKFLOW = API_WORKFLOWS_DIR / "search_then_tune.json"
+
+
+def install_tiny_grounding_dino(server: ComfyServer) -> Path:
+    """Writes the tiny random GroundingDINO of tests/tiny_grounding_dino.py (transformers' real classes, built
+    in this process) into <models>/grounding-dino/<TINY_GROUNDING_DINO_FOLDER> (once)."""
+    import importlib.util
+
+    target = server.models_dir / "grounding-dino" / TINY_GROUNDING_DINO_FOLDER
+    if not (target / "config.json").is_file():
+        spec = importlib.util.spec_from_file_location("searchpriors_tests_tiny_grounding_dino",
+                                                      REPO_ROOT / "tests" / "tiny_grounding_dino.py")
+        builder = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(builder)
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        builder.save_tiny_grounding_dino(partial)
+        partial.rename(target)   # whole, or not there: the detector list never shows half a folder
+    return target
+
+
+def search_then_tune_at_test_size(graph: dict, frames: int = 4, size: int = 64, tune_steps: int = 3,
+                                  sample_steps: int = 3) -> dict:
+    """The bundled search-then-tune workflow made small: the tiny t2v folder and tiny GroundingDINO folder,
+    `frames` reference frames and keyframes of size x size, `tune_steps` VMC steps, `sample_steps` steps."""
+    pos_at_test_size(graph, frames, size, sample_steps)
+    for node in graph.values():
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "PrimitiveInt" and (node.get("_meta") or {}).get("title") == "Keyframes":
+            inputs["value"] = frames
+        elif kind == "SearchPriors_KeyframeExtractor":
+            inputs["detector"] = TINY_GROUNDING_DINO_FOLDER
+        elif kind == "SearchPriors_VMCTemporalLoRA":
+            inputs.update(steps=tune_steps, rank=4)
+    return graph
+
+
+def saved_video_frames(server: ComfyServer, entry: Mapping[str, Any], graph: Mapping[str, Any]) -> list:
+    """The frames (RGB arrays) of the one video the graph's SaveVideo node saved, read back with PyAV."""
+    import av
+
+    save_id = next(k for k, v in graph.items() if v["class_type"] == "SaveVideo")
+    ui = entry["outputs"].get(save_id, {})
+    files = ui.get("images", []) + ui.get("videos", []) + ui.get("gifs", [])
+    if len(files) != 1:
+        raise ComfyServerError(f"SaveVideo node {save_id} saved {len(files)} files: {ui}")
+    path = server.output_dir / files[0].get("subfolder", "") / files[0]["filename"]
+    if path.suffix != ".mp4" or not path.is_file():
+        raise ComfyServerError(f"SaveVideo node {save_id} reported {path}, which is no mp4 file")
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]

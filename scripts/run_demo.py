@@ -2,7 +2,9 @@
 Search-T2V retrieval workflow run through POST /prompt; prints the ranked results from /history. Then POS
 end to end: the bundled ModelScope/ZeroScope POS workflow (workflows/api/pos_modelscope.json) on a tiny
 random model over a library of real clips (../shared/data/videos when present, else short clips drawn
-here), saved as an mp4 by core Save Video. The tiny model shows the plumbing: its video is noise. For real
+here), saved as an mp4 by core Save Video; then the search-then-tune workflow (workflows/api/
+search_then_tune.json: keyframes by a tiny random GroundingDINO, VMC tuning, the motion LoRA saved, sampling
+from the inverted keyframes) over the same clips. The tiny model shows the plumbing: its video is noise. For real
 videos put text-to-video-ms-1.7b or zeroscope_v2_576w into models/diffusers/ (README).
 
     python scripts/run_demo.py [--via workflow|cli] [--prompt TEXT] [--keep]
@@ -32,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompt", help="the text to search for, instead of the workflow's own")
     parser.add_argument("--keep", action="store_true", help="keep the server's base directory and log")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for each prompt")
-    parser.add_argument("--skip-pos", action="store_true", help="retrieval only, no POS generation")
+    parser.add_argument("--skip-pos", action="store_true", help="retrieval only, no POS or search-then-tune generation")
     return parser.parse_args(argv)
 
 
@@ -134,15 +136,42 @@ def run_pos(server, timeout: float) -> bool:
             if title in ("Retrieval table", "Inversion report", "Rewriter report"):
                 text = "\n".join(harness.history_texts(entry, node_id)).rstrip()
                 print(f"\n--- {title} ---\n" + "\n".join(text.splitlines()[:12]))
+    return keep_saved_video(server, graph, entry)
+
+
+def keep_saved_video(server, graph: dict, entry: dict) -> bool:
+    """Copies the video the graph's Save Video node wrote out of the server's throw-away base directory."""
     save = next(k for k, v in graph.items() if v["class_type"] == "SaveVideo")
     files = entry["outputs"].get(save, {}).get("images", [])
-    for item in files:  # copied out of the server's throw-away base directory
+    for item in files:
         kept = REPO / "out" / item["filename"]
         kept.parent.mkdir(exist_ok=True)
         shutil.copyfile(server.output_dir / item.get("subfolder", "") / item["filename"], kept)
         print(f"\nSaved video: {kept}")
     print("(the tiny random model shows the plumbing, its frames are noise: see the README for real models)")
     return bool(files)
+
+
+def run_search_then_tune(server, timeout: float) -> bool:
+    """Search-then-tune on the tiny model and a tiny random GroundingDINO, over the clip index run_pos built:
+    keyframes, a few VMC tuning steps, the motion LoRA saved, sampling from the inverted keyframes."""
+    started = step("writing a tiny random GroundingDINO (models/grounding-dino/"
+                   f"{harness.TINY_GROUNDING_DINO_FOLDER})")
+    harness.install_tiny_grounding_dino(server)
+    done(started)
+    graph = harness.search_then_tune_at_test_size(harness.load_json(harness.SEARCH_THEN_TUNE_WORKFLOW), frames=8,
+                                                  size=64, tune_steps=10, sample_steps=10)
+    started = step(f"running {harness.SEARCH_THEN_TUNE_WORKFLOW.name} (8 keyframes of 64x64, 10 tuning steps, "
+                   f"10 sampling steps, tiny models)")
+    entry = run_workflow(server, graph, timeout, started)
+    if entry is None:
+        return False
+    for node_id, node in graph.items():
+        if node["class_type"] == "PreviewAny" and node_title(graph, node_id) in ("Segment", "VMC report",
+                                                                                 "Saved motion LoRA"):
+            text = "\n".join(harness.history_texts(entry, node_id)).rstrip()
+            print(f"\n--- {node_title(graph, node_id)} ---\n" + "\n".join(text.splitlines()[:12]))
+    return keep_saved_video(server, graph, entry)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             print("error: a retriever produced no ranking", file=sys.stderr)
             return 1
         if not args.skip_pos:
-            succeeded = run_pos(server, args.timeout)
+            succeeded = run_pos(server, args.timeout) and run_search_then_tune(server, args.timeout)
         return 0 if succeeded else 1
     except (harness.ComfyServerError, harness.PromptRejected, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

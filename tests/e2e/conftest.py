@@ -174,3 +174,9 @@ def clip_index(comfy_server, comfy_harness):
     rows = comfy_harness.install_clip_library(comfy_server, clips)
     comfy_harness.build_clip_index(comfy_server)
     return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_grounding_dino(comfy_server, comfy_harness):
+    """The tiny random GroundingDINO (tests/tiny_grounding_dino.py) in the server's models/grounding-dino/."""
+    return comfy_harness.install_tiny_grounding_dino(comfy_server)

@@ -50,7 +50,23 @@ TEST_SIZE = {
         ("SearchPriors_DDIMVideoInvert", None, "steps"): 4,
         ("SearchPriors_MotionIndexLoader", None, "index_name"): "searchpriors_clips",
     },
+    "search_then_tune": {
+        ("SearchPriors_ModelScopeLoader", None, "folder"): "tiny-t2v",
+        ("SearchPriors_ModelScopeLoader", None, "dtype"): "fp32",
+        ("SearchPriors_MotionIndexLoader", None, "index_name"): "searchpriors_clips",
+        ("PrimitiveInt", "Frames", "value"): 4,
+        ("PrimitiveInt", "Keyframes", "value"): 4,
+        ("PrimitiveInt", "Width", "value"): 64,
+        ("PrimitiveInt", "Height", "value"): 64,
+        ("SearchPriors_KeyframeExtractor", None, "detector"): "grounding-dino-tiny-test",
+        ("SearchPriors_VMCTemporalLoRA", None, "steps"): 3,
+        ("SearchPriors_VMCTemporalLoRA", None, "rank"): 4,
+        ("SearchPriors_DiffusersSchedulerSigmas", None, "steps"): 3,
+        ("SearchPriors_DDIMVideoInvert", None, "steps"): 3,
+    },
 }
+# Further session fixtures a generation workflow needs on the server before it is queued.
+NEEDS_FIXTURES = {"search_then_tune": ("tiny_grounding_dino",)}
 LOAD_ONLY = {"pos_wan21": "Wan 2.1's model files (1.3B, umt5-xxl) cannot be had here: loaded and checked, not "
                           "queued (tests/e2e/test_pos_workflows.py checks its graph against /object_info)"}
 
@@ -80,6 +96,8 @@ def test_ui_workflow_loads_and_runs(frontend, comfy_server, sample_index, comfy_
     if workflow_path.stem in TEST_SIZE:  # a generation workflow: the tiny model and the real-clip index
         request.getfixturevalue("tiny_t2v")
         request.getfixturevalue("clip_index")
+    for fixture in NEEDS_FIXTURES.get(workflow_path.stem, ()):
+        request.getfixturevalue(fixture)
     frontend.load_workflow(workflow)
 
     nodes = frontend.graph_nodes()

@@ -24,28 +24,14 @@ def load(name: str) -> dict:
     return json.loads((API_DIR / f"{name}.json").read_text(encoding="utf-8"))
 
 
-def saved_files(entry: dict, node_id: str) -> list[dict]:
-    ui = entry["outputs"].get(node_id, {})
-    return ui.get("images", []) + ui.get("videos", []) + ui.get("gifs", [])
-
-
 def test_pos_modelscope_workflow_makes_a_video(comfy_server, comfy_harness, tiny_t2v, clip_index):
-    import av
-
     graph = comfy_harness.pos_at_test_size(load("pos_modelscope"), FRAMES, SIZE, STEPS)
     entry = comfy_server.run_prompt(graph, timeout=900)
     error = comfy_harness.history_error(entry) or {}
     assert comfy_harness.history_status(entry) == "success", (
         f"{error.get('node_type')}: {error.get('exception_message')}")
 
-    save_id = next(k for k, v in graph.items() if v["class_type"] == "SaveVideo")
-    files = saved_files(entry, save_id)
-    assert len(files) == 1, entry["outputs"].get(save_id)
-    path = comfy_server.output_dir / files[0].get("subfolder", "") / files[0]["filename"]
-    assert path.suffix == ".mp4" and path.is_file(), path
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    decoded = comfy_harness.saved_video_frames(comfy_server, entry, graph)
     assert len(decoded) == FRAMES
     assert decoded[0].shape == (SIZE, SIZE, 3)
 

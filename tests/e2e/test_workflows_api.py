@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
 API_WORKFLOWS = sorted((WORKFLOWS_DIR / "api").glob("*.json"))
 # Generation workflows need model files: tests/e2e/test_pos_workflows.py runs them with the tiny model.
-NEEDS_MODELS = {"pos_modelscope.json", "pos_wan21.json"}
+NEEDS_MODELS = {"pos_modelscope.json", "pos_wan21.json", "search_then_tune.json"}
 UI_WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))
 # Frontend-only nodes that never reach the API format.
 FRONTEND_ONLY_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}

@@ -141,6 +141,11 @@ def test_detector_listed_validated_and_fingerprinted(node, detector):
 
     assert detector in detector_choices()
     assert node.validate_inputs(detector=detector, **WIDGETS) is True
+    # Widgets fed by links (the bundled workflow's Primitive nodes) reach validation as None: accepted here,
+    # checked with their values in execute.
+    linked = dict.fromkeys(("keyframe_count", "width", "height", "box_threshold", "text_threshold",
+                            "full_frame_above"))
+    assert node.validate_inputs(detector=detector, **linked) is True
     first = node.fingerprint_inputs(detector=detector)
     assert first == node.fingerprint_inputs(detector=detector, rank=2)
     assert math.isnan(node.fingerprint_inputs(detector="absent"))
