@@ -217,3 +217,16 @@ def check_model_dropdowns(spacy_model=None, sentence_model=None) -> Union[bool, 
     """``validate_inputs`` of every node that has the two text-model dropdowns of ``model_inputs``."""
     return check_dropdowns(Dropdown("spacy_model", spacy_model, spacy_choices(), NO_SPACY_MODEL),
                            Dropdown("sentence_model", sentence_model, sentence_choices(), NO_SENTENCE_MODEL))
+
+
+def retrieval_hit(retrieval, rank):
+    """The RETRIEVAL's entry at ``rank`` (1 = best), or a message saying what to change."""
+    hits = list(getattr(retrieval, "hits", None) or [])
+    rank = 1 if rank is None else int(rank)
+    if not hits:
+        raise SearchPriorsError("The retrieval has no entries (its index is empty): build the index from a "
+                                "library with videos first.")
+    if not 1 <= rank <= len(hits):
+        raise SearchPriorsError(f"rank {rank} is out of range: the retrieval has {len(hits)} entries "
+                                f"(rank 1 = best). Lower the rank or raise the retriever's top_k.")
+    return hits[rank - 1]

@@ -119,15 +119,7 @@ def _check_widgets(keyframe_count, width, height, box_threshold, text_threshold,
 
 
 def _hit(retrieval, rank):
-    hits = list(getattr(retrieval, "hits", None) or [])
-    rank = 1 if rank is None else int(rank)
-    if not hits:
-        raise SearchPriorsError("The retrieval has no entries (its index is empty): build the index from a library "
-                                "with videos first.")
-    if not 1 <= rank <= len(hits):
-        raise SearchPriorsError(f"rank {rank} is out of range: the retrieval has {len(hits)} entries (rank 1 = "
-                                f"best). Lower the rank or raise the retriever's top_k.")
-    return hits[rank - 1]
+    return glue.retrieval_hit(retrieval, rank)
 
 
 def _check_frames(frames) -> None:

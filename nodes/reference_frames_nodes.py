@@ -37,18 +37,11 @@ def _source(retrieval, rank, video_path) -> tuple[str, str, str]:
     if typed:
         path = glue.resolve_user_path(typed, folder_paths.get_input_directory(), "Video path")
         return path, "", f"video_path {typed}"
-    hits = list(getattr(retrieval, "hits", None) or [])
     rank = 1 if rank is None else int(rank)
-    if not hits:
-        raise SearchPriorsError("The retrieval has no entries (its index is empty): build the index from a "
-                                "library with videos first.")
-    if not 1 <= rank <= len(hits):
-        raise SearchPriorsError(f"rank {rank} is out of range: the retrieval has {len(hits)} entries "
-                                f"(rank 1 = best). Lower the rank or raise the retriever's top_k.")
-    hit = hits[rank - 1]
+    hit = glue.retrieval_hit(retrieval, rank)
     label = f"retrieval rank {rank}: {hit.video_id} \"{hit.caption}\""
     if not hit.video_path:
-        with_video = [h.rank for h in hits if h.video_path]
+        with_video = [h.rank for h in getattr(retrieval, "hits", None) or [] if h.video_path]
         other = (f" Ranks with a local video: {', '.join(map(str, with_video[:10]))}." if with_video
                  else " No entry of this retrieval has one.")
         raise SearchPriorsError(f"The entry at rank {rank} ({hit.video_id}, \"{hit.caption}\") has no local video "

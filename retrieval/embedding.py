@@ -13,7 +13,7 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from .atomizer import (MAX_PROMPT_CHARS, ParsedPrompt, Unit, check_language, clean_prompt, english_words_of,
+from .atomizer import (MAX_PROMPT_CHARS, ParsedPrompt, Unit, prompt_failure, check_language, clean_prompt, english_words_of,
                        parse_doc, parse_prompts, split_modifiers, verb_forms_of)
 from .errors import SearchPriorsError
 from .models import spacy_identity
@@ -308,5 +308,5 @@ def _encode_chunk(parsed_or_errors, sentence_model, table, sentence_id, spacy_id
             try:
                 results[i] = embed_parsed(p, sentence_model, spacy_id)
             except Exception as exc:
-                results[i] = _failure(exc)
+                results[i] = prompt_failure(exc)
     return results

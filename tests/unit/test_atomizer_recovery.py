@@ -261,3 +261,19 @@ def test_batched_second_parses_equal_one_by_one(nlp):
 def test_no_recovery_where_the_parse_is_right_or_there_is_no_verb(nlp, text, core):
     parsed, got = core_of(nlp, text)
     assert got == core and all(u.rule is None for u in parsed.units), parsed.describe()
+
+
+def test_a_prompt_the_encoder_fails_on_gets_its_own_error_and_the_batch_goes_on(nlp, hash_encoder_cls):
+    """The encoder failing on a batch is retried prompt by prompt: only the culprit gets an error."""
+
+    class Picky(hash_encoder_cls):
+        def encode(self, texts, *args, **kwargs):
+            texts = [texts] if isinstance(texts, str) else list(texts)
+            if any("poison" in t for t in texts):
+                raise RuntimeError("encoder failed")
+            return super().encode(texts, *args, **kwargs)
+
+    prompts = ["a dog runs on the beach", "a poison frog hops", "cats fight"]
+    results = list(atomize_many(prompts, nlp, Picky(), chunk=3, parse_helper=False))
+    assert [isinstance(r, Exception) for r in results] == [False, True, False]
+    assert "encoder failed" in str(results[1])
