@@ -74,6 +74,18 @@ class Meter:
         self.peak_gib = self.torch.cuda.max_memory_allocated() / GIB if self.cuda else 0.0
 
 
+def use_comfyui(torch) -> None:
+    """ComfyUI importable, with its defaults (GPU, normal VRAM); on a machine without CUDA (the --tiny smoke
+    run) in CPU mode with one torch thread. Before comfy.model_management is first imported."""
+    if COMFYUI not in sys.path:
+        sys.path.insert(0, COMFYUI)
+    import comfy.cli_args
+
+    if not torch.cuda.is_available():
+        comfy.cli_args.args.cpu = True  # read when model_management is imported
+        torch.set_num_threads(1)
+
+
 def free_all(torch) -> None:
     import comfy.model_management as mm
 
@@ -284,13 +296,7 @@ def main(argv=None) -> int:
     elif not torch.cuda.is_available():
         print("skipped: no CUDA device (this benchmark measures GPU time and VRAM)")
         return 0
-    if COMFYUI not in sys.path:
-        sys.path.insert(0, COMFYUI)
-    import comfy.cli_args  # ComfyUI's defaults: GPU, normal VRAM
-
-    if not torch.cuda.is_available():
-        comfy.cli_args.args.cpu = True  # the --tiny smoke run; read when model_management is imported
-        torch.set_num_threads(1)
+    use_comfyui(torch)
 
     os.makedirs(args.workdir, exist_ok=True)
     rows: list = []

@@ -43,11 +43,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_pos_gpu import GIB, Meter as PosMeter, free_all, log  # the script's own folder is on sys.path
+from bench_pos_gpu import GIB, Meter as PosMeter, free_all, log, use_comfyui  # the script's own folder is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_OUT = REPO / "bench_out"
-COMFYUI = os.environ.get("COMFYUI_PATH") or os.path.expanduser("~/.cache/comfyui-searchpriors/comfyui-0.3.75")
 PROMPT = "a corgi running on the beach at sunset"
 CONFIGS = {  # name: (targets, gradient checkpointing)
     "lora_ckpt": ("qkv", True),
@@ -290,13 +289,7 @@ def main(argv=None) -> int:
     elif not torch.cuda.is_available():
         print("skipped: no CUDA device (this benchmark measures GPU time and VRAM)")
         return 0
-    if COMFYUI not in sys.path:
-        sys.path.insert(0, COMFYUI)
-    import comfy.cli_args  # ComfyUI's defaults: GPU, normal VRAM
-
-    if not torch.cuda.is_available():
-        comfy.cli_args.args.cpu = True  # the --tiny smoke run; read when model_management is imported
-        torch.set_num_threads(1)
+    use_comfyui(torch)
     pack = import_pack()
     log(f"pack: {pack}")
 
