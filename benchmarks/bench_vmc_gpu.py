@@ -8,12 +8,11 @@ the native MODEL of ``load_modelscope_folder``, loaded to the GPU by ComfyUI's m
 as the executor runs nodes. bf16, 24 keyframes at 576x320 (latents [24, 4, 40, 72]), rank 32, loss vmc_abs.
 
 Short runs (``--warmup`` + ``--steps`` steps each; seconds per step = median of the timed steps; peak VRAM
-= the whole node call: model weights, adapters, optimizer state, activations):
-  lora_ckpt    LoRA on the temporal q/k/v, gradient checkpointing on (the node's default)
-  lora_nockpt  the same without checkpointing
-  full_ckpt    full fine-tuning of the temporal q/k/v (as the VMC code), checkpointing on
-  (full_nockpt on request)
-Targets (issue 9, on an H200): lora_ckpt peak <= 12 GiB at <= 0.40 s/step.
+= the whole node call: model weights, adapters, optimizer state, activations). ``lora_<mode>``: LoRA on the
+temporal q/k/v with gradient checkpointing ``<mode>`` (distill.vmc.CHECKPOINT_MODES: all = every transformer /
+resnet / temporal-conv block recomputed, outer = those of the two highest-resolution levels, outermost = the
+highest only, off = none); ``full_<mode>``: full fine-tuning of the temporal q/k/v (as the VMC code).
+Targets (issue 9, on an H200), for the node's default mode: peak <= 12 GiB at <= 0.40 s/step.
 
 ``--whole``: the generation side of the search-then-tune run on an emulated 24 GiB card (a ballast tensor
 takes the rest of the GPU, so ComfyUI's memory manager and VAE batching see what a 24 GiB card would and an
@@ -23,7 +22,7 @@ Retrieval (CPU text search) and keyframe detection are not part of it. Target: t
 (the paper's RTX 4090 claim). It is skipped with a message when the short runs predict it would not end
 within ``--budget-s`` of the script's start.
 
-    python benchmarks/bench_vmc_gpu.py [--steps 20] [--warmup 3] [--configs lora_ckpt,lora_nockpt,full_ckpt]
+    python benchmarks/bench_vmc_gpu.py [--steps 20] [--warmup 3] [--configs lora_all,lora_outer,...]
                                        [--whole] [--budget-s 450] [--tiny]
 
 Prints a table and one ``SUMMARY`` line; writes bench_out/bench_vmc_gpu.json. ComfyUI is found through
@@ -48,13 +47,16 @@ from bench_pos_gpu import GIB, Meter as PosMeter, free_all, log, use_comfyui  # 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_OUT = REPO / "bench_out"
 PROMPT = "a corgi running on the beach at sunset"
-CONFIGS = {  # name: (targets, gradient checkpointing)
-    "lora_ckpt": ("qkv", True),
-    "lora_nockpt": ("qkv", False),
-    "full_ckpt": ("full_qkv", True),
-    "full_nockpt": ("full_qkv", False),
+CONFIGS = {  # name: (targets, gradient checkpointing mode: distill.vmc.CHECKPOINT_MODES)
+    "lora_all": ("qkv", "all"),
+    "lora_outer": ("qkv", "outer"),
+    "lora_outermost": ("qkv", "outermost"),
+    "lora_off": ("qkv", "off"),
+    "full_all": ("full_qkv", "all"),
+    "full_outer": ("full_qkv", "outer"),
+    "full_off": ("full_qkv", "off"),
 }
-DEFAULT_CONFIGS = "lora_ckpt,lora_nockpt,full_ckpt"
+DEFAULT_CONFIGS = "lora_all,lora_outer,lora_outermost,lora_off,full_outer"
 TARGET_PEAK_GIB, TARGET_S_PER_STEP, TARGET_WHOLE_GIB = 12.0, 0.40, 24.0
 
 
@@ -262,7 +264,7 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", default=DEFAULT_CONFIGS,
                         help=f"comma-separated, of {', '.join(CONFIGS)}; 'none' for the whole run only")
     parser.add_argument("--whole", action="store_true",
-                        help="also the whole generation-side run (400 x the lora_ckpt s/step plus about a minute); "
+                        help="also the whole generation-side run (400 x the default mode's s/step plus about a minute); "
                              "skipped when it would overrun --budget-s")
     parser.add_argument("--whole-steps", type=int, default=400, help="VMC steps of the whole run (node default)")
     parser.add_argument("--sample-steps", type=int, default=50)
@@ -292,6 +294,9 @@ def main(argv=None) -> int:
     use_comfyui(torch)
     pack = import_pack()
     log(f"pack: {pack}")
+    from comfyui_searchpriors.distill.vmc import DEFAULT_CHECKPOINTING as DEFAULT_MODE
+
+    default_row = f"lora_{DEFAULT_MODE}"
 
     os.makedirs(args.workdir, exist_ok=True)
     cuda = torch.cuda.is_available()
@@ -321,7 +326,7 @@ def main(argv=None) -> int:
             free_all(torch)
         if args.whole:
             elapsed = time.perf_counter() - started
-            per_step = next((r["s_per_step"] for r in rows if r["name"] == "lora_ckpt" and "error" not in r), None)
+            per_step = next((r["s_per_step"] for r in rows if r["name"] == default_row and "error" not in r), None)
             predicted = None if per_step is None else \
                 args.whole_steps * per_step * 1.1 + args.sample_steps * 0.3 + facts.get("load_s", 30.0) + 25
             facts["whole_predicted_s"] = None if predicted is None else round(predicted)
@@ -336,7 +341,7 @@ def main(argv=None) -> int:
         f"{'timed-steps peak':>17} {'reserved':>9}")
     for r in rows:
         note = f"  ERROR {r['error'][:60]}" if "error" in r else ""
-        label = f"{r['name']} ({r['targets']}, {'ckpt' if r['gradient_checkpointing'] else 'no ckpt'})"
+        label = f"{r['name']} ({r['targets']}, checkpointing {r['gradient_checkpointing']})"
         log(f"{label:<44} {r['s_per_step']:>7.3f} {r['peak_gib']:>9.2f} {r['steady_peak_gib']:>17.2f} "
             f"{r['reserved_gib']:>9.2f}{note}")
     if whole:
@@ -352,15 +357,15 @@ def main(argv=None) -> int:
     verdict = "" if on_h200 else (" (targets are for an H200: reference only here)" if cuda else
                                   " (CPU smoke run: the numbers mean nothing)")
     summary = []
-    lora = next((r for r in rows if r["name"] == "lora_ckpt"), None)
+    lora = next((r for r in rows if r["name"] == default_row), None)
     if lora and "error" not in lora:
         peak_ok, time_ok = lora["peak_gib"] <= TARGET_PEAK_GIB, lora["s_per_step"] <= TARGET_S_PER_STEP
         facts["targets"] = {"tuning_peak_met": peak_ok, "tuning_s_per_step_met": time_ok, "on_h200": on_h200}
-        summary.append(f"LoRA qkv + checkpointing {lora['s_per_step']:.3f} s/step (target <= {TARGET_S_PER_STEP}: "
+        summary.append(f"LoRA qkv, checkpointing '{DEFAULT_MODE}' (node default) {lora['s_per_step']:.3f} s/step (target <= {TARGET_S_PER_STEP}: "
                        f"{'met' if time_ok else 'NOT met'}), peak {lora['peak_gib']:.2f} GiB (target <= "
                        f"{TARGET_PEAK_GIB:g}: {'met' if peak_ok else 'NOT met'}){verdict}")
     elif lora:
-        summary.append(f"LoRA qkv + checkpointing failed: {lora['error'][:80]}")
+        summary.append(f"LoRA qkv, checkpointing '{DEFAULT_MODE}' failed: {lora['error'][:80]}")
     for r in rows:
         if r is not lora:
             summary.append(f"{r['name']} " + (f"{r['s_per_step']:.3f} s/step, {r['peak_gib']:.2f} GiB"

@@ -190,23 +190,63 @@ def motion_loss(predicted_noise: torch.Tensor, true_noise: torch.Tensor, kind: s
 
 
 # ------------------------------------------------------------------ gradient checkpointing
+# Which blocks are recomputed, by resolution level of the UNet (level 0 = full latent size: down_blocks.0,
+# up_blocks.-1, conv_in/transformer_in; the deepest level also holds mid_block). Activation memory per block
+# halves with every level down while the compute per block stays about the same, so checkpointing only the
+# outer (high-resolution) levels keeps most of the VRAM saving for a fraction of the recomputation.
+CHECKPOINT_MODES = {
+    "all": None,      # every block: least VRAM, one extra forward per step
+    "outer": 1,       # the two highest-resolution levels
+    "outermost": 0,   # only the highest-resolution level
+    "off": -1,        # nothing: fastest, most VRAM
+}
+DEFAULT_CHECKPOINTING = "outer"
+
+
+def checkpoint_mode(value) -> str:
+    """A CHECKPOINT_MODES name; booleans of older workflows read as 'all' (True) and 'off' (False)."""
+    if isinstance(value, bool):
+        return "all" if value else "off"
+    if value not in CHECKPOINT_MODES:
+        raise VMCError(f"gradient_checkpointing '{value}' is not one of {', '.join(CHECKPOINT_MODES)}.")
+    return value
+
+
+def resolution_level(name: str, levels: int) -> int:
+    """The resolution level of a UNet3D submodule from its path (see CHECKPOINT_MODES)."""
+    parts = name.split(".")
+    if len(parts) > 1 and parts[0] == "down_blocks" and parts[1].isdigit():
+        return int(parts[1])
+    if len(parts) > 1 and parts[0] == "up_blocks" and parts[1].isdigit():
+        return levels - 1 - int(parts[1])
+    if parts[0] == "mid_block":
+        return levels - 1
+    return 0
+
+
 @contextlib.contextmanager
-def checkpointed_blocks(unet: torch.nn.Module, enabled: bool = True) -> Iterator[int]:
-    """Recompute each transformer / resnet / temporal-conv block in backward instead of keeping activations."""
+def checkpointed_blocks(unet: torch.nn.Module, mode="all") -> Iterator[int]:
+    """Recompute transformer / resnet / temporal-conv blocks in backward instead of keeping their activations:
+    every such block (``mode`` 'all' or True), those of the outer resolution levels ('outer', 'outermost'), or
+    none ('off' or False). Yields how many blocks are wrapped."""
+    deepest = CHECKPOINT_MODES[checkpoint_mode(mode)]
+    levels = len(getattr(unet, "down_blocks", ())) or 1
     wrapped = []
     try:
-        if enabled:
-            for module in unet.modules():
-                if type(module).__name__ in CHECKPOINTED_CLASSES and "forward" not in vars(module):
-                    original = module.forward
+        for name, module in unet.named_modules():
+            if type(module).__name__ not in CHECKPOINTED_CLASSES or "forward" in vars(module):
+                continue
+            if deepest is not None and resolution_level(name, levels) > deepest:
+                continue
+            original = module.forward
 
-                    def checkpointed(*args, _forward=original, **kwargs):
-                        if not torch.is_grad_enabled():
-                            return _forward(*args, **kwargs)
-                        return torch.utils.checkpoint.checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+            def checkpointed(*args, _forward=original, **kwargs):
+                if not torch.is_grad_enabled():
+                    return _forward(*args, **kwargs)
+                return torch.utils.checkpoint.checkpoint(_forward, *args, use_reentrant=False, **kwargs)
 
-                    module.forward = checkpointed
-                    wrapped.append(module)
+            module.forward = checkpointed
+            wrapped.append(module)
         yield len(wrapped)
     finally:
         for module in wrapped:
@@ -222,7 +262,7 @@ class VMCConfig:
     max_grad_norm: float = 1.0
     loss: str = "vmc_abs"
     seed: int = 0
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: object = DEFAULT_CHECKPOINTING  # a CHECKPOINT_MODES name (True/False: 'all'/'off')
     timestep_range: tuple[int, int] = (0, 1000)  # [low, high) of training timesteps, clipped to the schedule
 
 
@@ -277,7 +317,11 @@ def train_motion_adapters(unet: torch.nn.Module, adapters: MotionAdapters, laten
     scaler = torch.amp.GradScaler(device.type) if model_dtype == torch.float16 else None
     frozen = [(p, p.requires_grad) for p in unet.parameters()]
     result = VMCResult()
-    last_good = adapters.snapshot()
+    # The adapter weights that produced the previous step's loss and this step's: a non-finite loss at step n is
+    # read only after step n's update was queued (reading it earlier would make the CPU wait for the GPU in the
+    # middle of every step), so the weights that gave the last finite loss are the ones before step n-1's update.
+    gave_previous = gave_current = adapters.snapshot()
+    pin = device.type == "cuda"
     was_training = unet.training
     try:
         for p, _ in frozen:
@@ -288,20 +332,15 @@ def train_motion_adapters(unet: torch.nn.Module, adapters: MotionAdapters, laten
         with adapters.attached(), checkpointed_blocks(unet, config.gradient_checkpointing):
             for step in range(config.steps):
                 t = int(torch.randint(low, high, (1,), generator=generator))
-                noise = torch.randn(x0.shape, generator=generator).to(device)
+                noise = torch.randn(x0.shape, generator=generator)  # CPU generator: the same draws on every device
+                # pinned + non_blocking: a plain host-to-GPU copy would wait for the previous step to finish
+                noise = noise.pin_memory().to(device, non_blocking=True) if pin else noise.to(device)
                 a = alphas_cumprod[t]
                 noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-                timestep = torch.tensor([t], device=device)
+                timestep = torch.full((1,), t, device=device, dtype=torch.long)
                 predicted = noise_prediction(unet, noisy, timestep, context, a, prediction_type)
                 loss = motion_loss(predicted, noise, config.loss)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    adapters.restore(last_good)
-                    result.stopped = (f"loss became {value} at step {step + 1}; training stopped and the adapter "
-                                      f"weights that gave the last finite loss (step {step}) are kept. Lower lr, or "
-                                      f"use bf16/fp32 instead of fp16.")
-                    break
-                last_good = adapters.snapshot()
+                gave_previous, gave_current = gave_current, (adapters.snapshot() if step else gave_current)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -313,6 +352,13 @@ def train_motion_adapters(unet: torch.nn.Module, adapters: MotionAdapters, laten
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                     optimizer.step()
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    adapters.restore(gave_previous if step else gave_current)
+                    result.stopped = (f"loss became {value} at step {step + 1}; training stopped and the adapter "
+                                      f"weights that gave the last finite loss (step {step}) are kept. Lower lr, or "
+                                      f"use bf16/fp32 instead of fp16.")
+                    break
                 result.losses.append(value)
                 result.steps_done = step + 1
                 if on_step is not None:

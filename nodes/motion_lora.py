@@ -146,13 +146,14 @@ def patched_clone(model, state_dict: dict[str, torch.Tensor], strength: float = 
 
 # ------------------------------------------------------------------ training
 def train_motion_lora(model, latent, conditioning, steps: int = 400, lr: float = 1e-4, rank: int = 32,
-                      targets: str = "qkv", loss: str = "vmc_abs", seed: int = 0, gradient_checkpointing: bool = True,
+                      targets: str = "qkv", loss: str = "vmc_abs", seed: int = 0, gradient_checkpointing=vmc.DEFAULT_CHECKPOINTING,
                       caption: str = "", on_step=None):
     """(patched MODEL clone, MOTION_LORA, losses, stop message or None). The input MODEL is not changed."""
     if targets not in vmc.TARGETS:
         raise vmc.VMCError(f"targets '{targets}' is not one of {', '.join(vmc.TARGETS)}.")
     if loss not in vmc.LOSSES:
         raise vmc.VMCError(f"loss '{loss}' is not one of {', '.join(vmc.LOSSES)}.")
+    checkpointing = vmc.checkpoint_mode(gradient_checkpointing)
     unet = diffusers_unet(model)
     with torch.inference_mode(False):
         latents = keyframe_latents(model, latent)
@@ -163,7 +164,7 @@ def train_motion_lora(model, latent, conditioning, steps: int = 400, lr: float =
         make_weights_trainable(unet)
         adapters = vmc.MotionAdapters(unet, targets, rank=rank, seed=seed)
         config = vmc.VMCConfig(steps=int(steps), lr=float(lr), loss=loss, seed=int(seed),
-                               gradient_checkpointing=bool(gradient_checkpointing))
+                               gradient_checkpointing=checkpointing)
         try:
             result = vmc.train_motion_adapters(unet, adapters, latents, context, schedule, config,
                                                prediction_type=prediction_type(model), on_step=on_step)
@@ -172,8 +173,9 @@ def train_motion_lora(model, latent, conditioning, steps: int = 400, lr: float =
             comfy.model_management.soft_empty_cache()
             raise vmc.VMCError(
                 f"Out of GPU memory while tuning {latents.shape[2]} keyframes of {latents.shape[3] * 8}x"
-                f"{latents.shape[4] * 8}: turn gradient_checkpointing on, use fewer or smaller keyframes, targets "
-                f"'qkv' instead of '{targets}', or a lower rank.") from exc
+                f"{latents.shape[4] * 8} (gradient_checkpointing '{checkpointing}'): "
+                + ("set gradient_checkpointing to 'all', " if checkpointing != "all" else "")
+                + f"use fewer or smaller keyframes, targets 'qkv' instead of '{targets}', or a lower rank.") from exc
         state_dict = adapters.comfy_state_dict()
     metadata = motion_lora_metadata(model, adapters, config, result, caption)
     motion_lora = {"state_dict": state_dict, "metadata": metadata}

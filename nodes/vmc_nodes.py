@@ -19,6 +19,7 @@ CATEGORY = "SearchPriors/search_t2v"
 MotionLoraType = io.Custom("MOTION_LORA")
 TARGET_CHOICES = list(vmc.TARGETS)
 LOSS_CHOICES = list(vmc.LOSSES)
+CHECKPOINT_CHOICES = list(vmc.CHECKPOINT_MODES)
 log = logging.getLogger(__name__)
 
 
@@ -75,9 +76,12 @@ class VMCTemporalLoRA(io.ComfyNode):
                                        "per pixel); eq10_pairs: Eq. 10 literally (cosine per frame pair)"),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
                              tooltip="Seeds the adapter init, timesteps and noise"),
-                io.Boolean.Input("gradient_checkpointing", default=True,
-                                 tooltip="Recompute every transformer/resnet block in backward: far less VRAM, "
-                                         "about one extra forward per step"),
+                io.Combo.Input("gradient_checkpointing", options=CHECKPOINT_CHOICES, default=vmc.DEFAULT_CHECKPOINTING,
+                               tooltip="Blocks recomputed in backward instead of kept in VRAM. all: every "
+                                       "transformer/resnet block (least VRAM, about one extra forward per step); "
+                                       "outer: those of the two highest-resolution levels (most of the saving, "
+                                       "less recomputation); outermost: the highest level only; off: none "
+                                       "(fastest, most VRAM). README: measured VRAM and speed of each"),
                 io.String.Input("caption", default="", optional=True,
                                 tooltip="The text that was encoded into conditioning; recorded in the LoRA's "
                                         "metadata only"),
@@ -91,13 +95,14 @@ class VMCTemporalLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, keyframes, conditioning, steps=400, lr=1e-4, rank=32, targets="qkv", loss="vmc_abs",
-                seed=0, gradient_checkpointing=True, caption="") -> io.NodeOutput:
+                seed=0, gradient_checkpointing=vmc.DEFAULT_CHECKPOINTING, caption="") -> io.NodeOutput:
         from .motion_lora import loss_curve_image, train_motion_lora
 
         tuned, motion_lora, losses, stopped = train_motion_lora(
             model, keyframes, conditioning, steps=steps, lr=lr, rank=rank, targets=targets, loss=loss, seed=seed,
             gradient_checkpointing=gradient_checkpointing, caption=caption or "", on_step=_progress_with_loss())
-        report = (f"{len(losses)} of {steps} steps, {targets}, rank {rank}, loss {loss}: "
+        report = (f"{len(losses)} of {steps} steps, {targets}, rank {rank}, loss {loss}, checkpointing "
+                  f"{vmc.checkpoint_mode(gradient_checkpointing)}: "
                   f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else f"no step finished ({targets}, {loss})")
         if stopped:
             log.warning("VMC Temporal LoRA: %s", stopped)

@@ -114,7 +114,7 @@ NODE_SPEC = {
     "SearchPriors_VMCTemporalLoRA": {
         "required": [("model", "MODEL"), ("keyframes", "LATENT"), ("conditioning", "CONDITIONING"), ("steps", "INT"),
                      ("lr", "FLOAT"), ("rank", "INT"), ("targets", "COMBO"), ("loss", "COMBO"), ("seed", "INT"),
-                     ("gradient_checkpointing", "BOOLEAN")],
+                     ("gradient_checkpointing", "COMBO")],
         "optional": [("caption", "STRING")],
         "outputs": [("MODEL", "MODEL"), ("MOTION_LORA", "MOTION_LORA"), ("loss_curve", "IMAGE"),
                     ("report", "STRING")],
@@ -156,6 +156,7 @@ COMBO_OPTIONS = {
     ("SearchPriors_ReferenceRewriter", "on_failed_check"): ["warn", "use_original_prompt"],
     ("SearchPriors_VMCTemporalLoRA", "targets"): ["qkv", "qkv+out", "full_qkv"],
     ("SearchPriors_VMCTemporalLoRA", "loss"): ["vmc_abs", "eq10_pairs"],
+    ("SearchPriors_VMCTemporalLoRA", "gradient_checkpointing"): ["all", "outer", "outermost", "off"],
 }
 
 

@@ -304,6 +304,107 @@ def test_loader_bad_input(diffusers_root, pack_nodes, tiny_folder, tmp_path):
         ModelScopeLoader.execute(folder="broken-t2v", dtype="fp32")
 
 
+class StandInGraph:
+    """A CUDA graph's contract on the CPU: capture runs the call once into fixed output storage, replay reruns
+    it on the fixed input storage and writes into that same output."""
+
+    def __init__(self, call, inputs):
+        self.call, self.inputs = call, inputs
+        self.output = call(*inputs)
+        self.replays = 0
+
+    def replay(self):
+        self.output.copy_(self.call(*self.inputs))
+        self.replays += 1
+
+
+def stand_in_graphs(monkeypatch):
+    from comfyui_searchpriors.nodes import modelscope_model as msm
+
+    captured = []
+
+    def capture(unet, video, t, context):
+        inputs = (video.clone(), t.clone(), context.clone())
+        graph = StandInGraph(lambda *a: msm.run_unet(unet, *a), inputs)
+        captured.append(graph)
+        return graph, inputs, graph.output
+
+    monkeypatch.setattr(msm.UNetGraphs, "capture", staticmethod(capture))
+    real_init = msm.UNetGraphs.__init__
+    monkeypatch.setattr(msm.UNetGraphs, "__init__", lambda self, **kw: real_init(self, require_cuda=False, **kw))
+    return captured
+
+
+def test_graph_replay_warms_up_captures_copies_inputs_and_clones_outputs(loaded, monkeypatch):
+    from comfyui_searchpriors.nodes.modelscope_model import UNetGraphs, run_unet
+
+    captured = stand_in_graphs(monkeypatch)
+    unet = loaded[0].model.diffusion_model
+    g = torch.Generator().manual_seed(0)
+    calls = [(torch.randn(1, 4, FRAMES, 8, 8, generator=g), torch.tensor([t]), torch.randn(1, 77, 32, generator=g))
+             for t in (999, 500, 20)]
+    runner = UNetGraphs()
+    outs = [runner(unet, *c) for c in calls]
+    assert len(captured) == 1 and captured[0].replays == 2  # call 1 eager (warm-up), 2 captured + replayed, 3 replayed
+    assert (runner.eager_calls, runner.replays) == (1, 2)
+    for out, c in zip(outs, calls):
+        assert torch.equal(out, run_unet(unet, *c))  # each call its own inputs, none overwritten by the next
+    # weights swapped for other tensors (a patch applied between calls): never the stale graph
+    name, param = next(iter(unet.named_parameters()))
+    module_name, _, attr = name.rpartition(".")
+    module = unet.get_submodule(module_name)
+    original = module._parameters[attr]
+    try:
+        module._parameters[attr] = torch.nn.Parameter(original.detach() * 1.5, requires_grad=False)
+        again = runner(unet, *calls[0])
+        assert torch.equal(again, run_unet(unet, *calls[0])) and not torch.equal(again, outs[0])
+        assert runner.eager_calls == 2
+    finally:
+        module._parameters[attr] = original
+    # hooks on a module, or autograd: eager
+    handle = unet.conv_out.register_forward_hook(lambda m, i, o: o + 1)
+    try:
+        assert torch.equal(runner(unet, *calls[1]), run_unet(unet, *calls[1]))
+    finally:
+        handle.remove()
+    assert runner.eager_calls == 3 and "replayed" in runner.summary()
+
+
+def test_graph_capture_error_falls_back_to_eager(loaded, monkeypatch):
+    from comfyui_searchpriors.nodes import modelscope_model as msm
+
+    stand_in_graphs(monkeypatch)
+    monkeypatch.setattr(msm.UNetGraphs, "capture", staticmethod(lambda *a: (_ for _ in ()).throw(
+        RuntimeError("operation not permitted when stream is capturing"))))
+    unet = loaded[0].model.diffusion_model
+    args = (torch.randn(1, 4, FRAMES, 8, 8), torch.tensor([10]), torch.randn(1, 77, 32))
+    runner = msm.UNetGraphs()
+    outs = [runner(unet, *args) for _ in range(4)]
+    assert all(torch.equal(o, outs[0]) for o in outs) and runner.replays == 0 and runner.eager_calls == 4
+    assert "off after a capture error (RuntimeError: operation not permitted" in runner.summary()
+    assert msm.UNetGraphs().summary() is None  # nothing attempted (the CPU): no line in reports
+
+
+def test_inversion_with_graph_replay_equals_eager(loaded, pack_nodes, monkeypatch):
+    from comfyui_searchpriors.nodes.pos_nodes import DDIMVideoInvert
+
+    model, clip, _ = loaded
+    latent = {"samples": torch.randn(FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(4))}
+    empty = encode(clip, "")
+
+    def run():
+        return DDIMVideoInvert.execute(model=model, latent=latent, conditioning=empty, steps=6, scheduler="simple",
+                                       refine_iterations=1, cfg=1.0).args
+
+    eager_noise, eager_report = run()
+    assert "CUDA graphs" not in eager_report  # on the CPU the runner never captures: no line
+    captured = stand_in_graphs(monkeypatch)
+    noise, report = run()
+    assert torch.equal(noise["samples"], eager_noise["samples"])
+    assert len(captured) == 1 and "CUDA graphs: 11 of 12 UNet calls replayed" in report
+    assert model.model.unet_graphs is None  # the runner (and its graphs) lives only for the node's run
+
+
 def test_report_measured_numbers():
     for name, value in MEASURED.items():
         print(f"{name}: {value}")

@@ -197,9 +197,16 @@ def test_bad_inputs_say_what_to_do(loaded, inputs, monkeypatch):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(vmc, "train_motion_adapters", out_of_memory)
-    with pytest.raises(VMCError, match="Out of GPU memory.*4 keyframes of 64x64.*gradient_checkpointing on"):
+    with pytest.raises(VMCError, match="Out of GPU memory.*4 keyframes of 64x64 \\(gradient_checkpointing 'outer'\\): set "
+                                     "gradient_checkpointing to 'all'"):
         VMCTemporalLoRA.execute(model=loaded[0], keyframes=inputs[0], conditioning=inputs[1], steps=1,
-                                targets="full_qkv")
+                                targets="full_qkv", gradient_checkpointing="outer")
+    with pytest.raises(VMCError, match=r"\(gradient_checkpointing 'all'\): use fewer"):
+        VMCTemporalLoRA.execute(model=loaded[0], keyframes=inputs[0], conditioning=inputs[1], steps=1,
+                                targets="full_qkv", gradient_checkpointing="all")
+    with pytest.raises(VMCError, match="gradient_checkpointing 'some' is not one of all, outer, outermost, off"):
+        VMCTemporalLoRA.execute(model=loaded[0], keyframes=inputs[0], conditioning=inputs[1], steps=1,
+                                gradient_checkpointing="some")
 
 
 def test_full_qkv_differences_load_in_core_and_nan_stops_with_a_report(loaded, inputs, monkeypatch):
@@ -218,7 +225,7 @@ def test_full_qkv_differences_load_in_core_and_nan_stops_with_a_report(loaded, i
     monkeypatch.setattr(vmc, "motion_loss", nan_from_third)
     tuned, motion_lora, curve, report = VMCTemporalLoRA.execute(
         model=model, keyframes=inputs[0], conditioning=inputs[1], steps=10, lr=1e-3, rank=4, targets="full_qkv",
-        loss="vmc_abs", seed=0, gradient_checkpointing=False).args
+        loss="vmc_abs", seed=0, gradient_checkpointing="off").args
     assert "2 of 10 steps" in report and "STOPPED: loss became nan at step 3" in report
     assert motion_lora["metadata"]["searchpriors.steps_done"] == "2"
     assert all(k.endswith(".diff") for k in motion_lora["state_dict"])
@@ -236,7 +243,7 @@ def test_loss_falls_on_the_encoded_moving_square(loaded, inputs):
 
     _, motion_lora, curve, report = VMCTemporalLoRA.execute(
         model=loaded[0], keyframes=inputs[0], conditioning=inputs[1], steps=30, lr=1e-2, rank=8, targets="qkv+out",
-        loss="eq10_pairs", seed=1, gradient_checkpointing=True).args
+        loss="eq10_pairs", seed=1, gradient_checkpointing="all").args
     losses = json.loads(motion_lora["metadata"]["searchpriors.losses"])
     assert "30 of 30 steps" in report and len(losses) == 30
     assert sum(losses[-8:]) < 0.95 * sum(losses[:8]), losses

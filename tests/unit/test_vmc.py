@@ -158,7 +158,7 @@ def test_loss_falls_and_only_adapters_change(unet, kind, targets, ratio):
     assert all("forward" not in vars(m) for m in unet.modules())
 
 
-def one_step_gradients(unet, checkpointing: bool):
+def one_step_gradients(unet, checkpointing):
     adapters = vmc.MotionAdapters(unet, "qkv+out", rank=4, seed=3)
     with torch.no_grad():
         for d in adapters.deltas:
@@ -173,10 +173,48 @@ def one_step_gradients(unet, checkpointing: bool):
     return grads
 
 
-def test_checkpointing_gives_the_same_gradients(unet):
-    with vmc.checkpointed_blocks(unet) as count:
-        assert count == sum(type(m).__name__ in vmc.CHECKPOINTED_CLASSES for m in unet.modules()) > 0
-    plain, checkpointed = one_step_gradients(unet, False), one_step_gradients(unet, True)
+def wrapped_names(unet, mode) -> set[str]:
+    with vmc.checkpointed_blocks(unet, mode) as count:
+        names = {n for n, m in unet.named_modules() if "forward" in vars(m)}
+    assert count == len(names)
+    assert all("forward" not in vars(m) for m in unet.modules())  # unwrapped on exit
+    return names
+
+
+def three_level_unet():
+    from diffusers import UNet3DConditionModel
+
+    torch.manual_seed(0)
+    return UNet3DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, norm_num_groups=8, cross_attention_dim=32,
+        down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
+        block_out_channels=(8, 16, 16), attention_head_dim=4)
+
+
+def test_checkpoint_modes_pick_blocks_by_resolution_level():
+    unet = three_level_unet()
+    every = {n for n, m in unet.named_modules() if type(m).__name__ in vmc.CHECKPOINTED_CLASSES}
+    assert wrapped_names(unet, "all") == wrapped_names(unet, True) == every and every
+    assert wrapped_names(unet, "off") == wrapped_names(unet, False) == set()
+    outermost = wrapped_names(unet, "outermost")  # level 0: 8x8 latents
+    assert outermost == {n for n in every if n.startswith(("down_blocks.0.", "up_blocks.2.", "transformer_in"))}
+    assert any(n.startswith("down_blocks.0.") for n in outermost) and any(n.startswith("up_blocks.2.") for n in outermost)
+    outer = wrapped_names(unet, "outer")  # levels 0 and 1; level 2 (2x2) and the mid block are not recomputed
+    assert outer == {n for n in every if not n.startswith(("down_blocks.2.", "up_blocks.0.", "mid_block"))}
+    assert outermost < outer < every
+    with pytest.raises(vmc.VMCError, match="'some' is not one of all, outer, outermost, off"):
+        wrapped_names(unet, "some")
+
+
+@pytest.fixture(scope="module")
+def unet3():
+    return three_level_unet()
+
+
+@pytest.mark.parametrize("mode", ["all", "outer", "outermost"])
+def test_checkpointing_gives_the_same_gradients(unet3, mode):
+    plain, checkpointed = one_step_gradients(unet3, "off"), one_step_gradients(unet3, mode)
     assert plain.keys() == checkpointed.keys() and plain
     for key in plain:
         torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-4, atol=1e-7)
