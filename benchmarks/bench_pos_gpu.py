@@ -177,7 +177,7 @@ def zeroscope_part(args, torch, rows: list, facts: dict) -> None:
     with Meter(torch) as m:
         reference = vae.encode(video)
     facts["zeroscope_vae_encode_s"] = round(m.seconds, 2)
-    pos_times, invert_times, eager_times, refined_times = [], [], [], []
+    pos_times, invert_times, refined_times = [], [], []
     for _ in range(args.rounds):
         with Meter(torch) as m:
             with Meter(torch) as mi:
@@ -188,17 +188,6 @@ def zeroscope_part(args, torch, rows: list, facts: dict) -> None:
         pos_times.append(m.seconds)
         invert_times.append(mi.seconds)
         pos_peak = m.peak_gib
-        # the same inversion with every UNet call run eagerly (no CUDA-graph replay), for comparison
-        with Meter(torch) as me:
-            eager = invert_latent(model, reference, negative, ddim_sigmas, refine_iterations=0, cfg=1.0,
-                                  cuda_graphs=False)
-        eager_times.append(me.seconds)
-        eager_peak = me.peak_gib
-    facts["zeroscope_graphs"] = outcome.graphs_summary
-    facts["zeroscope_graph_vs_eager_noise_max_abs_diff"] = float((outcome.noise - eager.noise).abs().max())
-    facts["zeroscope_inversion_peak_gib"] = {"graphs": round(mi.peak_gib, 3), "eager": round(eager_peak, 3)}
-    log(f"inversion: {outcome.graphs_summary}; noise graph vs eager max abs diff "
-        f"{facts['zeroscope_graph_vs_eager_noise_max_abs_diff']:.3g}; peak {mi.peak_gib:.2f} vs {eager_peak:.2f} GiB")
     with Meter(torch) as m:
         invert_latent(model, reference, negative, ddim_sigmas, refine_iterations=1, cfg=1.0)
     refined_times.append(m.seconds)
@@ -213,14 +202,12 @@ def zeroscope_part(args, torch, rows: list, facts: dict) -> None:
          plain / base, 1.0),
         ("ZeroScope (c) POS: invert 50 (cfg 1) + mix + hybrid sampling", statistics.median(pos_times), pos_peak,
          statistics.median(pos_times) / base, statistics.median(pos_times) / plain),
-        ("ZeroScope     of which inversion alone (CUDA-graph replay)", statistics.median(invert_times), None,
+        ("ZeroScope     of which inversion alone", statistics.median(invert_times), None,
          None, statistics.median(invert_times) / plain),
-        ("ZeroScope     inversion alone, eager UNet calls", statistics.median(eager_times), None,
-         None, statistics.median(eager_times) / plain),
         ("ZeroScope     inversion with 1 refine iteration", refined_times[0], None, None, refined_times[0] / plain),
     ]
     facts.update(zeroscope_rounds={"diffusers": diffusers_times, "ksampler": ksampler_times, "custom": custom_times,
-                                   "pos": pos_times, "invert": invert_times, "invert_eager": eager_times})
+                                   "pos": pos_times, "invert": invert_times})
     model = clip = vae = plain_guider = guider = None  # noqa: F841
     free_all(torch)
 

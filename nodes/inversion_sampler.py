@@ -17,7 +17,6 @@ the returned tensor is bypassed as well: the result is read from the sampler obj
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -77,10 +76,8 @@ class InversionSampler(comfy.samplers.Sampler):
     """A SAMPLER whose run inverts ``latent_image`` along the reversed sigmas; the result is ``self.result``."""
 
     def __init__(self, refine_iterations: int, on_step: Optional[Callable[[int, int], None]] = None,
-                 latent_was_empty: bool = False, cuda_graphs: bool = True):
+                 latent_was_empty: bool = False):
         self.refine_iterations = int(refine_iterations)
-        self.cuda_graphs = cuda_graphs
-        self.graphs_summary: Optional[str] = None
         self.on_step = on_step
         self.latent_was_empty = latent_was_empty
         self.result: Optional[InversionResult] = None
@@ -101,14 +98,8 @@ class InversionSampler(comfy.samplers.Sampler):
             s_in = torch.full((x.shape[0],), sigma, dtype=sigma_values.dtype, device=x.device)
             return model_wrap(x, s_in, model_options=model_options, seed=seed)
 
-        # Every step calls the model with the same shapes (no CFG batch at cfg 1): a model that can replay its
-        # calls as CUDA graphs (the pack's ModelScope / ZeroScope MODEL) does so here.
-        graphs = getattr(model_wrap.inner_model, "cuda_graphs", None)
-        with graphs() if callable(graphs) and self.cuda_graphs else contextlib.nullcontext() as runner:
-            self.result = invert(denoise, x0, [float(v) for v in sigma_values.cpu()], self.refine_iterations,
-                                 on_step=self.on_step,
-                                 input_scale=input_scale_of(model_wrap.inner_model.model_sampling))
-            self.graphs_summary = runner.summary() if runner is not None else None
+        self.result = invert(denoise, x0, [float(v) for v in sigma_values.cpu()], self.refine_iterations,
+                             on_step=self.on_step, input_scale=input_scale_of(model_wrap.inner_model.model_sampling))
         return self.result.latent
 
 
@@ -121,7 +112,6 @@ class InversionOutcome:
     kind: str
     warnings: list = field(default_factory=list)
     reconstruction_error: Optional[float] = None
-    graphs_summary: Optional[str] = None  # what CUDA-graph replay did (None: the model has none)
 
 
 def make_guider(model, positive, negative, cfg: float) -> comfy.samplers.CFGGuider:
@@ -138,7 +128,7 @@ def make_guider(model, positive, negative, cfg: float) -> comfy.samplers.CFGGuid
 def invert_latent(model, latent_samples: torch.Tensor, positive, sampling_sigmas: torch.Tensor,
                   refine_iterations: int, cfg: float = 1.0, negative=None,
                   on_step: Optional[Callable[[int, int], None]] = None, check_reconstruction: bool = False,
-                  on_reconstruction_step: Optional[Callable] = None, cuda_graphs: bool = True) -> InversionOutcome:
+                  on_reconstruction_step: Optional[Callable] = None) -> InversionOutcome:
     """Inverts ``latent_samples`` (VAE space, as VAEEncode gives it) into unit-variance noise for sampling
     with ``sampling_sigmas`` from an empty latent. Inputs are never modified."""
     model_sampling = model.get_model_object("model_sampling")
@@ -146,7 +136,7 @@ def invert_latent(model, latent_samples: torch.Tensor, positive, sampling_sigmas
     sigmas = sampling_sigmas.detach().to(torch.float32).cpu()
     guider = make_guider(model, positive, negative, cfg)
     empty = bool(torch.count_nonzero(latent) == 0)
-    sampler = InversionSampler(refine_iterations, on_step=on_step, latent_was_empty=empty, cuda_graphs=cuda_graphs)
+    sampler = InversionSampler(refine_iterations, on_step=on_step, latent_was_empty=empty)
     guider.sample(torch.zeros_like(latent, device="cpu"), latent, sampler, sigmas, seed=0, disable_pbar=True)
     result = sampler.result
     sigma_start = float(sigmas[0])
@@ -156,7 +146,7 @@ def invert_latent(model, latent_samples: torch.Tensor, positive, sampling_sigmas
         raise InversionError("the inverted noise contains NaN/inf (noise scale "
                              f"{scale:g} at sigma {sigma_start:g}).")
     outcome = InversionOutcome(noise=noise, result=result, sigmas=[float(v) for v in sigmas], noise_scale=scale,
-                               kind=model_kind(model_sampling), graphs_summary=sampler.graphs_summary)
+                               kind=model_kind(model_sampling))
     if check_reconstruction:
         rebuilt = guider.sample(noise.clone(), torch.zeros_like(latent), comfy.samplers.sampler_object("euler"), sigmas,
                                 callback=on_reconstruction_step, disable_pbar=True, seed=0)

@@ -33,7 +33,6 @@ Two scheduling details make core sampling reproduce `TextToVideoSDPipeline` with
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Optional
 
@@ -50,6 +49,7 @@ import comfy.supported_models_base
 
 from ..distill.diffusers_folder import (DTYPES, DiffusersFolderError, T2VFolder, beta_schedule, ddim_sigmas,
                                         inspect_folder, load_unet, read_state_dict)
+from ..distill.group_norm import use_few_rows_group_norm
 
 
 # ------------------------------------------------------------------ MODEL
@@ -88,10 +88,8 @@ def diffusers_model_sampling(scheduler_config: dict) -> torch.nn.Module:
 
 
 def unet3d_frames_as_batch(unet, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
-                           chunks: int, call=None) -> torch.Tensor:
-    """Run a diffusers UNet3D on ComfyUI's frames-as-batch input: [chunks*F,4,h,w] -> [chunks*F,4,h,w].
-
-    ``call(unet, video, t, context)`` runs the UNet (default: eagerly; a ``UNetGraphs`` replays CUDA graphs)."""
+                           chunks: int) -> torch.Tensor:
+    """Run a diffusers UNet3D on ComfyUI's frames-as-batch input: [chunks*F,4,h,w] -> [chunks*F,4,h,w]."""
     batch = x.shape[0]
     if chunks < 1 or batch % chunks:
         raise ValueError(f"ModelScope model: batch {batch} is not a multiple of {chunks} conditioning chunks")
@@ -99,84 +97,8 @@ def unet3d_frames_as_batch(unet, x: torch.Tensor, timestep: torch.Tensor, contex
     video = x.reshape(chunks, frames, *x.shape[1:]).permute(0, 2, 1, 3, 4)
     per_chunk_context = context.reshape(chunks, frames, *context.shape[1:])[:, 0]
     per_chunk_t = timestep.reshape(chunks, frames)[:, 0]
-    out = (call or run_unet)(unet, video, per_chunk_t, per_chunk_context)
+    out = unet(video, per_chunk_t, encoder_hidden_states=per_chunk_context, return_dict=False)[0]
     return out.permute(0, 2, 1, 3, 4).reshape(batch, *out.shape[1:2], *out.shape[3:])
-
-
-def run_unet(unet, video: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    return unet(video, t, encoder_hidden_states=context, return_dict=False)[0]
-
-
-class UNetGraphs:
-    """Replays the UNet3D call as a CUDA graph during a run of calls with the same shapes and weights.
-
-    A long run of batch-1 calls (the inversion: no CFG batch) spends much of its time launching the UNet's
-    thousands of small kernels from Python; a CUDA graph launches them all at once. Per key (shapes, dtypes,
-    device and the storage of every weight, so weights patched in between give a new graph) the first call
-    runs eagerly (it warms up cuBLAS/cuDNN), the second captures a graph, every later one copies its inputs
-    into the graph's and replays it. Used only where nothing can change inside a call between steps: no
-    autograd, no hooks on the UNet's modules, CUDA tensors. Any capture error falls back to eager calls for
-    the rest of the run. Graphs and their memory pool are freed with the object (``ModelScopeModel.cuda_graphs``).
-    """
-
-    def __init__(self, max_graphs: int = 2, require_cuda: bool = True):
-        self.max_graphs, self.require_cuda = max_graphs, require_cuda
-        self.graphs: dict = {}
-        self.seen: set = set()
-        self.replays = 0
-        self.eager_calls = 0
-        self.failure: Optional[str] = None
-
-    def usable(self, unet, video: torch.Tensor) -> bool:
-        if self.failure is not None or (self.require_cuda and not video.is_cuda) or torch.is_grad_enabled():
-            return False
-        return not any(m._forward_hooks or m._forward_pre_hooks for m in unet.modules())
-
-    def key(self, unet, video, t, context) -> tuple:
-        weights = tuple(p.data_ptr() for p in unet.parameters()) + tuple(b.data_ptr() for b in unet.buffers())
-        return (tuple(video.shape), video.dtype, video.device, tuple(t.shape), t.dtype, tuple(context.shape),
-                context.dtype, weights)
-
-    def __call__(self, unet, video: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        if not self.usable(unet, video):
-            self.eager_calls += 1
-            return run_unet(unet, video, t, context)
-        key = self.key(unet, video, t, context)
-        entry = self.graphs.get(key)
-        if entry is None:
-            if key not in self.seen or len(self.graphs) >= self.max_graphs:
-                self.seen.add(key)
-                self.eager_calls += 1
-                return run_unet(unet, video, t, context)
-            try:
-                entry = self.capture(unet, video, t, context)
-            except Exception as exc:  # e.g. an op that cannot be captured: eager from here on
-                self.failure = f"{type(exc).__name__}: {exc}"
-                self.eager_calls += 1
-                return run_unet(unet, video, t, context)
-            self.graphs[key] = entry
-        graph, inputs, output = entry
-        for static, value in zip(inputs, (video, t, context)):
-            static.copy_(value)
-        graph.replay()
-        self.replays += 1
-        return output.clone()  # the next replay overwrites the graph's output
-
-    @staticmethod
-    def capture(unet, video, t, context):
-        inputs = (video.clone(), t.clone(), context.clone())
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            output = run_unet(unet, *inputs)
-        return graph, inputs, output
-
-    def summary(self) -> Optional[str]:
-        """One line for a node's report; None when no call could have used a graph (e.g. on the CPU)."""
-        if not self.graphs and not self.failure:
-            return None
-        if self.failure:
-            return f"CUDA graphs: off after a capture error ({self.failure[:120]}); {self.eager_calls} eager calls"
-        return f"CUDA graphs: {self.replays} of {self.replays + self.eager_calls} UNet calls replayed"
 
 
 class ModelScopeModel(comfy.model_base.BaseModel):
@@ -192,17 +114,6 @@ class ModelScopeModel(comfy.model_base.BaseModel):
         self.model_sampling = diffusers_model_sampling(folder.scheduler_config)
         self.diffusers_scheduler_config = dict(folder.scheduler_config)
         self.diffusers_folder = folder.path
-        self.unet_graphs: Optional[UNetGraphs] = None
-
-    @contextlib.contextmanager
-    def cuda_graphs(self):
-        """Within the block, UNet calls on CUDA replay CUDA graphs (``UNetGraphs``); yields the runner, whose
-        ``summary()`` says what it did. Meant for a run of same-shape calls inside one node (the inversion)."""
-        previous, self.unet_graphs = self.unet_graphs, UNetGraphs()
-        try:
-            yield self.unet_graphs
-        finally:
-            self.unet_graphs = previous
 
     def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
         sigma = t
@@ -213,8 +124,7 @@ class ModelScopeModel(comfy.model_base.BaseModel):
             raise ValueError("ModelScope model needs text conditioning (CLIP Text Encode with its CLIP).")
         context = comfy.model_management.cast_to_device(c_crossattn, xc.device, dtype)
         chunks = len(transformer_options.get("cond_or_uncond") or [0])
-        model_output = unet3d_frames_as_batch(self.diffusion_model, xc, timestep, context, chunks,
-                                              call=getattr(self, "unet_graphs", None))
+        model_output = unet3d_frames_as_batch(self.diffusion_model, xc, timestep, context, chunks)
         return self.model_sampling.calculate_denoised(sigma, model_output.float(), x)
 
 
@@ -249,6 +159,8 @@ def load_model(folder: T2VFolder, dtype: str = "auto") -> FullLoadModelPatcher:
         target = comfy.model_management.unet_dtype(device=load_device,
                                                    supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
     unet = load_unet(folder, target)
+    # the UNet3D's whole-video GroupNorms (temporal layers) run at full-GPU width (distill/group_norm.py)
+    use_few_rows_group_norm(unet)
     model = ModelScopeModel(folder, unet)
     return FullLoadModelPatcher(model, load_device=load_device,
                                 offload_device=comfy.model_management.unet_offload_device())

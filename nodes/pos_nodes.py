@@ -157,8 +157,6 @@ class DDIMVideoInvert(io.ComfyNode):
             f"residual {_fmt(result.max_residual)}",
             f"inverted noise: mean {stats['mean']:+.4f}, std {stats['std']:.4f}",
         ]
-        if outcome.graphs_summary:
-            lines.append(outcome.graphs_summary)
         if outcome.reconstruction_error is not None:
             lines.append(f"reconstruction (euler from this noise, same sigmas): relative error "
                          f"{outcome.reconstruction_error:.3e}")
