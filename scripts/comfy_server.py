@@ -379,6 +379,16 @@ def history_error(entry: Mapping[str, Any]) -> dict | None:
     return None
 
 
+def assert_success(entry: Mapping[str, Any], what: str = "the prompt") -> None:
+    """AssertionError naming the failing node, its type and message unless the prompt ended in success."""
+    status = history_status(entry)
+    if status != "success":
+        error = history_error(entry) or {}
+        raise AssertionError(f"{what} ended with status {status!r}: {error.get('node_type')} (node "
+                             f"{error.get('node_id')}): {error.get('exception_type')}: "
+                             f"{error.get('exception_message')}")
+
+
 def history_texts(entry: Mapping[str, Any], node_id: str | None = None) -> list[str]:
     """Every string in the UI outputs of the prompt (or of one node): text widgets, reports."""
     outputs = entry.get("outputs") or {}

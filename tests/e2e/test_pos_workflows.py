@@ -27,9 +27,7 @@ def load(name: str) -> dict:
 def test_pos_modelscope_workflow_makes_a_video(comfy_server, comfy_harness, tiny_t2v, clip_index):
     graph = comfy_harness.pos_at_test_size(load("pos_modelscope"), FRAMES, SIZE, STEPS)
     entry = comfy_server.run_prompt(graph, timeout=900)
-    error = comfy_harness.history_error(entry) or {}
-    assert comfy_harness.history_status(entry) == "success", (
-        f"{error.get('node_type')}: {error.get('exception_message')}")
+    comfy_harness.assert_success(entry, "pos_modelscope")
 
     decoded = comfy_harness.saved_video_frames(comfy_server, entry, graph)
     assert len(decoded) == FRAMES

@@ -40,7 +40,7 @@ def test_frames_are_saved_and_described(comfy_server, comfy_harness, clip_folder
     from PIL import Image
 
     entry = comfy_server.run_prompt(graph("e2e_refclips/count.mp4", "refframes"), timeout=300)
-    assert comfy_harness.history_status(entry) == "success", entry.get("status")
+    comfy_harness.assert_success(entry, "reference frames")
     images = entry["outputs"]["2"]["images"]
     assert len(images) == 5
     picked = []

@@ -61,9 +61,7 @@ def queue(server, harness, graph: dict) -> dict:
                                                   "extra_data": {"extra_pnginfo": {"workflow": ui_workflow(graph)}}})
     assert status == 200, answer
     entry = server.wait_history(answer["prompt_id"], timeout=600)
-    if harness.history_status(entry) != "success":
-        error = harness.history_error(entry) or {}
-        pytest.fail(f"{error.get('node_type')}: {error.get('exception_message')}", pytrace=False)
+    harness.assert_success(entry, "the rewriter graph")
     return entry
 
 

@@ -22,9 +22,7 @@ def test_search_then_tune_workflow_tunes_saves_a_lora_and_makes_a_video(comfy_se
     graph = json.loads((API_DIR / "search_then_tune.json").read_text(encoding="utf-8"))
     graph = comfy_harness.search_then_tune_at_test_size(graph, FRAMES, SIZE, TUNE_STEPS, SAMPLE_STEPS)
     entry = comfy_server.run_prompt(graph, timeout=900)
-    error = comfy_harness.history_error(entry) or {}
-    assert comfy_harness.history_status(entry) == "success", (
-        f"{error.get('node_type')}: {error.get('exception_message')}")
+    comfy_harness.assert_success(entry, "search_then_tune")
 
     decoded = comfy_harness.saved_video_frames(comfy_server, entry, graph)
     assert len(decoded) == FRAMES

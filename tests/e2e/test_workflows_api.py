@@ -30,15 +30,6 @@ def nodes_of_type(graph: dict, class_type: str) -> list[str]:
     return [node_id for node_id, node in graph.items() if node.get("class_type") == class_type]
 
 
-def assert_success(harness, entry: dict, what: str) -> None:
-    status = harness.history_status(entry)
-    if status != "success":
-        error = harness.history_error(entry) or {}
-        pytest.fail(f"{what} ended with status {status!r}: {error.get('node_type')} "
-                    f"(node {error.get('node_id')}): {error.get('exception_type')}: "
-                    f"{error.get('exception_message')}", pytrace=False)
-
-
 def test_ui_and_api_formats_are_where_they_belong():
     """Only UI-format graphs (a dict with "nodes") in workflows/, only API-format ones in workflows/api/."""
     for path in UI_WORKFLOWS:
@@ -70,14 +61,14 @@ def test_every_ui_workflow_has_an_api_twin():
 @pytest.mark.parametrize("workflow", [p for p in API_WORKFLOWS if p.name not in NEEDS_MODELS], ids=lambda p: p.name)
 def test_api_workflow_completes(comfy_server, sample_index, comfy_harness, workflow):
     entry = comfy_server.run_prompt(load(workflow), timeout=600)
-    assert_success(comfy_harness, entry, workflow.name)
+    comfy_harness.assert_success(entry, workflow.name)
     assert entry.get("outputs"), f"{workflow.name} finished with no UI outputs"
 
 
 def test_retrieval_workflow_ranks_the_sample_library(comfy_server, sample_index, comfy_harness):
     graph = load(comfy_harness.RETRIEVAL_WORKFLOW)
     entry = comfy_server.run_prompt(graph, timeout=600)
-    assert_success(comfy_harness, entry, comfy_harness.RETRIEVAL_WORKFLOW.name)
+    comfy_harness.assert_success(entry, comfy_harness.RETRIEVAL_WORKFLOW.name)
 
     retrievers = nodes_of_type(graph, "SearchPriors_MotionRetriever")
     assert retrievers, "the retrieval workflow has no MotionRetriever"
@@ -165,4 +156,4 @@ def test_bad_input_fails_on_the_node_and_the_server_keeps_serving(comfy_server, 
     (atomizer_id,) = nodes_of_type(good, "SearchPriors_PromptAtomizer")
     good[atomizer_id]["inputs"]["prompt"] = f"A dog runs across a beach ({case})"
     entry = comfy_server.run_prompt(good, timeout=600)
-    assert_success(comfy_harness, entry, "the good graph after a failed one")
+    comfy_harness.assert_success(entry, "the good graph after a failed one")
