@@ -16,9 +16,11 @@ Targets (issue 9, on an H200), for the node's default mode: peak <= 12 GiB at <=
 
 ``--whole``: the generation side of the search-then-tune run on an emulated 24 GiB card (a ballast tensor
 takes the rest of the GPU, so ComfyUI's memory manager and VAE batching see what a 24 GiB card would and an
-allocation beyond it fails): VAE Encode of 24 keyframes, VMC Temporal LoRA with the node's defaults (400
+allocation beyond it fails): the Keyframe Extractor's work on 24 reference frames at 576x320 (a GroundingDINO
+of grounding-dino-tiny's sizes with random weights, loaded through ComfyUI's memory manager: detection,
+segment and region, crops), VAE Encode of the 24 keyframes, VMC Temporal LoRA with the node's defaults (400
 steps), 50-step sampling with the tuned MODEL (core KSampler, ddim / ddim_uniform, cfg 9), VAE Decode.
-Retrieval (CPU text search) and keyframe detection are not part of it. Target: the run fits in 24 GiB
+Retrieval (CPU text search over the index) and caption matching are not part of it. Target: the run fits in 24 GiB
 (the paper's RTX 4090 claim). It is skipped with a message when the short runs predict it would not end
 within ``--budget-s`` of the script's start.
 
@@ -184,6 +186,41 @@ def short_runs(args, torch, model, keyframes, conditioning, rows: list, facts: d
     facts["short_run_steps"] = {"warmup": args.warmup, "timed": args.steps, "rank": args.rank}
 
 
+def detector_folder(args, facts: dict) -> str:
+    """A GroundingDINO folder of grounding-dino-tiny's sizes with random weights (tests/tiny_grounding_dino.py;
+    the tiny test model with --tiny), written once into the work dir."""
+    from bench_pos_gpu import load_test_helper
+
+    size = "tiny" if args.tiny else "real"
+    folder = os.path.join(args.workdir, f"grounding-dino-{size}-random")
+    if not os.path.isdir(folder):
+        start = time.perf_counter()
+        partial = folder + ".partial"
+        load_test_helper("tiny_grounding_dino").save_random_grounding_dino(partial, size)
+        os.replace(partial, folder)
+        facts["detector_write_s"] = round(time.perf_counter() - start, 1)
+        log(f"wrote the {size}-size GroundingDINO folder in {facts['detector_write_s']} s")
+    return folder
+
+
+def keyframe_stage(args, reference, frames: int, width: int, height: int):
+    """What the Keyframe Extractor node runs after matching captions: the detector loaded through ComfyUI's
+    memory manager, detection on the sampled frames, segment and region, crops. Random weights detect noise
+    (often nothing: then evenly spaced full frames), which costs the same."""
+    from comfyui_searchpriors.distill.grounding import (DEFAULT_BOX_THRESHOLD, DEFAULT_TEXT_THRESHOLD,
+                                                        run_detection)
+    from comfyui_searchpriors.distill.keyframes import crop_keyframes, plan_keyframes
+    from comfyui_searchpriors.nodes.keyframe_nodes import load_detector
+
+    captions = ["man", "bike"]
+    detector = load_detector(args.detector_folder)
+    detections = run_detection(detector, reference, captions, DEFAULT_BOX_THRESHOLD, DEFAULT_TEXT_THRESHOLD)
+    plan = plan_keyframes(detections, frames, (reference.shape[1], reference.shape[2]), frames, (width, height),
+                          captions)
+    boxes = sum(len(d.boxes) for d in detections)
+    return crop_keyframes(reference, plan, width, height), {"frames_detected": len(detections), "boxes": boxes}
+
+
 def whole_run(args, torch, folder: str, facts: dict) -> dict:
     """VAE Encode -> VMC Temporal LoRA (node defaults) -> KSampler with the tuned MODEL -> VAE Decode, on an
     emulated card of ``args.card_gib`` (ballast tensor); each stage's time and peak VRAM."""
@@ -219,8 +256,13 @@ def whole_run(args, torch, folder: str, facts: dict) -> dict:
             positive = clip.encode_from_tokens_scheduled(clip.tokenize(PROMPT))
             negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
         out["stages"]["load + text encode"] = (m.seconds, m.peak_gib)
+        stage = "Keyframe Extractor (GroundingDINO)"
+        reference = torch.rand(frames, height, width, 3, generator=generator)  # Reference Video Frames' IMAGE
+        with Meter(torch, ballast_bytes) as m:
+            pixels, detected = keyframe_stage(args, reference, frames, width, height)
+        out["stages"][stage] = (m.seconds, m.peak_gib)
+        out["detector"] = detected
         stage = "VAE Encode"
-        pixels = torch.rand(frames, height, width, 3, generator=generator)
         with Meter(torch, ballast_bytes) as m:
             keyframes = {"samples": vae.encode(pixels)}
         out["stages"][stage] = (m.seconds, m.peak_gib)
@@ -335,6 +377,7 @@ def main(argv=None) -> int:
                     f"{args.budget_s:.0f} (run it alone: --configs none --whole)")
                 facts["whole_skipped"] = f"predicted {predicted:.0f} s, {elapsed:.0f} s already used"
             else:
+                args.detector_folder = detector_folder(args, facts)
                 whole = whole_run(args, torch, folder, facts)
 
     log(f"\n{'tuning run (' + str(args.steps) + ' timed steps)':<44} {'s/step':>7} {'peak GiB':>9} "

@@ -31,3 +31,26 @@ def save_tiny_grounding_dino(folder) -> str:
     model.save_pretrained(str(folder))
     processor.save_pretrained(str(folder))
     return str(folder)
+
+
+def save_random_grounding_dino(folder, size: str = "tiny") -> str:
+    """``tiny`` (the test model above) or ``real``: grounding-dino-tiny's sizes (transformers' defaults: Swin-T
+    backbone, BERT-base text encoder, 900 queries, 6 + 6 layers, 172 M parameters) with random weights, the
+    published processor settings (shortest edge 800, longest 1333) and a BERT vocabulary of the real size
+    whose first words are VOCAB. For GPU benchmarks: cost and memory do not depend on the weights' values."""
+    if size == "tiny":
+        return save_tiny_grounding_dino(folder)
+    if size != "real":
+        raise ValueError(f"size must be 'tiny' or 'real', not {size!r}")
+    from transformers import (BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection,
+                              GroundingDinoImageProcessor, GroundingDinoProcessor)
+
+    config = GroundingDinoConfig()
+    torch.manual_seed(0)
+    model = GroundingDinoForObjectDetection(config).eval()
+    words = VOCAB + [f"[unused{i}]" for i in range(config.text_config.vocab_size - len(VOCAB))]
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(words)})
+    processor = GroundingDinoProcessor(GroundingDinoImageProcessor(), tokenizer)
+    model.save_pretrained(str(folder))
+    processor.save_pretrained(str(folder))
+    return str(folder)
