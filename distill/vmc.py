@@ -354,7 +354,7 @@ def train_motion_adapters(unet: torch.nn.Module, adapters: MotionAdapters, laten
                     optimizer.step()
                 value = float(loss.detach())
                 if not math.isfinite(value):
-                    adapters.restore(gave_previous if step else gave_current)
+                    adapters.restore(gave_previous)  # at step 0 both are the initial weights
                     result.stopped = (f"loss became {value} at step {step + 1}; training stopped and the adapter "
                                       f"weights that gave the last finite loss (step {step}) are kept. Lower lr, or "
                                       f"use bf16/fp32 instead of fp16.")
