@@ -10,11 +10,14 @@ Part 1, ZeroScope-576w size (1.7B-parameter UNet3D, OpenCLIP-H text encoder, SD 
   (c) POS: invert the encoded reference video (50 steps, empty prompt, cfg 1: no CFG batch), mix (Eq. 4,
       eta 0.2) and hybrid sampling (gamma 0.04, cfg 9) with the diffusers timesteps.
   Targets: (b) time <= 1.05x of (a) and peak VRAM no higher; (c) <= 1.6x of plain native sampling.
+  (b) and (c) run twice by default, on the same loaded model: with the loader's FewRowsGroupNorm
+  (distill/group_norm.py) and with PyTorch's GroupNorm put back (``--group-norm parallel|torch|both``).
 Part 2, Wan 2.1 T2V 1.3B size (dim 1536, 30 layers), bf16, 832x480, 33 frames (latent 16x9x60x104), core
   SamplerCustomAdvanced's way (guider.sample) with CFGGuider + RandomNoise against the pack's hybrid
   guider + mixed NOISE, same sigmas and sampler, interleaved rounds. Target: POS sampling <= 1.02x.
 
     python benchmarks/bench_pos_gpu.py [--part all|zeroscope|wan] [--steps 50] [--wan-steps 20] [--rounds 3]
+                                    [--group-norm both]
 
 Prints a table and one ``SUMMARY`` line; writes bench_out/bench_pos_gpu.json. ComfyUI is found through
 COMFYUI_PATH (else the set-up's copy); the pack is imported as ``comfyui_searchpriors``.
@@ -97,15 +100,11 @@ def free_all(torch) -> None:
 
 
 def zeroscope_part(args, torch, rows: list, facts: dict) -> None:
-    import comfy.samplers
-    import nodes as comfy_nodes
     from diffusers import TextToVideoSDPipeline
 
+    from comfyui_searchpriors.distill.group_norm import FewRowsGroupNorm
     from comfyui_searchpriors.distill.synthetic_t2v import write_t2v_folder
-    from comfyui_searchpriors.nodes.hybrid_guider import make_guider as make_hybrid_guider
-    from comfyui_searchpriors.nodes.inversion_sampler import invert_latent
-    from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder, modelscope_ddim_sigmas
-    from comfyui_searchpriors.nodes.noise_objects import MixedInvertedNoise
+    from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder
 
     frames, height, width, steps, cfg = (4, 64, 64, 3, 9.0) if args.tiny else (24, 320, 576, args.steps, 9.0)
     size = "tiny" if args.tiny else "zeroscope"
@@ -140,8 +139,32 @@ def zeroscope_part(args, torch, rows: list, facts: dict) -> None:
     pipe = None  # noqa: F841 (frees the pipeline before the native rows)
     free_all(torch)
 
-    # (b) native
+    # (b) native, (c) POS: once per GroupNorm kind asked for (the loader's FewRowsGroupNorm and/or PyTorch's)
     model, clip, vae = load_modelscope_folder(folder, dtype="fp32" if args.tiny else "bf16")
+    norms = [m for m in model.model.diffusion_model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    kinds = ["parallel", "torch"] if args.group_norm == "both" else [args.group_norm]
+    base = statistics.median(diffusers_times)
+    rows.append(("ZeroScope (a) diffusers TextToVideoSDPipeline", base, diffusers_peak, 1.0, None))
+    facts["zeroscope_rounds"] = {"diffusers": diffusers_times}
+    for kind in kinds:
+        for m in norms:  # the loader made them FewRowsGroupNorm; 'torch' puts PyTorch's class back
+            m.__class__ = FewRowsGroupNorm if kind == "parallel" else torch.nn.GroupNorm
+        native_and_pos(args, torch, model, clip, vae, folder, init_frames, generator, kind, base, rows, facts)
+    model = clip = vae = None  # noqa: F841
+    free_all(torch)
+
+
+def native_and_pos(args, torch, model, clip, vae, folder, init_frames, generator, kind, base, rows, facts):
+    import comfy.samplers
+    import nodes as comfy_nodes
+
+    from comfyui_searchpriors.nodes.hybrid_guider import make_guider as make_hybrid_guider
+    from comfyui_searchpriors.nodes.inversion_sampler import invert_latent
+    from comfyui_searchpriors.nodes.modelscope_model import modelscope_ddim_sigmas
+    from comfyui_searchpriors.nodes.noise_objects import MixedInvertedNoise
+
+    frames, height, width = init_frames.shape[0], init_frames.shape[2] * 8, init_frames.shape[3] * 8
+    steps, cfg = (3, 9.0) if args.tiny else (args.steps, 9.0)
     positive = clip.encode_from_tokens_scheduled(clip.tokenize(PROMPT))
     rewritten = clip.encode_from_tokens_scheduled(clip.tokenize(REWRITTEN))
     negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
@@ -176,7 +199,7 @@ def zeroscope_part(args, torch, rows: list, facts: dict) -> None:
     video = torch.rand(frames, height, width, 3, generator=generator)
     with Meter(torch) as m:
         reference = vae.encode(video)
-    facts["zeroscope_vae_encode_s"] = round(m.seconds, 2)
+    facts[f"zeroscope_vae_encode_s_{kind}"] = round(m.seconds, 2)
     pos_times, invert_times, refined_times = [], [], []
     for _ in range(args.rounds):
         with Meter(torch) as m:
@@ -192,24 +215,24 @@ def zeroscope_part(args, torch, rows: list, facts: dict) -> None:
         invert_latent(model, reference, negative, ddim_sigmas, refine_iterations=1, cfg=1.0)
     refined_times.append(m.seconds)
 
-    base = statistics.median(diffusers_times)
     plain = statistics.median(custom_times)
+    tag = f" [GroupNorm: {kind}]"
     rows += [
-        ("ZeroScope (a) diffusers TextToVideoSDPipeline", base, diffusers_peak, 1.0, None),
-        ("ZeroScope (b) native MODEL + core KSampler (ddim, ddim_uniform)", statistics.median(ksampler_times),
+        ("ZeroScope (b) native MODEL + core KSampler (ddim, ddim_uniform)" + tag, statistics.median(ksampler_times),
          ksampler_peak, statistics.median(ksampler_times) / base, None),
-        ("ZeroScope (b') native MODEL + diffusers DDIM sigmas (custom sampling)", plain, custom_peak,
+        ("ZeroScope (b') native MODEL + diffusers DDIM sigmas (custom sampling)" + tag, plain, custom_peak,
          plain / base, 1.0),
-        ("ZeroScope (c) POS: invert 50 (cfg 1) + mix + hybrid sampling", statistics.median(pos_times), pos_peak,
+        ("ZeroScope (c) POS: invert 50 (cfg 1) + mix + hybrid sampling" + tag, statistics.median(pos_times), pos_peak,
          statistics.median(pos_times) / base, statistics.median(pos_times) / plain),
-        ("ZeroScope     of which inversion alone", statistics.median(invert_times), None,
+        ("ZeroScope     of which inversion alone" + tag, statistics.median(invert_times), None,
          None, statistics.median(invert_times) / plain),
-        ("ZeroScope     inversion with 1 refine iteration", refined_times[0], None, None, refined_times[0] / plain),
+        ("ZeroScope     inversion with 1 refine iteration" + tag, refined_times[0], None, None, refined_times[0] / plain),
     ]
-    facts.update(zeroscope_rounds={"diffusers": diffusers_times, "ksampler": ksampler_times, "custom": custom_times,
-                                   "pos": pos_times, "invert": invert_times})
-    model = clip = vae = plain_guider = guider = None  # noqa: F841
-    free_all(torch)
+    facts["zeroscope_rounds"][kind] = {
+        "ksampler": ksampler_times, "custom": custom_times, "pos": pos_times, "invert": invert_times,
+        "invert_refine1": refined_times, "pos_over_plain_per_round": [p / c for p, c in zip(pos_times, custom_times)]}
+    log(f"GroupNorm {kind}: plain {[round(t, 2) for t in custom_times]} s, inversion {[round(t, 2) for t in invert_times]} s, "
+        f"POS {[round(t, 2) for t in pos_times]} s, refine-1 inversion {refined_times[0]:.2f} s")
 
 
 def wan_part(args, torch, rows: list, facts: dict) -> None:
@@ -282,6 +305,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--wan-steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--group-norm", choices=["parallel", "torch", "both"], default="both",
+                        help="the native rows with the loader's FewRowsGroupNorm (parallel), PyTorch's GroupNorm, or both "
+                             "one after the other (same loaded model)")
     parser.add_argument("--tiny", action="store_true",
                         help="smoke run of every path with tiny models (runs on the CPU; its numbers mean nothing)")
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "searchpriors-bench-gpu"))
@@ -311,18 +337,19 @@ def main(argv=None) -> int:
         if args.part in ("all", "wan"):
             wan_part(args, torch, rows, facts)
 
-    log(f"\n{'way':<76} {'s':>7} {'peak GiB':>9} {'vs diffusers':>13} {'vs plain native':>16}")
+    log(f"\n{'way':<100} {'s':>7} {'peak GiB':>9} {'vs diffusers':>13} {'vs plain native':>16}")
     for name, seconds, peak, vs_diff, vs_plain in rows:
         fmt = lambda v, f: (f.format(v) if v is not None else "")  # noqa: E731
-        log(f"{name:<76} {seconds:>7.2f} {fmt(peak, '{:.2f}'):>9} {fmt(vs_diff, '{:.3f}x'):>13} "
+        log(f"{name:<100} {seconds:>7.2f} {fmt(peak, '{:.2f}'):>9} {fmt(vs_diff, '{:.3f}x'):>13} "
             f"{fmt(vs_plain, '{:.3f}x'):>16}")
     summary = []
     by_name = {r[0][:14]: r for r in rows}
     zs = [r for r in rows if r[0].startswith("ZeroScope (b) ")]
-    if zs:
+    pos_rows = [r for r in rows if r[0].startswith("ZeroScope (c)")]
+    for b, pos in zip(zs, pos_rows):  # one pair per GroupNorm kind
         a = rows[0]
-        b, pos = zs[0], [r for r in rows if r[0].startswith("ZeroScope (c)")][0]
-        summary.append(f"ZeroScope native KSampler {b[3]:.3f}x diffusers (target <= 1.05), peak {b[2]:.2f} vs "
+        kind = b[0][b[0].index("[GroupNorm"):]
+        summary.append(f"{kind} ZeroScope native KSampler {b[3]:.3f}x diffusers (target <= 1.05), peak {b[2]:.2f} vs "
                        f"{a[2]:.2f} GiB; POS {pos[4]:.3f}x plain native (target <= 1.6)")
     wan = [r for r in rows if r[0].startswith("Wan") and "POS" in r[0]]
     if wan:

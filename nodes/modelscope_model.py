@@ -49,6 +49,7 @@ import comfy.supported_models_base
 
 from ..distill.diffusers_folder import (DTYPES, DiffusersFolderError, T2VFolder, beta_schedule, ddim_sigmas,
                                         inspect_folder, load_unet, read_state_dict)
+from ..distill.group_norm import use_few_rows_group_norm
 
 
 # ------------------------------------------------------------------ MODEL
@@ -158,6 +159,8 @@ def load_model(folder: T2VFolder, dtype: str = "auto") -> FullLoadModelPatcher:
         target = comfy.model_management.unet_dtype(device=load_device,
                                                    supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
     unet = load_unet(folder, target)
+    # the UNet3D's whole-video GroupNorms (temporal layers) run at full-GPU width (distill/group_norm.py)
+    use_few_rows_group_norm(unet)
     model = ModelScopeModel(folder, unet)
     return FullLoadModelPatcher(model, load_device=load_device,
                                 offload_device=comfy.model_management.unet_offload_device())

@@ -96,8 +96,21 @@ def test_prompt_embeddings_equal_pipeline(loaded, pipe):
     assert diff <= 1e-4
 
 
-def test_unet_prediction_equal_in_every_batching(loaded, pipe):
+@pytest.mark.parametrize("parallel_group_norm", [False, True], ids=["pytorch-groupnorm", "parallel-groupnorm"])
+def test_unet_prediction_equal_in_every_batching(loaded, pipe, parallel_group_norm, monkeypatch):
+    """Also with the loader's FewRowsGroupNorm forced onto its CUDA path (here on the CPU) for every
+    whole-video GroupNorm: the batch-1 and batch-2 calls still equal the pipeline's UNet."""
+    from comfyui_searchpriors.distill import group_norm
+
     model, clip, _ = loaded
+    norms = [m for m in model.model.diffusion_model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(type(m) is group_norm.FewRowsGroupNorm for m in norms)  # the loader swapped them all
+    calls = []
+    if parallel_group_norm:
+        monkeypatch.setattr(group_norm.FewRowsGroupNorm, "require_cuda", False)
+        monkeypatch.setattr(group_norm, "MIN_ROW", 0)
+        real = group_norm.parallel_group_norm
+        monkeypatch.setattr(group_norm, "parallel_group_norm", lambda *a, **k: calls.append(a[0].ndim) or real(*a, **k))
     base = model.model
     sigma_value = float(base.model_sampling.sigmas[500])
     cond = encode(clip, PROMPT)[0][0]
@@ -123,8 +136,10 @@ def test_unet_prediction_equal_in_every_batching(loaded, pipe):
     together = native([uncond, cond], [1, 0])  # ComfyUI's order: uncond first
     diffs = [relative_l2(together[:FRAMES], want_uncond), relative_l2(together[FRAMES:], want_cond),
              relative_l2(native([uncond], [1]), want_uncond), relative_l2(native([cond], [0]), want_cond)]
-    MEASURED["UNet prediction relative L2 (batched, batched, uncond only, cond only)"] = diffs
+    MEASURED[f"UNet prediction relative L2 (batched, batched, uncond only, cond only), {parallel_group_norm=}"] = diffs
     assert max(diffs) <= 1e-5
+    if parallel_group_norm:
+        assert 5 in calls  # the temporal layers' whole-video norms took the parallel path
     assert relative_l2(want_cond, want_uncond) > 1e-3  # the prompt matters, so the regrouping is tested
 
 

@@ -1,0 +1,133 @@
+"""distill/group_norm.py: the whole-video GroupNorm reduced across the GPU computes PyTorch's GroupNorm.
+
+The parallel path is meant for CUDA; here it is forced on the CPU (``require_cuda = False``, ``MIN_ROW = 0``)
+so that its arithmetic is checked against ``F.group_norm`` and a literal per-group loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from comfyui_searchpriors.distill import group_norm as gn
+
+
+def literal_group_norm(x, groups, weight, bias, eps):
+    """Per sample, per group: subtract the mean, divide by sqrt(var + eps) (biased variance), then affine."""
+    x = x.double()
+    n, c = x.shape[:2]
+    out = torch.empty_like(x)
+    per = c // groups
+    for i in range(n):
+        for g in range(groups):
+            block = x[i, g * per:(g + 1) * per]
+            out[i, g * per:(g + 1) * per] = (block - block.mean()) / torch.sqrt(block.var(unbiased=False) + eps)
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    if weight is not None:
+        out = out * weight.double().reshape(shape)
+    if bias is not None:
+        out = out + bias.double().reshape(shape)
+    return out
+
+
+@pytest.fixture
+def forced(monkeypatch):
+    monkeypatch.setattr(gn.FewRowsGroupNorm, "require_cuda", False)
+    monkeypatch.setattr(gn, "MIN_ROW", 0)
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 3, 5, 7), (2, 64, 4, 6, 6), (1, 32, 9, 9)])
+def test_parallel_group_norm_equals_the_literal_definition(shape):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=g) * 3 + 1.5  # a mean and a scale that a wrong reduction would show
+    weight, bias = torch.randn(shape[1], generator=g), torch.randn(shape[1], generator=g)
+    got = gn.parallel_group_norm(x, 32, weight, bias, 1e-6)
+    want = literal_group_norm(x, 32, weight, bias, 1e-6)
+    assert got.dtype == x.dtype and got.shape == x.shape
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, F.group_norm(x, 32, weight, bias, 1e-6), rtol=1e-5, atol=1e-5)
+
+
+def test_parallel_group_norm_without_affine_and_in_bf16():
+    x = torch.randn(1, 64, 4, 8, 8, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    got = gn.parallel_group_norm(x, 32, None, None, 1e-5)
+    assert got.dtype == torch.bfloat16
+    want = F.group_norm(x.float(), 32, None, None, 1e-5)  # statistics in float32, as PyTorch's kernel keeps them
+    torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)
+
+
+def test_channels_that_do_not_split_into_groups_are_refused():
+    with pytest.raises(ValueError, match="do not split"):
+        gn.parallel_group_norm(torch.randn(1, 30, 4, 4), 32, None, None, 1e-5)
+
+
+def test_swapping_keeps_parameters_and_state_dict_and_the_output(forced):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.GroupNorm(32, 64), torch.nn.Conv3d(64, 64, 1), torch.nn.GroupNorm(32, 64))
+    for p in model.parameters():
+        p.data.normal_()
+    x = torch.randn(1, 64, 3, 4, 5)
+    with torch.no_grad():
+        before_out = model(x)
+    before_state = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = [id(p) for p in model.parameters()]
+    assert gn.use_few_rows_group_norm(model) == 2
+    assert gn.use_few_rows_group_norm(model) == 0  # already swapped
+    assert all(type(m) is gn.FewRowsGroupNorm for m in (model[0], model[2]))
+    assert [id(p) for p in model.parameters()] == ids
+    assert model.state_dict().keys() == before_state.keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before_state.items())
+    calls = []
+    real = gn.parallel_group_norm
+    gn_patch = pytest.MonkeyPatch()
+    gn_patch.setattr(gn, "parallel_group_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    try:
+        with torch.no_grad():
+            after_out = model(x)
+    finally:
+        gn_patch.undo()
+    assert len(calls) == 2
+    torch.testing.assert_close(after_out, before_out, rtol=1e-5, atol=1e-5)
+
+
+def test_autograd_and_many_rows_take_pytorchs_kernel(forced, monkeypatch):
+    """Training (VMC) and the per-frame norms (frames x groups rows) keep PyTorch's own GroupNorm."""
+    norm = gn.FewRowsGroupNorm(32, 64)
+    monkeypatch.setattr(gn, "parallel_group_norm", lambda *a, **k: pytest.fail("parallel path taken"))
+    x = torch.randn(1, 64, 3, 4, 4, requires_grad=True)
+    norm(x).sum().backward()  # grad enabled: PyTorch's kernel, gradients flow
+    assert x.grad is not None and norm.weight.grad is not None
+    with torch.no_grad():
+        norm(torch.randn(gn.ROWS // 32, 64, 4, 4))  # ROWS rows: PyTorch's kernel
+
+
+def test_cuda_only_by_default_and_large_rows_only():
+    norm = gn.FewRowsGroupNorm(32, 64)
+    assert norm.require_cuda is True
+    calls = []
+    real = gn.parallel_group_norm
+    patch = pytest.MonkeyPatch()
+    patch.setattr(gn, "parallel_group_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    try:
+        with torch.no_grad():
+            norm(torch.randn(1, 64, 3, 4, 4))  # CPU tensor: PyTorch's kernel
+            norm.require_cuda = False
+            norm(torch.randn(1, 64, 3, 4, 4))  # rows of 2 x 48 values < MIN_ROW: PyTorch's kernel
+    finally:
+        patch.undo()
+    assert calls == []
+
+
+def test_patched_weights_rebuild_the_cached_affine(forced):
+    """A LoRA or weight patch replaces the tensors: the per-sample affine cache must follow."""
+    norm = gn.FewRowsGroupNorm(32, 64)
+    x = torch.randn(2, 64, 2, 3, 3)
+    with torch.no_grad():
+        norm(x)
+        norm.weight = torch.nn.Parameter(torch.full((64,), 2.0))
+        norm.bias = torch.nn.Parameter(torch.full((64,), -1.0))
+        got = norm(x)
+        torch.testing.assert_close(got, F.group_norm(x, 32, norm.weight, norm.bias, norm.eps), rtol=1e-5, atol=1e-5)
+        got1 = norm(x[:1])  # another batch size: rebuilt as well
+        torch.testing.assert_close(got1, F.group_norm(x[:1], 32, norm.weight, norm.bias, norm.eps), rtol=1e-5,
+                                   atol=1e-5)
