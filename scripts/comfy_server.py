@@ -575,6 +575,51 @@ def search_then_tune_at_test_size(graph: dict, frames: int = 4, size: int = 64, 
     return graph
 
 
+# ------------------------------------------------------- a saved motion LoRA for the tiny model
+TINY_MOTION_LORA_PREFIX = "motion_lora/tiny-test"        # under models/loras
+MOTION_LORA_APPLY_WORKFLOW = API_WORKFLOWS_DIR / "motion_lora_apply.json"
+
+
+def install_tiny_motion_lora(server: ComfyServer, timeout: float = 600.0) -> str:
+    """Tunes and saves a motion LoRA for the tiny t2v model the way a user does, through the server (VAE Encode
+    of 4 plain 64x64 frames, VMC Temporal LoRA for 2 steps at rank 4, Save Motion LoRA); returns its name
+    under models/loras (once per server: a saved one is reused)."""
+    install_tiny_t2v(server)
+    saved = sorted((server.models_dir / "loras").glob(f"{TINY_MOTION_LORA_PREFIX}_*.safetensors"))
+    if saved:
+        return saved[0].relative_to(server.models_dir / "loras").as_posix()
+    graph = {
+        "1": {"class_type": "SearchPriors_ModelScopeLoader", "inputs": {"folder": TINY_T2V_FOLDER, "dtype": "fp32"}},
+        "2": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 4, "color": 8421504}},
+        "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "a grey square", "clip": ["1", 1]}},
+        "5": {"class_type": "SearchPriors_VMCTemporalLoRA", "inputs": {
+            "model": ["1", 0], "keyframes": ["3", 0], "conditioning": ["4", 0], "steps": 2, "lr": 1e-4, "rank": 4,
+            "targets": "qkv", "loss": "vmc_abs", "seed": 0, "gradient_checkpointing": "outer"}},
+        "6": {"class_type": "SearchPriors_SaveMotionLoRA", "inputs": {"motion_lora": ["5", 1],
+                                                                      "filename_prefix": TINY_MOTION_LORA_PREFIX}},
+    }
+    entry = server.run_prompt(graph, timeout=timeout)
+    if history_status(entry) != "success":
+        error = history_error(entry) or {}
+        raise ComfyServerError(f"saving the tiny motion LoRA failed: {error.get('exception_message')}\n"
+                               + server.log_tail())
+    return history_texts(entry, "6")[0].strip()
+
+
+def motion_lora_apply_at_test_size(graph: dict, lora_name: str, frames: int = 4, size: int = 64,
+                                   steps: int = 3) -> dict:
+    """The bundled motion_lora_apply workflow made small: the tiny t2v folder, the given LoRA, `frames` frames
+    of size x size, `steps` sampling steps."""
+    pos_at_test_size(graph, frames, size, steps)
+    for node in graph.values():
+        if node["class_type"] == "SearchPriors_LoadMotionLoRA":
+            node["inputs"]["lora_name"] = lora_name
+        elif node["class_type"] == "SearchPriors_HybridSemanticSampler":
+            node["inputs"]["steps"] = steps
+    return graph
+
+
 def saved_video_frames(server: ComfyServer, entry: Mapping[str, Any], graph: Mapping[str, Any]) -> list:
     """The frames (RGB arrays) of the one video the graph's SaveVideo node saved, read back with PyAV."""
     import av

@@ -180,3 +180,9 @@ def clip_index(comfy_server, comfy_harness):
 def tiny_grounding_dino(comfy_server, comfy_harness):
     """The tiny random GroundingDINO (tests/tiny_grounding_dino.py) in the server's models/grounding-dino/."""
     return comfy_harness.install_tiny_grounding_dino(comfy_server)
+
+
+@pytest.fixture(scope="session")
+def tiny_motion_lora(comfy_server, comfy_harness):
+    """A motion LoRA for the tiny t2v model, tuned and saved through the server; its name under models/loras."""
+    return comfy_harness.install_tiny_motion_lora(comfy_server)

@@ -64,9 +64,18 @@ TEST_SIZE = {
         ("SearchPriors_DiffusersSchedulerSigmas", None, "steps"): 3,
         ("SearchPriors_DDIMVideoInvert", None, "steps"): 3,
     },
+    "motion_lora_apply": {
+        ("SearchPriors_ModelScopeLoader", None, "folder"): "tiny-t2v",
+        ("SearchPriors_ModelScopeLoader", None, "dtype"): "fp32",
+        ("SearchPriors_LoadMotionLoRA", None, "lora_name"): "motion_lora/tiny-test_00001_.safetensors",
+        ("PrimitiveInt", "Frames", "value"): 4,
+        ("PrimitiveInt", "Width", "value"): 64,
+        ("PrimitiveInt", "Height", "value"): 64,
+        ("SearchPriors_HybridSemanticSampler", None, "steps"): 3,
+    },
 }
 # Further session fixtures a generation workflow needs on the server before it is queued.
-NEEDS_FIXTURES = {"search_then_tune": ("tiny_grounding_dino",)}
+NEEDS_FIXTURES = {"search_then_tune": ("tiny_grounding_dino",), "motion_lora_apply": ("tiny_motion_lora",)}
 LOAD_ONLY = {"pos_wan21": "Wan 2.1's model files (1.3B, umt5-xxl) cannot be had here: loaded and checked, not "
                           "queued (tests/e2e/test_pos_workflows.py checks its graph against /object_info)"}
 

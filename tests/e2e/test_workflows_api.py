@@ -15,8 +15,9 @@ pytestmark = pytest.mark.e2e
 # same base name (a subfolder the Templates dialog does not list).
 WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
 API_WORKFLOWS = sorted((WORKFLOWS_DIR / "api").glob("*.json"))
-# Generation workflows need model files: tests/e2e/test_pos_workflows.py runs them with the tiny model.
-NEEDS_MODELS = {"pos_modelscope.json", "pos_wan21.json", "search_then_tune.json"}
+# Generation workflows need model files: test_pos_workflows.py, test_search_then_tune.py and
+# test_motion_lora_apply.py run them with the tiny model.
+NEEDS_MODELS = {"pos_modelscope.json", "pos_wan21.json", "search_then_tune.json", "motion_lora_apply.json"}
 UI_WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))
 # Frontend-only nodes that never reach the API format.
 FRONTEND_ONLY_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
