@@ -4,7 +4,8 @@ end to end: the bundled ModelScope/ZeroScope POS workflow (workflows/api/pos_mod
 random model over a library of real clips (../shared/data/videos when present, else short clips drawn
 here), saved as an mp4 by core Save Video; then the search-then-tune workflow (workflows/api/
 search_then_tune.json: keyframes by a tiny random GroundingDINO, VMC tuning, the motion LoRA saved, sampling
-from the inverted keyframes) over the same clips. The tiny model shows the plumbing: its video is noise. For real
+from the inverted keyframes) over the same clips, and the saved motion LoRA reused on a new prompt
+(workflows/api/motion_lora_apply.json: Load Motion LoRA, the one-node Hybrid Semantic Sampler). The tiny model shows the plumbing: its video is noise. For real
 videos put text-to-video-ms-1.7b or zeroscope_v2_576w into models/diffusers/ (README).
 
     python scripts/run_demo.py [--via workflow|cli] [--prompt TEXT] [--keep]
@@ -166,12 +167,28 @@ def run_search_then_tune(server, timeout: float) -> bool:
     entry = run_workflow(server, graph, timeout, started)
     if entry is None:
         return False
+    lora_name = None
     for node_id, node in graph.items():
         if node["class_type"] == "PreviewAny" and node_title(graph, node_id) in ("Segment", "VMC report",
                                                                                  "Saved motion LoRA"):
             text = "\n".join(harness.history_texts(entry, node_id)).rstrip()
             print(f"\n--- {node_title(graph, node_id)} ---\n" + "\n".join(text.splitlines()[:12]))
-    return keep_saved_video(server, graph, entry)
+            if node_title(graph, node_id) == "Saved motion LoRA":
+                lora_name = text.strip()
+    return keep_saved_video(server, graph, entry) and run_motion_lora_apply(server, timeout, lora_name)
+
+
+def run_motion_lora_apply(server, timeout: float, lora_name) -> bool:
+    """The motion LoRA search-then-tune saved, reused on the workflow's new prompt (motion_lora_apply.json)."""
+    if not lora_name:
+        print("error: search_then_tune reported no saved motion LoRA", file=sys.stderr)
+        return False
+    graph = harness.motion_lora_apply_at_test_size(harness.load_json(harness.MOTION_LORA_APPLY_WORKFLOW), lora_name,
+                                                   frames=8, size=64, steps=10)
+    started = step(f"running {harness.MOTION_LORA_APPLY_WORKFLOW.name} with {lora_name} (8 frames of 64x64, "
+                   f"10 steps, tiny model)")
+    entry = run_workflow(server, graph, timeout, started)
+    return entry is not None and keep_saved_video(server, graph, entry)
 
 
 def main(argv: list[str] | None = None) -> int:
