@@ -99,23 +99,31 @@ def free_all(torch) -> None:
         torch.cuda.empty_cache()
 
 
-def zeroscope_part(args, torch, rows: list, facts: dict) -> None:
-    from diffusers import TextToVideoSDPipeline
-
-    from comfyui_searchpriors.distill.group_norm import FewRowsGroupNorm
+def ensure_folder(args, facts: dict) -> str:
+    """The random-weight ModelScope-family folder under --workdir (ZeroScope-576w size, or tiny with --tiny),
+    written once (about 70 s at full size) and reused by every GPU benchmark."""
     from comfyui_searchpriors.distill.synthetic_t2v import write_t2v_folder
-    from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder
 
-    frames, height, width, steps, cfg = (4, 64, 64, 3, 9.0) if args.tiny else (24, 320, 576, args.steps, 9.0)
     size = "tiny" if args.tiny else "zeroscope"
-    dtype = torch.float32 if args.tiny else torch.bfloat16
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     folder = os.path.join(args.workdir, f"{size}-random")
     if not os.path.isdir(folder):
         start = time.perf_counter()
         write_t2v_folder(folder, size, "fp32" if args.tiny else "fp16")
-        facts["zeroscope_folder_write_s"] = round(time.perf_counter() - start, 1)
-        log(f"wrote ZeroScope-576w-size folder in {facts['zeroscope_folder_write_s']} s")
+        facts["folder_write_s"] = round(time.perf_counter() - start, 1)
+        log(f"wrote the {size}-size folder in {facts['folder_write_s']} s ({folder})")
+    return folder
+
+
+def zeroscope_part(args, torch, rows: list, facts: dict) -> None:
+    from diffusers import TextToVideoSDPipeline
+
+    from comfyui_searchpriors.distill.group_norm import FewRowsGroupNorm
+    from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder
+
+    frames, height, width, steps, cfg = (4, 64, 64, 3, 9.0) if args.tiny else (24, 320, 576, args.steps, 9.0)
+    dtype = torch.float32 if args.tiny else torch.bfloat16
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    folder = ensure_folder(args, facts)
 
     generator = torch.Generator("cpu").manual_seed(0)
     init_5d = torch.randn(1, 4, frames, height // 8, width // 8, generator=generator)

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_pos_gpu import log, use_comfyui  # the script's own folder is on sys.path
+from bench_pos_gpu import ensure_folder, log, use_comfyui  # the script's own folder is on sys.path
 from bench_vmc_gpu import import_pack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +100,6 @@ def main(argv=None) -> int:
     import comfy.samplers
 
     from comfyui_searchpriors.distill.group_norm import FewRowsGroupNorm
-    from comfyui_searchpriors.distill.synthetic_t2v import write_t2v_folder
     from comfyui_searchpriors.nodes.inversion_sampler import invert_latent
     from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder, modelscope_ddim_sigmas
 
@@ -109,12 +108,7 @@ def main(argv=None) -> int:
     invert_steps, sample_steps = (4, 3) if args.tiny else (50, 20)
     facts = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "size": size}
-    folder = os.path.join(args.workdir, f"{size}-random")
-    if not os.path.isdir(folder):
-        start = time.perf_counter()
-        write_t2v_folder(folder, size, "fp32" if args.tiny else "fp16")
-        facts["folder_write_s"] = round(time.perf_counter() - start, 1)
-        log(f"wrote the {size} folder in {facts['folder_write_s']} s")
+    folder = ensure_folder(args, facts)
     rows: list = []
     profiles: dict = {}
     with torch.inference_mode():

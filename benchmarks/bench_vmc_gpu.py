@@ -44,7 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_pos_gpu import GIB, Meter as PosMeter, free_all, log, use_comfyui  # the script's own folder is on sys.path
+from bench_pos_gpu import GIB, Meter as PosMeter, ensure_folder, free_all, log, use_comfyui  # the script's own folder is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_OUT = REPO / "bench_out"
@@ -141,19 +141,6 @@ class StepClock:
             "steps_done": len(self.durations),
             "loss_first_last": [self.losses[0], self.losses[-1]] if self.losses else [],
         }
-
-
-def ensure_folder(args, facts: dict) -> str:
-    from comfyui_searchpriors.distill.synthetic_t2v import write_t2v_folder
-
-    size = "tiny" if args.tiny else "zeroscope"
-    folder = os.path.join(args.workdir, f"{size}-random")
-    if not os.path.isdir(folder):
-        start = time.perf_counter()
-        write_t2v_folder(folder, size, "fp32" if args.tiny else "fp16")
-        facts["folder_write_s"] = round(time.perf_counter() - start, 1)
-        log(f"wrote the {size}-size folder in {facts['folder_write_s']} s ({folder})")
-    return folder
 
 
 def short_runs(args, torch, model, keyframes, conditioning, rows: list, facts: dict) -> None:

@@ -31,6 +31,14 @@ def literal_group_norm(x, groups, weight, bias, eps):
 
 
 @pytest.fixture
+def parallel_calls(monkeypatch):
+    """Records every call of the parallel path (its input's shape) and still runs it."""
+    calls, real = [], gn.parallel_group_norm
+    monkeypatch.setattr(gn, "parallel_group_norm", lambda *a, **k: calls.append(tuple(a[0].shape)) or real(*a, **k))
+    return calls
+
+
+@pytest.fixture
 def forced(monkeypatch):
     monkeypatch.setattr(gn.FewRowsGroupNorm, "require_cuda", False)
     monkeypatch.setattr(gn, "MIN_ROW", 0)
@@ -61,7 +69,7 @@ def test_channels_that_do_not_split_into_groups_are_refused():
         gn.parallel_group_norm(torch.randn(1, 30, 4, 4), 32, None, None, 1e-5)
 
 
-def test_swapping_keeps_parameters_and_state_dict_and_the_output(forced):
+def test_swapping_keeps_parameters_and_state_dict_and_the_output(forced, parallel_calls):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.GroupNorm(32, 64), torch.nn.Conv3d(64, 64, 1), torch.nn.GroupNorm(32, 64))
     for p in model.parameters():
@@ -77,16 +85,9 @@ def test_swapping_keeps_parameters_and_state_dict_and_the_output(forced):
     assert [id(p) for p in model.parameters()] == ids
     assert model.state_dict().keys() == before_state.keys()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before_state.items())
-    calls = []
-    real = gn.parallel_group_norm
-    gn_patch = pytest.MonkeyPatch()
-    gn_patch.setattr(gn, "parallel_group_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
-    try:
-        with torch.no_grad():
-            after_out = model(x)
-    finally:
-        gn_patch.undo()
-    assert len(calls) == 2
+    with torch.no_grad():
+        after_out = model(x)
+    assert len(parallel_calls) == 2
     torch.testing.assert_close(after_out, before_out, rtol=1e-5, atol=1e-5)
 
 
@@ -101,21 +102,14 @@ def test_autograd_and_many_rows_take_pytorchs_kernel(forced, monkeypatch):
         norm(torch.randn(gn.ROWS // 32, 64, 4, 4))  # ROWS rows: PyTorch's kernel
 
 
-def test_cuda_only_by_default_and_large_rows_only():
+def test_cuda_only_by_default_and_large_rows_only(parallel_calls):
     norm = gn.FewRowsGroupNorm(32, 64)
     assert norm.require_cuda is True
-    calls = []
-    real = gn.parallel_group_norm
-    patch = pytest.MonkeyPatch()
-    patch.setattr(gn, "parallel_group_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
-    try:
-        with torch.no_grad():
-            norm(torch.randn(1, 64, 3, 4, 4))  # CPU tensor: PyTorch's kernel
-            norm.require_cuda = False
-            norm(torch.randn(1, 64, 3, 4, 4))  # rows of 2 x 48 values < MIN_ROW: PyTorch's kernel
-    finally:
-        patch.undo()
-    assert calls == []
+    with torch.no_grad():
+        norm(torch.randn(1, 64, 3, 4, 4))  # CPU tensor: PyTorch's kernel
+        norm.require_cuda = False
+        norm(torch.randn(1, 64, 3, 4, 4))  # rows of 2 x 48 values < MIN_ROW: PyTorch's kernel
+    assert parallel_calls == []
 
 
 def test_patched_weights_rebuild_the_cached_affine(forced):
