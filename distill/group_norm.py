@@ -18,20 +18,20 @@ Pure torch, no ComfyUI import.
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+log = logging.getLogger(__name__)
+
 ROWS = 256  # below this many (batch x group) rows the statistics kernel leaves most of a large GPU idle
 MIN_ROW = 300_000  # values per row below which PyTorch's kernel is faster anyway (fixed cost of the extra kernels)
 
 
-def parallel_group_norm(x: torch.Tensor, num_groups: int, weight, bias, eps: float,
-                        affine: Optional[tuple] = None) -> torch.Tensor:
-    """``F.group_norm(x, num_groups, weight, bias, eps)`` with the statistics reduced across the whole device.
-
-    ``affine``: the weight and bias already as float32 per (sample, channel) (``FewRowsGroupNorm`` caches them)."""
+def parallel_group_norm(x: torch.Tensor, num_groups: int, weight, bias, eps: float) -> torch.Tensor:
+    """``F.group_norm(x, num_groups, weight, bias, eps)`` with the statistics reduced across the whole device."""
     n, c = x.shape[0], x.shape[1]
     if c % num_groups:
         raise ValueError(f"{c} channels do not split into {num_groups} groups")
@@ -40,7 +40,7 @@ def parallel_group_norm(x: torch.Tensor, num_groups: int, weight, bias, eps: flo
     per_channel = (n, num_groups, c // num_groups)
     mean = mean.unsqueeze(-1).expand(per_channel).reshape(n * c)
     var = var.unsqueeze(-1).expand(per_channel).reshape(n * c)
-    w, b = affine if affine is not None else per_sample_affine(weight, bias, n)
+    w, b = per_sample_affine(weight, bias, n)
     out = F.batch_norm(x.reshape(1, n * c, -1), mean, var, w, b, training=False, momentum=0.0, eps=eps)
     return out.reshape(x.shape)
 
@@ -52,22 +52,28 @@ def per_sample_affine(weight, bias, n: int) -> tuple:
 
 class FewRowsGroupNorm(torch.nn.GroupNorm):
     """nn.GroupNorm that uses ``parallel_group_norm`` where PyTorch's kernel would leave the GPU idle: CUDA,
-    no autograd, fewer than ROWS (sample x group) rows of at least MIN_ROW values each."""
+    no autograd, fewer than ROWS (sample x group) rows of at least MIN_ROW values each.
+
+    The per-sample affine is rebuilt every call (two kernels of C x batch values): a cache keyed on the weight
+    tensors would go stale when ComfyUI patches weights in place. If the parallel path ever fails on a device
+    (an op or dtype mix a backend lacks), every FewRowsGroupNorm uses PyTorch's kernel from then on and the
+    reason is kept in ``FewRowsGroupNorm.disabled``."""
 
     require_cuda = True  # tests run the parallel path on the CPU by setting this False
+    disabled: Optional[str] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.require_cuda and not x.is_cuda) or torch.is_grad_enabled() or x.ndim < 3 or \
-                x.shape[0] * self.num_groups >= ROWS or x[0].numel() // self.num_groups < MIN_ROW:
+        if FewRowsGroupNorm.disabled is not None or (self.require_cuda and not x.is_cuda) or \
+                torch.is_grad_enabled() or x.ndim < 3 or x.shape[0] * self.num_groups >= ROWS or \
+                x[0].numel() // self.num_groups < MIN_ROW:
             return super().forward(x)
-        n = x.shape[0]
-        key = (n, x.device, None if self.weight is None else self.weight.data_ptr(),
-               None if self.bias is None else self.bias.data_ptr())
-        cached = getattr(self, "_per_sample_affine", None)
-        if cached is None or cached[0] != key:  # weights patched (new tensors) or another batch: rebuild
-            cached = (key, per_sample_affine(self.weight, self.bias, n))
-            self._per_sample_affine = cached
-        return parallel_group_norm(x, self.num_groups, self.weight, self.bias, self.eps, affine=cached[1])
+        try:
+            return parallel_group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        except RuntimeError as exc:
+            FewRowsGroupNorm.disabled = f"{type(exc).__name__}: {exc}"
+            log.warning("SearchPriors: whole-video GroupNorm falls back to PyTorch's kernel (%s)",
+                        FewRowsGroupNorm.disabled)
+            return super().forward(x)
 
 
 def use_few_rows_group_norm(module: torch.nn.Module) -> int:

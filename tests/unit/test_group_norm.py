@@ -112,16 +112,38 @@ def test_cuda_only_by_default_and_large_rows_only(parallel_calls):
     assert parallel_calls == []
 
 
-def test_patched_weights_rebuild_the_cached_affine(forced):
-    """A LoRA or weight patch replaces the tensors: the per-sample affine cache must follow."""
+def test_patched_weights_are_used_whether_replaced_or_changed_in_place(forced):
+    """ComfyUI patches weights by swapping the tensors or, in its in-place mode, by copying into them."""
     norm = gn.FewRowsGroupNorm(32, 64)
     x = torch.randn(2, 64, 2, 3, 3)
     with torch.no_grad():
         norm(x)
         norm.weight = torch.nn.Parameter(torch.full((64,), 2.0))
-        norm.bias = torch.nn.Parameter(torch.full((64,), -1.0))
-        got = norm(x)
-        torch.testing.assert_close(got, F.group_norm(x, 32, norm.weight, norm.bias, norm.eps), rtol=1e-5, atol=1e-5)
-        got1 = norm(x[:1])  # another batch size: rebuilt as well
-        torch.testing.assert_close(got1, F.group_norm(x[:1], 32, norm.weight, norm.bias, norm.eps), rtol=1e-5,
+        torch.testing.assert_close(norm(x), F.group_norm(x, 32, norm.weight, norm.bias, norm.eps), rtol=1e-5,
                                    atol=1e-5)
+        norm.bias.copy_(torch.linspace(-1, 1, 64))
+        norm.weight.mul_(0.5)
+        torch.testing.assert_close(norm(x), F.group_norm(x, 32, norm.weight, norm.bias, norm.eps), rtol=1e-5,
+                                   atol=1e-5)
+        torch.testing.assert_close(norm(x[:1]), F.group_norm(x[:1], 32, norm.weight, norm.bias, norm.eps),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_a_failing_parallel_path_falls_back_for_good(forced, monkeypatch, caplog):
+    """A backend without an op or dtype mix the parallel path needs: PyTorch's kernel, once and for all."""
+    monkeypatch.setattr(gn.FewRowsGroupNorm, "disabled", None)
+    tried = []
+
+    def unsupported(*args, **kwargs):
+        tried.append(1)
+        raise RuntimeError("batch_norm: mixed dtypes not supported on this device")
+
+    monkeypatch.setattr(gn, "parallel_group_norm", unsupported)
+    norm = gn.FewRowsGroupNorm(32, 64)
+    x = torch.randn(1, 64, 3, 4, 4)
+    with torch.no_grad(), caplog.at_level("WARNING"):
+        first, second = norm(x), gn.FewRowsGroupNorm(32, 64)(x)
+    torch.testing.assert_close(first, F.group_norm(x, 32, norm.weight, norm.bias, norm.eps))
+    torch.testing.assert_close(second, first)
+    assert tried == [1]  # not tried again, by any instance
+    assert "mixed dtypes" in gn.FewRowsGroupNorm.disabled and "falls back" in caplog.text
