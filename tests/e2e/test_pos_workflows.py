@@ -64,3 +64,22 @@ def test_pos_wan_workflow_matches_the_server(comfy_server):
                 options = declared[0]
             if options is not None:
                 assert value in options, f"node {node_id} ({kind}): {name}={value!r} not in {options}"
+
+
+def test_pos_rerun_with_another_seed_reuses_the_cached_inversion(comfy_server, comfy_harness, tiny_t2v, clip_index):
+    """ComfyUI caches node outputs: a second run that changes only the mix (seed, eta) and the guider (gamma)
+    takes the inversion from the cache, so trying seeds costs what plain sampling does."""
+    graph = comfy_harness.pos_at_test_size(load("pos_modelscope"), FRAMES, SIZE, STEPS)
+    first = comfy_server.run_prompt(graph, timeout=900)
+    comfy_harness.assert_success(first, "pos_modelscope (first run)")
+    by_type = {v["class_type"]: k for k, v in graph.items()}
+    graph[by_type["SearchPriors_GaussianNoiseMix"]]["inputs"].update(seed=7, eta=0.5)
+    graph[by_type["SearchPriors_HybridSemanticGuider"]]["inputs"]["gamma"] = 0.5
+    second = comfy_server.run_prompt(graph, timeout=900)
+    comfy_harness.assert_success(second, "pos_modelscope (second run)")
+    cached = {str(n) for kind, body in second["status"]["messages"] if kind == "execution_cached"
+              for n in body.get("nodes", [])}
+    invert, mix = by_type["SearchPriors_DDIMVideoInvert"], by_type["SearchPriors_GaussianNoiseMix"]
+    assert invert in cached and by_type["VAEEncode"] in cached, cached
+    assert mix not in cached and by_type["SamplerCustomAdvanced"] not in cached, cached
+    assert len(comfy_harness.saved_video_frames(comfy_server, second, graph)) == FRAMES
