@@ -38,7 +38,8 @@ def wait_for_new_prompt(server, before: set[str], timeout: float) -> tuple[str, 
     raise AssertionError(f"no new prompt finished within {timeout:.0f} s")
 
 
-# Generation workflows at test size, set on the page as a user would: (node type, title or None, widget).
+# Generation workflows at test size, set on the page as a user would: (node type, title or None, widget); a
+# callable value is read from the test's fixtures.
 TEST_SIZE = {
     "pos_modelscope": {
         ("SearchPriors_ModelScopeLoader", None, "folder"): "tiny-t2v",
@@ -67,7 +68,7 @@ TEST_SIZE = {
     "motion_lora_apply": {
         ("SearchPriors_ModelScopeLoader", None, "folder"): "tiny-t2v",
         ("SearchPriors_ModelScopeLoader", None, "dtype"): "fp32",
-        ("SearchPriors_LoadMotionLoRA", None, "lora_name"): "motion_lora/tiny-test_00001_.safetensors",
+        ("SearchPriors_LoadMotionLoRA", None, "lora_name"): lambda request: request.getfixturevalue("tiny_motion_lora"),
         ("PrimitiveInt", "Frames", "value"): 4,
         ("PrimitiveInt", "Width", "value"): 64,
         ("PrimitiveInt", "Height", "value"): 64,
@@ -119,7 +120,7 @@ def test_ui_workflow_loads_and_runs(frontend, comfy_server, sample_index, comfy_
     if workflow_path.stem in LOAD_ONLY:
         pytest.skip(LOAD_ONLY[workflow_path.stem])
     for (node_type, title, widget), value in TEST_SIZE.get(workflow_path.stem, {}).items():
-        set_widget(frontend, node_type, title, widget, value)
+        set_widget(frontend, node_type, title, widget, value(request) if callable(value) else value)
 
     before = set(comfy_server.history())
     frontend.queue()
