@@ -77,8 +77,7 @@ def main(argv=None) -> int:
                 torch.randn(b, 77, context_dim, device=device, generator=g).to(dtype))
 
     def set_pack(on: bool):
-        for m in norms:
-            m.__class__ = gn.FewRowsGroupNorm if on else torch.nn.GroupNorm
+        gn.use_few_rows_group_norm(unet, parallel=on)
 
     def forward_s(b, n):
         x, t, c = inputs(b)

@@ -117,7 +117,7 @@ def ensure_folder(args, facts: dict) -> str:
 def zeroscope_part(args, torch, rows: list, facts: dict) -> None:
     from diffusers import TextToVideoSDPipeline
 
-    from comfyui_searchpriors.distill.group_norm import FewRowsGroupNorm
+    from comfyui_searchpriors.distill.group_norm import use_few_rows_group_norm
     from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder
 
     frames, height, width, steps, cfg = (4, 64, 64, 3, 9.0) if args.tiny else (24, 320, 576, args.steps, 9.0)
@@ -149,20 +149,18 @@ def zeroscope_part(args, torch, rows: list, facts: dict) -> None:
 
     # (b) native, (c) POS: once per GroupNorm kind asked for (the loader's FewRowsGroupNorm and/or PyTorch's)
     model, clip, vae = load_modelscope_folder(folder, dtype="fp32" if args.tiny else "bf16")
-    norms = [m for m in model.model.diffusion_model.modules() if isinstance(m, torch.nn.GroupNorm)]
     kinds = ["parallel", "torch"] if args.group_norm == "both" else [args.group_norm]
     base = statistics.median(diffusers_times)
     rows.append(("ZeroScope (a) diffusers TextToVideoSDPipeline", base, diffusers_peak, 1.0, None))
     facts["zeroscope_rounds"] = {"diffusers": diffusers_times}
-    for kind in kinds:
-        for m in norms:  # the loader made them FewRowsGroupNorm; 'torch' puts PyTorch's class back
-            m.__class__ = FewRowsGroupNorm if kind == "parallel" else torch.nn.GroupNorm
-        native_and_pos(args, torch, model, clip, vae, folder, init_frames, generator, kind, base, rows, facts)
+    for kind in kinds:  # the loader made them FewRowsGroupNorm; 'torch' puts PyTorch's class back
+        use_few_rows_group_norm(model.model.diffusion_model, parallel=kind == "parallel")
+        native_and_pos(args, torch, model, clip, vae, init_frames, generator, kind, base, rows, facts)
     model = clip = vae = None  # noqa: F841
     free_all(torch)
 
 
-def native_and_pos(args, torch, model, clip, vae, folder, init_frames, generator, kind, base, rows, facts):
+def native_and_pos(args, torch, model, clip, vae, init_frames, generator, kind, base, rows, facts):
     import comfy.samplers
     import nodes as comfy_nodes
 
@@ -351,7 +349,6 @@ def main(argv=None) -> int:
         log(f"{name:<100} {seconds:>7.2f} {fmt(peak, '{:.2f}'):>9} {fmt(vs_diff, '{:.3f}x'):>13} "
             f"{fmt(vs_plain, '{:.3f}x'):>16}")
     summary = []
-    by_name = {r[0][:14]: r for r in rows}
     zs = [r for r in rows if r[0].startswith("ZeroScope (b) ")]
     pos_rows = [r for r in rows if r[0].startswith("ZeroScope (c)")]
     for b, pos in zip(zs, pos_rows):  # one pair per GroupNorm kind
@@ -362,7 +359,6 @@ def main(argv=None) -> int:
     wan = [r for r in rows if r[0].startswith("Wan") and "POS" in r[0]]
     if wan:
         summary.append(f"Wan 1.3B POS sampling {wan[0][4]:.3f}x core (target <= 1.02)")
-    del by_name
     facts["wall_s"] = round(time.perf_counter() - wall, 1)
     log(f"SUMMARY pos gpu ({facts['device']}, {facts['date']}): " + "; ".join(summary) + f"; wall {facts['wall_s']} s")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

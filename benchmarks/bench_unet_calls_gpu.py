@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     import comfy.model_management
     import comfy.samplers
 
-    from comfyui_searchpriors.distill.group_norm import FewRowsGroupNorm
+    from comfyui_searchpriors.distill.group_norm import use_few_rows_group_norm
     from comfyui_searchpriors.nodes.inversion_sampler import invert_latent
     from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder, modelscope_ddim_sigmas
 
@@ -120,12 +120,10 @@ def main(argv=None) -> int:
         empty = torch.zeros(frames, 4, height // 8, width // 8)
         invert_sigmas = modelscope_ddim_sigmas(model, invert_steps)
         sample_sigmas = modelscope_ddim_sigmas(model, sample_steps)
-        norms = [m for m in model.model.diffusion_model.modules() if isinstance(m, torch.nn.GroupNorm)]
         clock = CallClock(torch, model.model.diffusion_model)
 
         def use(kind):
-            for m in norms:
-                m.__class__ = FewRowsGroupNorm if kind == "parallel" else torch.nn.GroupNorm
+            use_few_rows_group_norm(model.model.diffusion_model, parallel=kind == "parallel")
 
         def sample(sigmas):
             guider = comfy.samplers.CFGGuider(model)

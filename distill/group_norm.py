@@ -76,12 +76,14 @@ class FewRowsGroupNorm(torch.nn.GroupNorm):
             return super().forward(x)
 
 
-def use_few_rows_group_norm(module: torch.nn.Module) -> int:
-    """Turn every plain nn.GroupNorm in ``module`` into a FewRowsGroupNorm in place (parameters, buffers and
-    state-dict keys unchanged); returns how many."""
+def use_few_rows_group_norm(module: torch.nn.Module, parallel: bool = True) -> int:
+    """Turn every plain nn.GroupNorm in ``module`` into a FewRowsGroupNorm in place, or with ``parallel=False``
+    every FewRowsGroupNorm back into PyTorch's (parameters, buffers and state-dict keys unchanged); returns how
+    many were turned."""
+    source, target = (torch.nn.GroupNorm, FewRowsGroupNorm) if parallel else (FewRowsGroupNorm, torch.nn.GroupNorm)
     count = 0
     for sub in module.modules():
-        if type(sub) is torch.nn.GroupNorm:
-            sub.__class__ = FewRowsGroupNorm
+        if type(sub) is source:
+            sub.__class__ = target
             count += 1
     return count

@@ -89,6 +89,11 @@ def test_swapping_keeps_parameters_and_state_dict_and_the_output(forced, paralle
         after_out = model(x)
     assert len(parallel_calls) == 2
     torch.testing.assert_close(after_out, before_out, rtol=1e-5, atol=1e-5)
+    assert gn.use_few_rows_group_norm(model, parallel=False) == 2  # and back to PyTorch's, as the benchmarks do
+    assert all(type(m) is torch.nn.GroupNorm for m in (model[0], model[2]))
+    assert [id(p) for p in model.parameters()] == ids
+    with torch.no_grad():
+        assert torch.equal(model(x), before_out)
 
 
 def test_autograd_and_many_rows_take_pytorchs_kernel(forced, monkeypatch):
