@@ -257,7 +257,43 @@ def load_unet(folder: T2VFolder, dtype="auto"):
     leftovers = [n for n, t in list(unet.named_parameters()) + list(unet.named_buffers()) if t.is_meta]
     if leftovers:
         raise DiffusersFolderError(f"'{folder.name}/unet': no weights for {leftovers[0]}.")
-    return unet.eval().requires_grad_(False)
+    return with_quick_dtype(unet.eval().requires_grad_(False))
+
+
+class QuickDtype:
+    """Mixin: a diffusers model's ``dtype`` read from its first floating parameter, without walking the model.
+
+    diffusers' ``ModelMixin.dtype`` first walks every submodule looking for layer-wise casting hooks: ~9 ms of
+    host time for the ZeroScope UNet3D (1,662 submodules), read once in every ``UNet3DConditionModel.forward``
+    and twice more per model call by ComfyUI (``BaseModel.get_dtype``). Measured on an H200 (2026-12-02),
+    those ~28 ms per call were enough to make the batch-1 inversion host-bound: the host needed ~106 ms per
+    step for ~105 ms of GPU work, so any host hiccup left the GPU idle. The answer is diffusers' own as long as
+    no layer-wise casting hook (``enable_layerwise_casting``) is installed: the pack installs none, and loaders
+    of this class do not offer it."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        keep = getattr(self, "_keep_in_fp32_modules", None) or ()
+        for name, param in self.named_parameters():
+            if param.is_floating_point() and not any(k in name for k in keep):
+                return param.dtype
+        return super().dtype
+
+
+_QUICK_DTYPE_CLASSES: dict = {}
+
+
+def with_quick_dtype(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with its class swapped in place for a same-named subclass with ``QuickDtype`` (isinstance,
+    parameters, state-dict keys and config unchanged); returns it. Idempotent."""
+    cls = type(model)
+    if isinstance(model, QuickDtype):
+        return model
+    if cls not in _QUICK_DTYPE_CLASSES:
+        _QUICK_DTYPE_CLASSES[cls] = type(cls.__name__, (QuickDtype, cls),
+                                         {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    model.__class__ = _QUICK_DTYPE_CLASSES[cls]
+    return model
 
 
 def load_modules(folder: T2VFolder, dtype="auto") -> dict:

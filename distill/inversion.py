@@ -144,13 +144,74 @@ def inversion_step(denoise: Denoise, x: torch.Tensor, sigma_from: float, sigma_t
 FINITE_CHECK_EVERY = 8
 
 
+class FiniteWatch:
+    """Per-step finiteness of the inverted latent, read by the host without making it wait for the GPU.
+
+    Each step adds one on-device flag. Every ``every`` steps the new flags are copied to page-locked host
+    memory without blocking and an event is recorded behind the copy; ``first_bad`` inspects only batches
+    whose event has completed (a query, no wait), except at the end (``wait=True``). A blocking read every few
+    steps (as before) emptied the GPU's queue: after each one the GPU idled while the host queued the next
+    model call. On the CPU (tests) flags are read at once. ``make_event`` is for tests (an object with
+    ``record()``, ``query()``, ``synchronize()``)."""
+
+    def __init__(self, every: int = FINITE_CHECK_EVERY, make_event: Optional[Callable[[], object]] = None):
+        self.every = max(1, int(every))
+        self.make_event = make_event
+        self.fresh: list[torch.Tensor] = []
+        self.first_fresh = 0
+        self.pending: list[tuple] = []  # (first step index, host flags, event or None)
+
+    def add(self, x: torch.Tensor) -> None:
+        self.fresh.append(torch.isfinite(x).all())
+        if len(self.fresh) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.fresh:
+            return
+        flags = torch.stack(self.fresh)
+        event = None
+        if flags.is_cuda or self.make_event is not None:
+            try:
+                host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=flags.is_cuda)
+                host.copy_(flags, non_blocking=True)
+                event = self.make_event() if self.make_event is not None else torch.cuda.Event()
+                event.record()
+            except RuntimeError:  # no page-locked memory: read at once
+                host, event = flags.cpu(), None
+        else:
+            host = flags
+        self.pending.append((self.first_fresh, host, event))
+        self.first_fresh += len(self.fresh)
+        self.fresh = []
+
+    def first_bad(self, wait: bool = False) -> Optional[int]:
+        """Index of the first step whose latent is not finite, among the batches ready to read (all of them,
+        waiting for the GPU, with ``wait``); None if none."""
+        if wait:
+            self.flush()
+        while self.pending:
+            start, host, event = self.pending[0]
+            if event is not None:
+                if wait:
+                    event.synchronize()
+                elif not event.query():
+                    return None
+            self.pending.pop(0)
+            bad = (~host).nonzero()
+            if bad.numel():
+                return start + int(bad[0, 0])
+        return None
+
+
 def invert(denoise: Denoise, x0: torch.Tensor, sampling_sigmas: Sequence[float], refine_iterations: int = 0,
            on_step: Optional[OnStep] = None, measure_residual: bool = False,
            input_scale: Optional[InputScale] = None) -> InversionResult:
     """Inverts the clean (model-space) latent ``x0`` along the reversed ``sampling_sigmas``.
 
     ``on_step(done, total)`` runs after every step (progress bar and Cancel live there). A non-finite
-    latent stops the loop with an InversionError naming the step and sigma."""
+    latent stops the loop with an InversionError naming the step and sigma (noticed within a few steps
+    of happening, without the host waiting for the GPU: ``FiniteWatch``)."""
     if refine_iterations < 0:
         raise InversionError(f"refine_iterations must be 0 or more (got {refine_iterations}).")
     path = inversion_sigmas(sampling_sigmas)
@@ -159,18 +220,13 @@ def invert(denoise: Denoise, x0: torch.Tensor, sampling_sigmas: Sequence[float],
     result = InversionResult(latent=x)
     if on_step is not None:
         on_step(0, total)
-    # Finiteness is recorded on the device and read every FINITE_CHECK_EVERY steps: reading it each step would
-    # make the CPU wait for the GPU every step, so the next step's kernels could not be queued ahead.
-    finite_flags: list[torch.Tensor] = []
+    # refinement and residuals read the device every step anyway: there the flags are read at once
+    watch = FiniteWatch(1 if (refine_iterations > 0 or measure_residual) else FINITE_CHECK_EVERY)
 
-    def check_finite(upto: int) -> None:
-        if not finite_flags:
+    def check_finite(wait: bool) -> None:
+        bad = watch.first_bad(wait=wait)
+        if bad is None:
             return
-        flags = torch.stack(finite_flags).cpu()
-        if bool(flags.all()):
-            finite_flags.clear()
-            return
-        bad = upto - len(finite_flags) + 1 + int((~flags).nonzero()[0, 0])
         lo, hi = path[bad], path[bad + 1]
         raise InversionError(f"the inverted latent became NaN/inf at step {bad + 1} of {total} (sigma {lo:g} -> "
                              f"{hi:g}). The model or its dtype overflows here: try fp32/bf16 weights, fewer "
@@ -179,14 +235,12 @@ def invert(denoise: Denoise, x0: torch.Tensor, sampling_sigmas: Sequence[float],
     for i in range(total):
         s_lo, s_hi = path[i], path[i + 1]
         x, residual, calls = inversion_step(denoise, x, s_lo, s_hi, refine_iterations, measure_residual, input_scale)
-        finite_flags.append(torch.isfinite(x).all())
-        # refinement and residuals read the device anyway: check at once there
-        if refine_iterations > 0 or measure_residual or len(finite_flags) >= FINITE_CHECK_EVERY:
-            check_finite(i)
+        watch.add(x)
+        check_finite(wait=watch.every == 1)
         result.steps.append(StepRecord(i + 1, s_lo, s_hi, residual, calls))
         if on_step is not None:
             on_step(i + 1, total)
-    check_finite(total - 1)
+    check_finite(wait=True)
     result.latent = x
     return result
 

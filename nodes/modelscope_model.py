@@ -20,7 +20,8 @@ Latents are frames as batch ([F,4,h,w], one video per latent), so core EmptyLate
 VAEEncode and VAEDecode work unchanged. ComfyUI batches cond and uncond (and several conds) into one model
 call; `ModelScopeModel._apply_model` regroups the batch by `transformer_options["cond_or_uncond"]` into
 [chunks, 4, F, h, w], runs the UNet3D with one context per chunk (ComfyUI repeats the conditioning per
-frame; the first row of each chunk is used) and returns [batch, 4, h, w]. Weight keys are
+frame; only the first row of each chunk is moved to the GPU, without making the host wait: see
+`context_per_chunk`) and returns [batch, 4, h, w]. Weight keys are
 `diffusion_model.<diffusers module path>`, so ComfyUI weight patches (LoRA) address diffusers' modules.
 
 Two scheduling details make core sampling reproduce `TextToVideoSDPipeline` with DDIM exactly:
@@ -89,16 +90,42 @@ def diffusers_model_sampling(scheduler_config: dict) -> torch.nn.Module:
 
 def unet3d_frames_as_batch(unet, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                            chunks: int) -> torch.Tensor:
-    """Run a diffusers UNet3D on ComfyUI's frames-as-batch input: [chunks*F,4,h,w] -> [chunks*F,4,h,w]."""
+    """Run a diffusers UNet3D on ComfyUI's frames-as-batch input: [chunks*F,4,h,w] -> [chunks*F,4,h,w].
+    ``context``: one text conditioning per chunk, [chunks, L, D] (``context_per_chunk``)."""
     batch = x.shape[0]
     if chunks < 1 or batch % chunks:
         raise ValueError(f"ModelScope model: batch {batch} is not a multiple of {chunks} conditioning chunks")
+    if context.shape[0] != chunks:
+        raise ValueError(f"ModelScope model: {context.shape[0]} text conditionings for {chunks} chunks")
     frames = batch // chunks
     video = x.reshape(chunks, frames, *x.shape[1:]).permute(0, 2, 1, 3, 4)
-    per_chunk_context = context.reshape(chunks, frames, *context.shape[1:])[:, 0]
     per_chunk_t = timestep.reshape(chunks, frames)[:, 0]
-    out = unet(video, per_chunk_t, encoder_hidden_states=per_chunk_context, return_dict=False)[0]
+    out = unet(video, per_chunk_t, encoder_hidden_states=context, return_dict=False)[0]
     return out.permute(0, 2, 1, 3, 4).reshape(batch, *out.shape[1:2], *out.shape[3:])
+
+
+def context_per_chunk(c_crossattn: torch.Tensor, chunks: int, device, dtype) -> torch.Tensor:
+    """The text conditioning of each chunk, [chunks, L, D], on ``device`` in ``dtype``.
+
+    ComfyUI keeps conditioning on the CPU and repeats it for every row of the batch, i.e. every frame
+    ([chunks*F, L, D]: 7.5 MB per chunk in float32 at ZeroScope size, 24 frames). Copying all of it from
+    pageable memory on every model call made the host wait for the GPU to finish the previous call (the copy
+    is ordered behind it), so the next call's kernels could not be queued ahead and the GPU idled between
+    calls. Only the first row of each chunk is used; it goes through page-locked memory, which the copy
+    reads without making the host wait."""
+    batch = c_crossattn.shape[0]
+    if chunks < 1 or batch % chunks:
+        raise ValueError(f"ModelScope model: conditioning batch {batch} is not a multiple of {chunks} chunks")
+    rows = c_crossattn.reshape(chunks, batch // chunks, *c_crossattn.shape[1:])[:, 0]
+    target = torch.device(device)
+    if rows.device.type == "cpu" and target.type == "cuda":
+        try:
+            staged = rows.contiguous().pin_memory()
+        except RuntimeError:  # no page-locked memory to be had: the plain (waiting) copy
+            staged = None
+        if staged is not None:
+            return staged.to(target, non_blocking=True).to(dtype)
+    return comfy.model_management.cast_to_device(rows, target, dtype)
 
 
 class ModelScopeModel(comfy.model_base.BaseModel):
@@ -122,8 +149,8 @@ class ModelScopeModel(comfy.model_base.BaseModel):
         timestep = self.model_sampling.timestep(t).float()
         if c_crossattn is None:
             raise ValueError("ModelScope model needs text conditioning (CLIP Text Encode with its CLIP).")
-        context = comfy.model_management.cast_to_device(c_crossattn, xc.device, dtype)
         chunks = len(transformer_options.get("cond_or_uncond") or [0])
+        context = context_per_chunk(c_crossattn, chunks, xc.device, dtype)
         model_output = unet3d_frames_as_batch(self.diffusion_model, xc, timestep, context, chunks)
         return self.model_sampling.calculate_denoised(sigma, model_output.float(), x)
 

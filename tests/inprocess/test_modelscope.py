@@ -322,3 +322,23 @@ def test_loader_bad_input(diffusers_root, pack_nodes, tiny_folder, tmp_path):
 def test_report_measured_numbers():
     for name, value in MEASURED.items():
         print(f"{name}: {value}")
+
+
+def test_context_per_chunk_moves_only_the_first_row_of_each_chunk(monkeypatch):
+    """ComfyUI repeats the conditioning for every frame; only one row per chunk (cond / uncond) reaches the device,
+    in the model's dtype, and a batch that does not split into the chunks is refused."""
+    import comfy.model_management
+
+    from comfyui_searchpriors.nodes import modelscope_model as msm
+
+    cond, uncond = torch.randn(1, 7, 16), torch.randn(1, 7, 16)
+    repeated = torch.cat([uncond.repeat(FRAMES, 1, 1), cond.repeat(FRAMES, 1, 1)])  # as cond_cat builds it
+    moved = []
+    real_cast = comfy.model_management.cast_to_device
+    monkeypatch.setattr(comfy.model_management, "cast_to_device",
+                        lambda t, device, dtype, **kw: moved.append(t.shape) or real_cast(t, device, dtype, **kw))
+    out = msm.context_per_chunk(repeated, 2, "cpu", torch.bfloat16)
+    assert moved == [torch.Size([2, 7, 16])] and out.dtype == torch.bfloat16
+    assert torch.equal(out, torch.cat([uncond, cond]).to(torch.bfloat16))
+    with pytest.raises(ValueError, match="not a multiple of 3 chunks"):
+        msm.context_per_chunk(repeated, 3, "cpu", torch.float32)

@@ -297,3 +297,55 @@ def test_unrefined_inversion_equals_diffusers_ddim_inverse_scheduler():
     z_ours = x * math.sqrt(float(alphas[int(scheduler.timesteps[-1])]))
     # diffusers keeps its alphas in float32: agreement to ~1e-7 (the other first guess is off by ~0.3)
     torch.testing.assert_close(z_ours, z, rtol=1e-5, atol=1e-6)
+
+
+class FakeEvent:
+    """A CUDA event's three methods; ready after ``ready_after`` queries."""
+
+    def __init__(self, ready_after: int):
+        self.queries, self.ready_after, self.waited = 0, ready_after, False
+
+    def record(self):
+        pass
+
+    def query(self) -> bool:
+        self.queries += 1
+        return self.queries > self.ready_after
+
+    def synchronize(self):
+        self.waited = True
+
+
+def test_finite_watch_reads_only_flags_that_are_ready_unless_told_to_wait():
+    events = []
+    watch = inv.FiniteWatch(every=3, make_event=lambda: events.append(FakeEvent(2)) or events[-1])
+    good, bad = torch.ones(2, 2), torch.tensor([1.0, float("inf")])
+    for x in (good, good, bad, good):  # steps 0..3; the first three are flushed as one batch
+        watch.add(x)
+    assert len(events) == 1 and watch.fresh and watch.first_fresh == 3
+    assert watch.first_bad() is None and watch.first_bad() is None  # the copy is not done: no wait, no answer
+    assert watch.first_bad() == 2 and not events[0].waited  # ready now
+    watch.add(torch.tensor(float("nan")))  # step 4 (not flushed: 2 fresh of 3)
+    assert watch.first_bad() is None  # nothing pending
+    assert watch.first_bad(wait=True) == 4 and events[-1].waited  # the end flushes and waits
+    cpu = inv.FiniteWatch(every=2)
+    cpu.add(good)
+    cpu.add(bad)
+    assert cpu.first_bad() == 1  # CPU tensors: read at once
+
+
+def test_non_finite_inversion_stops_within_a_batch_of_flags_and_names_the_step():
+    calls = []
+
+    def denoise(a, s):
+        calls.append(s)
+        return a * float("nan") if len(calls) == 3 else a * 0.5
+
+    sigmas = [float(s) for s in torch.linspace(20, 0, 41)]
+    with pytest.raises(inv.InversionError, match=r"NaN/inf at step 3 of 40"):
+        inv.invert(denoise, torch.randn(1, 4, 4, 4), sigmas)
+    assert len(calls) == inv.FINITE_CHECK_EVERY  # noticed when its batch of flags is read, not at the end
+    calls.clear()
+    with pytest.raises(inv.InversionError, match=r"NaN/inf at step 2 of 40"):  # 2 calls a step; read every step
+        inv.invert(denoise, torch.randn(1, 4, 4, 4), sigmas, refine_iterations=1)
+    assert len(calls) == 4
