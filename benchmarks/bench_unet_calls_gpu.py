@@ -2,7 +2,8 @@
 random weights, bf16, 24 frames at 576x320, loaded through the pack's loader; each phase runs as the nodes
 run it (DDIM Video Invert's ``invert_latent``, core CFGGuider sampling at cfg 9) and every call of the
 diffusers UNet3D is bracketed by CUDA events from module hooks (no host waits added), so the table gives
-the GPU time per call and the idle gap between calls (host-side cost the GPU waited for).
+the GPU time per call and the idle gap between calls (host-side cost the GPU waited for), and host clocks
+in the same hooks give the host's time per call and between calls.
 
 Phases, per GroupNorm kind (the loader's FewRowsGroupNorm, ``distill/group_norm.py``, and PyTorch's put back
 on the same model), in alternating passes: the 50-step plain inversion (cfg 1: batch 1), 20 steps of cfg-9
@@ -56,15 +57,19 @@ class CallClock:
     def _start(self, module, args):
         event = self.make()
         event.record()
-        self.calls.append([event, None])
+        self.calls.append([event, None, time.perf_counter(), None])
 
     def _end(self, module, args, output):
         event = self.make()
         event.record()
         self.calls[-1][1] = event
+        self.calls[-1][3] = time.perf_counter()
 
     def phase(self, fn) -> dict:
-        """Runs ``fn`` and returns wall seconds, calls, GPU ms per call and the gaps between calls."""
+        """Runs ``fn`` and returns wall seconds, calls, GPU ms per call, the GPU's gaps between calls, and the host's
+        time inside a call (launching it; it also waits when the launch queue is full) and between calls. When
+        the host's two add up to the GPU's time per call, the GPU waits for the host (how the inversion was
+        found host-bound: README, Benchmarks)."""
         sync = self.torch.cuda.synchronize if self.torch.cuda.is_available() else (lambda: None)
         self.calls.clear()
         sync()
@@ -72,11 +77,14 @@ class CallClock:
         fn()
         sync()
         wall = time.perf_counter() - start
-        gpu = [a.elapsed_time(b) for a, b in self.calls]
+        gpu = [a.elapsed_time(b) for a, b, _, _ in self.calls]
         gaps = [self.calls[i][1].elapsed_time(self.calls[i + 1][0]) for i in range(len(self.calls) - 1)]
+        host_in = [(end - start) * 1e3 for _, _, start, end in self.calls]
+        host_between = [(self.calls[i + 1][2] - self.calls[i][3]) * 1e3 for i in range(len(self.calls) - 1)]
         return {"wall_s": round(wall, 3), "calls": len(gpu), "gpu_ms_median": round(statistics.median(gpu), 2),
                 "gpu_ms_max": round(max(gpu), 2), "gap_ms_median": round(statistics.median(gaps), 2) if gaps else 0.0,
-                "gap_ms_total": round(sum(gaps), 1)}
+                "gap_ms_total": round(sum(gaps), 1), "host_ms_median": round(statistics.median(host_in), 2),
+                "host_between_ms_median": round(statistics.median(host_between), 2) if host_between else 0.0}
 
 
 def main(argv=None) -> int:
@@ -165,10 +173,11 @@ def main(argv=None) -> int:
         use("parallel")  # as the loader left it
 
     log(f"\n{'GroupNorm':<9} {'pass':>4}  {'phase':<40} {'wall s':>7} {'calls':>5} {'GPU ms/call':>11} "
-        f"{'gap ms (median)':>15} {'gaps ms (total)':>15}")
+        f"{'gap ms (median)':>15} {'gaps ms (total)':>15} {'host ms/call':>12} {'host ms between':>15}")
     for r in rows:
         log(f"{r['kind']:<9} {r['run']:>4}  {r['phase']:<40} {r['wall_s']:>7.2f} {r['calls']:>5} "
-            f"{r['gpu_ms_median']:>11.1f} {r['gap_ms_median']:>15.2f} {r['gap_ms_total']:>15.1f}")
+            f"{r['gpu_ms_median']:>11.1f} {r['gap_ms_median']:>15.2f} {r['gap_ms_total']:>15.1f} "
+            f"{r['host_ms_median']:>12.1f} {r['host_between_ms_median']:>15.1f}")
 
     def spread(kind, what, key):
         values = [r[key] for r in rows if r["kind"] == kind and r["what"] == what]
