@@ -34,6 +34,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from ..retrieval.errors import SearchPriorsError
+from .device_copy import to_device_without_wait
 
 TARGETS = {"qkv": ("to_q", "to_k", "to_v"), "qkv+out": ("to_q", "to_k", "to_v", "to_out.0"),
            "full_qkv": ("to_q", "to_k", "to_v")}
@@ -321,7 +322,6 @@ def train_motion_adapters(unet: torch.nn.Module, adapters: MotionAdapters, laten
     # read only after step n's update was queued (reading it earlier would make the CPU wait for the GPU in the
     # middle of every step), so the weights that gave the last finite loss are the ones before step n-1's update.
     gave_previous = gave_current = adapters.snapshot()
-    pin = device.type == "cuda"
     was_training = unet.training
     try:
         for p, _ in frozen:
@@ -333,8 +333,7 @@ def train_motion_adapters(unet: torch.nn.Module, adapters: MotionAdapters, laten
             for step in range(config.steps):
                 t = int(torch.randint(low, high, (1,), generator=generator))
                 noise = torch.randn(x0.shape, generator=generator)  # CPU generator: the same draws on every device
-                # pinned + non_blocking: a plain host-to-GPU copy would wait for the previous step to finish
-                noise = noise.pin_memory().to(device, non_blocking=True) if pin else noise.to(device)
+                noise = to_device_without_wait(noise, device)  # a plain copy would wait for the previous step
                 a = alphas_cumprod[t]
                 noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
                 timestep = torch.full((1,), t, device=device, dtype=torch.long)

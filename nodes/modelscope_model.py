@@ -50,6 +50,7 @@ import comfy.supported_models_base
 
 from ..distill.diffusers_folder import (DTYPES, DiffusersFolderError, T2VFolder, beta_schedule, ddim_sigmas,
                                         inspect_folder, load_unet, read_state_dict)
+from ..distill.device_copy import to_device_without_wait
 from ..distill.group_norm import use_few_rows_group_norm
 
 
@@ -111,20 +112,15 @@ def context_per_chunk(c_crossattn: torch.Tensor, chunks: int, device, dtype) -> 
     ([chunks*F, L, D]: 7.5 MB per chunk in float32 at ZeroScope size, 24 frames). Copying all of it from
     pageable memory on every model call made the host wait for the GPU to finish the previous call (the copy
     is ordered behind it), so the next call's kernels could not be queued ahead and the GPU idled between
-    calls. Only the first row of each chunk is used; it goes through page-locked memory, which the copy
-    reads without making the host wait."""
+    calls. Only the first row of each chunk is used, and it goes to a CUDA device without a wait
+    (``distill.device_copy.to_device_without_wait``)."""
     batch = c_crossattn.shape[0]
     if chunks < 1 or batch % chunks:
         raise ValueError(f"ModelScope model: conditioning batch {batch} is not a multiple of {chunks} chunks")
     rows = c_crossattn.reshape(chunks, batch // chunks, *c_crossattn.shape[1:])[:, 0]
     target = torch.device(device)
-    if rows.device.type == "cpu" and target.type == "cuda":
-        try:
-            staged = rows.contiguous().pin_memory()
-        except RuntimeError:  # no page-locked memory to be had: the plain (waiting) copy
-            staged = None
-        if staged is not None:
-            return staged.to(target, non_blocking=True).to(dtype)
+    if target.type == "cuda":
+        return to_device_without_wait(rows, target).to(dtype)
     return comfy.model_management.cast_to_device(rows, target, dtype)
 
 

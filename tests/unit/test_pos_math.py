@@ -349,3 +349,10 @@ def test_non_finite_inversion_stops_within_a_batch_of_flags_and_names_the_step()
     with pytest.raises(inv.InversionError, match=r"NaN/inf at step 2 of 40"):  # 2 calls a step; read every step
         inv.invert(denoise, torch.randn(1, 4, 4, 4), sigmas, refine_iterations=1)
     assert len(calls) == 4
+
+
+def test_to_device_without_wait_leaves_cpu_bound_tensors_as_they_are():
+    from comfyui_searchpriors.distill.device_copy import to_device_without_wait
+
+    x = torch.randn(3, 4)[:, ::2]  # not contiguous
+    assert to_device_without_wait(x, "cpu") is x and to_device_without_wait(x, torch.device("cpu")) is x
