@@ -61,6 +61,26 @@ SIZES = {
             "scaling_factor": 0.18215,
         },
     },
+    "toy": {  # the toy world's trained model (scripts/train_toy_world.py): 64x64 px, 8 frames, ~9.8 M parameters
+        "vocab_size": 49408,
+        "unet": {
+            "sample_size": 8, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
+            "down_block_types": ["CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"],
+            "up_block_types": ["UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"],
+            "block_out_channels": [48, 96, 96], "norm_num_groups": 16, "cross_attention_dim": 64,
+            "attention_head_dim": 4,
+        },
+        "text_encoder": {
+            "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "hidden_act": "quick_gelu", "max_position_embeddings": 77, "projection_dim": 64,
+        },
+        "vae": {  # SD-style: 4 levels (8x down), ComfyUI's VAE needs channel multiples of 32
+            "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 1,
+            "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+            "block_out_channels": [32, 64, 64, 64], "norm_num_groups": 32, "sample_size": 64,
+            "scaling_factor": 0.18215,   # replaced by the trained latents' 1 / std when exported
+        },
+    },
     "zeroscope": {
         "vocab_size": 49408,
         "unet": {

@@ -175,19 +175,21 @@ def track(spec: ClipSpec, frames: int = FRAMES) -> list[tuple[float, float, floa
 
 
 def _backgrounds(specs, size: int, device) -> torch.Tensor:
-    """[B, H, W, 3]: grey level, plus a static low-contrast texture of a few sinusoids for 'textured'."""
-    out = torch.empty(len(specs), size, size, 3, device=device)
+    """[B, H, W, 3]: grey level, plus a static low-contrast texture of three sinusoids for 'textured'
+    (parameters drawn on the host from each spec's bg_seed, then one batched evaluation)."""
+    waves = []
+    for spec in specs:
+        g = random.Random(spec.bg_seed)
+        rows = [(g.uniform(-0.5, 0.5), g.uniform(-0.5, 0.5), g.uniform(0, 6.3)) for _ in range(3)]
+        amp = 0.05 if spec.background == "textured" else 0.0
+        waves.append([(fx, fy, ph, amp) for fx, fy, ph in rows])
+    w = torch.tensor(waves, device=device, dtype=torch.float32)                 # [B, 3, 4]
+    level = torch.tensor([s.bg_level for s in specs], device=device, dtype=torch.float32)
     ys, xs = torch.meshgrid(torch.arange(size, device=device, dtype=torch.float32),
                             torch.arange(size, device=device, dtype=torch.float32), indexing="ij")
-    for i, spec in enumerate(specs):
-        level = torch.full((size, size), spec.bg_level, device=device)
-        if spec.background == "textured":
-            g = random.Random(spec.bg_seed)
-            for _ in range(3):
-                fx, fy = g.uniform(-0.5, 0.5), g.uniform(-0.5, 0.5)
-                level = level + 0.05 * torch.sin(fx * xs + fy * ys + g.uniform(0, 6.3))
-        out[i] = level.clamp(0, 1)[..., None]
-    return out
+    arg = w[..., 0, None, None] * xs + w[..., 1, None, None] * ys + w[..., 2, None, None]   # [B, 3, H, W]
+    bg = level[:, None, None] + (w[..., 3, None, None] * torch.sin(arg)).sum(dim=1)
+    return bg.clamp(0, 1)[..., None].expand(-1, -1, -1, 3).contiguous()
 
 
 def _signed_distance(shape: str, px: torch.Tensor, py: torch.Tensor, r: torch.Tensor) -> torch.Tensor:

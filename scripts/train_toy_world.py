@@ -1,0 +1,458 @@
+"""Train the toy world's text-to-video model from scratch: a ModelScope-family diffusers folder
+(UNet3DConditionModel, a 4-level SD-style AutoencoderKL, CLIPTextModel with the real CLIP tokenizer).
+
+    # on a GPU, in runs of at most ~10 minutes; each run resumes from --ckpt and writes it back
+    python scripts/train_toy_world.py train --ckpt CKPT_DIR --minutes 9 [--vae-minutes 2.5]
+    # anywhere: the diffusers folder (fp16) from a checkpoint, EMA weights
+    python scripts/train_toy_world.py export --ckpt CKPT_DIR --out sample_data/models/searchpriors-toy-t2v
+
+Phases: the VAE first (frames of the world, pixel loss weighted toward the object, a small KL term), then
+the UNet and the text encoder together on VAE latents of the training split (held-out pairs never shown, the
+rare motion at 1.5 %), epsilon loss with min-SNR-5 weights, 10 % empty prompts for classifier-free
+guidance, an EMA of both. Data: clips rendered by distill/toy_world.py on the training device from a seed.
+Deterministic from --seed (the data of step k comes from seed and k, so a resumed run sees what an
+unbroken one would). Checkpoints are safetensors shards of at most 15 MiB (the lent GPU returns files of at
+most 16 MiB): fp32 weights, fp16 EMA; the optimizer restarts with a short warm-up on resume.
+
+Needs torch, diffusers, transformers and safetensors; loads the pack's modules by path (the repository root
+must never go on sys.path: its nodes/ would shadow ComfyUI's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SHARD_BYTES = 15 * 1024 * 1024
+
+
+def _load(name: str, rel: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, rel))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+world = _load("searchpriors_toy_world", "distill/toy_world.py")
+synth = _load("searchpriors_synthetic_t2v", "distill/synthetic_t2v.py")
+TOY = synth.SIZES["toy"]
+DEFAULT_TOKENIZER = os.path.join(REPO, "sample_data", "clip_tokenizer")
+
+
+# ------------------------------------------------------------------ models and checkpoints
+def build_models(seed: int):
+    from diffusers import AutoencoderKL, UNet3DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet3DConditionModel(**TOY["unet"])
+    vae = AutoencoderKL(**TOY["vae"])
+    te_config = CLIPTextConfig(vocab_size=TOY["vocab_size"], bos_token_id=49406, eos_token_id=49407,
+                               pad_token_id=0, **TOY["text_encoder"])
+    te_config.architectures = ["CLIPTextModel"]
+    return unet, vae, CLIPTextModel(te_config)
+
+
+def save_sharded(tensors: dict[str, torch.Tensor], folder: str, stem: str, meta: dict) -> None:
+    """safetensors shards of at most SHARD_BYTES, written to temporary names then renamed."""
+    import safetensors.torch
+
+    shards, current, size = [], {}, 0
+    for key in sorted(tensors):
+        t = tensors[key].detach().to("cpu").contiguous()
+        nbytes = t.numel() * t.element_size()
+        if current and size + nbytes > SHARD_BYTES:
+            shards.append(current)
+            current, size = {}, 0
+        current[key] = t
+        size += nbytes
+    shards.append(current)
+    os.makedirs(folder, exist_ok=True)
+    for old in os.listdir(folder):
+        if old.startswith(stem + "-") and old.endswith(".safetensors"):
+            os.remove(os.path.join(folder, old))
+    for i, shard in enumerate(shards):
+        path = os.path.join(folder, f"{stem}-{i:02d}.safetensors")
+        safetensors.torch.save_file(shard, path + ".tmp", metadata={k: str(v) for k, v in meta.items()})
+        os.replace(path + ".tmp", path)
+
+
+def load_sharded(folder: str, stem: str) -> tuple[dict[str, torch.Tensor], dict]:
+    from safetensors import safe_open
+
+    tensors, meta = {}, {}
+    names = sorted(n for n in os.listdir(folder) if n.startswith(stem + "-") and n.endswith(".safetensors"))
+    for name in names:
+        with safe_open(os.path.join(folder, name), "pt") as f:
+            meta = f.metadata() or meta
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+    return tensors, meta
+
+
+def prefixed(prefix: str, module: torch.nn.Module, dtype=None) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": (v.to(dtype) if dtype is not None else v) for k, v in module.state_dict().items()
+            if not k.endswith("position_ids")}
+
+
+def take(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+# ------------------------------------------------------------------ data
+def tokenizer_from(path: str):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(path)
+
+
+_TOKEN_CACHE: dict[str, list[int]] = {}
+
+
+def tokens(tokenizer, texts: list[str], device) -> torch.Tensor:
+    """[len(texts), 77] ids as the pipeline tokenizes (padding to max length); captions repeat, so cached."""
+    missing = [t for t in dict.fromkeys(texts) if t not in _TOKEN_CACHE]
+    if missing:
+        ids = tokenizer(missing, padding="max_length", max_length=77, truncation=True).input_ids
+        _TOKEN_CACHE.update(zip(missing, ids))
+    return torch.tensor([_TOKEN_CACHE[t] for t in texts], device=device)
+
+
+def frames_batch(step: int, seed: int, clips: int, split: str, device) -> tuple[torch.Tensor, list]:
+    """[clips, T, 3, H, W] in -1..1 and the specs: the batch of ``step`` is a pure function of (seed, step)."""
+    rng = random.Random(f"{seed}/{split}/{step}")
+    specs = [world.sample_spec(rng, split) for _ in range(clips)]
+    video = world.render(specs, device=device)                          # [B, T, H, W, 3]
+    return video.permute(0, 1, 4, 2, 3) * 2 - 1, specs
+
+
+def object_weight(x: torch.Tensor) -> torch.Tensor:
+    """Pixel weights: 1 on the grey background, up to 9 on the (saturated) object, so small shapes count."""
+    sat = (x.amax(dim=-3, keepdim=True) - x.amin(dim=-3, keepdim=True)) / 2
+    return 1 + 8 * (sat > 0.2).float()
+
+
+# ------------------------------------------------------------------ training
+def train_vae(vae, device, seconds: float, seed: int, log) -> int:
+    vae.train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    start, step = time.time(), 0
+    while time.time() - start < seconds:
+        x, _ = frames_batch(step, seed + 17, 48, "train", device)
+        x = x.flatten(0, 1)                                            # 384 frames
+        lr = 1e-3 * min(1.0, (step + 1) / 200)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            post = vae.encode(x).latent_dist
+            z = post.sample()
+            rec = vae.decode(z).sample
+        w = object_weight(x)
+        loss_rec = ((rec.float() - x).abs() * w).mean() + (((rec.float() - x) ** 2) * w).mean()
+        kl = post.kl().mean() / x[0].numel()
+        loss = loss_rec + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if step % 200 == 0:
+            log(f"vae step {step} loss {loss_rec.item():.4f} kl {kl.item():.3f} ({time.time() - start:.0f} s)")
+        step += 1
+    vae.eval()
+    return step
+
+
+@torch.no_grad()
+def latent_std(vae, device, seed: int) -> float:
+    x, _ = frames_batch(10 ** 6, seed, 64, "train", device)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        z = vae.encode(x.flatten(0, 1)).latent_dist.mean
+    return float(z.float().std())
+
+
+class EMA:
+    def __init__(self, modules: dict[str, torch.nn.Module], decay: float, state: dict | None = None):
+        self.decay = decay
+        self.shadow = {}
+        for name, m in modules.items():
+            for k, v in m.state_dict().items():
+                if v.dtype.is_floating_point:
+                    key = f"{name}.{k}"
+                    src = state[key] if state is not None and key in state else v
+                    self.shadow[key] = src.detach().to(v.device, torch.float32).clone()
+        self.modules = modules
+
+    @torch.no_grad()
+    def update(self, decay: float | None = None) -> None:
+        d = self.decay if decay is None else decay
+        for name, m in self.modules.items():
+            for k, v in m.state_dict().items():
+                key = f"{name}.{k}"
+                if key in self.shadow:
+                    self.shadow[key].lerp_(v.float(), 1 - d)
+
+
+def train_denoiser(unet, te, vae, tokenizer, device, seconds: float, seed: int, start_step: int, ema: EMA,
+                   scale: float, batch: int, lr: float, log) -> int:
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler.from_config({k: v for k, v in synth.SCHEDULER_CONFIG.items() if not k.startswith("_")})
+    alphas = sched.alphas_cumprod.to(device)
+    snr = alphas / (1 - alphas)
+    weight_t = torch.clamp(snr, max=5.0) / snr                           # min-SNR-5 for epsilon prediction
+    empty = tokens(tokenizer, [""], device)
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    unet.train()
+    te.train()
+    begin, step, done = time.time(), start_step, 0
+    while time.time() - begin < seconds:
+        g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+        with torch.no_grad():
+            x, specs = frames_batch(step, seed, batch, "train", device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                z = vae.encode(x.flatten(0, 1)).latent_dist.mean.float() * scale
+            z = z.unflatten(0, (batch, world.FRAMES)).permute(0, 2, 1, 3, 4)   # [B, C, T, h, w]
+            ids = tokens(tokenizer, [s.caption for s in specs], device)
+            drop = torch.rand(batch, device=device, generator=g) < 0.1
+            ids = torch.where(drop[:, None], empty.expand(batch, -1), ids)
+            t = torch.randint(0, 1000, (batch,), device=device, generator=g)
+            noise = torch.randn(z.shape, device=device, generator=g)
+            a = alphas[t].view(-1, 1, 1, 1, 1)
+            zt = a.sqrt() * z + (1 - a).sqrt() * noise
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (done + 1) / 300)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            ctx = te(ids)[0]
+            pred = unet(zt, t, encoder_hidden_states=ctx).sample
+        per = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3, 4))
+        loss = (per * weight_t[t]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update(min(ema.decay, (1 + step) / (10 + step)))
+        if step % 250 == 0:
+            log(f"unet step {step} loss {loss.item():.4f} ({time.time() - begin:.0f} s, "
+                f"{done / max(time.time() - begin, 1e-6):.1f} steps/s)")
+        step += 1
+        done += 1
+    unet.eval()
+    te.eval()
+    return step
+
+
+@torch.no_grad()
+def sample(unet, te, vae, tokenizer, prompts: list[str], device, scale: float, steps: int = 25, cfg: float = 7.0,
+           seed: int = 0) -> torch.Tensor:
+    """DDIM as TextToVideoSDPipeline does it; returns frames [B, T, H, W, 3] in 0..1."""
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler.from_config({k: v for k, v in synth.SCHEDULER_CONFIG.items() if not k.startswith("_")})
+    sched.set_timesteps(steps)
+    b = len(prompts)
+    ctx = te(tokens(tokenizer, prompts, device))[0]
+    unc = te(tokens(tokenizer, [""] * b, device))[0]
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    z = torch.randn((b, 4, world.FRAMES, world.SIZE // 8, world.SIZE // 8), generator=g).to(device)
+    for t in sched.timesteps:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            eps = unet(torch.cat([z, z]), t, encoder_hidden_states=torch.cat([unc, ctx])).sample.float()
+        eu, ec = eps.chunk(2)
+        z = sched.step(eu + cfg * (ec - eu), t, z).prev_sample
+    lat = z.permute(0, 2, 1, 3, 4).flatten(0, 1) / scale
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        img = vae.decode(lat).sample.float()
+    img = ((img + 1) / 2).clamp(0, 1).unflatten(0, (b, world.FRAMES))
+    return img.permute(0, 1, 3, 4, 2)
+
+
+def evaluate(unet, te, vae, tokenizer, device, scale: float, log, count: int = 48, out_png: str | None = None) -> dict:
+    """Probe accuracy on in-distribution and held-out prompts (the probe is distill/toy_probe.py)."""
+    probe_path = os.path.join(REPO, "distill", "toy_probe.py")
+    if not os.path.exists(probe_path):
+        log("no distill/toy_probe.py: evaluation skipped")
+        return {}
+    probe = _load("searchpriors_toy_probe", "distill/toy_probe.py")
+    result = {}
+    for name, rows in (("in_dist", world.in_distribution_prompts(count, seed=1)),
+                       ("held_out", world.held_out_prompts(count, seed=1))):
+        videos = sample(unet, te, vae, tokenizer, [r[0] for r in rows], device, scale, seed=3).cpu()
+        hits = {"motion": 0, "colour": 0, "shape": 0}
+        for v, (_, shape, colour, motion) in zip(videos, rows):
+            p = probe.probe(v)
+            hits["motion"] += p.motion == motion
+            hits["colour"] += p.colour == colour
+            hits["shape"] += p.shape == shape
+        result[name] = {k: h / len(rows) for k, h in hits.items()}
+        log(f"eval {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in result[name].items()))
+        if out_png and name == "in_dist":
+            save_grid(videos[:12], out_png)
+    return result
+
+
+def save_grid(videos: torch.Tensor, path: str) -> None:
+    from PIL import Image
+
+    rows = [torch.cat(list(v), dim=1) for v in videos]                  # each [H, T*W, 3]
+    grid = (torch.cat(rows, dim=0).numpy() * 255).astype("uint8")
+    Image.fromarray(grid).save(path)
+
+
+# ------------------------------------------------------------------ commands
+def cmd_train(args) -> int:
+    if args.device == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(False)      # its backward fails on small heads (torch 2.11, H200)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    device = torch.device(args.device)
+    log_lines: list[str] = []
+
+    def log(msg: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        log_lines.append(line)
+
+    deadline = time.time() + args.minutes * 60
+    unet, vae, te = build_models(args.seed)
+    meta = {"vae_steps": 0, "unet_steps": 0, "scale": 0.0, "seed": args.seed}
+    ema_state = None
+    if os.path.isdir(args.ckpt) and any(n.startswith("ckpt-") for n in os.listdir(args.ckpt)):
+        state, stored = load_sharded(args.ckpt, "ckpt")
+        vae.load_state_dict(take("vae", state))
+        unet.load_state_dict(take("unet", state))
+        te.load_state_dict(take("te", state), strict=False)
+        ema_state = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
+        meta.update({k: type(meta.get(k, ""))(float(v)) if k in meta and k != "seed" else v
+                     for k, v in json.loads(stored.get("meta", "{}")).items()})
+        log(f"resumed: {meta}")
+    tokenizer = tokenizer_from(args.tokenizer)
+    unet.to(device)
+    vae.to(device)
+    te.to(device)
+    if int(meta["vae_steps"]) == 0:
+        meta["vae_steps"] = train_vae(vae, device, args.vae_minutes * 60, args.seed, log)
+        meta["scale"] = 1.0 / latent_std(vae, device, args.seed)
+        log(f"vae done: {meta['vae_steps']} steps, latent scale {meta['scale']:.4f}")
+    vae.requires_grad_(False)
+    ema = EMA({"unet": unet, "te": te}, 0.999, ema_state)
+    seconds = deadline - time.time() - args.reserve_s
+    meta["unet_steps"] = train_denoiser(unet, te, vae, tokenizer, device, seconds, args.seed,
+                                        int(meta["unet_steps"]), ema, float(meta["scale"]), args.batch, args.lr, log)
+    state = {**prefixed("vae", vae), **prefixed("unet", unet), **prefixed("te", te),
+             **{f"ema.{k}": v.half() for k, v in ema.shadow.items()}}
+    meta_json = json.dumps({k: (float(v) if k != "seed" else v) for k, v in meta.items()})
+    save_sharded(state, args.ckpt, "ckpt", {"meta": meta_json})
+    log(f"checkpoint written to {args.ckpt}: {meta_json}")
+    if args.eval:
+        use_ema(unet, te, ema.shadow)
+        try:
+            res = evaluate(unet, te, vae, tokenizer, device, float(meta["scale"]), log, count=args.eval,
+                           out_png=os.path.join(args.ckpt, "samples.png"))
+        except Exception as exc:  # the checkpoint is already written; say why the evaluation failed
+            log(f"evaluation failed: {type(exc).__name__}: {exc}")
+            res = {}
+        with open(os.path.join(args.ckpt, "eval.json"), "w") as f:
+            json.dump({"meta": meta, "eval": res}, f, indent=1)
+    with open(os.path.join(args.ckpt, "train_log.txt"), "a") as f:
+        f.write("\n".join(log_lines) + "\n")
+    return 0
+
+
+def use_ema(unet, te, shadow: dict) -> None:
+    for prefix, m in (("unet", unet), ("te", te)):
+        own = m.state_dict()
+        m.load_state_dict({k: (shadow[f"{prefix}.{k}"].to(v.dtype) if f"{prefix}.{k}" in shadow else v)
+                           for k, v in own.items()}, strict=False)
+
+
+def export_folder(ckpt: str, out: str, tokenizer_dir: str, overwrite: bool = True) -> str:
+    """The diffusers folder (fp16, EMA weights) of a checkpoint, written atomically."""
+    import diffusers
+    from diffusers import DDIMScheduler
+
+    state, stored = load_sharded(ckpt, "ckpt")
+    meta = json.loads(stored["meta"])
+    unet, vae, te = build_models(0)
+    vae.load_state_dict(take("vae", state))
+    ema = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
+    use_ema(unet, te, {k: v.float() for k, v in ema.items()})
+    out = os.path.abspath(out)
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
+    try:
+        unet.half().save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
+        vae.register_to_config(scaling_factor=round(float(meta["scale"]), 6))
+        vae.half().save_pretrained(os.path.join(tmp, "vae"), safe_serialization=True)
+        synth._save_text_encoder(te.half(), os.path.join(tmp, "text_encoder"))
+        tok = os.path.join(tmp, "tokenizer")
+        os.makedirs(tok)
+        for name in ("vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"):
+            shutil.copyfile(os.path.join(tokenizer_dir, name), os.path.join(tok, name))
+        DDIMScheduler.from_config({k: v for k, v in synth.SCHEDULER_CONFIG.items() if not k.startswith("_")}) \
+            .save_pretrained(os.path.join(tmp, "scheduler"))
+        model_index = {
+            "_class_name": "TextToVideoSDPipeline", "_diffusers_version": diffusers.__version__,
+            "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet3DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        }
+        with open(os.path.join(tmp, "model_index.json"), "w", encoding="utf-8") as f:
+            json.dump(model_index, f, indent=2)
+        with open(os.path.join(tmp, "TRAINING.json"), "w", encoding="utf-8") as f:
+            json.dump({"trained_by": "scripts/train_toy_world.py", **meta}, f, indent=2)
+        os.chmod(tmp, 0o755)
+        if os.path.exists(out):
+            if not overwrite:
+                raise FileExistsError(out)
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train (or resume) for --minutes")
+    t.add_argument("--ckpt", required=True, help="checkpoint folder (read if present, written at the end)")
+    t.add_argument("--minutes", type=float, default=9.0, help="wall-clock budget of this run, all phases")
+    t.add_argument("--vae-minutes", type=float, default=2.5)
+    t.add_argument("--reserve-s", type=float, default=60.0, help="seconds kept for saving and evaluation")
+    t.add_argument("--batch", type=int, default=192)
+    t.add_argument("--lr", type=float, default=4e-4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--eval", type=int, default=48, help="prompts per evaluation set (0: none)")
+    t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    t.add_argument("--tokenizer", default=DEFAULT_TOKENIZER)
+    e = sub.add_parser("export", help="write the diffusers folder from a checkpoint")
+    e.add_argument("--ckpt", required=True)
+    e.add_argument("--out", required=True)
+    e.add_argument("--tokenizer", default=DEFAULT_TOKENIZER)
+    args = parser.parse_args(argv)
+    if args.cmd == "train":
+        return cmd_train(args)
+    print(export_folder(args.ckpt, args.out, args.tokenizer))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
