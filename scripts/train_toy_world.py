@@ -186,29 +186,28 @@ def latent_std(vae, device, seed: int) -> float:
 
 
 class EMA:
+    """Exponential moving average of the floating-point state of ``modules`` (one fused update per step)."""
+
     def __init__(self, modules: dict[str, torch.nn.Module], decay: float, state: dict | None = None):
         self.decay = decay
-        self.shadow = {}
+        self.shadow, self._live = {}, []
         for name, m in modules.items():
-            for k, v in m.state_dict().items():
+            for k, v in m.state_dict(keep_vars=True).items():
                 if v.dtype.is_floating_point:
                     key = f"{name}.{k}"
                     src = state[key] if state is not None and key in state else v
                     self.shadow[key] = src.detach().to(v.device, torch.float32).clone()
-        self.modules = modules
+                    self._live.append(v)
+        self._shadow_list = list(self.shadow.values())
 
     @torch.no_grad()
     def update(self, decay: float | None = None) -> None:
         d = self.decay if decay is None else decay
-        for name, m in self.modules.items():
-            for k, v in m.state_dict().items():
-                key = f"{name}.{k}"
-                if key in self.shadow:
-                    self.shadow[key].lerp_(v.float(), 1 - d)
+        torch._foreach_lerp_(self._shadow_list, [v.detach().float() for v in self._live], 1 - d)
 
 
 def train_denoiser(unet, te, vae, tokenizer, device, seconds: float, seed: int, start_step: int, ema: EMA,
-                   scale: float, batch: int, lr: float, log) -> int:
+                   scale: float, batch: int, lr: float, log, profile: bool = False) -> int:
     from diffusers import DDPMScheduler
 
     sched = DDPMScheduler.from_config({k: v for k, v in synth.SCHEDULER_CONFIG.items() if not k.startswith("_")})
@@ -221,6 +220,12 @@ def train_denoiser(unet, te, vae, tokenizer, device, seconds: float, seed: int, 
     unet.train()
     te.train()
     begin, step, done = time.time(), start_step, 0
+    prof = None
+    if profile and device.type == "cuda":
+        from torch.profiler import ProfilerActivity, profile as torch_profile, schedule
+        prof = torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
+                             schedule=schedule(wait=2, warmup=2, active=4, repeat=1))
+        prof.__enter__()
     while time.time() - begin < seconds:
         g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
         with torch.no_grad():
@@ -247,6 +252,12 @@ def train_denoiser(unet, te, vae, tokenizer, device, seconds: float, seed: int, 
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         ema.update(min(ema.decay, (1 + step) / (10 + step)))
+        if prof is not None:
+            prof.step()
+            if done == 8:
+                prof.__exit__(None, None, None)
+                log("profile of 4 steps:\n" + prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
+                prof = None
         if step % 250 == 0:
             log(f"unet step {step} loss {loss.item():.4f} ({time.time() - begin:.0f} s, "
                 f"{done / max(time.time() - begin, 1e-6):.1f} steps/s)")
@@ -320,6 +331,7 @@ def cmd_train(args) -> int:
         torch.backends.cuda.enable_cudnn_sdp(False)      # its backward fails on small heads (torch 2.11, H200)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
     device = torch.device(args.device)
     log_lines: list[str] = []
 
@@ -353,7 +365,8 @@ def cmd_train(args) -> int:
     ema = EMA({"unet": unet, "te": te}, 0.999, ema_state)
     seconds = deadline - time.time() - args.reserve_s
     meta["unet_steps"] = train_denoiser(unet, te, vae, tokenizer, device, seconds, args.seed,
-                                        int(meta["unet_steps"]), ema, float(meta["scale"]), args.batch, args.lr, log)
+                                        int(meta["unet_steps"]), ema, float(meta["scale"]), args.batch, args.lr, log,
+                                        profile=args.profile)
     state = {**prefixed("vae", vae), **prefixed("unet", unet), **prefixed("te", te),
              **{f"ema.{k}": v.half() for k, v in ema.shadow.items()}}
     meta_json = json.dumps({k: (float(v) if k != "seed" else v) for k, v in meta.items()})
@@ -441,6 +454,8 @@ def main(argv=None) -> int:
     t.add_argument("--lr", type=float, default=4e-4)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--eval", type=int, default=48, help="prompts per evaluation set (0: none)")
+    t.add_argument("--profile", action="store_true", help="print a torch.profiler table of 4 denoiser steps")
+    t.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false")
     t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     t.add_argument("--tokenizer", default=DEFAULT_TOKENIZER)
     e = sub.add_parser("export", help="write the diffusers folder from a checkpoint")
