@@ -6,6 +6,8 @@ inside ComfyUI's input, output, user and models folders only, and ``..`` is refu
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import re
 from typing import Any, Callable, Optional, Union
@@ -13,6 +15,7 @@ from typing import Any, Callable, Optional, Union
 import folder_paths
 
 from ..retrieval.errors import SearchPriorsError
+from ..retrieval.number_inputs import NumberSpec, check_numbers, first_number_problem
 from ..retrieval.models import (DEFAULT_SENTENCE_MODEL, DEFAULT_SPACY_MODEL, list_sentence_models,
                                 list_spacy_models)
 
@@ -230,3 +233,69 @@ def retrieval_hit(retrieval, rank):
         raise SearchPriorsError(f"rank {rank} is out of range: the retrieval has {len(hits)} entries "
                                 f"(rank 1 = best). Lower the rank or raise the retriever's top_k.")
     return hits[rank - 1]
+
+
+# ----------------------------------------------------------------------------------------- number inputs
+# Every INT and FLOAT input of every node of the pack is checked against its own schema when the node runs:
+# finite, and within min/max (retrieval/number_inputs.py says why ComfyUI's own check is not enough).
+# nodes/__init__.py installs the check on every node it registers; a validate_inputs that receives number
+# widgets (by name or through **kwargs) returns ``number_inputs_problem(cls, values)`` as well, so that the
+# message shows before the graph runs.
+
+_NUMBER_SPECS: dict = {}
+
+
+def number_specs(node_cls) -> list[NumberSpec]:
+    """The INT and FLOAT inputs of ``node_cls``'s schema with their declared ranges (computed once)."""
+    key = getattr(node_cls, "__searchpriors_node__", node_cls)
+    if key not in _NUMBER_SPECS:
+        specs = []
+        for item in key.define_schema().inputs:
+            kind = item.get_io_type() if hasattr(item, "get_io_type") else None
+            if kind in ("INT", "FLOAT"):
+                specs.append(NumberSpec(item.id, kind, getattr(item, "min", None), getattr(item, "max", None)))
+        _NUMBER_SPECS[key] = specs
+    return _NUMBER_SPECS[key]
+
+
+def _display_name(node_cls) -> str:
+    key = getattr(node_cls, "__searchpriors_node__", node_cls)
+    try:
+        return key.define_schema().display_name or key.__name__
+    except Exception:  # noqa: BLE001 (the name is only for the message)
+        return key.__name__
+
+
+def number_inputs_problem(node_cls, values: dict) -> Optional[str]:
+    """For ``validate_inputs``: the first number widget of ``values`` that its schema refuses, or None."""
+    return first_number_problem(number_specs(node_cls), values)
+
+
+def install_number_checks(node_cls) -> None:
+    """Wrap ``node_cls.execute`` so that every number input is checked before the node does anything."""
+    if getattr(node_cls, "__searchpriors_node__", None) is node_cls:
+        return
+    function = node_cls.__dict__["execute"].__func__
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def execute(cls, *args, **kwargs):
+        try:
+            bound = signature.bind_partial(cls, *args, **kwargs).arguments
+        except TypeError:
+            bound = kwargs
+        check_numbers(number_specs(node_cls), bound, node=_display_name(node_cls))
+        return function(cls, *args, **kwargs)
+
+    if inspect.iscoroutinefunction(function):
+        async def execute_async(cls, *args, **kwargs):
+            try:
+                bound = signature.bind_partial(cls, *args, **kwargs).arguments
+            except TypeError:
+                bound = kwargs
+            check_numbers(number_specs(node_cls), bound, node=_display_name(node_cls))
+            return await function(cls, *args, **kwargs)
+        execute = functools.wraps(function)(execute_async)
+
+    node_cls.execute = classmethod(execute)
+    node_cls.__searchpriors_node__ = node_cls

@@ -188,6 +188,10 @@ class KeyframeExtractor(io.ComfyNode):
         # known at run time, where execute checks it; check the default in its place.
         given = {"keyframe_count": keyframe_count, "width": width, "height": height, "box_threshold": box_threshold,
                  "text_threshold": text_threshold, "full_frame_above": full_frame_above}
+        # named here, so ComfyUI skips its own range check of these: the schema's ranges are checked instead
+        problem = glue.number_inputs_problem(cls, dict(given, rank=rank))
+        if problem:
+            return problem
         given = {name: _DEFAULTS[name] if value is None else value for name, value in given.items()}
         try:
             _check_widgets(**given)

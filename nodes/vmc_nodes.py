@@ -173,8 +173,10 @@ class LoadMotionLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, **kwargs):
-        return True  # a missing file is reported by execute, on the node
+    def validate_inputs(cls, lora_name=None):
+        # lora_name only (not **kwargs: ComfyUI would skip strength's range check): a file this machine lacks
+        # is reported by execute, on the node, with the fix
+        return True
 
     @classmethod
     def execute(cls, model, lora_name, strength=1.0) -> io.NodeOutput:
