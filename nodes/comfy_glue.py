@@ -1,7 +1,8 @@
 """What every node of the pack shares with ComfyUI: model folders, safe paths, progress and Cancel.
 
 Paths typed into a widget come from workflows that strangers share, so they are untrusted: they resolve
-inside ComfyUI's input, output, user and models folders only, and ``..`` is refused outright.
+(symbolic links followed) inside ComfyUI's input, output, user and models folders only (never custom_nodes),
+and ``..`` is refused outright.
 """
 
 from __future__ import annotations
@@ -73,28 +74,45 @@ def index_choices() -> list[str]:
     return sorted(names)
 
 
+# folder_paths also registers ComfyUI's custom_nodes folder; it is no place for a workflow's files (it holds
+# code, and keys or configs of other packs), so it is left out even though folder_paths lists it.
+NOT_ALLOWED_FOLDERS = ("custom_nodes",)
+
+
 def allowed_roots() -> list[str]:
+    """ComfyUI's input, output, user and models folders (and the model folders extra_model_paths adds), with
+    symbolic links resolved."""
     roots = [folder_paths.get_input_directory(), folder_paths.get_output_directory(),
              folder_paths.get_user_directory(), folder_paths.models_dir]
-    for paths, _ in folder_paths.folder_names_and_paths.values():
-        roots.extend(paths)
-    return [os.path.abspath(r) for r in roots if r]
+    for name, (paths, _) in folder_paths.folder_names_and_paths.items():
+        if name not in NOT_ALLOWED_FOLDERS:
+            roots.extend(paths)
+    return [os.path.realpath(r) for r in roots if r]
 
 
 def resolve_user_path(value: str, base: str, what: str) -> str:
-    """``value`` relative to ``base`` (or absolute), refused unless inside ComfyUI's own folders."""
+    """``value`` relative to ``base`` (or absolute), refused unless inside ComfyUI's own folders.
+
+    Symbolic links are resolved before the check (the path returned is the resolved one), so a link in the
+    input folder that points elsewhere is refused like the path it points to."""
     raw = (value or "").strip()
     if not raw:
         raise SearchPriorsError(f"{what} is empty: give a path relative to {base}.")
-    if "\x00" in raw or ".." in re.split(r"[\\/]+", raw):
+    if "\x00" in raw:
+        raise SearchPriorsError(f"{what} contains a NUL character (\\x00), which no file name can hold: retype "
+                                f"the path, e.g. a file name relative to {base}.")
+    if ".." in re.split(r"[\\/]+", raw):
         raise SearchPriorsError(f"{what} '{raw}' contains '..': paths must stay inside ComfyUI's input, "
                                 f"output, user or models folders. Put the file there and give its path.")
-    path = os.path.abspath(raw if os.path.isabs(raw) else os.path.join(base, raw))
+    path = os.path.realpath(raw if os.path.isabs(raw) else os.path.join(base, raw))
     for root in allowed_roots():
         if os.path.commonpath([path, root]) == root:
             return path
-    raise SearchPriorsError(f"{what} '{raw}' is outside ComfyUI's input, output, user and models folders, "
-                            f"which is not allowed for paths in workflows. Move the file under {base}.")
+    linked = path != os.path.abspath(raw if os.path.isabs(raw) else os.path.join(base, raw))
+    raise SearchPriorsError(f"{what} '{raw}' " + (f"is a symbolic link (or lies under one) to {path}, which is "
+                                                  if linked else "is ")
+                            + f"outside ComfyUI's input, output, user and models folders, which is not allowed "
+                              f"for paths in workflows. Move (copy) the file under {base}.")
 
 
 def index_folder(name: str, must_exist: bool) -> str:
