@@ -244,3 +244,15 @@ def test_a_nul_byte_is_named_as_such(node, videos):
     with pytest.raises(SearchPriorsError) as refused:
         node.execute(**WIDGETS, video_path="refclips/a.mp4\x00.txt")
     assert "NUL character" in str(refused.value) and "'..'" not in str(refused.value)
+
+
+def test_memory_budget_refused_on_validation_and_execute(node, pack_nodes, videos, monkeypatch):
+    from comfyui_searchpriors.distill import memory_budget as mb
+
+    monkeypatch.setenv(mb.BUDGET_ENV, "64")
+    message = node.validate_inputs(frame_count=24, width=8192, height=8192)
+    assert "24 frames at 8192x8192 needs about 23,040 MiB" in message and "(64 MiB)" in message
+    with pytest.raises(mb.MemoryBudgetError, match="needs about"):
+        node.execute(**{**WIDGETS, "frame_count": 16, "width": 1024, "height": 1024}, video_path="refclips/a.mp4")
+    keyframes = pack_nodes.KeyframeExtractor
+    assert "8 keyframes at 4096x4096 needs about" in keyframes.validate_inputs(width=4096, height=4096)
