@@ -114,6 +114,61 @@ def _unsupported(what: str) -> DiffusersFolderError:
                                 f"and scheduler/.")
 
 
+# ComfyUI turns a diffusers VAE into its own AutoencoderKL with a fixed key map (comfy/diffusers_convert.py):
+# 4 levels, at most 2 resnets per encoder level; anything else loads with keys missing and decodes to black.
+VAE_LEVELS = 4
+VAE_MAX_LAYERS_PER_BLOCK = 2
+VAE_NORM_GROUPS = 32
+
+
+def check_vae_structure(name: str, vae: dict, unet: Optional[dict] = None) -> None:
+    """Refuse a VAE config that ComfyUI's VAE cannot hold, naming what differs from the SD VAE."""
+    where = f"'{name}/vae'"
+    channels = vae.get("block_out_channels", [64])
+    if not isinstance(channels, (list, tuple)) or not channels or \
+            not all(isinstance(c, int) and c > 0 for c in channels):
+        raise DiffusersFolderError(f"{where}: block_out_channels is {channels!r}, not a list of channel counts.")
+    if len(channels) != VAE_LEVELS:
+        raise DiffusersFolderError(
+            f"{where} has {len(channels)} levels (block_out_channels {list(channels)}); ComfyUI's VAE conversion "
+            f"needs the Stable Diffusion VAE's {VAE_LEVELS} (e.g. [128, 256, 512, 512]), and would decode this one "
+            f"to black. Use the folder's original vae/ (the SD VAE).")
+    groups = int(vae.get("norm_num_groups", VAE_NORM_GROUPS))
+    if groups != VAE_NORM_GROUPS or any(c % groups for c in channels):
+        raise DiffusersFolderError(
+            f"{where}: norm_num_groups {groups} with block_out_channels {list(channels)}; ComfyUI's VAE uses "
+            f"{VAE_NORM_GROUPS} groups, so every channel count must be a multiple of {VAE_NORM_GROUPS}.")
+    if any(c % channels[0] for c in channels):
+        raise DiffusersFolderError(f"{where}: block_out_channels {list(channels)} are not multiples of the first "
+                                   f"({channels[0]}), which ComfyUI's VAE needs.")
+    layers = int(vae.get("layers_per_block", 1))
+    if not 1 <= layers <= VAE_MAX_LAYERS_PER_BLOCK:
+        raise DiffusersFolderError(f"{where}: layers_per_block is {layers}; ComfyUI's VAE conversion maps 1 or "
+                                   f"{VAE_MAX_LAYERS_PER_BLOCK} (the SD VAE has 2).")
+    if vae.get("act_fn", "silu") != "silu" or not vae.get("use_quant_conv", True):
+        raise DiffusersFolderError(f"{where} is not a Stable Diffusion style AutoencoderKL (act_fn "
+                                   f"'{vae.get('act_fn', 'silu')}', use_quant_conv {vae.get('use_quant_conv', True)}).")
+    latent = int(vae.get("latent_channels", 4))
+    unet_in = (unet or {}).get("in_channels")
+    if unet_in is not None and int(unet_in) != latent:
+        raise DiffusersFolderError(f"'{name}': the VAE makes {latent}-channel latents but the UNet takes "
+                                   f"{unet_in} channels; the vae/ and unet/ folders come from different models.")
+
+
+def key_differences(name: str, component: str, missing, unexpected, shown: int = 3) -> Optional[str]:
+    """A message naming the component and the keys its weights lack or have in excess, or None."""
+    missing, unexpected = sorted(missing), sorted(unexpected)
+    if not missing and not unexpected:
+        return None
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:shown])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:shown])})")
+    return (f"'{name}/{component}' weights do not fit its config.json: {' and '.join(parts)}. The folder is "
+            f"damaged or mixes two models: download {component}/ again.")
+
+
 def inspect_folder(path: str, check_weights: bool = True) -> T2VFolder:
     """Validate a diffusers folder of the UNet3D text-to-video family from its JSON files.
 
@@ -157,6 +212,7 @@ def inspect_folder(path: str, check_weights: bool = True) -> T2VFolder:
             if value not in allowed:
                 raise _unsupported(f"'{name}': {component} is a {value}, an architecture this loader does not know "
                                    f"(expected {' or '.join(allowed)}).")
+    check_vae_structure(name, configs["vae"], configs["unet"])
     scheduler = configs["scheduler"]
     prediction = scheduler.get("prediction_type", "epsilon")
     if prediction not in PREDICTION_TYPES:
@@ -251,9 +307,9 @@ def load_unet(folder: T2VFolder, dtype="auto"):
     with torch.device("meta"):
         unet = UNet3DConditionModel.from_config(config)
     missing, unexpected = unet.load_state_dict(state, strict=False, assign=True)
-    if missing:
-        raise DiffusersFolderError(f"'{folder.name}/unet' weights do not fit its config.json: {len(missing)} "
-                                   f"missing (e.g. {missing[0]}). The folder is damaged or mixes two models.")
+    problem = key_differences(folder.name, "unet", missing, unexpected)
+    if problem:
+        raise DiffusersFolderError(problem)
     leftovers = [n for n, t in list(unet.named_parameters()) + list(unet.named_buffers()) if t.is_meta]
     if leftovers:
         raise DiffusersFolderError(f"'{folder.name}/unet': no weights for {leftovers[0]}.")
@@ -342,6 +398,19 @@ def ddim_sigmas(scheduler_config: dict, steps: int) -> tuple[torch.Tensor, list[
     scheduler.set_timesteps(int(steps))
     timesteps = [int(t) for t in scheduler.timesteps]
     acp = scheduler.alphas_cumprod  # float32, as the pipeline uses
+    if max(timesteps) >= len(acp):
+        # "leading" spacing plus steps_offset reaches past the last training timestep near the maximum
+        most = int(steps) - 1
+        while most > 1:
+            scheduler.set_timesteps(most)
+            if max(int(t) for t in scheduler.timesteps) < len(acp):
+                break
+            most -= 1
+        raise DiffusersFolderError(
+            f"steps {steps} is more than this scheduler can take: its timesteps would reach {max(timesteps)}, "
+            f"past the last of its {len(acp)} training timesteps (timestep_spacing "
+            f"'{scheduler.config.timestep_spacing}', steps_offset {scheduler.config.steps_offset}); use {most} "
+            f"or fewer steps.")
     sigmas = ((1 - acp) / acp) ** 0.5
     final = scheduler.final_alpha_cumprod
     final_sigma = ((1 - final) / final) ** 0.5

@@ -34,10 +34,13 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from ..retrieval.errors import MissingDependencyError, SearchPriorsError
+from .memory_budget import check_allocation
 
 CROP_MODES = ("center", "pad", "stretch")
 MAX_SIDE = 8192
 MAX_FRAMES = 4096
+# memory per output pixel: the uint8 frames decoded into (3 bytes) and the float32 IMAGE made from them (12)
+BYTES_PER_PIXEL = 3 + 12
 
 
 class VideoFramesError(SearchPriorsError):
@@ -106,6 +109,9 @@ def check_request(frame_count: int, width: int, height: int, start_seconds: floa
                                f"Set fps, or a stride of 1 or more.")
     if crop not in CROP_MODES:
         raise VideoFramesError(f"Unknown crop mode '{crop}': choose one of {', '.join(CROP_MODES)}.")
+    count, w, h = int(frame_count), int(width), int(height)
+    check_allocation(f"{count} frames at {w}x{h}", count * w * h * BYTES_PER_PIXEL,
+                     "Take fewer frames, or a smaller width and height")
 
 
 def _open(path: str):

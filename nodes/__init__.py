@@ -10,7 +10,7 @@ import logging
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
-from .comfy_glue import register_model_folders
+from .comfy_glue import install_number_checks, register_model_folders
 from .index_nodes import MotionIndexBuilder, MotionIndexLoader
 from .keyframe_nodes import KeyframeExtractor
 from .modelscope_nodes import DiffusersSchedulerSigmas, ModelScopeLoader
@@ -28,6 +28,8 @@ NODES += [DDIMVideoInvert, GaussianNoiseMix, HybridSemanticGuider, HybridSemanti
 NODES.append(ReferenceRewriter)
 NODES += [VMCTemporalLoRA, SaveMotionLoRA, LoadMotionLoRA]
 NODES.append(KeyframeExtractor)
+for _node in NODES:   # every INT/FLOAT input: finite and within its declared range (comfy_glue says why)
+    install_number_checks(_node)
 
 
 def loadable_nodes(nodes=None) -> list[type[io.ComfyNode]]:

@@ -1,11 +1,14 @@
 """What every node of the pack shares with ComfyUI: model folders, safe paths, progress and Cancel.
 
 Paths typed into a widget come from workflows that strangers share, so they are untrusted: they resolve
-inside ComfyUI's input, output, user and models folders only, and ``..`` is refused outright.
+(symbolic links followed) inside ComfyUI's input, output, user and models folders only (never custom_nodes),
+and ``..`` is refused outright.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import re
 from typing import Any, Callable, Optional, Union
@@ -13,6 +16,7 @@ from typing import Any, Callable, Optional, Union
 import folder_paths
 
 from ..retrieval.errors import SearchPriorsError
+from ..retrieval.number_inputs import NumberSpec, check_numbers, first_number_problem
 from ..retrieval.models import (DEFAULT_SENTENCE_MODEL, DEFAULT_SPACY_MODEL, list_sentence_models,
                                 list_spacy_models)
 
@@ -70,28 +74,45 @@ def index_choices() -> list[str]:
     return sorted(names)
 
 
+# folder_paths also registers ComfyUI's custom_nodes folder; it is no place for a workflow's files (it holds
+# code, and keys or configs of other packs), so it is left out even though folder_paths lists it.
+NOT_ALLOWED_FOLDERS = ("custom_nodes",)
+
+
 def allowed_roots() -> list[str]:
+    """ComfyUI's input, output, user and models folders (and the model folders extra_model_paths adds), with
+    symbolic links resolved."""
     roots = [folder_paths.get_input_directory(), folder_paths.get_output_directory(),
              folder_paths.get_user_directory(), folder_paths.models_dir]
-    for paths, _ in folder_paths.folder_names_and_paths.values():
-        roots.extend(paths)
-    return [os.path.abspath(r) for r in roots if r]
+    for name, (paths, _) in folder_paths.folder_names_and_paths.items():
+        if name not in NOT_ALLOWED_FOLDERS:
+            roots.extend(paths)
+    return [os.path.realpath(r) for r in roots if r]
 
 
 def resolve_user_path(value: str, base: str, what: str) -> str:
-    """``value`` relative to ``base`` (or absolute), refused unless inside ComfyUI's own folders."""
+    """``value`` relative to ``base`` (or absolute), refused unless inside ComfyUI's own folders.
+
+    Symbolic links are resolved before the check (the path returned is the resolved one), so a link in the
+    input folder that points elsewhere is refused like the path it points to."""
     raw = (value or "").strip()
     if not raw:
         raise SearchPriorsError(f"{what} is empty: give a path relative to {base}.")
-    if "\x00" in raw or ".." in re.split(r"[\\/]+", raw):
+    if "\x00" in raw:
+        raise SearchPriorsError(f"{what} contains a NUL character (\\x00), which no file name can hold: retype "
+                                f"the path, e.g. a file name relative to {base}.")
+    if ".." in re.split(r"[\\/]+", raw):
         raise SearchPriorsError(f"{what} '{raw}' contains '..': paths must stay inside ComfyUI's input, "
                                 f"output, user or models folders. Put the file there and give its path.")
-    path = os.path.abspath(raw if os.path.isabs(raw) else os.path.join(base, raw))
+    path = os.path.realpath(raw if os.path.isabs(raw) else os.path.join(base, raw))
     for root in allowed_roots():
         if os.path.commonpath([path, root]) == root:
             return path
-    raise SearchPriorsError(f"{what} '{raw}' is outside ComfyUI's input, output, user and models folders, "
-                            f"which is not allowed for paths in workflows. Move the file under {base}.")
+    linked = path != os.path.abspath(raw if os.path.isabs(raw) else os.path.join(base, raw))
+    raise SearchPriorsError(f"{what} '{raw}' " + (f"is a symbolic link (or lies under one) to {path}, which is "
+                                                  if linked else "is ")
+                            + f"outside ComfyUI's input, output, user and models folders, which is not allowed "
+                              f"for paths in workflows. Move (copy) the file under {base}.")
 
 
 def index_folder(name: str, must_exist: bool) -> str:
@@ -230,3 +251,69 @@ def retrieval_hit(retrieval, rank):
         raise SearchPriorsError(f"rank {rank} is out of range: the retrieval has {len(hits)} entries "
                                 f"(rank 1 = best). Lower the rank or raise the retriever's top_k.")
     return hits[rank - 1]
+
+
+# ----------------------------------------------------------------------------------------- number inputs
+# Every INT and FLOAT input of every node of the pack is checked against its own schema when the node runs:
+# finite, and within min/max (retrieval/number_inputs.py says why ComfyUI's own check is not enough).
+# nodes/__init__.py installs the check on every node it registers; a validate_inputs that receives number
+# widgets (by name or through **kwargs) returns ``number_inputs_problem(cls, values)`` as well, so that the
+# message shows before the graph runs.
+
+_NUMBER_SPECS: dict = {}
+
+
+def number_specs(node_cls) -> list[NumberSpec]:
+    """The INT and FLOAT inputs of ``node_cls``'s schema with their declared ranges (computed once)."""
+    key = getattr(node_cls, "__searchpriors_node__", node_cls)
+    if key not in _NUMBER_SPECS:
+        specs = []
+        for item in key.define_schema().inputs:
+            kind = item.get_io_type() if hasattr(item, "get_io_type") else None
+            if kind in ("INT", "FLOAT"):
+                specs.append(NumberSpec(item.id, kind, getattr(item, "min", None), getattr(item, "max", None)))
+        _NUMBER_SPECS[key] = specs
+    return _NUMBER_SPECS[key]
+
+
+def _display_name(node_cls) -> str:
+    key = getattr(node_cls, "__searchpriors_node__", node_cls)
+    try:
+        return key.define_schema().display_name or key.__name__
+    except Exception:  # noqa: BLE001 (the name is only for the message)
+        return key.__name__
+
+
+def number_inputs_problem(node_cls, values: dict) -> Optional[str]:
+    """For ``validate_inputs``: the first number widget of ``values`` that its schema refuses, or None."""
+    return first_number_problem(number_specs(node_cls), values)
+
+
+def install_number_checks(node_cls) -> None:
+    """Wrap ``node_cls.execute`` so that every number input is checked before the node does anything."""
+    if getattr(node_cls, "__searchpriors_node__", None) is node_cls:
+        return
+    function = node_cls.__dict__["execute"].__func__
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def execute(cls, *args, **kwargs):
+        try:
+            bound = signature.bind_partial(cls, *args, **kwargs).arguments
+        except TypeError:
+            bound = kwargs
+        check_numbers(number_specs(node_cls), bound, node=_display_name(node_cls))
+        return function(cls, *args, **kwargs)
+
+    if inspect.iscoroutinefunction(function):
+        async def execute_async(cls, *args, **kwargs):
+            try:
+                bound = signature.bind_partial(cls, *args, **kwargs).arguments
+            except TypeError:
+                bound = kwargs
+            check_numbers(number_specs(node_cls), bound, node=_display_name(node_cls))
+            return await function(cls, *args, **kwargs)
+        execute = functools.wraps(function)(execute_async)
+
+    node_cls.execute = classmethod(execute)
+    node_cls.__searchpriors_node__ = node_cls

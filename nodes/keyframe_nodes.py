@@ -23,6 +23,7 @@ from ..distill.grounding import (DEFAULT_BOX_THRESHOLD, DEFAULT_TEXT_THRESHOLD, 
                                  load_original_detector, load_transformers_detector, run_detection)
 from ..distill.keyframes import (DEFAULT_FULL_FRAME_ABOVE, colour_name, crop_keyframes, draw_preview,
                                  plan_keyframes)
+from ..distill.memory_budget import check_allocation
 from ..retrieval.errors import SearchPriorsError
 from ..retrieval.unit_matching import detection_captions
 from . import comfy_glue as glue
@@ -116,6 +117,10 @@ def _check_widgets(keyframe_count, width, height, box_threshold, text_threshold,
                         ("full_frame_above", full_frame_above)):
         if not 0.0 <= float(value) <= 1.0:
             raise SearchPriorsError(f"{name} must lie in [0, 1], got {value}.")
+    count, w, h = int(keyframe_count), int(width), int(height)
+    # the keyframes IMAGE (float32) and the resize's intermediate copy of it
+    check_allocation(f"{count} keyframes at {w}x{h}", count * w * h * 3 * 4 * 2,
+                     "Lower keyframe_count, width or height")
 
 
 def _hit(retrieval, rank):
@@ -188,6 +193,10 @@ class KeyframeExtractor(io.ComfyNode):
         # known at run time, where execute checks it; check the default in its place.
         given = {"keyframe_count": keyframe_count, "width": width, "height": height, "box_threshold": box_threshold,
                  "text_threshold": text_threshold, "full_frame_above": full_frame_above}
+        # named here, so ComfyUI skips its own range check of these: the schema's ranges are checked instead
+        problem = glue.number_inputs_problem(cls, dict(given, rank=rank))
+        if problem:
+            return problem
         given = {name: _DEFAULTS[name] if value is None else value for name, value in given.items()}
         try:
             _check_widgets(**given)

@@ -39,7 +39,9 @@ from typing import Optional
 
 import torch
 
+import comfy.diffusers_convert
 import comfy.latent_formats
+import comfy.ldm.models.autoencoder
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
@@ -48,8 +50,9 @@ import comfy.sd
 import comfy.sd1_clip
 import comfy.supported_models_base
 
-from ..distill.diffusers_folder import (DTYPES, DiffusersFolderError, T2VFolder, beta_schedule, ddim_sigmas,
-                                        inspect_folder, load_unet, read_state_dict)
+from ..distill.diffusers_folder import (DTYPES, DiffusersFolderError, T2VFolder, beta_schedule,
+                                        check_vae_structure, ddim_sigmas, inspect_folder, key_differences,
+                                        load_unet, read_state_dict)
 from ..distill.device_copy import to_device_without_wait
 from ..distill.group_norm import use_few_rows_group_norm
 
@@ -244,9 +247,9 @@ def load_clip(folder: T2VFolder, dtype: str = "auto", embedding_directory=None) 
                          model_options=options)
     missing, unexpected = clip.load_sd(state)
     missing = [k for k in missing if not k.endswith(("text_projection.weight", "logit_scale"))]
-    if missing:
-        raise DiffusersFolderError(f"'{folder.name}/text_encoder' weights do not fit its config.json: "
-                                   f"{len(missing)} missing (e.g. {missing[0]}).")
+    problem = key_differences(folder.name, "text_encoder", missing, unexpected)
+    if problem:
+        raise DiffusersFolderError(problem)
     return clip
 
 
@@ -254,12 +257,9 @@ def load_clip(folder: T2VFolder, dtype: str = "auto", embedding_directory=None) 
 def vae_config(folder: T2VFolder) -> dict:
     """ComfyUI AutoencoderKL parameters from diffusers' vae/config.json (no shape guessing)."""
     cfg = folder.vae_config
+    check_vae_structure(folder.name, cfg, folder.unet_config)
     channels = list(cfg.get("block_out_channels", [64]))
     base = channels[0]
-    if any(c % base for c in channels) or int(cfg.get("norm_num_groups", 32)) != 32 or \
-            not cfg.get("use_quant_conv", True) or cfg.get("act_fn", "silu") != "silu":
-        raise DiffusersFolderError(f"'{folder.name}/vae' is not a Stable Diffusion style AutoencoderKL "
-                                   f"(block_out_channels multiples of the first, 32 norm groups, silu, quant convs).")
     ddconfig = {"double_z": True, "z_channels": int(cfg.get("latent_channels", 4)),
                 "resolution": int(cfg.get("sample_size", 256)), "in_channels": int(cfg.get("in_channels", 3)),
                 "out_ch": int(cfg.get("out_channels", 3)), "ch": base, "ch_mult": [c // base for c in channels],
@@ -272,7 +272,17 @@ def load_vae(folder: T2VFolder, dtype: str = "auto") -> comfy.sd.VAE:
     target = _torch_dtype(dtype)
     # fp16 overflows in the SD VAE's decoder: "fp16" and "auto" take ComfyUI's own VAE dtype choice
     vae_dtype = target if target in (torch.float32, torch.bfloat16) else None
-    vae = comfy.sd.VAE(sd=state, config=vae_config(folder), dtype=vae_dtype)
+    config = vae_config(folder)
+    # the keys ComfyUI will look up, from its own diffusers -> ldm key map (tensors on "meta": keys only)
+    given = {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in state.items()}
+    if "decoder.up_blocks.0.resnets.0.norm1.weight" in given:
+        given = comfy.diffusers_convert.convert_vae_state_dict(given)
+    with torch.device("meta"):
+        expected = comfy.ldm.models.autoencoder.AutoencoderKL(**config["params"]).state_dict().keys()
+    problem = key_differences(folder.name, "vae", set(expected) - set(given), set(given) - set(expected))
+    if problem:
+        raise DiffusersFolderError(problem)
+    vae = comfy.sd.VAE(sd=state, config=config, dtype=vae_dtype)
     vae.latent_channels = int(folder.vae_config.get("latent_channels", 4))
     vae.downscale_ratio = vae.upscale_ratio = folder.vae_downscale
     return vae

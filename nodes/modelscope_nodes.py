@@ -96,7 +96,7 @@ class ModelScopeLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, folder=None, dtype=None, **kwargs):
+    def validate_inputs(cls, folder=None, dtype=None):
         return True  # an empty list or a missing folder is reported by execute, on the node, with the fix
 
     @classmethod

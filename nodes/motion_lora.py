@@ -214,6 +214,7 @@ def save_motion_lora(motion_lora: dict, path: str) -> str:
     os.close(fd)
     try:
         safetensors.torch.save_file(tensors, tmp, metadata=dict(motion_lora.get("metadata", {})))
+        os.chmod(tmp, 0o666 & ~current_umask())   # mkstemp makes 0600; ComfyUI's own outputs follow the umask
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -222,8 +223,28 @@ def save_motion_lora(motion_lora: dict, path: str) -> str:
     return path
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the system says it (setting it to read it back
+    would race with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def read_motion_lora(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+    try:
+        state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+    except Exception as exc:  # noqa: BLE001 (a damaged or foreign file: say so on the node)
+        raise SearchPriorsError(f"'{os.path.basename(path)}' could not be read as a LoRA file ({type(exc).__name__}: "
+                                f"{str(exc)[:200]}): it is damaged or not a safetensors file. Save it again with "
+                                f"Save Motion LoRA.") from exc
     return state_dict, dict(metadata or {})
 
 
@@ -232,7 +253,15 @@ def check_base_model(model, state_dict: dict, metadata: dict, name: str) -> None
     if metadata.get(META_PREFIX + "kind") != KIND:
         raise SearchPriorsError(f"'{name}' is not a motion LoRA saved by Save Motion LoRA (no SearchPriors metadata), "
                                 f"so its base model cannot be checked: load it with core Load LoRA (model only).")
-    saved = json.loads(metadata.get(META_PREFIX + "base_fingerprint", "{}"))
+    try:
+        saved = json.loads(metadata.get(META_PREFIX + "base_fingerprint", "{}"))
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        raise SearchPriorsError(f"Motion LoRA '{name}' has damaged metadata ({META_PREFIX}base_fingerprint is not "
+                                f"the JSON object Save Motion LoRA writes: {exc}), so its base model cannot be "
+                                f"checked. Save it again with Save Motion LoRA, or load it with core Load LoRA "
+                                f"(model only) if you know its base model.") from None
     targets = sorted({k[len(vmc.COMFY_PREFIX):].rsplit(".", 2)[0] if ".lora_" in k else
                       k[len(vmc.COMFY_PREFIX):].rsplit(".", 1)[0]
                       for k in state_dict if k.startswith(vmc.COMFY_PREFIX)})

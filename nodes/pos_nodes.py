@@ -54,6 +54,26 @@ def _latent_samples(latent, what: str) -> torch.Tensor:
     return samples
 
 
+def _check_latent_fits_model(model, samples: torch.Tensor, what: str) -> None:
+    """The latent's layout and channels are the MODEL's (its latent format): a 5-D latent for a frames-as-batch
+    model, or one from another model's VAE, would otherwise fail deep inside torch with a shape error."""
+    latent_format = getattr(getattr(model, "model", None), "latent_format", None)
+    channels = getattr(latent_format, "latent_channels", None)
+    dims = getattr(latent_format, "latent_dimensions", None)
+    if not isinstance(channels, int) or not isinstance(dims, int):
+        return
+    expected = "[frames, C, h, w] (frames as batch)" if dims == 2 else "[batch, C, frames, h, w]"
+    expected = expected.replace("C", str(channels))
+    if samples.ndim != dims + 2:
+        raise _error(f"{what} has shape {list(samples.shape)}, but this MODEL ({type(model.model).__name__}) takes "
+                     f"{dims + 2}-D latents {expected}: encode the reference frames with this model's own VAE (VAE "
+                     f"Encode of Reference Video Frames), or connect the MODEL the latent was made for.")
+    if samples.shape[1] != channels:
+        raise _error(f"{what} has {samples.shape[1]} channels (shape {list(samples.shape)}), but this MODEL "
+                     f"({type(model.model).__name__}) takes {channels}-channel latents {expected}: the latent comes "
+                     f"from another model's VAE. Encode the frames with the VAE that belongs to this MODEL.")
+
+
 def _check_conditioning(value, what: str) -> None:
     if not isinstance(value, list) or not value or not all(isinstance(c, (list, tuple)) and len(c) == 2 for c in value):
         raise _error(f"{what} is not a CONDITIONING; wire a CLIP Text Encode (the paper inverts with the empty "
@@ -110,6 +130,7 @@ class DDIMVideoInvert(io.ComfyNode):
     def execute(cls, model, latent, conditioning, steps: int, scheduler: str, refine_iterations: int, cfg: float,
                 negative=None, sigmas=None, check_reconstruction: bool = False) -> io.NodeOutput:
         samples = _latent_samples(latent, "latent")
+        _check_latent_fits_model(model, samples, "latent")
         _check_conditioning(conditioning, "conditioning")
         if refine_iterations < 0:
             raise _error(f"refine_iterations is {refine_iterations}; use 0 or more.")

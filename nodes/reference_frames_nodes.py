@@ -103,6 +103,9 @@ class ReferenceFrames(io.ComfyNode):
         # widget values are checked here; the video itself is checked on the node when it runs (a linked
         # retrieval is not known yet). A linked widget (e.g. frame_count from a Primitive node) comes as None:
         # its value is checked when the node runs.
+        problem = glue.number_inputs_problem(cls, kwargs)
+        if problem:
+            return problem
         values = {name: default if kwargs.get(name) is None else kwargs[name] for name, default in _DEFAULTS.items()}
         try:
             check_request(**values)

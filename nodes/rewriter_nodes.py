@@ -23,8 +23,8 @@ from ..retrieval import llm_backends as llm
 from ..retrieval.errors import SearchPriorsError
 from ..retrieval.models import DEFAULT_SPACY_MODEL, load_spacy
 from ..retrieval.rewriter import (MAX_REFERENCE_FIELDS, PAPER_TEMPLATE, RewriteCache, build_instruction,
-                                  cache_key, chat_messages, check_rewrite, clean_answer, reference_lines,
-                                  validate_template)
+                                  cache_key, chat_messages, check_rewrite, check_text_length, clean_answer,
+                                  reference_lines, validate_template)
 from . import comfy_glue as glue
 from . import local_lm
 from .retrieval_nodes import RetrievalType
@@ -225,6 +225,7 @@ class ReferenceRewriter(io.ComfyNode):
                 raise SearchPriorsError("Backend 'manual' passes your own rewrite through: type it into "
                                         "manual_rewrite (the 'instruction' output is the text to give a chat "
                                         "model if you want the paper's rewrite).")
+            check_text_length(answer, "manual_rewrite", "Type the rewrite of the prompt alone: one sentence.")
         else:
             answer, how = cls._answer(backend, messages, base_url, model, api_key_env, local_model, seed,
                                       temperature, timeout_s, retries, max_new_tokens, cache, unload_after)
@@ -243,9 +244,10 @@ class ReferenceRewriter(io.ComfyNode):
             result = rewrite
         else:
             lines.extend(f"WARNING: {p}" for p in check.problems())
-            if on_failed_check == "use_original_prompt" or check.empty:
+            if on_failed_check == "use_original_prompt" or check.empty or check.unchecked:
                 result = " ".join(prompt.split())
-                lines.append("result: the original prompt (the rewrite failed the check)")
+                lines.append("result: the original prompt (the rewrite failed the check"
+                             + (" or could not be checked)" if check.unchecked else ")"))
             else:
                 result = rewrite
                 lines.append("result: the rewrite, despite the warnings (on_failed_check = warn)")

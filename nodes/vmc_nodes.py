@@ -110,6 +110,10 @@ class VMCTemporalLoRA(io.ComfyNode):
         return io.NodeOutput(tuned, motion_lora, loss_curve_image(losses, note=stopped), report)
 
 
+NAME_MAX = 255                     # bytes in one file or folder name (Linux, macOS, Windows)
+SAVED_SUFFIX = "_00000_.safetensors"
+
+
 def loras_root() -> str:
     return folder_paths.get_folder_paths("loras")[0]
 
@@ -140,15 +144,27 @@ class SaveMotionLoRA(io.ComfyNode):
 
         root = loras_root()
         prefix = (filename_prefix or "").strip() or "motion_lora/vmc"
-        if ".." in prefix.replace("\\", "/").split("/") or os.path.isabs(prefix) or "\x00" in prefix:
+        if "\x00" in prefix:
+            raise SearchPriorsError("filename_prefix contains a NUL character (\\x00), which no file name can hold: "
+                                    "retype it, e.g. motion_lora/vmc.")
+        if ".." in prefix.replace("\\", "/").split("/") or os.path.isabs(prefix):
             raise SearchPriorsError(f"filename_prefix '{prefix}' must be a relative path inside models/loras/ "
                                     f"(no '..', not absolute).")
+        longest = max(prefix.replace("\\", "/").split("/"), key=lambda part: len(part.encode("utf-8")))
+        if len(longest.encode("utf-8")) + len(SAVED_SUFFIX) > NAME_MAX:
+            raise SearchPriorsError(f"filename_prefix has a name of {len(longest.encode('utf-8'))} bytes "
+                                    f"('{longest[:40]}...'); with the counter and '.safetensors' a file or folder "
+                                    f"name may have at most {NAME_MAX - len(SAVED_SUFFIX)}. Shorten it.")
         try:
             folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, root)
         except Exception as exc:
             raise SearchPriorsError(f"filename_prefix '{prefix}' leaves models/loras/: {exc}") from exc
         path = os.path.join(folder, f"{name}_{counter:05}_.safetensors")
-        save_motion_lora(motion_lora, path)
+        try:
+            save_motion_lora(motion_lora, path)
+        except OSError as exc:
+            raise SearchPriorsError(f"Could not write the motion LoRA to {path}: {exc.strerror or exc}. Check that "
+                                    f"models/loras/ is writable and has space, or change filename_prefix.") from exc
         lora_name = os.path.relpath(path, root).replace(os.sep, "/")
         return io.NodeOutput(lora_name, ui={"text": [lora_name]})
 
@@ -173,8 +189,10 @@ class LoadMotionLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, **kwargs):
-        return True  # a missing file is reported by execute, on the node
+    def validate_inputs(cls, lora_name=None):
+        # lora_name only (not **kwargs: ComfyUI would skip strength's range check): a file this machine lacks
+        # is reported by execute, on the node, with the fix
+        return True
 
     @classmethod
     def execute(cls, model, lora_name, strength=1.0) -> io.NodeOutput:

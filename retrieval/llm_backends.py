@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import threading
@@ -27,11 +28,14 @@ from typing import Callable, Optional, Sequence
 
 from .errors import MissingDependencyError, SearchPriorsError
 
-# The widget holds a variable name, never a key; only names that look like they hold an API key are read,
-# so that a workflow from a stranger cannot make the node send, say, AWS_SECRET_ACCESS_KEY or PATH to the
-# base URL it names.
+# The widget holds a variable name, never a key. Only the names on an allowlist are read, so that a workflow
+# from a stranger cannot make the node send, say, AWS_SECRET_ACCESS_KEY, GITHUB_TOKEN or HF_TOKEN to the
+# base URL it names. The default list is the pack's own: OPENAI_API_KEY (the widget's default) and
+# SEARCHPRIORS_<anything>_API_KEY; the user adds names in the environment variable ALLOWED_KEY_VARS_ENV.
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_KEY_SUFFIXES = ("_API_KEY", "_APIKEY", "_TOKEN", "_KEY")
+DEFAULT_KEY_VARS = ("OPENAI_API_KEY",)
+PACK_KEY_VAR = re.compile(r"^SEARCHPRIORS_[A-Z0-9_]+_API_KEY$")
+ALLOWED_KEY_VARS_ENV = "SEARCHPRIORS_ALLOWED_KEY_VARS"
 _KEY_LIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+|[A-Za-z0-9_\-]{32,})")
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 MAX_RETRY_AFTER_S = 30.0
@@ -41,8 +45,26 @@ class LLMBackendError(SearchPriorsError):
     """The language model could not give an answer; the message names the cause and the fix."""
 
 
+def allowed_key_vars() -> tuple[set[str], list[str]]:
+    """(names added by the user in SEARCHPRIORS_ALLOWED_KEY_VARS, entries of it that are not names)."""
+    raw = os.environ.get(ALLOWED_KEY_VARS_ENV, "")
+    names, bad = set(), []
+    for entry in re.split(r"[\s,;]+", raw):
+        if entry:
+            (names.add(entry) if _ENV_NAME.match(entry) else bad.append(entry))
+    return names, bad
+
+
+def key_var_allowed(name: str) -> bool:
+    return name in DEFAULT_KEY_VARS or bool(PACK_KEY_VAR.match(name)) or name in allowed_key_vars()[0]
+
+
 def api_key_from_env(env_name: str) -> tuple[Optional[str], str]:
-    """(the key or None, a line for the report that names the variable and never shows the value)."""
+    """(the key or None, a line for the report that names the variable and never shows the value).
+
+    The value is stripped of surrounding whitespace (a CRLF ``.env`` file leaves a CR at the end) and refused,
+    by the variable's name, when what is left holds anything but printable ASCII: such a value cannot go into
+    an HTTP header, and the error the HTTP library would raise quotes the header."""
     name = (env_name or "").strip()
     if not name:
         return None, "API key: none (api_key_env is empty)"
@@ -53,14 +75,21 @@ def api_key_from_env(env_name: str) -> tuple[Optional[str], str]:
             "OPENAI_API_KEY; what it holds does not look like a name. If you typed the key itself, remove it "
             "from the workflow (it is saved with it) and set it as an environment variable before starting "
             "ComfyUI.")
-    if not name.upper().endswith(_KEY_SUFFIXES):
+    if not key_var_allowed(name):
         raise SearchPriorsError(
-            f"api_key_env '{name}' does not end in _API_KEY, _KEY or _TOKEN. Only such variables are read, so "
-            f"that a shared workflow cannot send another secret of this machine to the server it names; put "
-            f"the key in a variable such as OPENAI_API_KEY.")
-    value = os.environ.get(name)
+            f"api_key_env '{name}' is not on this machine's list of variables a workflow may read: "
+            f"OPENAI_API_KEY, SEARCHPRIORS_<NAME>_API_KEY, and those you list in the environment variable "
+            f"{ALLOWED_KEY_VARS_ENV} (comma-separated). The list keeps a shared workflow from sending another "
+            f"secret of this machine to the server it names. Put the key in OPENAI_API_KEY or "
+            f"SEARCHPRIORS_LLM_API_KEY, or add '{name}' to {ALLOWED_KEY_VARS_ENV} before starting ComfyUI.")
+    value = (os.environ.get(name) or "").strip()
     if not value:
         return None, f"API key: none (environment variable {name} is not set)"
+    if any(not 0x21 <= ord(ch) <= 0x7E for ch in value):
+        raise SearchPriorsError(
+            f"The environment variable {name} holds a control character, a space or a non-ASCII character "
+            f"inside the key (for example a line break or a CR from a Windows .env file), which cannot be sent "
+            f"in an HTTP header. Set {name} to the key alone and restart ComfyUI.")
     return value, f"API key: from environment variable {name}"
 
 
@@ -100,6 +129,25 @@ def _no_cancel() -> None:
     return None
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: urllib would send the Authorization header to wherever the server points
+    (another port, another host). The 3xx answer is reported instead, with the address to use."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_RefuseRedirects)
+
+
+class _Cancelled(Exception):
+    """Carries the exception of ``check_cancel`` (ComfyUI's interrupt) past the redacting wrapper unchanged."""
+
+    def __init__(self, original: BaseException):
+        super().__init__("cancelled")
+        self.original = original
+
+
 class ChatCompletionsClient:
     """One OpenAI-compatible endpoint. ``check_cancel`` is called while waiting; it raises to cancel."""
 
@@ -113,8 +161,9 @@ class ChatCompletionsClient:
                                     "'llama3.2' for Ollama or 'gpt-4o-mini' for OpenAI.")
         self._api_key = api_key
         self.timeout_s = float(timeout_s)
-        if self.timeout_s <= 0:
-            raise SearchPriorsError(f"timeout_s must be positive, got {timeout_s}.")
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise SearchPriorsError(f"timeout_s must be a positive number of seconds, got {timeout_s}: set it to, "
+                                    f"say, 120.")
         self.retries = max(0, int(retries))
         self.backoff_s = float(backoff_s)
         self.check_cancel = check_cancel
@@ -129,7 +178,7 @@ class ChatCompletionsClient:
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while True:
-            self.check_cancel()
+            self._poll_cancel()
             left = deadline - time.monotonic()
             if left <= 0:
                 return
@@ -145,7 +194,7 @@ class ChatCompletionsClient:
 
         def work():
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                with _OPENER.open(request, timeout=self.timeout_s) as response:
                     box["result"] = (response.status, dict(response.headers), response.read())
             except urllib.error.HTTPError as exc:
                 try:
@@ -160,7 +209,7 @@ class ChatCompletionsClient:
         worker.start()
         hard_deadline = time.monotonic() + self.timeout_s + 5.0
         while worker.is_alive():
-            self.check_cancel()  # the abandoned request ends by its own timeout
+            self._poll_cancel()  # the abandoned request ends by its own timeout
             if time.monotonic() > hard_deadline:
                 raise TimeoutError("timed out")
             worker.join(self.poll_s)
@@ -168,8 +217,30 @@ class ChatCompletionsClient:
             raise box["error"]
         return box["result"]
 
+    def _poll_cancel(self) -> None:
+        try:
+            self.check_cancel()
+        except BaseException as exc:
+            raise _Cancelled(exc) from None
+
     def complete(self, messages: Sequence[dict], temperature: float = 0.0, seed: Optional[int] = None,
                  max_tokens: Optional[int] = None) -> ChatAnswer:
+        """The model's answer. Every failure, whatever raised it (the HTTP library, the socket, the JSON
+        decoder, this module), leaves as an LLMBackendError whose message is redacted of the key; only
+        Cancel's own exception passes through as it is."""
+        try:
+            return self._complete(messages, temperature, seed, max_tokens)
+        except _Cancelled as cancelled:
+            raise cancelled.original from None
+        except SearchPriorsError as exc:  # this module's own messages, redacted once more
+            raise LLMBackendError(redact(str(exc), self._api_key)) from None
+        except Exception as exc:  # noqa: BLE001 (anything: its text may quote the request's headers)
+            raise self._fail(f"The request to {self.url} (model '{self.model}') failed: {type(exc).__name__}: "
+                             f"{exc}. Check base_url and the server.") from None
+
+    def _complete(self, messages, temperature, seed, max_tokens) -> ChatAnswer:
+        if not math.isfinite(float(temperature)):
+            raise SearchPriorsError(f"temperature must be a number from 0 to 2, got {temperature}.")
         payload = {"model": self.model, "messages": list(messages), "temperature": float(temperature),
                    "stream": False}
         if seed is not None:
@@ -180,7 +251,7 @@ class ChatCompletionsClient:
         started = time.monotonic()
         where = f"{self.url} (model '{self.model}')"
         for attempt in range(1, self.retries + 2):
-            self.check_cancel()
+            self._poll_cancel()
             try:
                 status, headers, raw = self._send(body)
             except (TimeoutError, OSError) as exc:
@@ -215,6 +286,9 @@ class ChatCompletionsClient:
     def _status_message(self, status: int, raw: bytes, where: str, attempts: int) -> str:
         detail = _server_message(raw)
         detail = f" The server said: {detail}" if detail else ""
+        if 300 <= status < 400:
+            return (f"{where} answered with a redirect (HTTP {status}), which is not followed: the API key would "
+                    f"go with it to another address. Set base_url to the address the server points to.{detail}")
         if status in (401, 403):
             return (f"{where} refused the request (HTTP {status}): the API key is missing or wrong. Set the "
                     f"environment variable named in api_key_env before starting ComfyUI (the widget holds the "

@@ -26,7 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from .atomizer import ParsedPrompt, _lemma, _verb_lemma, parse_doc, verb_forms_of
+from .atomizer import MAX_PROMPT_CHARS, ParsedPrompt, _lemma, _verb_lemma, parse_doc, verb_forms_of
 from .errors import SearchPriorsError
 
 # POS Sec. 5.2, word for word; [Ref1], ..., [Ref5] become {references}, [Input Text Prompt] {prompt}, and
@@ -35,11 +35,24 @@ PAPER_TEMPLATE = ("Let me give you {k} examples: {references}, rewrite the sente
                   "the meaning of the original sentence to a maximum of {max_words} words, imitating/combining "
                   "the adjectives, adverbs or sentence patterns from the {k} examples above")
 MAX_REFERENCE_FIELDS = 50
+# Nothing longer than the atomizer's cap is ever parsed: the prompt and a manual rewrite are refused above it,
+# and a model's answer above it (after cleaning) is not checked (the original prompt is used). An answer
+# above MAX_RAW_ANSWER_CHARS is not even cleaned.
+MAX_TEXT_CHARS = MAX_PROMPT_CHARS
+MAX_RAW_ANSWER_CHARS = 100_000
 TEMPLATE_FIELDS = ("prompt", "references", "references_numbered", "k", "max_words")
 ROLE_NAMES = ("motion", "actor", "recipient")
 
 
 # ----------------------------------------------------------------------------------------------- template
+
+def check_text_length(text: str, what: str, fix: str) -> None:
+    """Refuse ``text`` (whitespace collapsed) above MAX_TEXT_CHARS, before anything parses it."""
+    size = len(" ".join((text or "").split()))
+    if size > MAX_TEXT_CHARS:
+        raise SearchPriorsError(f"{what} is too long: {size:,} characters, more than the limit of "
+                                f"{MAX_TEXT_CHARS:,}. {fix}")
+
 
 def reference_lines(text: str) -> list[str]:
     """Captions given one per line (blank lines skipped, whitespace collapsed)."""
@@ -102,6 +115,7 @@ def build_instruction(prompt: str, references: Sequence[str], k: int = 5, max_wo
         raise SearchPriorsError(f"k (the number of reference captions) must be at least 1, got {k}.")
     if int(max_words) < 1:
         raise SearchPriorsError(f"max_words must be at least 1, got {max_words}.")
+    check_text_length(prompt, "prompt (the text to rewrite)", "Shorten it: the rewriter takes one sentence.")
     prompt_text = _inline(prompt)
     if not prompt_text:
         raise SearchPriorsError("The prompt to rewrite is empty: type a sentence.")
@@ -170,6 +184,9 @@ def clean_answer(answer: str) -> tuple[str, list[str]]:
     """One clean sentence from a chat model's answer, and notes saying what was removed."""
     notes: list[str] = []
     text = answer or ""
+    if len(text) > MAX_RAW_ANSWER_CHARS:
+        notes.append(f"not cleaned: the answer has {len(text):,} characters")
+        return " ".join(text.split()), notes
     if _THINK.search(text):
         text = _THINK.sub("", text)
         notes.append("removed a <think> block")
@@ -216,6 +233,7 @@ class RewriteCheck:
     rewrite_units: list[str]
     lost: list[LostRole] = field(default_factory=list)
     empty: bool = False
+    unchecked: Optional[str] = None   # why the rewrite could not be checked (too long to parse)
 
     @property
     def too_long(self) -> bool:
@@ -227,10 +245,10 @@ class RewriteCheck:
 
     @property
     def passed(self) -> bool:
-        return self.kept_every_role and not self.too_long
+        return self.kept_every_role and not self.too_long and not self.unchecked
 
     def problems(self) -> list[str]:
-        out = []
+        out = [self.unchecked] if self.unchecked else []
         if self.empty:
             out.append("the rewrite is empty")
         if self.too_long:
@@ -258,9 +276,16 @@ def check_rewrite(nlp, prompt: str, rewrite: str, max_words: int) -> RewriteChec
     however the parser attaches it. Synonyms are not matched ("pedals" loses "ride"): the check is meant
     to be strict, and the report says which word went.
     """
+    check_text_length(prompt, "prompt (the text to rewrite)", "Shorten it: the rewriter takes one sentence.")
     verb_forms = verb_forms_of(nlp)
     prompt_parsed: ParsedPrompt = parse_doc(nlp(" ".join((prompt or "").split())), verb_forms)
     text = " ".join((rewrite or "").split())
+    if len(text) > MAX_TEXT_CHARS:   # never parsed: a runaway answer costs seconds and memory in spaCy
+        return RewriteCheck(words=word_count(text), max_words=int(max_words),
+                            prompt_units=[u.describe() for u in prompt_parsed.units], rewrite_units=[],
+                            unchecked=f"the rewrite has {len(text):,} characters, more than the {MAX_TEXT_CHARS:,} "
+                                      f"the check parses, so it was not checked (lower max_new_tokens, or ask "
+                                      f"for one sentence in system_prompt)")
     doc = nlp(text) if text else None
     rewrite_parsed = parse_doc(doc, verb_forms) if doc is not None else None
     rewrite_phrases = set(rewrite_parsed.phrases()) if rewrite_parsed else set()

@@ -24,6 +24,13 @@ HARNESS_PATH = REPO_ROOT / "scripts" / "comfy_server.py"
 # chat server and nothing else (/history, saved workflow, PNG metadata).
 E2E_API_KEY_ENV = "SEARCHPRIORS_E2E_API_KEY"
 E2E_API_KEY = "sk-e2e-NEVER-IN-HISTORY-4f1c2b9a7d"
+# More secrets in that environment, for the rewriter's e2e tests of what must never leak: a key as a CRLF .env
+# file leaves it, one with a CR inside, and a secret of another tool that a workflow must not be able to name.
+E2E_SECRET_ENV = {
+    "SEARCHPRIORS_E2E_CRLF_API_KEY": "sk-e2e-CRLF-NEVER-SHOWN-8e7d6c5b4a\r\n",
+    "SEARCHPRIORS_E2E_BROKEN_API_KEY": "sk-e2e-BROKEN-NEVER\rSHOWN-1a2b3c4d5e",
+    "HF_TOKEN": "hf_e2eNEVERSENTanywhere0123456789",
+}
 
 
 def _load_harness():
@@ -82,7 +89,8 @@ def comfy_server(tmp_path_factory):
     """A running ComfyUI server with the pack linked in, where the sample index gets built."""
     # Builds in this server parse in the helper process whatever their size (test_workflows_api checks it).
     with _running_server(tmp_path_factory.mktemp("comfyui-base"), "comfy_server",
-                         env={"SEARCHPRIORS_PARSE_HELPER_MIN": "1", E2E_API_KEY_ENV: E2E_API_KEY}) as server:
+                         env={"SEARCHPRIORS_PARSE_HELPER_MIN": "1", E2E_API_KEY_ENV: E2E_API_KEY,
+                              **E2E_SECRET_ENV}) as server:
         yield server
 
 
@@ -98,6 +106,12 @@ def bare_server(tmp_path_factory):
 def e2e_api_key():
     """(variable name, key) that the session's server has in its environment."""
     return E2E_API_KEY_ENV, E2E_API_KEY
+
+
+@pytest.fixture(scope="session")
+def e2e_secrets():
+    """{variable name: value} of the other secrets in the session's server environment."""
+    return dict(E2E_SECRET_ENV)
 
 
 @pytest.fixture(scope="session")

@@ -49,3 +49,33 @@ def test_missing_motion_lora_fails_on_its_node_and_the_server_keeps_serving(comf
     assert "No LoRA 'motion_lora/not-there.safetensors' in models/loras/" in error.get("exception_message", ""), error
     assert "Save Motion LoRA" in error["exception_message"]
     assert comfy_server.running
+
+
+def test_saved_motion_lora_has_the_mode_of_comfys_outputs(comfy_server, tiny_motion_lora):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    os.umask(umask)                      # the server inherited this process's umask
+    path = comfy_server.models_dir / "loras" / tiny_motion_lora
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("strength, where", [(float("nan"), "node"), (1e30, "validation"),
+                                             (float("inf"), "validation")])
+def test_nan_and_huge_strengths_are_refused(comfy_server, comfy_harness, tiny_motion_lora, strength, where):
+    """ComfyUI never refuses NaN (NaN < min is false) and skipped strength's range for a validate_inputs with
+    **kwargs: strengths NaN, 1e30 and 1e309 decoded every frame black."""
+    graph = small_graph(comfy_harness, tiny_motion_lora, gamma=0.5)
+    loader_id = next(k for k, v in graph.items() if v["class_type"] == "SearchPriors_LoadMotionLoRA")
+    graph[loader_id]["inputs"]["strength"] = strength
+    if where == "validation":
+        status, answer = comfy_server.post_json("/prompt", {"prompt": graph, "client_id": comfy_server.client_id})
+        assert status == 400 and "bigger than max of 10" in json.dumps(answer), answer
+    else:
+        entry = comfy_server.run_prompt(graph, timeout=600)
+        assert comfy_harness.history_status(entry) == "error"
+        error = comfy_harness.history_error(entry)
+        assert str(error.get("node_id")) == loader_id, error
+        assert "strength is nan: NaN and infinity are not allowed" in error["exception_message"], error
+    assert comfy_server.running

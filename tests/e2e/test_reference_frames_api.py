@@ -4,6 +4,7 @@ text, and bad inputs failing on the node while the server keeps serving."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 
 import numpy as np
@@ -75,3 +76,29 @@ def test_bad_widget_is_refused_when_queued(comfy_server, comfy_harness, clip_fol
     with pytest.raises(comfy_harness.PromptRejected) as rejected:
         comfy_server.post_prompt(bad)
     assert "Unknown crop mode 'zoom'" in str(rejected.value)
+
+
+def test_a_symbolic_link_out_of_the_input_folder_is_refused_on_the_node(comfy_server, comfy_harness, tmp_path):
+    outside = tmp_path / "outside.mp4"
+    outside.write_bytes(b"not read")
+    link = comfy_server.input_dir / "link_out.mp4"
+    if not link.is_symlink():
+        os.symlink(outside, link)
+    graph = {"1": {"class_type": "SearchPriors_ReferenceFrames",
+                   "inputs": {"frame_count": 2, "width": 64, "height": 64, "start_seconds": 0.0, "stride": 1,
+                              "fps": 8.0, "crop": "center", "video_path": "link_out.mp4"}},
+             "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 1]}}}
+    entry = comfy_server.run_prompt(graph, timeout=120)
+    assert comfy_harness.history_status(entry) == "error"
+    message = comfy_harness.history_error(entry)["exception_message"]
+    assert "symbolic link" in message and "outside ComfyUI's input, output, user and models folders" in message
+
+
+def test_a_request_beyond_the_memory_budget_is_refused_before_running(comfy_server):
+    graph = {"1": {"class_type": "SearchPriors_ReferenceFrames",
+                   "inputs": {"frame_count": 4096, "width": 8192, "height": 8192, "start_seconds": 0.0, "stride": 1,
+                              "fps": 8.0, "crop": "center", "video_path": "x.mp4"}},
+             "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 1]}}}
+    status, answer = comfy_server.post_json("/prompt", {"prompt": graph, "client_id": comfy_server.client_id})
+    assert status == 400 and "4096 frames at 8192x8192 needs about" in json.dumps(answer), answer
+    assert "SEARCHPRIORS_MAX_ALLOC_MB" in json.dumps(answer)

@@ -128,3 +128,84 @@ def test_rewriter_error_is_on_the_node_and_names_the_fix(comfy_server, sample_in
     assert "HTTP 401" in error["exception_message"] and "api_key_env" in error["exception_message"]
     assert key not in json.dumps(comfy_server.history())
     assert comfy_server.running
+
+
+def _secret_parts(value: str) -> list[str]:
+    """The value and each part of it around a control character: none may appear anywhere."""
+    return [p for p in [value.strip()] + value.replace("\r", "\n").split("\n") if len(p) >= 8]
+
+
+def _assert_nowhere(comfy_server, values) -> None:
+    history = json.dumps(comfy_server.history())
+    log = comfy_server.log_text()
+    saved = b"".join(p.read_bytes() for p in comfy_server.output_dir.rglob("*") if p.is_file())
+    cache = comfy_server.user_dir / "searchpriors" / "rewrite_cache.json"
+    cached = cache.read_text(encoding="utf-8") if cache.is_file() else ""
+    for value in values:
+        for part in _secret_parts(value):
+            assert part not in history and part not in log and part not in cached, part
+            assert part.encode() not in saved, part
+
+
+def _failed_on_the_rewriter(comfy_server, comfy_harness, graph) -> str:
+    entry = comfy_server.run_prompt(graph, timeout=600)
+    assert comfy_harness.history_status(entry) == "error"
+    error = comfy_harness.history_error(entry)
+    assert error["node_type"] == "SearchPriors_ReferenceRewriter", error
+    assert comfy_server.running
+    return error["exception_message"]
+
+
+def _refused_at_validation(comfy_server, graph) -> str:
+    """The rewriter's validation error for ``graph`` (ComfyUI still runs the graph's other outputs, if any)."""
+    status, answer = comfy_server.post_json("/prompt", {"prompt": graph, "client_id": comfy_server.client_id})
+    errors = answer.get("node_errors") or {}
+    assert "4" in errors, answer
+    if status == 200:
+        comfy_server.wait_history(answer["prompt_id"], timeout=600)
+    assert comfy_server.running
+    return json.dumps(errors["4"])
+
+
+def test_a_crlf_key_is_sent_stripped_and_shown_nowhere(comfy_server, sample_index, comfy_harness, chat,
+                                                        e2e_secrets):
+    name = "SEARCHPRIORS_E2E_CRLF_API_KEY"
+    key = e2e_secrets[name]
+    graph = rewrite_graph(chat.base_url, name)
+    graph["4"]["inputs"].update(seed=1310, cache="memory")
+    queue(comfy_server, comfy_harness, graph)
+    (request,) = chat.requests
+    assert request["headers"]["Authorization"] == f"Bearer {key.strip()}"
+    _assert_nowhere(comfy_server, [key])
+
+
+def test_a_key_with_a_control_character_inside_is_refused_by_name(comfy_server, sample_index, comfy_harness, chat,
+                                                                 e2e_secrets):
+    name = "SEARCHPRIORS_E2E_BROKEN_API_KEY"
+    graph = rewrite_graph(chat.base_url, name)
+    graph["4"]["inputs"].update(seed=1311, cache="memory")
+    message = _refused_at_validation(comfy_server, graph)
+    assert name in message and "control character" in message
+    assert chat.requests == []
+    _assert_nowhere(comfy_server, [e2e_secrets[name]])
+
+
+def test_a_workflow_cannot_name_another_secret(comfy_server, sample_index, comfy_harness, chat, e2e_secrets):
+    graph = rewrite_graph(chat.base_url, "HF_TOKEN")
+    graph["4"]["inputs"].update(seed=1312, cache="memory")
+    message = _refused_at_validation(comfy_server, graph)     # refused before the graph runs
+    assert "HF_TOKEN" in message and "SEARCHPRIORS_ALLOWED_KEY_VARS" in message
+    assert chat.requests == []
+    _assert_nowhere(comfy_server, [e2e_secrets["HF_TOKEN"]])
+
+
+def test_a_redirect_does_not_take_the_key_along(comfy_server, sample_index, comfy_harness, chat, e2e_api_key):
+    key_env, key = e2e_api_key
+    with _fake_server_module().FakeChatServer({"content": ANSWER}) as elsewhere:
+        chat.default = {"status": 302, "headers": {"Location": elsewhere.base_url + "/chat/completions"}}
+        graph = rewrite_graph(chat.base_url, key_env)
+        graph["4"]["inputs"].update(seed=1313, cache="memory")
+        message = _failed_on_the_rewriter(comfy_server, comfy_harness, graph)
+        assert "redirect (HTTP 302)" in message and "not followed" in message
+        assert elsewhere.requests == [] and len(chat.requests) == 1
+    _assert_nowhere(comfy_server, [key])

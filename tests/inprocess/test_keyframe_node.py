@@ -130,8 +130,8 @@ def test_validate_inputs_with_no_detector_names_the_folder(node):
     for kwargs in ({}, {"detector": ""}, {"detector": None, "keyframe_count": 4}):
         message = node.validate_inputs(**kwargs)
         assert isinstance(message, str) and "put a GroundingDINO folder in models/grounding-dino/" in message
-    assert "keyframe_count must be between" in node.validate_inputs(keyframe_count=0, detector="x")
-    assert "full_frame_above must lie in [0, 1]" in node.validate_inputs(full_frame_above=1.5, detector="x")
+    assert "keyframe_count is 0, below its minimum of 1" in node.validate_inputs(keyframe_count=0, detector="x")
+    assert "full_frame_above is 1.5, above its maximum of 1" in node.validate_inputs(full_frame_above=1.5, detector="x")
     assert "pick one from the list" in node.validate_inputs(detector="../etc")
     assert "No detector 'absent'" in node.validate_inputs(detector="absent")
 

@@ -342,3 +342,76 @@ def test_context_per_chunk_moves_only_the_first_row_of_each_chunk(monkeypatch):
     assert torch.equal(out, torch.cat([uncond, cond]).to(torch.bfloat16))
     with pytest.raises(ValueError, match="not a multiple of 3 chunks"):
         msm.context_per_chunk(repeated, 3, "cpu", torch.float32)
+
+
+def _copy_folder(tiny_folder, diffusers_root, name):
+    import shutil
+
+    target = diffusers_root / name
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(tiny_folder, target)
+    return target
+
+
+def _edit_weights(path, edit):
+    import safetensors.torch
+
+    state = safetensors.torch.load_file(str(path))
+    edit(state)
+    safetensors.torch.save_file(state, str(path))
+
+
+def test_a_two_level_vae_is_refused_naming_the_levels(diffusers_root, tiny_folder, pack_nodes):
+    """ComfyUI's diffusers -> ldm VAE key map assumes the SD VAE's 4 levels: a 2-level VAE loaded with keys
+    missing (a log line only) and decoded to black frames. The loader refuses it."""
+    import json
+
+    from diffusers import AutoencoderKL
+
+    from comfyui_searchpriors.distill.diffusers_folder import DiffusersFolderError
+    from comfyui_searchpriors.nodes.modelscope_nodes import ModelScopeLoader
+
+    target = _copy_folder(tiny_folder, diffusers_root, "two-level-vae")
+    config = json.loads((target / "vae" / "config.json").read_text())
+    config.update(block_out_channels=[32, 32], down_block_types=["DownEncoderBlock2D"] * 2,
+                  up_block_types=["UpDecoderBlock2D"] * 2)
+    vae = AutoencoderKL(**{k: v for k, v in config.items() if not k.startswith("_")})
+    vae.save_pretrained(str(target / "vae"), safe_serialization=True)
+    with pytest.raises(DiffusersFolderError, match=r"'two-level-vae/vae' has 2 levels \(block_out_channels "
+                                                   r"\[32, 32\]\); ComfyUI's VAE conversion needs .* 4"):
+        ModelScopeLoader.execute(folder="two-level-vae", dtype="fp32")
+
+
+@pytest.mark.parametrize("component, edit, words", [
+    ("vae", lambda s: s.pop("decoder.conv_in.weight"), r"'keys-t2v/vae' weights do not fit its config.json: 1 "
+                                                       r"missing \(e.g. decoder.conv_in.weight\)"),
+    ("vae", lambda s: s.update({"encoder.stray.weight": torch.zeros(2)}),
+     r"'keys-t2v/vae' .* 1 unexpected \(e.g. encoder.stray.weight\)"),
+    ("unet", lambda s: s.update({"down_blocks.0.stray.weight": torch.zeros(2)}),
+     r"'keys-t2v/unet' .* 1 unexpected \(e.g. down_blocks.0.stray.weight\)"),
+    ("text_encoder", lambda s: s.update({"text_model.stray.weight": torch.zeros(2)}),
+     r"'keys-t2v/text_encoder' .* 1 unexpected \(e.g. text_model.stray.weight\)"),
+])
+def test_every_missing_or_unexpected_key_is_refused(diffusers_root, tiny_folder, pack_nodes, component, edit,
+                                                    words):
+    from comfyui_searchpriors.distill.diffusers_folder import DiffusersFolderError
+    from comfyui_searchpriors.nodes.modelscope_nodes import ModelScopeLoader
+
+    target = _copy_folder(tiny_folder, diffusers_root, "keys-t2v")
+    files = [f for f in os.listdir(target / component) if f.endswith(".safetensors")]
+    _edit_weights(target / component / files[0], edit)
+    with pytest.raises(DiffusersFolderError, match=words):
+        ModelScopeLoader.execute(folder="keys-t2v", dtype="fp32")
+
+
+def test_scheduler_sigmas_at_the_schedulers_limit(loaded, pack_nodes):
+    from comfyui_searchpriors.distill.diffusers_folder import DiffusersFolderError
+    from comfyui_searchpriors.nodes.modelscope_nodes import DiffusersSchedulerSigmas
+
+    model = loaded[0]
+    with pytest.raises(DiffusersFolderError, match=r"steps 1000 is more than this scheduler can take: .* use 999 "
+                                                   r"or fewer"):
+        DiffusersSchedulerSigmas.execute(model=model, steps=1000)
+    sigmas = DiffusersSchedulerSigmas.execute(model=model, steps=999).args[0]
+    assert sigmas.shape == (1000,) and bool(torch.isfinite(sigmas).all())

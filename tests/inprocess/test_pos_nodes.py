@@ -131,7 +131,8 @@ def test_noise_regenerates_the_video_through_core_sampler_custom_advanced(pos, c
     ncs = core[0]
     model, latent, cond, _ = models["eps"]
     noise, _ = invert(pos, model, latent, cond, steps=20, refine=3)
-    mix = pos.GaussianNoiseMix.execute(inverted=noise, eta=1e6, seed=0).args[0]  # eta -> inf: the inverted noise
+    # eta -> inf: the inverted noise (past the widget's max of 100, so the node's function without its input check)
+    mix = pos.GaussianNoiseMix.execute.__wrapped__(pos.GaussianNoiseMix, inverted=noise, eta=1e6, seed=0).args[0]
     guider = ncs.CFGGuider.execute(model, cond, cond, 1.0).args[0]
     sigmas = ncs.BasicScheduler.execute(model, "simple", 20, 1.0).args[0]
     with torch.inference_mode():
@@ -354,7 +355,7 @@ def test_bad_inputs_each_give_a_clear_message(pos, models):
     model, latent, cond, make = models["wan"]
     c = make(1)
     bad = [
-        (lambda: pos.HybridSemanticGuider.execute(model, c, c, c, 4.0, 1.5), "gamma is 1.5; it must lie in"),
+        (lambda: pos.HybridSemanticGuider.execute(model, c, c, c, 4.0, 1.5), "gamma is 1.5, above its maximum of 1"),
         (lambda: pos.HybridSemanticGuider.execute(model, c, c, c, 4.0, -0.1), "gamma is -0.1"),
         (lambda: pos.HybridSemanticGuider.execute(model, c, "text", c, 4.0, 0.5),
          "positive_original is not a CONDITIONING"),
@@ -374,3 +375,22 @@ def test_bad_inputs_each_give_a_clear_message(pos, models):
     for call, message in bad:
         with pytest.raises(SearchPriorsError, match=message):
             call()
+
+
+def test_a_latent_of_another_layout_or_vae_names_the_model_and_the_fix(pos, models):
+    """A 5-D latent for a frames-as-batch model gave a torch permute error, a 16-channel latent "expected input
+    ... to have 4 channels"; now the message says what the MODEL takes."""
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
+    eps, _, eps_cond, _ = models["eps"]
+    wan, wan_latent, wan_cond, _ = models["wan"]
+    cases = [
+        (eps, torch.randn(1, 4, 3, 8, 8), eps_cond, r"latent has shape \[1, 4, 3, 8, 8\], but this MODEL .* takes 4-D "
+                                                    r"latents \[frames, 4, h, w\] \(frames as batch\)"),
+        (eps, torch.randn(4, 16, 8, 8), eps_cond, r"latent has 16 channels .* takes 4-channel latents .* another "
+                                                  r"model's VAE"),
+        (wan, torch.randn(3, 16, 8, 8), wan_cond, r"takes 5-D latents \[batch, 16, frames, h, w\]"),
+    ]
+    for model, latent, cond, message in cases:
+        with pytest.raises(SearchPriorsError, match=message):
+            invert(pos, model, latent, cond, steps=2)

@@ -148,10 +148,10 @@ def test_validate_inputs_accepts_any_subset(node):
     assert node.validate_inputs() is True
     assert node.validate_inputs(retrieval=None) is True
     assert node.validate_inputs(**WIDGETS, video_path="anything") is True
-    assert "frame_count must be at least 1" in node.validate_inputs(frame_count=0)
+    assert "frame_count is 0, below its minimum of 1" in node.validate_inputs(frame_count=0)
     assert "Unknown crop mode" in node.validate_inputs(crop="zoom")
     assert "fps, which must be above 0" in node.validate_inputs(stride=0, fps=0.0)
-    assert "width must be between" in node.validate_inputs(width=-8)
+    assert "width is -8, below its minimum of 8" in node.validate_inputs(width=-8)
 
 
 def test_fingerprint_by_path_size_and_mtime(node, videos):
@@ -202,3 +202,57 @@ def test_retrieval_from_the_real_retriever(pack_nodes, comfy, videos, node):
     no_video = next(h.rank for h in retrieval.hits if h.video_path is None)
     with pytest.raises(ValueError, match="a dog sleeps on a sofa"):
         node.execute(**WIDGETS, retrieval=retrieval, rank=no_video)
+
+
+def test_a_symbolic_link_out_of_the_input_folder_is_refused(node, comfy, videos):
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
+    link = comfy / "input" / "refclips" / "link.mp4"
+    if not link.exists():
+        os.symlink(videos["outside"], link)
+    with pytest.raises(SearchPriorsError, match="symbolic link .* outside ComfyUI's input, output, user and models"):
+        node.execute(**WIDGETS, video_path="refclips/link.mp4")
+    folder_link = comfy / "input" / "outside_folder"
+    if not folder_link.exists():
+        os.symlink(os.path.dirname(videos["outside"]), folder_link)
+    with pytest.raises(SearchPriorsError, match="symbolic link"):
+        node.execute(**WIDGETS, video_path="outside_folder/c.mp4")
+    # a link that stays inside ComfyUI's folders is followed
+    inside = comfy / "input" / "refclips" / "inside_link.mp4"
+    if not inside.exists():
+        os.symlink(videos["a"], inside)
+    frames, info, _ = node.execute(**WIDGETS, video_path="refclips/inside_link.mp4").args
+    assert frames.shape[0] == 4 and os.path.realpath(videos["a"]) in info
+
+
+def test_custom_nodes_is_not_an_allowed_root(node, comfy, pack_nodes):
+    import folder_paths
+
+    from comfyui_searchpriors.nodes import comfy_glue
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
+    custom = os.path.realpath(folder_paths.get_folder_paths("custom_nodes")[0])
+    assert all(os.path.commonpath([custom, root]) != root for root in comfy_glue.allowed_roots())
+    with pytest.raises(SearchPriorsError, match="outside ComfyUI's input, output, user and models folders"):
+        comfy_glue.resolve_user_path(os.path.join(custom, "example_node.py.example"), str(comfy / "input"),
+                                     "Video path")
+
+
+def test_a_nul_byte_is_named_as_such(node, videos):
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
+    with pytest.raises(SearchPriorsError) as refused:
+        node.execute(**WIDGETS, video_path="refclips/a.mp4\x00.txt")
+    assert "NUL character" in str(refused.value) and "'..'" not in str(refused.value)
+
+
+def test_memory_budget_refused_on_validation_and_execute(node, pack_nodes, videos, monkeypatch):
+    from comfyui_searchpriors.distill import memory_budget as mb
+
+    monkeypatch.setenv(mb.BUDGET_ENV, "64")
+    message = node.validate_inputs(frame_count=24, width=8192, height=8192)
+    assert "24 frames at 8192x8192 needs about 23,040 MiB" in message and "(64 MiB)" in message
+    with pytest.raises(mb.MemoryBudgetError, match="needs about"):
+        node.execute(**{**WIDGETS, "frame_count": 16, "width": 1024, "height": 1024}, video_path="refclips/a.mp4")
+    keyframes = pack_nodes.KeyframeExtractor
+    assert "8 keyframes at 4096x4096 needs about" in keyframes.validate_inputs(width=4096, height=4096)

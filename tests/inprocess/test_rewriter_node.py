@@ -183,3 +183,32 @@ def test_local_backend_through_the_memory_manager(pack_nodes, comfy):
         run(node, backend="local_transformers", local_model="absent", cache="memory")
     with pytest.raises(SearchPriorsError, match="Pick a language model folder"):
         run(node, backend="local_transformers", local_model="../etc", cache="memory")
+
+
+def test_manual_rewrite_above_the_cap_is_refused(pack_nodes):
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
+    with pytest.raises(SearchPriorsError, match="manual_rewrite is too long: 200,000 characters"):
+        pack_nodes.ReferenceRewriter.execute(**inputs(backend="manual", manual_rewrite="x" * 200_000))
+    with pytest.raises(SearchPriorsError, match=r"prompt \(the text to rewrite\) is too long"):
+        pack_nodes.ReferenceRewriter.execute(**inputs(backend="manual", manual_rewrite="A dog runs.",
+                                                      prompt="a dog runs " * 300))
+
+
+def test_a_runaway_answer_is_not_parsed_and_the_prompt_is_used(pack_nodes, chat):
+    pack_nodes.rewriter_nodes.rewrite_cache().clear_memory()
+    chat.script.append({"content": "A panda rides a bicycle " * 8_000})
+    (rewritten, _, report), _ = run(pack_nodes.ReferenceRewriter, base_url=chat.base_url, seed=41,
+                                    cache="memory")
+    assert rewritten == PROMPT
+    assert "was not checked" in report and "result: the original prompt" in report
+
+
+@pytest.mark.parametrize("name, value", [("timeout_s", float("nan")), ("temperature", float("nan")),
+                                         ("temperature", float("inf"))])
+def test_nan_settings_never_reach_the_client(pack_nodes, chat, name, value):
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
+    with pytest.raises(SearchPriorsError, match=f"{name} is {value}: NaN and infinity are not allowed"):
+        run(pack_nodes.ReferenceRewriter, base_url=chat.base_url, cache="refresh", **{name: value})
+    assert chat.requests == []

@@ -8,6 +8,8 @@ without temporal attention give clear errors.
 
 from __future__ import annotations
 
+import os
+import stat
 import types
 
 import numpy as np
@@ -248,3 +250,48 @@ def test_loss_falls_on_the_encoded_moving_square(loaded, inputs):
     assert "30 of 30 steps" in report and len(losses) == 30
     assert sum(losses[-8:]) < 0.95 * sum(losses[:8]), losses
     assert curve.shape == (1, 256, 512, 3)
+
+
+def test_saved_lora_mode_follows_the_umask_like_comfys_outputs(trained, folders):
+    from comfyui_searchpriors.nodes.vmc_nodes import SaveMotionLoRA
+
+    (_, motion_lora, _, _), _, _ = trained
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+        old = os.umask(umask)
+        try:
+            name = SaveMotionLoRA.execute(motion_lora=motion_lora, filename_prefix="motion/mode").args[0]
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE(os.stat(folders[1] / name).st_mode) == mode, oct(umask)
+
+
+def test_save_and_load_errors_name_the_input(trained, folders, loaded):
+    import safetensors.torch
+
+    from comfyui_searchpriors.nodes.vmc_nodes import LoadMotionLoRA, SaveMotionLoRA
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
+    (_, motion_lora, _, _), _, _ = trained
+    with pytest.raises(SearchPriorsError, match=r"filename_prefix has a name of 300 bytes .* at most 236\. Shorten"):
+        SaveMotionLoRA.execute(motion_lora=motion_lora, filename_prefix="motion/" + "x" * 300)
+    with pytest.raises(SearchPriorsError, match="filename_prefix contains a NUL character"):
+        SaveMotionLoRA.execute(motion_lora=motion_lora, filename_prefix="motion/a\x00b")
+    assert not list((folders[1] / "motion").glob("x" * 20 + "*"))
+
+    broken = dict(motion_lora["metadata"], **{"searchpriors.base_fingerprint": "{not json"})
+    safetensors.torch.save_file({k: v.contiguous() for k, v in motion_lora["state_dict"].items()},
+                                str(folders[1] / "broken_meta.safetensors"), metadata=broken)
+    with pytest.raises(SearchPriorsError, match="'broken_meta.safetensors' has damaged metadata .* Save it again"):
+        LoadMotionLoRA.execute(model=loaded[0], lora_name="broken_meta.safetensors", strength=1.0)
+    (folders[1] / "not_a_lora.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(SearchPriorsError, match="'not_a_lora.safetensors' could not be read as a LoRA file"):
+        LoadMotionLoRA.execute(model=loaded[0], lora_name="not_a_lora.safetensors", strength=1.0)
+
+
+@pytest.mark.parametrize("lr", [float("nan"), float("inf"), 0.0, 2.0])
+def test_vmc_lr_out_of_range_never_reaches_the_optimizer(loaded, inputs, lr):
+    from comfyui_searchpriors.nodes.vmc_nodes import VMCTemporalLoRA
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
+    with pytest.raises(SearchPriorsError, match=f"VMC Temporal LoRA.*: lr is {lr:g}"):
+        VMCTemporalLoRA.execute(model=loaded[0], keyframes=inputs[0], conditioning=inputs[1], steps=1, lr=lr)

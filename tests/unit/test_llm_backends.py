@@ -4,6 +4,7 @@ local transformers backend on a tiny randomly initialised Llama with a tokenizer
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import time
 
@@ -160,18 +161,135 @@ def test_bad_url(url):
 
 
 def test_api_key_from_env(monkeypatch):
-    monkeypatch.setenv("MY_LLM_API_KEY", SECRET)
-    key, line = llm.api_key_from_env("MY_LLM_API_KEY")
-    assert key == SECRET and SECRET not in line and "MY_LLM_API_KEY" in line
-    monkeypatch.delenv("MY_LLM_API_KEY")
-    assert llm.api_key_from_env("MY_LLM_API_KEY")[0] is None
+    monkeypatch.delenv(llm.ALLOWED_KEY_VARS_ENV, raising=False)
+    monkeypatch.setenv("SEARCHPRIORS_MY_API_KEY", SECRET)
+    key, line = llm.api_key_from_env("SEARCHPRIORS_MY_API_KEY")
+    assert key == SECRET and SECRET not in line and "SEARCHPRIORS_MY_API_KEY" in line
+    monkeypatch.delenv("SEARCHPRIORS_MY_API_KEY")
+    assert llm.api_key_from_env("SEARCHPRIORS_MY_API_KEY")[0] is None
     assert llm.api_key_from_env("")[0] is None
     with pytest.raises(SearchPriorsError) as pasted:
         llm.api_key_from_env(SECRET)               # the key itself typed into the widget
     assert SECRET not in str(pasted.value) and "NAME of an environment variable" in str(pasted.value)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY_ID", "x")
-    with pytest.raises(SearchPriorsError, match="does not end in _API_KEY"):
+    with pytest.raises(SearchPriorsError, match="not on this machine's list"):
         llm.api_key_from_env("PATH")
+
+
+@pytest.mark.parametrize("name", ["AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "HF_TOKEN", "MY_LLM_API_KEY",
+                                  "SEARCHPRIORS_ALLOWED_KEY_VARS", "openai_api_key"])
+def test_a_workflow_cannot_name_another_secret(monkeypatch, name):
+    monkeypatch.delenv(llm.ALLOWED_KEY_VARS_ENV, raising=False)
+    monkeypatch.setenv(name, SECRET)
+    with pytest.raises(SearchPriorsError) as refused:
+        llm.api_key_from_env(name)
+    message = str(refused.value)
+    assert SECRET not in message and name in message and llm.ALLOWED_KEY_VARS_ENV in message
+
+
+def test_the_user_extends_the_allowlist(monkeypatch):
+    monkeypatch.setenv("GROQ_API_KEY", SECRET)
+    monkeypatch.setenv(llm.ALLOWED_KEY_VARS_ENV, " OTHER_KEY , GROQ_API_KEY;not-a-name")
+    assert llm.api_key_from_env("GROQ_API_KEY")[0] == SECRET
+    assert llm.allowed_key_vars() == ({"OTHER_KEY", "GROQ_API_KEY"}, ["not-a-name"])
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    assert llm.api_key_from_env("OPENAI_API_KEY")[0] == SECRET      # the default stays allowed
+
+
+@pytest.mark.parametrize("value", [SECRET + "\r", SECRET + "\r\n", f"  {SECRET}\n", f"\t{SECRET} "])
+def test_surrounding_whitespace_is_stripped(monkeypatch, server, value):
+    monkeypatch.setenv("SEARCHPRIORS_TEST_API_KEY", value)
+    key, _ = llm.api_key_from_env("SEARCHPRIORS_TEST_API_KEY")
+    assert key == SECRET
+    client(server, api_key=key).complete(MESSAGES)
+    assert server.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
+
+
+@pytest.mark.parametrize("value", [SECRET[:10] + "\r" + SECRET[10:], SECRET[:10] + "\n" + SECRET[10:],
+                                   SECRET[:10] + "\x1b" + SECRET[10:], SECRET[:10] + " " + SECRET[10:],
+                                   SECRET + "\u00e9", SECRET[:10] + "\x7f" + SECRET[10:]])
+def test_a_control_character_inside_the_key_is_refused_by_name(monkeypatch, value):
+    monkeypatch.setenv("SEARCHPRIORS_TEST_API_KEY", value)
+    with pytest.raises(SearchPriorsError) as refused:
+        llm.api_key_from_env("SEARCHPRIORS_TEST_API_KEY")
+    message = str(refused.value)
+    assert "SEARCHPRIORS_TEST_API_KEY" in message and SECRET[:10] not in message and SECRET[10:] not in message
+
+
+def _raises(exc):
+    def open_(*args, **kwargs):
+        raise exc
+    return open_
+
+
+@pytest.mark.parametrize("exc", [
+    ValueError(f"Invalid header value b'Bearer {SECRET}\\r'"),   # what http.client raises for a CR in a header
+    OSError(f"[Errno 99] cannot send Bearer {SECRET}"),
+    TimeoutError(f"timed out sending {SECRET}"),
+    ConnectionResetError(f"reset {SECRET}"),
+    UnicodeEncodeError("latin-1", SECRET, 3, 4, "ordinal not in range(256)"),
+    RuntimeError(f"anything else {SECRET}"),
+    KeyError(SECRET),
+])
+def test_every_exception_type_is_redacted(monkeypatch, exc):
+    monkeypatch.setattr(llm._OPENER, "open", _raises(exc))
+    c = llm.ChatCompletionsClient("http://127.0.0.1:9/v1", "m", api_key=SECRET, timeout_s=5.0, retries=0,
+                                  backoff_s=0.0)
+    with pytest.raises(llm.LLMBackendError) as failed:
+        c.complete(MESSAGES)
+    assert SECRET not in str(failed.value) and SECRET[3:] not in str(failed.value)
+    assert failed.value.__cause__ is None and failed.value.__suppress_context__
+
+
+def test_json_errors_are_redacted(server):
+    server.script.append({"raw": ("{not json, echoing Authorization: Bearer " + SECRET).encode()})
+    server.script.append({"raw": json.dumps({"choices": [], "echo": SECRET}).encode()})
+    for _ in range(2):
+        with pytest.raises(llm.LLMBackendError) as failed:
+            client(server, api_key=SECRET, retries=0).complete(MESSAGES)
+        assert SECRET not in str(failed.value) and "chat-completions JSON" in str(failed.value)
+
+
+def test_server_error_text_is_redacted(server):
+    server.script.append({"status": 400, "raw": json.dumps({"error": {"message": f"bad key {SECRET}"}}).encode()})
+    with pytest.raises(llm.LLMBackendError) as failed:
+        client(server, api_key=SECRET, retries=0).complete(MESSAGES)
+    assert SECRET not in str(failed.value) and "HTTP 400" in str(failed.value)
+
+
+def test_cancel_passes_through_unchanged(monkeypatch):
+    class Interrupted(Exception):
+        pass
+
+    def cancel():
+        raise Interrupted()
+
+    c = llm.ChatCompletionsClient("http://127.0.0.1:9/v1", "m", api_key=SECRET, check_cancel=cancel)
+    with pytest.raises(Interrupted):
+        c.complete(MESSAGES)
+
+
+def test_a_redirect_is_not_followed_with_the_key():
+    with fake.FakeChatServer() as first, fake.FakeChatServer() as second:
+        first.script.append({"status": 302, "headers": {"Location": second.base_url + "/chat/completions"}})
+        first.script.append({"status": 307, "headers": {"Location": second.base_url + "/chat/completions"}})
+        for code in (302, 307):
+            with pytest.raises(llm.LLMBackendError) as failed:
+                client(first, api_key=SECRET, retries=0).complete(MESSAGES)
+            assert f"HTTP {code}" in str(failed.value) and "redirect" in str(failed.value)
+        assert second.requests == [] and len(first.requests) == 2
+
+
+@pytest.mark.parametrize("field, value", [("timeout_s", float("nan")), ("timeout_s", float("inf")),
+                                          ("timeout_s", 0.0)])
+def test_timeout_must_be_a_finite_positive_number(field, value):
+    with pytest.raises(SearchPriorsError, match="timeout_s"):
+        llm.ChatCompletionsClient("http://127.0.0.1:9/v1", "m", **{field: value})
+
+
+def test_nan_temperature_is_refused_before_sending(server):
+    with pytest.raises(SearchPriorsError, match="temperature"):
+        client(server).complete(MESSAGES, temperature=float("nan"))
+    assert server.requests == []
 
 
 # ------------------------------------------------------------------------------------ local transformers

@@ -169,3 +169,52 @@ def test_cache_memory_disk_round_trip_and_damaged_file(tmp_path):
     assert damaged.get("f") is None
     damaged.put("g", {"answer": "g"})
     assert json.loads(path.read_text())["entries"]["g"]["answer"] == "g"
+
+
+# ------------------------------------------------------------------------------------------ length caps
+
+class CountingNlp:
+    """spaCy's pipeline, recording the length of every text it is asked to parse."""
+
+    def __init__(self, nlp):
+        self.nlp, self.lengths = nlp, []
+        self.vocab = nlp.vocab
+
+    def __call__(self, text):
+        self.lengths.append(len(text))
+        return self.nlp(text)
+
+    def __getattr__(self, name):
+        return getattr(self.nlp, name)
+
+
+def test_a_prompt_above_the_cap_is_refused_before_anything_is_parsed(nlp):
+    from comfyui_searchpriors.retrieval.rewriter import MAX_TEXT_CHARS, build_instruction, check_rewrite
+
+    long_prompt = "a dog runs " * 1000
+    with pytest.raises(SearchPriorsError, match=r"prompt \(the text to rewrite\) is too long: 10,999 characters, "
+                                                f"more than the limit of {MAX_TEXT_CHARS:,}"):
+        build_instruction(long_prompt, ["a cat jumps"])
+    counting = CountingNlp(nlp)
+    with pytest.raises(SearchPriorsError, match="too long"):
+        check_rewrite(counting, long_prompt, "a dog runs", 20)
+    assert counting.lengths == []
+
+
+@pytest.mark.parametrize("size", [2_001, 200_000])
+def test_a_rewrite_above_the_cap_is_not_parsed_and_fails_the_check(nlp, size):
+    from comfyui_searchpriors.retrieval.rewriter import check_rewrite
+
+    counting = CountingNlp(nlp)
+    rewrite = ("a dog runs fast " * (size // 16 + 1))[:size]
+    check = check_rewrite(counting, "A dog runs", rewrite, 20)
+    assert max(counting.lengths) <= 2_000 and not check.passed and check.unchecked
+    assert f"{len(rewrite.strip()):,} characters" in check.problems()[0]
+
+
+def test_a_huge_answer_is_not_cleaned():
+    from comfyui_searchpriors.retrieval.rewriter import MAX_RAW_ANSWER_CHARS, clean_answer
+
+    text, notes = clean_answer("<think>" + "x" * MAX_RAW_ANSWER_CHARS + "</think> A dog runs.")
+    assert notes == [f"not cleaned: the answer has {MAX_RAW_ANSWER_CHARS + 27:,} characters"]
+    assert clean_answer("<think>hmm</think> A dog runs.")[0] == "A dog runs."

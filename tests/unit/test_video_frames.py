@@ -264,3 +264,38 @@ def test_real_clips_decode_at_the_requested_size():
         resampled = read_reference_frames(path, 6, 48, 48, stride=0, fps=4.0, crop="pad")
         assert resampled.frames.shape == (6, 48, 48, 3)
         assert resampled.timestamps[-1] == pytest.approx(1.25, abs=1.0 / info.fps + 1e-6), path
+
+
+# ------------------------------------------------------------------------------------------ memory budget
+
+def test_memory_budget_default_is_half_the_machine(monkeypatch):
+    from comfyui_searchpriors.distill import memory_budget as mb
+
+    monkeypatch.delenv(mb.BUDGET_ENV, raising=False)
+    total = mb.physical_memory_bytes()
+    assert total and mb.budget_bytes() == total // 2
+    monkeypatch.setattr(mb, "physical_memory_bytes", lambda: None)
+    assert mb.budget_bytes() == mb.FALLBACK_BYTES
+    monkeypatch.setenv(mb.BUDGET_ENV, "1024")
+    assert mb.budget_bytes() == 1024 * mb.MiB
+    for bad in ("lots", "0", "-5", "nan", "inf"):
+        monkeypatch.setenv(mb.BUDGET_ENV, bad)
+        with pytest.raises(mb.MemoryBudgetError, match=mb.BUDGET_ENV):
+            mb.budget_bytes()
+
+
+def test_frames_beyond_the_budget_are_refused_before_any_file_is_opened(monkeypatch, tmp_path):
+    from comfyui_searchpriors.distill import memory_budget as mb
+    from comfyui_searchpriors.distill import video_frames as vf
+
+    monkeypatch.setattr(mb, "physical_memory_bytes", lambda: 24 * 1024 ** 3)   # the 24 GiB machine
+    monkeypatch.delenv(mb.BUDGET_ENV, raising=False)
+    with pytest.raises(mb.MemoryBudgetError) as refused:
+        vf.check_request(24, 8192, 8192, 0.0, 1, 8.0, "center")
+    message = str(refused.value)
+    assert "24 frames at 8192x8192 needs about 23,040 MiB" in message and "(12,288 MiB)" in message
+    assert "Take fewer frames" in message and mb.BUDGET_ENV in message
+    vf.check_request(8, 4096, 4096, 0.0, 1, 8.0, "center")                     # ~1.9 GiB: fine
+    monkeypatch.setenv(mb.BUDGET_ENV, "100")
+    with pytest.raises(mb.MemoryBudgetError, match="the budget set in SEARCHPRIORS_MAX_ALLOC_MB \\(100 MiB\\)"):
+        vf.read_reference_frames(str(tmp_path / "never_opened.mp4"), 8, 1024, 1024)
