@@ -50,7 +50,8 @@ def _load(name: str, rel: str):
 world = _load("searchpriors_toy_world", "distill/toy_world.py")
 synth = _load("searchpriors_synthetic_t2v", "distill/synthetic_t2v.py")
 TOY = synth.SIZES["toy"]
-DEFAULT_TOKENIZER = os.path.join(REPO, "sample_data", "clip_tokenizer")
+# OpenAI CLIP's BPE vocabulary with ModelScope's settings (77 tokens, padded with "!"), shipped with the model
+DEFAULT_TOKENIZER = os.path.join(REPO, "sample_data", "models", "searchpriors-toy-t2v", "tokenizer")
 
 
 # ------------------------------------------------------------------ models and checkpoints

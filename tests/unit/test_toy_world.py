@@ -61,10 +61,6 @@ def test_train_split_withholds_pairs():
     assert {s.shape for s in specs} == set(tw.SHAPES)
 
 
-@pytest.mark.xfail(strict=True, reason="sample_spec redraws the motion when the shape makes a held-out pair, "
-                                       "which only the other motions can: RARE_SHARE 1.5 % comes out ~2.1 % "
-                                       "(2.41 % for seed 0); drop this mark once the shape is drawn among the "
-                                       "motion's allowed shapes")
 def test_train_split_rare_motion_is_at_most_two_percent():
     specs = tw.sample_specs(10_000, 0, "train")
     rare = sum(s.motion == tw.RARE_MOTION for s in specs) / len(specs)
