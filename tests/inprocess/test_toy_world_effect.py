@@ -76,3 +76,31 @@ def test_probe_reads_ground_truth_clips(world):
     for part in ("motion", "colour", "shape"):
         right = sum(getattr(r, part) == getattr(s, part) for r, s in zip(results, specs))
         assert right >= 95, f"{part}: {right}/96"
+
+
+def test_toy_folder_loads_in_diffusers_pipeline_and_samples_alike(world):
+    """The committed folder is a plain TextToVideoSDPipeline folder: same DDIM result as the pack's native MODEL."""
+    import math
+
+    import comfy.samplers
+    import torch
+    from diffusers import DDIMScheduler, TextToVideoSDPipeline
+
+    harness, pipe = world
+    prompt = "a green square moves down"
+    diffusers_pipe = TextToVideoSDPipeline.from_pretrained(str(harness.TOY_MODEL), torch_dtype=torch.float32)
+    diffusers_pipe.scheduler = DDIMScheduler.from_config(diffusers_pipe.scheduler.config)
+    diffusers_pipe.set_progress_bar_config(disable=True)
+    noise = torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    guider = comfy.samplers.CFGGuider(pipe.model)
+    guider.set_conds(pipe.encode(prompt), pipe.negative)
+    guider.set_cfg(pipe.cfg)
+    with torch.inference_mode():
+        native = guider.sample(noise.clone(), pipe.empty.clone(), comfy.samplers.sampler_object("ddim"), pipe.sigmas,
+                               seed=0, disable_pbar=True)
+        want = diffusers_pipe(prompt, num_inference_steps=pipe.steps, guidance_scale=pipe.cfg, num_frames=8, height=64,
+                              width=64, latents=noise.permute(1, 0, 2, 3).unsqueeze(0), output_type="latent",
+                              return_dict=False)[0][0].permute(1, 0, 2, 3)
+    scale = pipe.model.model.latent_format.scale_factor
+    vp = native * scale * math.sqrt(float(diffusers_pipe.scheduler.final_alpha_cumprod))
+    assert float((vp.double() - want.double()).norm() / want.double().norm()) <= 1e-3
