@@ -499,15 +499,17 @@ def shared_clips(videos_dir: Path) -> list[tuple[Path, str, str]]:
         return [(videos_dir / r["file"], r["file"], r["caption"]) for r in csv.DictReader(fh)]
 
 
-def build_clip_index(server: ComfyServer, timeout: float = 600.0) -> dict:
-    """Builds <models>/motion_index/searchpriors_clips from the installed clip library (Motion Index Builder)."""
+def build_clip_index(server: ComfyServer, timeout: float = 600.0, input_folder: str = CLIP_INPUT_FOLDER,
+                     index_name: str = CLIP_INDEX_NAME) -> dict:
+    """Builds <models>/motion_index/<index_name> (searchpriors_clips) from the library.csv installed under
+    <input>/<input_folder> (Motion Index Builder)."""
     graph = {"1": {"class_type": "SearchPriors_MotionIndexBuilder", "inputs": {
-        "library": f"{CLIP_INPUT_FOLDER}/library.csv", "format": "auto", "index_name": CLIP_INDEX_NAME,
+        "library": f"{input_folder}/library.csv", "format": "auto", "index_name": index_name,
         "spacy_model": "en_core_web_sm", "sentence_model": "all-MiniLM-L6-v2", "videos_folder": ""}}}
     entry = server.run_prompt(graph, timeout=timeout)
     if history_status(entry) != "success":
         error = history_error(entry) or {}
-        raise ComfyServerError(f"building the clip index failed: {error.get('exception_message')}")
+        raise ComfyServerError(f"building the {index_name} index failed: {error.get('exception_message')}")
     return entry
 
 
@@ -635,3 +637,130 @@ def saved_video_frames(server: ComfyServer, entry: Mapping[str, Any], graph: Map
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+
+
+# ------------------------------------------- the toy world: the trained toy model and the world's library
+# A ModelScope-family model trained here on the pack's toy world (coloured shapes in known motions, 64x64, 8
+# frames; DESIGN.md "The toy world") and the world's 288-clip library: the demo and `make serve` show a shape
+# moving instead of the tiny random model's noise. Held-out (shape, motion) pairs are the ones the model never
+# saw in training, where base sampling draws the right motion about half the time and POS most of the time.
+TOY_T2V_DIR = REPO_ROOT / "sample_data" / "models" / "searchpriors-toy-t2v"
+TOY_T2V_FOLDER = TOY_T2V_DIR.name                    # under models/diffusers
+TOY_WORLD_DIR = REPO_ROOT / "sample_data" / "toy_world"
+TOY_WORLD_INPUT_FOLDER = "searchpriors_toy_world"    # under ComfyUI's input folder
+TOY_WORLD_INDEX_NAME = "searchpriors_toy_world"      # under models/motion_index
+TOY_PROMPT = "a red circle moves up"                 # a held-out pair: circles never moved up in training
+TOY_LORA_PROMPT = "a green circle moves up"          # the tuned motion LoRA reused on another held-out prompt
+# The settings the toy model is good at (benchmarks/bench_toy_world.py): the model's own size, the pipeline's
+# DDIM timesteps, cfg 7.5, the inverted reference mixed at eta 1.0 (0.2, ModelScope's value in the paper,
+# barely moves it), VMC on the reference's 8 frames with lr 1e-3 at rank 8.
+TOY_SETTINGS = {"frames": 8, "size": 64, "steps": 20, "cfg": 7.5, "eta": 1.0, "gamma": 0.04, "tune_steps": 40,
+                "tune_lr": 1e-3, "tune_rank": 8}
+
+
+def install_toy_t2v(server: ComfyServer) -> Path:
+    """Links sample_data/models/searchpriors-toy-t2v into <models>/diffusers/, where the ModelScope loader lists
+    it (a stale link of an earlier checkout is replaced; a real folder of that name is left alone)."""
+    target = server.models_dir / "diffusers" / TOY_T2V_FOLDER
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink() and target.resolve() != TOY_T2V_DIR.resolve():
+        target.unlink()
+    if not target.exists() and not target.is_symlink():
+        target.symlink_to(TOY_T2V_DIR, target_is_directory=True)
+    return target
+
+
+def install_toy_world_library(server: ComfyServer) -> bool:
+    """Copies sample_data/toy_world (library.csv and videos/) to <input>/searchpriors_toy_world/; True when
+    it was not there yet or differed (so its index needs building)."""
+    import filecmp
+
+    target = server.input_dir / TOY_WORLD_INPUT_FOLDER
+    source_csv = TOY_WORLD_DIR / "library.csv"
+    if (target / "library.csv").is_file() and filecmp.cmp(source_csv, target / "library.csv", shallow=False):
+        return False
+    if target.exists():
+        shutil.rmtree(target)
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    shutil.copyfile(source_csv, partial / "library.csv")
+    shutil.copytree(TOY_WORLD_DIR / "videos", partial / "videos")
+    partial.rename(target)
+    return True
+
+
+def build_toy_world_index(server: ComfyServer, timeout: float = 600.0, force: bool = False) -> bool:
+    """The world's library in the input folder and its motion index <models>/motion_index/searchpriors_toy_world
+    (Motion Index Builder, as a user builds one); built only when missing or the library changed. True if built."""
+    changed = install_toy_world_library(server)
+    index_dir = server.models_dir / "motion_index" / TOY_WORLD_INDEX_NAME
+    if index_dir.exists() and not changed and not force:
+        return False
+    build_clip_index(server, timeout=timeout, input_folder=TOY_WORLD_INPUT_FOLDER, index_name=TOY_WORLD_INDEX_NAME)
+    return True
+
+
+def toy_world_graph(graph: dict, prompt: str = TOY_PROMPT, lora_name: str | None = None,
+                    detector: str = TINY_GROUNDING_DINO_FOLDER, **settings) -> dict:
+    """A bundled API workflow (pos_modelscope, search_then_tune, motion_lora_apply) set for the toy model: its
+    folder, the world's index, its size and TOY_SETTINGS (overridden by ``settings``), ``prompt`` everywhere a
+    prompt is typed (no language model here, so the rewrite is the prompt itself: the toy model knows only the
+    world's captions). The bundled files keep their defaults for the real ModelScope model."""
+    s = {**TOY_SETTINGS, **settings}
+    ints = {"Frames": s["frames"], "Width": s["size"], "Height": s["size"], "Keyframes": s["frames"]}
+    for node in graph.values():
+        kind, inputs, title = node["class_type"], node["inputs"], (node.get("_meta") or {}).get("title", "")
+        if kind == "PrimitiveStringMultiline" and title.startswith(("Prompt", "Rewritten prompt")):
+            inputs["value"] = prompt
+        elif kind == "PrimitiveInt" and title in ints:
+            inputs["value"] = ints[title]
+        elif kind == "SearchPriors_ModelScopeLoader":
+            inputs.update(folder=TOY_T2V_FOLDER, dtype="fp32")
+        elif kind == "SearchPriors_MotionIndexLoader":
+            inputs["index_name"] = TOY_WORLD_INDEX_NAME
+        elif kind in ("SearchPriors_DiffusersSchedulerSigmas", "SearchPriors_DDIMVideoInvert"):
+            inputs["steps"] = s["steps"]
+        elif kind == "SearchPriors_GaussianNoiseMix":
+            inputs["eta"] = s["eta"]
+        elif kind == "SearchPriors_HybridSemanticGuider":
+            inputs.update(cfg=s["cfg"], gamma=s["gamma"])
+        elif kind == "CFGGuider":
+            inputs["cfg"] = s["cfg"]
+        elif kind == "SearchPriors_ReferenceRewriter":
+            inputs["manual_rewrite"] = prompt
+        elif kind == "SearchPriors_KeyframeExtractor":
+            # the world's clips are whole-frame scenes of one small shape: keep the full frame, whatever boxes
+            # the (here random) detector draws
+            inputs.update(detector=detector, full_frame_above=0.0)
+        elif kind == "SearchPriors_VMCTemporalLoRA":
+            inputs.update(steps=s["tune_steps"], lr=s["tune_lr"], rank=s["tune_rank"], gradient_checkpointing="off")
+        elif kind == "SearchPriors_HybridSemanticSampler":
+            inputs.update(steps=s["steps"], cfg=s["cfg"], gamma=s["gamma"])
+        elif kind == "SearchPriors_LoadMotionLoRA" and lora_name:
+            inputs["lora_name"] = lora_name
+    return graph
+
+
+def base_sampling_graph(pos_graph: dict, seed: int = 42) -> dict:
+    """Plain sampling from the POS workflow: the sampler's noise from core RandomNoise instead of the mixed
+    inverted noise, and only the nodes the Save Video node needs (no inversion runs)."""
+    graph = json.loads(json.dumps(pos_graph))
+    graph["90"] = {"class_type": "RandomNoise", "_meta": {"title": "Plain noise (base sampling)"},
+                   "inputs": {"noise_seed": seed}}
+    save = None
+    for node_id, node in graph.items():
+        if node["class_type"] == "SamplerCustomAdvanced":
+            node["inputs"]["noise"] = ["90", 0]
+        elif node["class_type"] == "SaveVideo":
+            save = node_id
+            node["inputs"]["filename_prefix"] = "searchpriors/base_sampling"
+    needed: set[str] = set()
+    stack = [save]
+    while stack:
+        node_id = stack.pop()
+        if node_id in needed:
+            continue
+        needed.add(node_id)
+        stack.extend(v[0] for v in graph[node_id]["inputs"].values() if isinstance(v, list) and len(v) == 2)
+    return {k: v for k, v in graph.items() if k in needed}

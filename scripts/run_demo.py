@@ -1,18 +1,21 @@
 """The demo: a real ComfyUI server with this pack, the sample motion index built in it, and the bundled
-Search-T2V retrieval workflow run through POST /prompt; prints the ranked results from /history. Then POS
-end to end: the bundled ModelScope/ZeroScope POS workflow (workflows/api/pos_modelscope.json) on a tiny
-random model over a library of real clips (../shared/data/videos when present, else short clips drawn
-here), saved as an mp4 by core Save Video; then the search-then-tune workflow (workflows/api/
-search_then_tune.json: keyframes by a tiny random GroundingDINO, VMC tuning, the motion LoRA saved, sampling
-from the inverted keyframes) over the same clips, and the saved motion LoRA reused on a new prompt
-(workflows/api/motion_lora_apply.json: Load Motion LoRA, the one-node Hybrid Semantic Sampler). The tiny model shows the plumbing: its video is noise. For real
-videos put text-to-video-ms-1.7b or zeroscope_v2_576w into models/diffusers/ (README).
+Search-T2V retrieval workflow run through POST /prompt; prints the ranked results from /history. Then the toy
+world (DESIGN.md "The toy world"): a small ModelScope-family model trained here on coloured shapes in known
+motions (sample_data/models/searchpriors-toy-t2v, 64x64, 8 frames) and the world's 288-clip library indexed by
+Motion Index Builder. For one held-out prompt (a shape and motion the model never saw together in training) it
+runs base sampling, POS (workflows/api/pos_modelscope.json: the retrieved world clip DDIM-inverted and mixed
+into the start noise) and search-then-tune (workflows/api/search_then_tune.json: keyframes, a VMC motion LoRA
+tuned on the clip, sampling), then reuses the saved LoRA on another prompt (workflows/api/motion_lora_apply.json).
+Each video is saved to out/ and read back by the toy world's probe (distill/toy_probe.py: colour, shape,
+motion); out/toy_world_strip.png shows base | POS | tuned frame by frame. The bundled workflows keep their
+defaults for the real ModelScope model; the demo sets the toy model's folder, size and steps at load time.
+For real videos put text-to-video-ms-1.7b or zeroscope_v2_576w into models/diffusers/ (README).
 
-    python scripts/run_demo.py [--via workflow|cli] [--prompt TEXT] [--keep]
+    python scripts/run_demo.py [--via workflow|cli] [--prompt TEXT] [--toy-prompt TEXT] [--keep]
 
 Run it with the virtual environment that scripts/setup_env.sh made (`make run` does both). Exits 0 when
-every retriever in the workflow produced a ranking, 1 otherwise (the server log's tail is printed and
-its base directory kept).
+every retriever in the workflow produced a ranking and every toy-world workflow saved its video, 1 otherwise
+(the server log's tail is printed and its base directory kept).
 """
 
 from __future__ import annotations
@@ -36,6 +39,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the server's base directory and log")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for each prompt")
     parser.add_argument("--skip-pos", action="store_true", help="retrieval only, no POS or search-then-tune generation")
+    parser.add_argument("--toy-prompt", default=harness.TOY_PROMPT,
+                        help=f"the toy world prompt for base, POS and tuned (default {harness.TOY_PROMPT!r})")
+    parser.add_argument("--lora-prompt", default=harness.TOY_LORA_PROMPT,
+                        help=f"the prompt the saved motion LoRA is reused on (default {harness.TOY_LORA_PROMPT!r})")
+    parser.add_argument("--steps", type=int, default=harness.TOY_SETTINGS["steps"], help="DDIM sampling steps")
+    parser.add_argument("--tune-steps", type=int, default=harness.TOY_SETTINGS["tune_steps"], help="VMC tuning steps")
+    parser.add_argument("--strip", type=Path, default=REPO / "out" / "toy_world_strip.png",
+                        help="where the base | POS | tuned strip PNG goes (default out/toy_world_strip.png)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the server (default 1: the toy model's small ops run faster so)")
     return parser.parse_args(argv)
 
 
@@ -86,114 +99,143 @@ def print_results(graph: dict, entry: dict) -> bool:
     return ok
 
 
-def drawn_clips(folder: Path) -> list[tuple[Path, str, str]]:
-    """Three 3-second clips of moving shapes (PyAV), for machines without ../shared/data."""
-    import av
-    import numpy as np
+def load_by_path(name: str, path: Path):
+    """A module of the pack loaded by file path (the repository root never goes on sys.path)."""
+    import importlib.util
 
-    folder.mkdir(parents=True, exist_ok=True)
-    specs = [("red_square_right.mp4", "a red square moves to the right", (220, 40, 40), (1, 0)),
-             ("blue_square_down.mp4", "a blue square falls down", (40, 80, 220), (0, 1)),
-             ("green_square_diagonal.mp4", "a green square slides across the frame", (40, 200, 90), (1, 1))]
-    clips = []
-    for name, caption, colour, (dx, dy) in specs:
-        path = folder / name
-        with av.open(str(path), "w") as container:
-            stream = container.add_stream("libx264", rate=8)
-            stream.width = stream.height = 128
-            stream.pix_fmt = "yuv420p"
-            for i in range(24):
-                frame = np.full((128, 128, 3), 30, dtype=np.uint8)
-                x, y = 8 + dx * 3 * i, 8 + dy * 3 * i
-                frame[y:y + 32, x:x + 32] = colour
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(stream.encode())
-        clips.append((path, name, caption))
-    return clips
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
-def run_pos(server, timeout: float) -> bool:
-    """POS on the tiny model: clip index, the bundled ModelScope workflow at demo size, the saved mp4."""
-    videos = REPO / ".." / "shared" / "data" / "videos"
-    clips = harness.shared_clips(videos.resolve())
-    source = "../shared/data/videos"
-    if not clips:
-        clips, source = drawn_clips(server.base_dir / "drawn_clips"), "clips drawn by the demo"
-    started = step(f"building the clip index over {len(clips)} clips ({source})")
-    harness.install_clip_library(server, clips)
-    harness.build_clip_index(server, timeout=timeout)
-    done(started)
-    started = step("writing the tiny random ModelScope-family model (models/diffusers/tiny-t2v)")
-    harness.install_tiny_t2v(server)
-    done(started)
-    graph = harness.pos_at_test_size(harness.load_json(harness.POS_MODELSCOPE_WORKFLOW), frames=8, size=64, steps=10)
-    started = step(f"running {harness.POS_MODELSCOPE_WORKFLOW.name} (8 frames of 64x64, 10 steps, tiny model)")
-    entry = run_workflow(server, graph, timeout, started)
-    if entry is None:
-        return False
+def asked_for(prompt: str) -> tuple[str, str, str]:
+    """(colour, shape, motion) a toy-world prompt asks for ("?" where it names none of the world's)."""
+    world = load_by_path("searchpriors_toy_world", REPO / "distill" / "toy_world.py")
+    text = f" {prompt.lower()} "
+    colour = next((c for c in world.COLOURS if f" {c} " in text), "?")
+    shape = next((s for s in world.SHAPES if f" {s} " in text), "?")
+    motion = next((m for m, phrases in world.MOTION_PHRASES.items() if any(p in text for p in phrases)), "?")
+    return colour, shape, motion
+
+
+def probe_reading(video: Path, asked: tuple[str, str, str]) -> str:
+    """What distill/toy_probe.py reads in a saved mp4 (colour, shape, motion), against what was asked."""
+    probe = load_by_path("searchpriors_toy_probe", REPO / "distill" / "toy_probe.py")
+    result = probe.probe(probe.read_video_file(video, size=harness.TOY_SETTINGS["size"]))
+    marks = ["ok" if got == want else f"asked {want}" for got, want in zip(result.label, asked)]
+    return (f"colour {result.colour} ({marks[0]}), shape {result.shape} ({marks[1]}), "
+            f"motion {result.motion} ({marks[2]})")
+
+
+class ToyDemo:
+    """The toy world through the bundled workflows: base sampling, POS, search-then-tune, the LoRA reused."""
+
+    def __init__(self, server, args):
+        self.server, self.args = server, args
+        self.settings = {"steps": args.steps, "tune_steps": args.tune_steps}
+        self.videos: dict[str, Path] = {}      # row label -> the kept mp4
+        self.readings: dict[str, str] = {}
+
+    def prepare(self) -> None:
+        started = step(f"linking the trained toy model (sample_data/models/{harness.TOY_T2V_FOLDER}) into "
+                       f"models/diffusers/, a tiny random GroundingDINO into models/grounding-dino/")
+        harness.install_toy_t2v(self.server)
+        harness.install_tiny_grounding_dino(self.server)
+        done(started)
+        started = step("building the toy world's motion index over its 288 clips (sample_data/toy_world, "
+                       f"Motion Index Builder -> {harness.TOY_WORLD_INDEX_NAME})")
+        harness.build_toy_world_index(self.server, timeout=self.args.timeout)
+        done(started)
+
+    def run(self, label: str, graph: dict, what: str, asked: tuple[str, str, str]) -> dict | None:
+        started = step(f"{label}: {what}")
+        entry = run_workflow(self.server, graph, self.args.timeout, started)
+        if entry is None:
+            return None
+        kept = keep_saved_video(self.server, graph, entry, f"toy_{label.lower().replace(' ', '_')}")
+        if kept is None:
+            return None
+        self.videos[label] = kept
+        self.readings[label] = probe_reading(kept, asked)
+        print(f"    probe reads: {self.readings[label]}", flush=True)
+        return entry
+
+    def main(self) -> bool:
+        self.prepare()
+        prompt, s = self.args.toy_prompt, {**harness.TOY_SETTINGS, **self.settings}
+        asked = asked_for(prompt)
+        size = f"{s['frames']} frames of {s['size']}x{s['size']}, {s['steps']} DDIM steps, cfg {s['cfg']}"
+        print(f"\nToy world prompt: {prompt!r} (asks for colour {asked[0]}, shape {asked[1]}, motion {asked[2]}; "
+              f"the model never saw this shape with this motion in training)", flush=True)
+        pos = harness.toy_world_graph(harness.load_json(harness.POS_MODELSCOPE_WORKFLOW), prompt, **self.settings)
+        if self.run("base", harness.base_sampling_graph(pos), f"plain sampling, {size}", asked) is None:
+            return False
+        entry = self.run("POS", pos, f"{harness.POS_MODELSCOPE_WORKFLOW.name}: the retrieved world clip inverted "
+                                     f"and mixed at eta {s['eta']}, {size}", asked)
+        if entry is None:
+            return False
+        print_reports(pos, entry, ("Retrieval table", "Reference frames info", "Inversion report"))
+        tune = harness.toy_world_graph(harness.load_json(harness.SEARCH_THEN_TUNE_WORKFLOW), prompt, **self.settings)
+        entry = self.run("tuned", tune, f"{harness.SEARCH_THEN_TUNE_WORKFLOW.name}: VMC motion LoRA on the retrieved "
+                                        f"clip ({s['tune_steps']} steps), then sampling, {size}", asked)
+        if entry is None:
+            return False
+        texts = print_reports(tune, entry, ("Segment", "VMC report", "Saved motion LoRA"))
+        lora_name = texts.get("Saved motion LoRA", "").strip()
+        if not lora_name:
+            print("error: search_then_tune reported no saved motion LoRA", file=sys.stderr)
+            return False
+        new_prompt = self.args.lora_prompt
+        apply = harness.toy_world_graph(harness.load_json(harness.MOTION_LORA_APPLY_WORKFLOW), new_prompt,
+                                        lora_name=lora_name, **self.settings)
+        if self.run("LoRA reused", apply, f"{harness.MOTION_LORA_APPLY_WORKFLOW.name}: {lora_name} on "
+                                          f"{new_prompt!r}, {size}", asked_for(new_prompt)) is None:
+            return False
+        print(f"\n--- what the probe (distill/toy_probe.py) reads in each video, {prompt!r} ---")
+        for label, reading in self.readings.items():
+            extra = f" [prompt {new_prompt!r}]" if label == "LoRA reused" else ""
+            print(f"{label:>12}: {reading}{extra}")
+        strip = load_by_path("searchpriors_make_toy_strip", REPO / "scripts" / "make_toy_strip.py")
+        rows = [(label, self.videos[label]) for label in ("base", "POS", "tuned")]
+        out = strip.write_strip(rows, self.args.strip, title=f"\"{prompt}\" (held out)")
+        print(f"\nStrip (base | POS | tuned, {s['frames']} frames each): {out}")
+        return True
+
+
+def print_reports(graph: dict, entry: dict, titles: tuple[str, ...]) -> dict[str, str]:
+    """Prints the first lines of the graph's Preview as Text nodes with these titles; their texts by title."""
+    texts = {}
     for node_id, node in graph.items():
-        if node["class_type"] == "PreviewAny":
-            title = node_title(graph, node_id)
-            if title in ("Retrieval table", "Inversion report", "Rewriter report"):
-                text = "\n".join(harness.history_texts(entry, node_id)).rstrip()
-                print(f"\n--- {title} ---\n" + "\n".join(text.splitlines()[:12]))
-    return keep_saved_video(server, graph, entry)
+        if node["class_type"] == "PreviewAny" and node_title(graph, node_id) in titles:
+            text = "\n".join(harness.history_texts(entry, node_id)).rstrip()
+            texts[node_title(graph, node_id)] = text
+            print(f"\n--- {node_title(graph, node_id)} ---\n" + "\n".join(text.splitlines()[:12]))
+    return texts
 
 
-def keep_saved_video(server, graph: dict, entry: dict) -> bool:
-    """Copies the video the graph's Save Video node wrote out of the server's throw-away base directory."""
+def keep_saved_video(server, graph: dict, entry: dict, name: str) -> Path | None:
+    """Copies the video the graph's Save Video node wrote out of the server's throw-away base directory to
+    out/<name>.mp4."""
     save = next(k for k, v in graph.items() if v["class_type"] == "SaveVideo")
     files = entry["outputs"].get(save, {}).get("images", [])
-    for item in files:
-        kept = REPO / "out" / item["filename"]
-        kept.parent.mkdir(exist_ok=True)
-        shutil.copyfile(server.output_dir / item.get("subfolder", "") / item["filename"], kept)
-        print(f"\nSaved video: {kept}")
-    print("(the tiny random model shows the plumbing, its frames are noise: see the README for real models)")
-    return bool(files)
-
-
-def run_search_then_tune(server, timeout: float) -> bool:
-    """Search-then-tune on the tiny model and a tiny random GroundingDINO, over the clip index run_pos built:
-    keyframes, a few VMC tuning steps, the motion LoRA saved, sampling from the inverted keyframes."""
-    started = step("writing a tiny random GroundingDINO (models/grounding-dino/"
-                   f"{harness.TINY_GROUNDING_DINO_FOLDER})")
-    harness.install_tiny_grounding_dino(server)
-    done(started)
-    graph = harness.search_then_tune_at_test_size(harness.load_json(harness.SEARCH_THEN_TUNE_WORKFLOW), frames=8,
-                                                  size=64, tune_steps=10, sample_steps=10)
-    started = step(f"running {harness.SEARCH_THEN_TUNE_WORKFLOW.name} (8 keyframes of 64x64, 10 tuning steps, "
-                   f"10 sampling steps, tiny models)")
-    entry = run_workflow(server, graph, timeout, started)
-    if entry is None:
-        return False
-    lora_name = None
-    for node_id, node in graph.items():
-        if node["class_type"] == "PreviewAny" and node_title(graph, node_id) in ("Segment", "VMC report",
-                                                                                 "Saved motion LoRA"):
-            text = "\n".join(harness.history_texts(entry, node_id)).rstrip()
-            print(f"\n--- {node_title(graph, node_id)} ---\n" + "\n".join(text.splitlines()[:12]))
-            if node_title(graph, node_id) == "Saved motion LoRA":
-                lora_name = text.strip()
-    return keep_saved_video(server, graph, entry) and run_motion_lora_apply(server, timeout, lora_name)
-
-
-def run_motion_lora_apply(server, timeout: float, lora_name) -> bool:
-    """The motion LoRA search-then-tune saved, reused on the workflow's new prompt (motion_lora_apply.json)."""
-    if not lora_name:
-        print("error: search_then_tune reported no saved motion LoRA", file=sys.stderr)
-        return False
-    graph = harness.motion_lora_apply_at_test_size(harness.load_json(harness.MOTION_LORA_APPLY_WORKFLOW), lora_name,
-                                                   frames=8, size=64, steps=10)
-    started = step(f"running {harness.MOTION_LORA_APPLY_WORKFLOW.name} with {lora_name} (8 frames of 64x64, "
-                   f"10 steps, tiny model)")
-    entry = run_workflow(server, graph, timeout, started)
-    return entry is not None and keep_saved_video(server, graph, entry)
+    if len(files) != 1:
+        print(f"error: Save Video (node {save}) saved {len(files)} files", file=sys.stderr)
+        return None
+    kept = REPO / "out" / f"{name}.mp4"
+    kept.parent.mkdir(exist_ok=True)
+    shutil.copyfile(server.output_dir / files[0].get("subfolder", "") / files[0]["filename"], kept)
+    print(f"    saved video: {kept.relative_to(REPO)}", flush=True)
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    server = harness.ComfyServer()
+    threads = str(args.threads)
+    server = harness.ComfyServer(env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
     print(f"ComfyUI: {server.comfyui_dir}\nPython:  {server.python}\nBase:    {server.base_dir}", flush=True)
     succeeded = False
     try:
@@ -221,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             print("error: a retriever produced no ranking", file=sys.stderr)
             return 1
         if not args.skip_pos:
-            succeeded = run_pos(server, args.timeout) and run_search_then_tune(server, args.timeout)
+            succeeded = ToyDemo(server, args).main()
         return 0 if succeeded else 1
     except (harness.ComfyServerError, harness.PromptRejected, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
