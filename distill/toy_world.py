@@ -121,14 +121,13 @@ def sample_spec(rng: random.Random, split: str = "library", frames: int = FRAMES
                 m = RARE_MOTION if rng.random() < RARE_SHARE else rng.choice([x for x in MOTIONS if x != RARE_MOTION])
             else:
                 m = rng.choice(MOTIONS)
-        allowed = [x for x in SHAPES if pair_allowed(x, m, split)]
-        if shape is not None or motion is not None and not allowed:
-            s = shape
-        elif allowed:
-            s = rng.choice(allowed)      # no redraw of the motion: the rare motion keeps exactly its share
-        else:
-            continue
-        if s is not None and (pair_allowed(s, m, split) or (shape is not None and motion is not None)):
+        if shape is None:
+            # drawn among the shapes allowed with this motion, never a redraw of the motion: the rare motion
+            # keeps exactly its share
+            s = rng.choice([x for x in SHAPES if pair_allowed(x, m, split)])
+            break
+        s = shape
+        if motion is not None or pair_allowed(s, m, split):
             break
     c = colour or rng.choice(tuple(COLOURS))
     radius = rng.uniform(0.09, 0.13) * size
