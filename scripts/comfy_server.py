@@ -649,8 +649,8 @@ TOY_T2V_FOLDER = TOY_T2V_DIR.name                    # under models/diffusers
 TOY_WORLD_DIR = REPO_ROOT / "sample_data" / "toy_world"
 TOY_WORLD_INPUT_FOLDER = "searchpriors_toy_world"    # under ComfyUI's input folder
 TOY_WORLD_INDEX_NAME = "searchpriors_toy_world"      # under models/motion_index
-TOY_PROMPT = "a red circle moves up"                 # a held-out pair: circles never moved up in training
-TOY_LORA_PROMPT = "a green circle moves up"          # the tuned motion LoRA reused on another held-out prompt
+TOY_PROMPT = "a red square moves to the left"        # a held-out pair: squares never moved left in training
+TOY_LORA_PROMPT = "a cyan square moves to the left"   # the tuned motion LoRA reused on another held-out prompt
 # The settings the toy model is good at (benchmarks/bench_toy_world.py): the model's own size, the pipeline's
 # DDIM timesteps, cfg 7.5, the inverted reference mixed at eta 1.0 (0.2, ModelScope's value in the paper,
 # barely moves it), VMC on the reference's 8 frames with lr 1e-3 at rank 8.
@@ -764,3 +764,33 @@ def base_sampling_graph(pos_graph: dict, seed: int = 42) -> dict:
         needed.add(node_id)
         stack.extend(v[0] for v in graph[node_id]["inputs"].values() if isinstance(v, list) and len(v) == 2)
     return {k: v for k, v in graph.items() if k in needed}
+
+
+TOY_USER_WORKFLOWS = {"toy_world_pos": POS_MODELSCOPE_WORKFLOW, "toy_world_search_then_tune": SEARCH_THEN_TUNE_WORKFLOW}
+
+
+def write_toy_world_user_workflows(server: ComfyServer, **settings) -> list[Path]:
+    """The bundled POS and search-then-tune workflows set for the toy model and the world's index
+    (toy_world_graph), as UI workflows in <user>/default/workflows/, where the frontend's Workflows sidebar
+    lists them; one already there is left as it is (the user may have changed it). Needs the running server
+    (its /object_info lays the widgets out)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("searchpriors_make_ui_workflow",
+                                                  REPO_ROOT / "scripts" / "make_ui_workflow.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    info = server.object_info(refresh=True)
+    folder = server.user_dir / "default" / "workflows"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, api_path in TOY_USER_WORKFLOWS.items():
+        target = folder / f"{name}.json"
+        written.append(target)
+        if target.exists():
+            continue
+        partial = target.with_name(target.name + ".partial")
+        partial.write_text(json.dumps(maker.convert(toy_world_graph(load_json(api_path), **settings), info),
+                                      indent=1) + "\n", encoding="utf-8")
+        partial.replace(target)
+    return written

@@ -116,19 +116,27 @@ def asked_for(prompt: str) -> tuple[str, str, str]:
     """(colour, shape, motion) a toy-world prompt asks for ("?" where it names none of the world's)."""
     world = load_by_path("searchpriors_toy_world", REPO / "distill" / "toy_world.py")
     text = f" {prompt.lower()} "
+    found = [(m, p) for m, phrases in world.MOTION_PHRASES.items() for p in phrases if p in text]
+    motion = found[0][0] if found else "?"
+    if found:
+        text = text.replace(found[0][1], " ")   # "moves in a circle" names no shape
     colour = next((c for c in world.COLOURS if f" {c} " in text), "?")
     shape = next((s for s in world.SHAPES if f" {s} " in text), "?")
-    motion = next((m for m, phrases in world.MOTION_PHRASES.items() if any(p in text for p in phrases)), "?")
     return colour, shape, motion
+
+
+def probe_label(video: Path) -> tuple[str, str, str]:
+    """(colour, shape, motion) that distill/toy_probe.py reads in an mp4 of the toy world."""
+    probe = load_by_path("searchpriors_toy_probe", REPO / "distill" / "toy_probe.py")
+    return probe.probe(probe.read_video_file(video, size=harness.TOY_SETTINGS["size"])).label
 
 
 def probe_reading(video: Path, asked: tuple[str, str, str]) -> str:
     """What distill/toy_probe.py reads in a saved mp4 (colour, shape, motion), against what was asked."""
-    probe = load_by_path("searchpriors_toy_probe", REPO / "distill" / "toy_probe.py")
-    result = probe.probe(probe.read_video_file(video, size=harness.TOY_SETTINGS["size"]))
-    marks = ["ok" if got == want else f"asked {want}" for got, want in zip(result.label, asked)]
-    return (f"colour {result.colour} ({marks[0]}), shape {result.shape} ({marks[1]}), "
-            f"motion {result.motion} ({marks[2]})")
+    label = probe_label(video)
+    parts = [f"{part} {got} ({'ok' if got == want else f'asked {want}'})"
+             for part, got, want in zip(("colour", "shape", "motion"), label, asked)]
+    return ", ".join(parts)
 
 
 class ToyDemo:
@@ -139,6 +147,7 @@ class ToyDemo:
         self.settings = {"steps": args.steps, "tune_steps": args.tune_steps}
         self.videos: dict[str, Path] = {}      # row label -> the kept mp4
         self.readings: dict[str, str] = {}
+        self.reference_motion: dict[str, str] = {}   # row label -> the motion of the clip it retrieved
 
     def prepare(self) -> None:
         started = step(f"linking the trained toy model (sample_data/models/{harness.TOY_T2V_FOLDER}) into "
@@ -164,13 +173,30 @@ class ToyDemo:
         print(f"    probe reads: {self.readings[label]}", flush=True)
         return entry
 
+    def print_reference(self, label: str, report: str, asked: tuple[str, str, str]) -> None:
+        """The probe's reading of the retrieved world clip a workflow used (named in its report)."""
+        import re
+
+        found = re.search(r"\btoy\d{5}\b", report)
+        path = (self.server.input_dir / harness.TOY_WORLD_INPUT_FOLDER / "videos" / f"{found.group(0)}.mp4"
+                if found else None)
+        if path is None or not path.is_file():
+            return
+        self.reference_motion[label] = probe_label(path)[2]
+        reading = probe_reading(path, asked)
+        self.readings[f"{label} reference"] = f"{reading} [{path.name}]"
+        print(f"    the retrieved reference clip {path.name}: probe reads {reading}", flush=True)
+
     def main(self) -> bool:
         self.prepare()
         prompt, s = self.args.toy_prompt, {**harness.TOY_SETTINGS, **self.settings}
         asked = asked_for(prompt)
         size = f"{s['frames']} frames of {s['size']}x{s['size']}, {s['steps']} DDIM steps, cfg {s['cfg']}"
-        print(f"\nToy world prompt: {prompt!r} (asks for colour {asked[0]}, shape {asked[1]}, motion {asked[2]}; "
-              f"the model never saw this shape with this motion in training)", flush=True)
+        world = load_by_path("searchpriors_toy_world", REPO / "distill" / "toy_world.py")
+        held_out = (asked[1], asked[2]) in world.HELD_OUT
+        print(f"\nToy world prompt: {prompt!r} (asks for colour {asked[0]}, shape {asked[1]}, motion {asked[2]}"
+              + ("; a held-out pair: the model never saw this shape with this motion in training)" if held_out
+                 else ")"), flush=True)
         pos = harness.toy_world_graph(harness.load_json(harness.POS_MODELSCOPE_WORKFLOW), prompt, **self.settings)
         if self.run("base", harness.base_sampling_graph(pos), f"plain sampling, {size}", asked) is None:
             return False
@@ -178,13 +204,15 @@ class ToyDemo:
                                      f"and mixed at eta {s['eta']}, {size}", asked)
         if entry is None:
             return False
-        print_reports(pos, entry, ("Retrieval table", "Reference frames info", "Inversion report"))
+        texts = print_reports(pos, entry, ("Retrieval table", "Reference frames info", "Inversion report"))
+        self.print_reference("POS", texts.get("Reference frames info", ""), asked)
         tune = harness.toy_world_graph(harness.load_json(harness.SEARCH_THEN_TUNE_WORKFLOW), prompt, **self.settings)
         entry = self.run("tuned", tune, f"{harness.SEARCH_THEN_TUNE_WORKFLOW.name}: VMC motion LoRA on the retrieved "
                                         f"clip ({s['tune_steps']} steps), then sampling, {size}", asked)
         if entry is None:
             return False
         texts = print_reports(tune, entry, ("Segment", "VMC report", "Saved motion LoRA"))
+        self.print_reference("tuned", texts.get("Segment", ""), asked)
         lora_name = texts.get("Saved motion LoRA", "").strip()
         if not lora_name:
             print("error: search_then_tune reported no saved motion LoRA", file=sys.stderr)
@@ -198,10 +226,13 @@ class ToyDemo:
         print(f"\n--- what the probe (distill/toy_probe.py) reads in each video, {prompt!r} ---")
         for label, reading in self.readings.items():
             extra = f" [prompt {new_prompt!r}]" if label == "LoRA reused" else ""
-            print(f"{label:>12}: {reading}{extra}")
+            print(f"{label:>15}: {reading}{extra}")
         strip = load_by_path("searchpriors_make_toy_strip", REPO / "scripts" / "make_toy_strip.py")
         rows = [(label, self.videos[label]) for label in ("base", "POS", "tuned")]
-        out = strip.write_strip(rows, self.args.strip, title=f"\"{prompt}\" (held out)")
+        title = f"\"{prompt}\"{' (a held-out pair)' if held_out else ''}, {s['steps']} DDIM steps, seed 42"
+        if "POS" in self.reference_motion:
+            title += f"; the retrieved clip moves {self.reference_motion['POS']}"
+        out = strip.write_strip(rows, self.args.strip, title=title)
         print(f"\nStrip (base | POS | tuned, {s['frames']} frames each): {out}")
         return True
 

@@ -5,8 +5,14 @@
 Open the printed URL in a browser. ComfyUI's folders (input, models, output, user) live in a base
 directory that is kept between runs (default ~/.cache/comfyui-searchpriors/serve), so a motion index
 built once is there next time; the sample library is copied to its input folder, where the bundled
-workflows look. The server's log goes to <base>/comfyui.log. Run it with the virtual environment that
-scripts/setup_env.sh made (`make serve` does both).
+workflows look. The toy world comes ready too (DESIGN.md "The toy world"): the trained toy text-to-video model
+(sample_data/models/searchpriors-toy-t2v, 64x64, 8 frames) linked into models/diffusers/ (the ModelScope
+loader lists it), the world's 288-clip library in input/searchpriors_toy_world/ with its motion index
+searchpriors_toy_world (built on the first start), and the POS and search-then-tune workflows set for them
+(toy model, world index, 8 frames of 64x64, 20 steps, eta 1.0) in the Workflows sidebar as toy_world_pos and
+toy_world_search_then_tune. The bundled templates keep their defaults for the real ModelScope model. The
+server's log goes to <base>/comfyui.log. Run it with the virtual environment that scripts/setup_env.sh made
+(`make serve` does both).
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="ComfyUI's base directory (input, models, output, user), kept between runs")
     parser.add_argument("--fresh", action="store_true",
                         help="empty the base directory first (indexes built there are deleted)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of the server (default: torch's choice; 1 suits the toy model on a "
+                             "small shared CPU)")
     return parser.parse_args(argv)
 
 
@@ -41,15 +50,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh and args.base_dir.exists():
         shutil.rmtree(args.base_dir)
     args.base_dir.mkdir(parents=True, exist_ok=True)
-    server = harness.ComfyServer(args.base_dir, port=args.port, startup_timeout=300.0)
+    env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)} if args.threads else None
+    server = harness.ComfyServer(args.base_dir, port=args.port, startup_timeout=300.0, env=env)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     print(f"Starting ComfyUI ({server.comfyui_dir}) with ComfyUI-SearchPriors; log: {server.log_path}", flush=True)
     try:
+        harness.install_toy_t2v(server)
         server.start()
         harness.install_sample_library(server)
+        # the search-then-tune workflow needs a GroundingDINO; on the world's clips it keeps the full frame,
+        # so the tiny random one of the tests stands in until a real one is in models/grounding-dino/
+        harness.install_tiny_grounding_dino(server)
+        if harness.build_toy_world_index(server):
+            print(f"  built the toy world's motion index {harness.TOY_WORLD_INDEX_NAME} (288 clips)", flush=True)
+        workflows = harness.write_toy_world_user_workflows(server)
         print(f"\n  ComfyUI is ready: {server.url}\n", flush=True)
         print("  First visit: the Templates dialog opens. Pick Extensions -> ComfyUI-SearchPriors, run\n"
               "  build_sample_index once (Run), then open search_t2v_retrieval and Run.\n"
+              f"  The toy world: the Workflows sidebar (W) has {', '.join(w.stem for w in workflows)}: the trained\n"
+              f"  toy model ({harness.TOY_T2V_FOLDER}) and the world's index ({harness.TOY_WORLD_INDEX_NAME}), prompt\n"
+              f"  {harness.TOY_PROMPT!r}; Run makes a 64x64, 8-frame video of the shape moving.\n"
               "  Stop the server with Ctrl-C.\n", flush=True)
         code = server.wait()
         print(f"ComfyUI exited with code {code}; log tail:\n{server.log_tail(30)}", file=sys.stderr)
