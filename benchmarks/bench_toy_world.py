@@ -19,7 +19,10 @@ Rows:
   retrieval errors from POS.
 - control: POS with a wrong reference (the opposite motion); "follows ref" is how often the video takes the
   reference's motion (it should, if POS transfers motion).
-- search-then-tune: VMC with vmc_abs and eq10_pairs; POS + tuned LoRA.
+- POS with the clip Search-T2V's retrieval (search_t2v mode, motion units) finds.
+- search-then-tune: Search-T2V's clip (search_t2v mode), its 8 frames as the keyframes (no detector weights
+  here: the Keyframe Extractor is not in the loop), VMC with vmc_abs and eq10_pairs and its caption, then
+  plain sampling with the tuned MODEL; POS + tuned LoRA.
 
 Held-out prompts are the (shape, motion) pairs the model never saw in training, the papers' "motions the model
 renders badly"; in-distribution prompts are pairs it saw. These numbers are about our implementation of the
@@ -101,32 +104,39 @@ def main(argv=None) -> int:
         for set_name, rows in sets.items():
             for k, prow in enumerate(rows):
                 prompt, shape, colour, motion = prow
-                hit = retriever.search(prompt)
-                ref = retriever.frames(hit.video_path)
-                ref_probe = toy_probe.probe(ref)
-                refs[(set_name, k)] = {"prompt": prompt, "retrieved": hit.caption,
-                                       "retrieved_motion": ref_probe.motion,
-                                       "retrieved_right_motion": ref_probe.motion == motion}
+                hit = retriever.search(prompt, mode="pos")          # POS Eq. 3: caption similarity
+                hit_t2v = retriever.search(prompt, mode="search_t2v")  # Search-T2V Eqs. 6-9: motion units
+                ref, ref_t2v = retriever.frames(hit.video_path), retriever.frames(hit_t2v.video_path)
+                ref_probe, ref_t2v_probe = toy_probe.probe(ref), toy_probe.probe(ref_t2v)
+                refs[(set_name, k)] = {"prompt": prompt, "retrieved_pos": hit.caption,
+                                       "retrieved_pos_motion": ref_probe.motion,
+                                       "pos_right_motion": ref_probe.motion == motion,
+                                       "retrieved_search_t2v": hit_t2v.caption,
+                                       "retrieved_search_t2v_motion": ref_t2v_probe.motion,
+                                       "search_t2v_right_motion": ref_t2v_probe.motion == motion}
                 oracle, _ = harness.world_clip(shape, colour, motion, seed=1000 + k)
                 wrong_motion = harness.OPPOSITE[motion]
                 wrong, _ = harness.world_clip(shape, colour, wrong_motion, seed=2000 + k)
                 t0 = time.perf_counter()
-                inv = pipe.invert(ref)
+                inv = pipe.invert(ref, key=hit.video_path)
                 inv_s = time.perf_counter() - t0
+                inv_t2v = pipe.invert(ref_t2v, key=hit_t2v.video_path)
                 inv_oracle = pipe.invert(oracle)
                 inv_wrong = pipe.invert(wrong)
                 tuned = {}
-                if set_name == "held-out":
+                if set_name == "held-out":   # search-then-tune: VMC on the Search-T2V clip with its caption
                     losses = ("vmc_abs",) if quick else ("vmc_abs", "eq10_pairs")
                     for loss in losses:
-                        tuned[loss] = pipe.tune(ref, hit.caption, loss=loss, steps=vmc_steps)
+                        tuned[loss] = pipe.tune(ref_t2v, hit_t2v.caption, loss=loss, steps=vmc_steps)
                 for seed in range(n_seeds):
                     g = pipe.base(prompt, seed)
                     add("base", set_name, g.video, prow, g.seconds)
                     etas = (1.0,) if quick else (0.2, 0.5, 1.0, 2.0)
                     for eta in etas:
                         g = pipe.pos(prompt, seed, inv, eta)
-                        add(f"POS retrieved eta {eta}", set_name, g.video, prow, g.seconds + inv_s)
+                        add(f"POS pos-retrieved eta {eta}", set_name, g.video, prow, g.seconds + inv_s)
+                    g = pipe.pos(prompt, seed, inv_t2v, 1.0)
+                    add("POS search_t2v-retrieved eta 1.0", set_name, g.video, prow, g.seconds + inv_s)
                     if not quick:
                         g = pipe.pos(prompt, seed, inv_oracle, 1.0)
                         add("POS oracle ref eta 1.0", set_name, g.video, prow, g.seconds + inv_s)
@@ -136,11 +146,12 @@ def main(argv=None) -> int:
                         g = pipe.base(prompt, seed, model=model)
                         add(f"tuned VMC {loss} ({vmc_steps} steps)", set_name, g.video, prow, g.seconds + tune_s)
                         if loss == "vmc_abs":
-                            g = pipe.pos(prompt, seed, inv, 1.0, model=model)
+                            g = pipe.pos(prompt, seed, inv_t2v, 1.0, model=model)
                             add(f"POS eta 1.0 + tuned VMC {loss}", set_name, g.video, prow,
                                 g.seconds + tune_s + inv_s)
                 print(f"[{time.perf_counter() - t_start:6.0f} s] {set_name} {k + 1}/{len(rows)}: {prompt!r} "
-                      f"-> retrieved {hit.caption!r} ({ref_probe.motion})", flush=True)
+                      f"-> pos {hit.caption!r} ({ref_probe.motion}), search_t2v {hit_t2v.caption!r} "
+                      f"({ref_t2v_probe.motion})", flush=True)
 
     def mean(xs):
         return sum(xs) / len(xs) if xs else None
@@ -155,9 +166,10 @@ def main(argv=None) -> int:
                            item["follows_ref"], item["seconds_per_video"]))
     print(_common.table(["set", "row", "n", "motion", "colour", "shape", "follows ref", "s/video"], table_rows,
                         title=f"toy world: {steps} DDIM steps, cfg {pipe.cfg}, {n_seeds} seed(s) per prompt"))
-    retrieved_right = mean([v["retrieved_right_motion"] for v in refs.values()])
-    print(f"retrieved reference shows the prompt's motion: {retrieved_right:.3f} of {len(refs)} prompts "
-          f"(index built in {index_s:.1f} s)")
+    retrieved_right = mean([v["pos_right_motion"] for v in refs.values()])
+    t2v_right = mean([v["search_t2v_right_motion"] for v in refs.values()])
+    print(f"retrieved reference shows the prompt's motion: pos mode {retrieved_right:.3f}, search_t2v mode "
+          f"{t2v_right:.3f} of {len(refs)} prompts (index built in {index_s:.1f} s)")
 
     def get(row, set_name="held-out"):
         for item in data_rows:
@@ -165,14 +177,17 @@ def main(argv=None) -> int:
                 return item
         return None
 
-    base, pos = get("base"), get("POS retrieved eta 1.0")
+    base, pos = get("base"), get("POS pos-retrieved eta 1.0")
+    oracle = get("POS oracle ref eta 1.0")
     tuned, ctrl = get(f"tuned VMC vmc_abs ({vmc_steps} steps)"), get("control: POS wrong ref eta 1.0")
     summary = (f"SUMMARY toy world{' (quick)' if quick else ''}: held-out base motion {base['motion']:.3f}, "
-               f"POS motion {pos['motion']:.3f}, tuned motion {tuned['motion']:.3f}, "
+               f"POS motion {pos['motion']:.3f}"
+               + (f" (oracle reference {oracle['motion']:.3f})" if oracle else "") +
+               f", tuned motion {tuned['motion']:.3f}, "
                f"wrong-ref follows ref {ctrl['follows_ref']:.3f}; colour kept base {base['colour']:.3f} / "
                f"POS {pos['colour']:.3f} / tuned {tuned['colour']:.3f}, shape kept base {base['shape']:.3f} / "
-               f"POS {pos['shape']:.3f} / tuned {tuned['shape']:.3f}; retrieval right motion "
-               f"{retrieved_right:.3f}; {time.perf_counter() - t_start:.0f} s")
+               f"POS {pos['shape']:.3f} / tuned {tuned['shape']:.3f}; retrieved clip has the right motion: pos mode "
+               f"{retrieved_right:.3f}, search_t2v mode {t2v_right:.3f}; {time.perf_counter() - t_start:.0f} s")
     print(summary)
     out = _common.write_result("toy_world", {"rows": data_rows, "references": [{"set": s, "k": k, **v} for (s, k), v
                                                                                 in refs.items()],
