@@ -232,7 +232,6 @@ def _save_text_encoder(text_encoder, folder: str) -> None:
 def write_t2v_folder(out: str, size: str = "tiny", dtype: str = "fp32", seed: int = 0, pad_token: str = "!",
                      overwrite: bool = False) -> str:
     """Write a complete TextToVideoSDPipeline folder at ``out`` (atomically). Returns ``out``."""
-    from diffusers import DDIMScheduler
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}")
@@ -245,35 +244,46 @@ def write_t2v_folder(out: str, size: str = "tiny", dtype: str = "fp32", seed: in
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
     try:
-        import diffusers
-
         unet, vae, text_encoder, _ = build_components(size, DTYPES[dtype], seed)
         unet.save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
         vae.save_pretrained(os.path.join(tmp, "vae"), safe_serialization=True)
         _save_text_encoder(text_encoder, os.path.join(tmp, "text_encoder"))
         write_clip_tokenizer(os.path.join(tmp, "tokenizer"), SIZES[size]["vocab_size"], pad_token=pad_token)
-        DDIMScheduler.from_config({k: v for k, v in SCHEDULER_CONFIG.items() if not k.startswith("_")}) \
-            .save_pretrained(os.path.join(tmp, "scheduler"))
-        model_index = {
-            "_class_name": "TextToVideoSDPipeline", "_diffusers_version": diffusers.__version__,
-            "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-            "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet3DConditionModel"],
-            "vae": ["diffusers", "AutoencoderKL"],
-        }
-        with open(os.path.join(tmp, "model_index.json"), "w", encoding="utf-8") as f:
-            json.dump(model_index, f, indent=2)
-        os.chmod(tmp, 0o755)
-        if os.path.exists(out):
-            trash = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=parent)
-            os.replace(out, os.path.join(trash, "old"))
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        write_pipeline_files(tmp)
+        publish_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def write_pipeline_files(folder: str) -> None:
+    """scheduler/ (ModelScope's DDIM) and model_index.json of a TextToVideoSDPipeline folder."""
+    import diffusers
+    from diffusers import DDIMScheduler
+
+    DDIMScheduler.from_config({k: v for k, v in SCHEDULER_CONFIG.items() if not k.startswith("_")}) \
+        .save_pretrained(os.path.join(folder, "scheduler"))
+    model_index = {
+        "_class_name": "TextToVideoSDPipeline", "_diffusers_version": diffusers.__version__,
+        "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet3DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    with open(os.path.join(folder, "model_index.json"), "w", encoding="utf-8") as f:
+        json.dump(model_index, f, indent=2)
+
+
+def publish_folder(tmp: str, out: str) -> None:
+    """Move the finished ``tmp`` to ``out``, replacing an existing ``out`` without a moment of neither."""
+    os.chmod(tmp, 0o755)
+    if os.path.exists(out):
+        trash = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=os.path.dirname(out))
+        os.replace(out, os.path.join(trash, "old"))
+        os.replace(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import random
 import shutil
@@ -32,7 +31,6 @@ import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -401,9 +399,6 @@ def use_ema(unet, te, shadow: dict) -> None:
 
 def export_folder(ckpt: str, out: str, tokenizer_dir: str, overwrite: bool = True) -> str:
     """The diffusers folder (fp16, EMA weights) of a checkpoint, written atomically."""
-    import diffusers
-    from diffusers import DDIMScheduler
-
     state, stored = load_sharded(ckpt, "ckpt")
     meta = json.loads(stored["meta"])
     unet, vae, te = build_models(0)
@@ -423,24 +418,12 @@ def export_folder(ckpt: str, out: str, tokenizer_dir: str, overwrite: bool = Tru
         os.makedirs(tok)
         for name in ("vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"):
             shutil.copyfile(os.path.join(tokenizer_dir, name), os.path.join(tok, name))
-        DDIMScheduler.from_config({k: v for k, v in synth.SCHEDULER_CONFIG.items() if not k.startswith("_")}) \
-            .save_pretrained(os.path.join(tmp, "scheduler"))
-        model_index = {
-            "_class_name": "TextToVideoSDPipeline", "_diffusers_version": diffusers.__version__,
-            "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-            "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet3DConditionModel"],
-            "vae": ["diffusers", "AutoencoderKL"],
-        }
-        with open(os.path.join(tmp, "model_index.json"), "w", encoding="utf-8") as f:
-            json.dump(model_index, f, indent=2)
+        synth.write_pipeline_files(tmp)
         with open(os.path.join(tmp, "TRAINING.json"), "w", encoding="utf-8") as f:
             json.dump({"trained_by": "scripts/train_toy_world.py", **meta}, f, indent=2)
-        os.chmod(tmp, 0o755)
-        if os.path.exists(out):
-            if not overwrite:
-                raise FileExistsError(out)
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        if os.path.exists(out) and not overwrite:
+            raise FileExistsError(out)
+        synth.publish_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
