@@ -169,3 +169,17 @@ def test_cache_memory_disk_round_trip_and_damaged_file(tmp_path):
     assert damaged.get("f") is None
     damaged.put("g", {"answer": "g"})
     assert json.loads(path.read_text())["entries"]["g"]["answer"] == "g"
+
+
+def test_eq6_references_take_a_pos_retrieval_and_refuse_search_t2v():
+    from types import SimpleNamespace
+
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+    from comfyui_searchpriors.retrieval.rewriter import eq6_references
+
+    pos = SimpleNamespace(mode="pos", reference_captions=lambda: ["a", "b"])
+    assert eq6_references(pos) == ["a", "b"]
+    for mode in ("search_t2v", None):
+        other = SimpleNamespace(mode=mode, reference_captions=lambda: ["a"])
+        with pytest.raises(SearchPriorsError, match="Set that Motion Retriever's mode to 'pos'.*reference_captions"):
+            eq6_references(other)
