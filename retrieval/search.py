@@ -49,6 +49,29 @@ THRESHOLD_PRESETS = {
 DEFAULT_THRESHOLDS = THRESHOLD_PRESETS["calibrated"]
 
 
+THRESHOLDS_CUSTOM = "custom"
+
+
+def preset_label(name: str) -> str:
+    """A preset and its values, for tooltips and reports ("paper: t_total 0.3, t_mot 0.9, t_atr 0.4")."""
+    values = THRESHOLD_PRESETS[name]
+    return f"{name}: " + ", ".join(f"{k} {v:g}" for k, v in values.items())
+
+
+# dropdown values are the bare names, so that a saved workflow stays valid if a preset's values are revised
+THRESHOLD_CHOICES = [THRESHOLDS_CUSTOM, *THRESHOLD_PRESETS]
+
+
+def thresholds_for_choice(choice: Optional[str]) -> Optional[dict]:
+    """The thresholds of a dropdown choice (a preset's name), None for "custom" (the widgets)."""
+    if choice is None or choice == THRESHOLDS_CUSTOM:
+        return None
+    name = choice.split(":", 1)[0].strip()
+    if name not in THRESHOLD_PRESETS:
+        raise SearchPriorsError(f"Unknown threshold preset '{choice}': choose one of {', '.join(THRESHOLD_CHOICES)}.")
+    return thresholds_of(name)
+
+
 def thresholds_of(preset: str) -> dict:
     """The thresholds of a named preset (a copy)."""
     if preset not in THRESHOLD_PRESETS:

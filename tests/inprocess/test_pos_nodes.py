@@ -432,3 +432,39 @@ def test_every_sampler_uses_the_prompt_the_rule_names_at_every_call(pos, core, m
         checked.append(sampler_name)
     assert not failures, f"m = 3 of sigmas {[round(s, 4) for s in sigmas]}:\n" + "\n".join(failures)
     assert len(checked) == len(names) - len(UNRUNNABLE_SAMPLERS) and len(checked) >= 40, checked
+
+
+# ------------------------------------------------------------------------------------------------ presets
+
+
+def test_pos_presets_fill_eta_and_gamma_and_custom_keeps_the_widgets(pos, core, models):
+    from comfyui_searchpriors.distill.pos_presets import DEFAULT_ETA, DEFAULT_GAMMA, PRESET_CHOICES
+
+    for node, widget in ((pos.GaussianNoiseMix, "eta"), (pos.HybridSemanticGuider, "gamma"),
+                         (pos.HybridSemanticSampler, "gamma")):
+        inputs = node.define_schema().inputs
+        assert inputs[-1].id == "preset" and inputs[-1].optional and inputs[-1].default == "custom"
+        assert inputs[-1].options == PRESET_CHOICES
+        assert next(i for i in inputs if i.id == widget).default == (DEFAULT_ETA if widget == "eta" else DEFAULT_GAMMA)
+    assert (DEFAULT_ETA, DEFAULT_GAMMA) == (0.2, 0.04)   # one row of the paper's table: ModelScope on MSR-VTT
+    ncs = core[0]
+    model, latent, _, make = models["wan"]
+    inverted = {"samples": torch.randn(WAN_SHAPE, generator=torch.Generator().manual_seed(4))}
+    empty = {"samples": torch.zeros(WAN_SHAPE)}
+    ucf = "ModelScope (UCF-101): eta 0.2, gamma 1.0"
+    by_preset = pos.GaussianNoiseMix.execute(inverted=inverted, eta=7.0, seed=3, preset=ucf)
+    by_widget = pos.GaussianNoiseMix.execute(inverted=inverted, eta=0.2, seed=3).args[0]
+    assert torch.equal(by_preset.args[0].generate_noise(empty), by_widget.generate_noise(empty))
+    assert "eta from the preset 'ModelScope (UCF-101)" in by_preset.args[1]
+    custom = pos.GaussianNoiseMix.execute(inverted=inverted, eta=7.0, seed=3, preset="custom").args[0]
+    assert not torch.equal(custom.generate_noise(empty), by_widget.generate_noise(empty))
+    # gamma 1.0 from the preset: every call rewritten although the widget says 0
+    rewritten, original, negative = make(1), make(2), make(3)
+    recorder, calls = recording(model, {"rewritten": rewritten[0][0], "original": original[0][0]})
+    guider = pos.HybridSemanticGuider.execute(recorder, rewritten, original, negative, 2.0, 0.0, preset=ucf).args[0]
+    _sample_advanced(ncs, guider, recorder, "euler", 4, latent.shape)
+    assert [name for _, name in calls] == ["rewritten"] * 4
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
+    with pytest.raises(SearchPriorsError, match="Unknown POS preset 'Zeroscope'.*custom"):
+        pos.HybridSemanticGuider.execute(model, rewritten, original, negative, 2.0, 0.1, preset="Zeroscope")
