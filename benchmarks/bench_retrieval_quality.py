@@ -9,7 +9,7 @@ in both modes. ``search_t2v`` runs once per threshold preset (``--presets``; not
 
 - ``paper``: Search-T2V's thresholds (t_total 0.3, t_mot 0.9, t_atr 0.4) on the pack's vectors;
 - ``calibrated``: the thresholds chosen for the pack's vectors from tests/data/role_synonym_pairs.tsv
-  (``retrieval.search.THRESHOLD_PRESETS``, the default);
+  (``retrieval.search.THRESHOLD_PRESETS``; the default stays ``paper``);
 - ``spacy``: the paper's own setting: role phrases embedded with spaCy's word vectors (en_core_web_md, the
   mean of the phrase's word vectors; sentence vectors stay Sentence-Transformers', as in the paper) and
   the paper's thresholds; ``spacy-calibrated``: the same vectors with thresholds chosen from the labelled

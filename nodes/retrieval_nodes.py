@@ -56,7 +56,7 @@ class MotionRetriever(io.ComfyNode):
                                      "round's similarity, even below the threshold" + _SEARCH_T2V_ONLY),
                 io.Combo.Input("thresholds", options=THRESHOLD_CHOICES, default=THRESHOLDS_CUSTOM, optional=True,
                                tooltip="custom: the t_total / t_mot / t_atr widgets (their defaults are the "
-                                       "calibrated values). " + "; ".join(preset_label(n) for n in THRESHOLD_PRESETS)
+                                       "paper's, the best on the MSR-VTT benchmark). " + "; ".join(preset_label(n) for n in THRESHOLD_PRESETS)
                                        + ". paper = Search-T2V's, set for spaCy word vectors (in the pack's MiniLM "
                                        "space t_mot 0.9 passes only the identical verb); calibrated = chosen for "
                                        "the pack's vectors from labelled synonym pairs (benchmarks/README.md). A "

@@ -13,7 +13,8 @@ thing seen, 0 = a different motion or actor):
   the higher run), which keeps the threshold as far as the data allow from the pairs on either side.
 
 Pure numpy; the vectors come from the caller (``benchmarks/calibrate_thresholds.py`` embeds the pairs
-with the pack's encoder, and with spaCy word vectors where a vectors model is installed).
+with the pack's encoder, and with spaCy word vectors where a vectors model is installed). The result is
+the ``calibrated`` preset of ``retrieval.search``; the paper's values stay the default there (see why).
 """
 
 from __future__ import annotations

@@ -41,12 +41,14 @@ PART_NAMES = ("total", "motion", "actor", "units", "score")
 # "calibrated": chosen for that space from the labelled verb and noun pairs of
 # tests/data/role_synonym_pairs.tsv by retrieval.calibration (benchmarks/calibrate_thresholds.py prints
 # the choice; benchmarks/README.md has both on MSR-VTT). t_total is the paper's in both: its sentence
-# vectors are Sentence-Transformers' too.
+# vectors are Sentence-Transformers' too. The default stays the paper's: on the MSR-VTT benchmark it is
+# as good or better on every measure (R@1 0.200 vs 0.198, motion agreement 0.962 vs 0.936), the
+# calibrated t_atr 0.69 refusing same-video captions that the paper's 0.4 keeps.
 THRESHOLD_PRESETS = {
     "paper": {"t_total": 0.3, "t_mot": 0.9, "t_atr": 0.4},
     "calibrated": {"t_total": 0.3, "t_mot": 0.54, "t_atr": 0.69},
 }
-DEFAULT_THRESHOLDS = THRESHOLD_PRESETS["calibrated"]
+DEFAULT_THRESHOLDS = THRESHOLD_PRESETS["paper"]
 
 
 THRESHOLDS_CUSTOM = "custom"
