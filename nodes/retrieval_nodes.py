@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from comfy_api.v0_0_2 import io, ui
 
-from ..retrieval.search import MODES, SearchParams, search
+from ..retrieval.search import (MODES, THRESHOLD_CHOICES, THRESHOLD_PRESETS, THRESHOLDS_CUSTOM, SearchParams,
+                                preset_label, search, thresholds_for_choice)
 from . import comfy_glue as glue
 from .index_nodes import MotionIndexType
 from .prompt_nodes import AtomizedPrompt
@@ -53,6 +54,13 @@ class MotionRetriever(io.ComfyNode):
                 io.Int.Input("min_keep", default=_DEFAULTS.min_keep, min=1, max=10000,
                              tooltip="Fail-safe: each filter round keeps at least this many, its best by that "
                                      "round's similarity, even below the threshold" + _SEARCH_T2V_ONLY),
+                io.Combo.Input("thresholds", options=THRESHOLD_CHOICES, default=THRESHOLDS_CUSTOM, optional=True,
+                               tooltip="custom: the t_total / t_mot / t_atr widgets (their defaults are the "
+                                       "paper's, the best on the MSR-VTT benchmark). " + "; ".join(preset_label(n) for n in THRESHOLD_PRESETS)
+                                       + ". paper = Search-T2V's, set for spaCy word vectors (in the pack's MiniLM "
+                                       "space t_mot 0.9 passes only the identical verb); calibrated = chosen for "
+                                       "the pack's vectors from labelled synonym pairs (benchmarks/README.md). A "
+                                       "preset replaces the three widgets" + _SEARCH_T2V_ONLY),
             ],
             outputs=[
                 RetrievalType.Output("retrieval", display_name="retrieval"),
@@ -64,10 +72,16 @@ class MotionRetriever(io.ComfyNode):
 
     @classmethod
     def execute(cls, atomized, index, mode: str, top_k: int, t_total: float, t_mot: float, t_atr: float,
-                alpha: float, beta: float, gamma: float, min_keep: int) -> io.NodeOutput:
+                alpha: float, beta: float, gamma: float, min_keep: int,
+                thresholds: str = THRESHOLDS_CUSTOM) -> io.NodeOutput:
+        preset = thresholds_for_choice(thresholds)
+        if preset is not None:
+            t_total, t_mot, t_atr = preset["t_total"], preset["t_mot"], preset["t_atr"]
         params = SearchParams(mode=mode, top_k=top_k, t_total=t_total, t_mot=t_mot, t_atr=t_atr, alpha=alpha,
                               beta=beta, gamma=gamma, min_keep=min_keep)
         result = search(index, atomized, params)
+        if preset is not None:
+            result.notes.append(f"thresholds from the preset {preset_label(thresholds)}")
         best = result.best
         report = result.report()
         return io.NodeOutput(result, (best.video_path or "") if best else "",

@@ -24,6 +24,7 @@ from ..retrieval.errors import SearchPriorsError
 from ..retrieval.models import DEFAULT_SPACY_MODEL, load_spacy
 from ..retrieval.rewriter import (MAX_REFERENCE_FIELDS, PAPER_TEMPLATE, RewriteCache, build_instruction,
                                   cache_key, chat_messages, check_rewrite, check_text_length, clean_answer,
+                                  eq6_references,
                                   reference_lines, validate_template)
 from . import comfy_glue as glue
 from . import local_lm
@@ -137,8 +138,9 @@ class ReferenceRewriter(io.ComfyNode):
                                default=DEFAULT_SPACY_MODEL if DEFAULT_SPACY_MODEL in glue.spacy_choices()
                                else glue.spacy_choices()[0],
                                tooltip="spaCy pipeline used to atomize prompt and rewrite for the check"),
-                RetrievalType.Input("retrieval", optional=True, tooltip="MotionRetriever's retrieval: its "
-                                    "ranked captions are the references"),
+                RetrievalType.Input("retrieval", optional=True, tooltip="MotionRetriever's retrieval in mode "
+                                    "'pos': its captions, ranked by caption similarity, are POS Eq. 6's top-k "
+                                    "references (a 'search_t2v' retrieval is refused with the fix)"),
                 _string("manual_rewrite", "", "The rewrite itself, for backend 'manual'", multiline=True,
                         optional=True),
                 _string("custom_template", "", "Empty = the paper's template. Fields: {prompt}, {references}, "
@@ -208,7 +210,7 @@ class ReferenceRewriter(io.ComfyNode):
         if cache not in CACHE_MODES:
             raise SearchPriorsError(f"Unknown cache mode '{cache}': choose one of {', '.join(CACHE_MODES)}.")
         if retrieval is not None:
-            given, source = list(retrieval.reference_captions()), "the connected retrieval"
+            given, source = eq6_references(retrieval), "the connected retrieval (mode 'pos': POS Eq. 6's top-k)"
         else:
             given, source = reference_lines(reference_captions), "reference_captions"
         instruction, used = build_instruction(prompt, given, k, max_words, custom_template)

@@ -1,5 +1,9 @@
 """Semantic-Preserving Rewriter, text side (POS Sec. 4.3, 5.2): the instruction, the answer, the check.
 
+- ``eq6_references`` takes the references from a retrieval: Eq. 6's top-k are ranked by caption (sentence)
+  similarity alone, which is the retriever's ``pos`` mode; a ``search_t2v`` retrieval (ranked by
+  Search-T2V's score, after its motion and actor filters) is refused with the fix, unless the user passes
+  its captions as text on purpose.
 - ``build_instruction`` fills the paper's instruction template IT (Eq. 7) with the top-k reference
   captions (Eq. 6), the prompt, k and the word limit; a custom template names its fields in braces and is
   validated (unknown fields, attribute access and format specs are errors).
@@ -102,6 +106,22 @@ def validate_template(template: str, k: int = 5) -> list[str]:
         raise SearchPriorsError("The custom template has no {prompt} field, so the language model would never "
                                 "see the prompt it should rewrite: add {prompt}.")
     return names
+
+
+EQ6_MODE = "pos"
+
+
+def eq6_references(retrieval) -> list[str]:
+    """The reference captions of a retrieval, if it is Eq. 6's top-k (ranked by caption similarity)."""
+    mode = getattr(retrieval, "mode", None)
+    if mode != EQ6_MODE:
+        raise SearchPriorsError(
+            f"The connected retrieval was made in mode '{mode}', so its captions are ranked by Search-T2V's score "
+            f"after its motion and actor filters, not by caption similarity as POS Eq. 6 asks. Set that Motion "
+            f"Retriever's mode to '{EQ6_MODE}' (or connect a second Motion Retriever in mode '{EQ6_MODE}' to "
+            f"'retrieval'). To use these captions anyway, on purpose, connect its reference_captions output to "
+            f"this node's reference_captions input instead of 'retrieval'.")
+    return list(retrieval.reference_captions())
 
 
 def build_instruction(prompt: str, references: Sequence[str], k: int = 5, max_words: int = 20,

@@ -7,6 +7,10 @@
 //    line) and the build report would run together into one paragraph. For previews fed by a pack node,
 //    each line ends in a Markdown hard break instead; tables and blank lines are left as they are. Only the
 //    display changes: the STRING that flows to other nodes is untouched.
+// 3. POS presets (the paper's eta / gamma per backbone): picking one on Gaussian Noise Mix or a Hybrid
+//    Semantic Guider / Sampler writes its values into the eta and gamma widgets of every such node in the
+//    graph, and sets the same preset there, so one choice fills both. The widgets stay free: "custom" leaves
+//    them as they are (the server applies a preset's values in any case; this only shows them).
 
 import { app } from "../../scripts/app.js";
 
@@ -54,6 +58,56 @@ function markdownWidget(node, name) {
   node.setSize([Math.max(width, wanted[0], 520), Math.max(height, wanted[1])]);
   return widget;
 }
+
+const POS_PRESET_NODES = new Set([
+  "SearchPriors_GaussianNoiseMix", "SearchPriors_HybridSemanticGuider", "SearchPriors_HybridSemanticSampler",
+]);
+
+// {eta, gamma} named in a preset's text ("ModelScope (MSR-VTT): eta 0.2, gamma 0.04"); {} for "custom"
+export function presetValues(text) {
+  const values = {};
+  for (const match of String(text ?? "").matchAll(/\b(eta|gamma) ([0-9]*\.?[0-9]+)/g)) {
+    values[match[1]] = Number(match[2]);
+  }
+  return values;
+}
+
+function applyPreset(node, choice) {
+  const values = presetValues(choice);
+  for (const widget of node.widgets ?? []) {
+    if (widget.name === "preset") widget.value = choice;
+    else if (widget.name in values) widget.value = values[widget.name];
+  }
+  node.setDirtyCanvas?.(true, true);
+}
+
+function fillPosPreset(source, choice) {
+  const graph = source.graph ?? app.graph;
+  const nodes = graph?._nodes ?? graph?.nodes ?? [];
+  for (const node of nodes) {
+    if (POS_PRESET_NODES.has(node.type)) applyPreset(node, choice);
+  }
+  if (!nodes.includes(source)) applyPreset(source, choice);
+}
+
+app.registerExtension({
+  name: "SearchPriors.PosPresets",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!POS_PRESET_NODES.has(nodeData.name)) return;
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      onNodeCreated?.apply(this, arguments);
+      const widget = this.widgets?.find((w) => w.name === "preset");
+      if (!widget) return;
+      const callback = widget.callback;
+      const node = this;
+      widget.callback = function (value) {
+        callback?.apply(this, arguments);
+        if (value !== "custom") fillPosPreset(node, value);
+      };
+    };
+  },
+});
 
 app.registerExtension({
   name: "SearchPriors.TextPreviews",

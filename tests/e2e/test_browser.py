@@ -230,3 +230,37 @@ def test_search_nodes_added_by_hand_without_an_index_show_the_fix(bare_frontend,
     shown = "\n".join(bare_frontend.dialog_texts())
     assert NO_INDEX_YET in errors and NO_INDEX_YET in shown, f"errors: {errors}\ndialogs: {shown}"
     assert "TypeError" not in errors + shown and "positional argument" not in errors + shown
+
+
+def test_a_pos_preset_fills_eta_and_gamma_on_every_pos_node(bare_frontend):
+    """Picking the paper's ModelScope / UCF-101 row on the guider writes eta 0.2 into Gaussian Noise Mix and
+    gamma 1.0 into the guider and the sampler; "custom" leaves the widgets free."""
+    page = bare_frontend.page
+    values = page.evaluate("""() => {
+        const app = window.app, LG = window.LiteGraph;
+        app.graph.clear();
+        const made = {};
+        for (const type of ["SearchPriors_GaussianNoiseMix", "SearchPriors_HybridSemanticGuider",
+                            "SearchPriors_HybridSemanticSampler"]) {
+            const node = LG.createNode(type); app.graph.add(node); made[type] = node;
+        }
+        const get = (type, name) => made[type].widgets.find(w => w.name === name);
+        get("SearchPriors_GaussianNoiseMix", "eta").value = 3.0;
+        const preset = get("SearchPriors_HybridSemanticGuider", "preset");
+        const choice = preset.options.values.find(v => v.startsWith("ModelScope (UCF-101)"));
+        preset.value = choice; preset.callback(choice);
+        const after = {eta: get("SearchPriors_GaussianNoiseMix", "eta").value,
+                       gamma: get("SearchPriors_HybridSemanticGuider", "gamma").value,
+                       sampler_gamma: get("SearchPriors_HybridSemanticSampler", "gamma").value,
+                       mix_preset: get("SearchPriors_GaussianNoiseMix", "preset").value, choice};
+        const mixPreset = get("SearchPriors_GaussianNoiseMix", "preset");
+        mixPreset.value = "custom"; mixPreset.callback("custom");
+        get("SearchPriors_GaussianNoiseMix", "eta").value = 0.7;
+        after.free_eta = get("SearchPriors_GaussianNoiseMix", "eta").value;
+        after.guider_gamma_kept = get("SearchPriors_HybridSemanticGuider", "gamma").value;
+        return after;
+    }""")
+    assert values["choice"] == "ModelScope (UCF-101): eta 0.2, gamma 1.0"
+    assert (values["eta"], values["gamma"], values["sampler_gamma"]) == (0.2, 1.0, 1.0), values
+    assert values["mix_preset"] == values["choice"]
+    assert values["free_eta"] == 0.7 and values["guider_gamma_kept"] == 1.0

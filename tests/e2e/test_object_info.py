@@ -38,7 +38,7 @@ NODE_SPEC = {
         "required": [("atomized", "ATOMIZED_PROMPT"), ("index", "MOTION_INDEX"), ("mode", "COMBO"),
                      ("top_k", "INT"), ("t_total", "FLOAT"), ("t_mot", "FLOAT"), ("t_atr", "FLOAT"),
                      ("alpha", "FLOAT"), ("beta", "FLOAT"), ("gamma", "FLOAT"), ("min_keep", "INT")],
-        "optional": [],
+        "optional": [("thresholds", "COMBO")],
         "outputs": [("retrieval", "RETRIEVAL"), ("best_video", "STRING"), ("reference_captions", "STRING"),
                     ("report", "STRING")],
         "output_node": True,
@@ -77,7 +77,7 @@ NODE_SPEC = {
     "SearchPriors_GaussianNoiseMix": {
         "category": "SearchPriors/pos",
         "required": [("inverted", "LATENT"), ("eta", "FLOAT"), ("seed", "INT")],
-        "optional": [("noise", "NOISE")],
+        "optional": [("noise", "NOISE"), ("preset", "COMBO")],
         "outputs": [("noise", "NOISE"), ("report", "STRING")],
         "output_node": False,
     },
@@ -85,7 +85,7 @@ NODE_SPEC = {
         "category": "SearchPriors/pos",
         "required": [("model", "MODEL"), ("positive_rewritten", "CONDITIONING"), ("positive_original", "CONDITIONING"),
                      ("negative", "CONDITIONING"), ("cfg", "FLOAT"), ("gamma", "FLOAT")],
-        "optional": [("switch_step", "INT")],
+        "optional": [("switch_step", "INT"), ("preset", "COMBO")],
         "outputs": [("guider", "GUIDER")],
         "output_node": False,
     },
@@ -95,7 +95,7 @@ NODE_SPEC = {
                      ("scheduler", "COMBO"), ("positive_rewritten", "CONDITIONING"),
                      ("positive_original", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent_image", "LATENT"),
                      ("gamma", "FLOAT"), ("denoise", "FLOAT")],
-        "optional": [("noise", "NOISE"), ("switch_step", "INT")],
+        "optional": [("noise", "NOISE"), ("switch_step", "INT"), ("preset", "COMBO")],
         "outputs": [("LATENT", "LATENT"), ("schedule", "STRING")],
         "output_node": False,
     },
@@ -140,7 +140,7 @@ NODE_SPEC = {
                      ("detector", "COMBO"), ("keyframe_count", "INT"), ("width", "INT"), ("height", "INT"),
                      ("box_threshold", "FLOAT"), ("text_threshold", "FLOAT"), ("keep_together", "BOOLEAN"),
                      ("full_frame_above", "FLOAT")],
-        "optional": [("rank", "INT")],
+        "optional": [("rank", "INT"), ("search_whole_clip", "BOOLEAN"), ("scan_fps", "FLOAT")],
         "outputs": [("keyframes", "IMAGE"), ("preview", "IMAGE"), ("segment", "STRING")],
         "output_node": False,
         "category": "SearchPriors/search_t2v",
@@ -150,6 +150,7 @@ NODE_SPEC = {
 COMBO_OPTIONS = {
     ("SearchPriors_MotionIndexBuilder", "format"): ["auto", "csv", "jsonl", "webvid", "msrvtt"],
     ("SearchPriors_MotionRetriever", "mode"): ["search_t2v", "pos"],
+    ("SearchPriors_MotionRetriever", "thresholds"): ["custom", "paper", "calibrated"],
     ("SearchPriors_ReferenceFrames", "crop"): ["center", "pad", "stretch"],
     ("SearchPriors_ModelScopeLoader", "dtype"): ["auto", "fp32", "fp16", "bf16"],
     ("SearchPriors_ReferenceRewriter", "backend"): ["openai_compatible", "local_transformers", "manual"],
@@ -211,7 +212,8 @@ def test_node_sockets_match_the_contract(object_info, node_id):
 
 @pytest.mark.parametrize("node_id,input_name", sorted(COMBO_OPTIONS))
 def test_fixed_combo_options(object_info, node_id, input_name):
-    spec = object_info[node_id]["input"]["required"][input_name]
+    inputs = object_info[node_id]["input"]
+    spec = inputs["required"].get(input_name) or inputs.get("optional", {})[input_name]
     assert combo_options(spec) == COMBO_OPTIONS[(node_id, input_name)]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -66,11 +67,11 @@ def atomized_prompt():
                           spacy_model="test")
 
 
-def retrieval_of(*entries):
+def retrieval_of(*entries, video_path=None):
     """A RETRIEVAL as MotionRetriever returns it; each entry (caption, units, vectors)."""
     from comfyui_searchpriors.retrieval.search import Hit, Retrieval, SearchParams
 
-    hits = [Hit(rank=r, row=r - 1, video_id=f"v{r}", caption=caption, video_path=None, score=1.0 / r,
+    hits = [Hit(rank=r, row=r - 1, video_id=f"v{r}", caption=caption, video_path=video_path, score=1.0 / r,
                 parts={"cosine": 1.0 / r}, units=units, unit_vectors=vectors)
             for r, (caption, units, vectors) in enumerate(entries, 1)]
     return Retrieval(prompt="a boy rides a bicycle", mode="search_t2v", params=SearchParams(), hits=hits,
@@ -121,8 +122,8 @@ def test_schema_sockets_in_order(node):
     assert schema.display_name == "Keyframe Extractor (Search-T2V)"
     assert [i.id for i in schema.inputs] == ["atomized", "retrieval", "frames", "detector", "keyframe_count", "width",
                                              "height", "box_threshold", "text_threshold", "keep_together",
-                                             "full_frame_above", "rank"]
-    assert [bool(getattr(i, "optional", False)) for i in schema.inputs] == [False] * 11 + [True]
+                                             "full_frame_above", "rank", "search_whole_clip", "scan_fps"]
+    assert [bool(getattr(i, "optional", False)) for i in schema.inputs] == [False] * 11 + [True] * 3
     assert [o.id for o in schema.outputs] == ["keyframes", "preview", "segment"]
 
 
@@ -243,3 +244,68 @@ def test_cancel_stops_detection(node, monkeypatch):
     finally:
         mm.interrupt_current_processing(False)
     assert stub.captions is None   # stopped before the first batch
+
+
+# ------------------------------------------------------------------------------------------------ whole clip
+
+LATE_FPS, LATE_FRAMES, LATE_FIRST, LATE_LAST = 10, 80, 56, 75   # the square moves only in 5.6-7.5 s of 8 s
+
+
+def late_motion_pixels(i, width, height):
+    """Grey frames; from frame 56 to 75 a white square crosses the frame left to right (2 px a frame)."""
+    img = np.full((height, width, 3), 26, dtype=np.uint8)
+    if LATE_FIRST <= i <= LATE_LAST:
+        x = 4 + 2 * (i - LATE_FIRST)
+        img[20:20 + SQUARE, x:x + SQUARE] = 242
+    return img
+
+
+def test_the_segment_is_found_over_the_whole_clip_when_the_motion_is_late(node, monkeypatch, tmp_path):
+    """The default frames (16 from 0 s) never show the square; the whole-clip scan finds it at 5.6-7.5 s."""
+    from comfyui_searchpriors.nodes import keyframe_nodes
+
+    clips = _helper("video_clips")
+    path = clips.write_clip(tmp_path / "late.mp4", LATE_FRAMES, fps=LATE_FPS, width=64, height=48,
+                            pixels=late_motion_pixels)
+    stub = BrightBoxDetector()
+    monkeypatch.setattr(keyframe_nodes, "load_detector", lambda p: stub)
+    monkeypatch.setattr(keyframe_nodes, "detector_path", lambda name: name)
+    first_two_seconds = torch.from_numpy(np.stack([late_motion_pixels(i, 64, 48) for i in range(16)])).float() / 255
+    retrieval = retrieval_of(man_on_bike(), video_path=path)
+    keyframes, preview, segment = node.execute(atomized_prompt(), retrieval, first_two_seconds, "stub",
+                                               **WIDGETS, scan_fps=4.0).args
+    assert "scanned the whole clip (8.00 s" in segment and "32 frames at 4 fps" in segment
+    start, end = (float(v) for v in re.search(r"= ([0-9.]+)-([0-9.]+) s of the clip", segment).groups())
+    assert LATE_FIRST / LATE_FPS - 0.25 <= start <= LATE_FIRST / LATE_FPS + 0.25, segment
+    assert LATE_LAST / LATE_FPS - 0.25 <= end <= LATE_LAST / LATE_FPS + 0.1, segment
+    assert keyframes.shape == (4, 32, 32, 3) and preview.shape[0] == 1
+    # every keyframe comes from the segment: the square is in each, and moves right from one to the next
+    xs = []
+    for k in keyframes:
+        bright = torch.nonzero(k.mean(-1) > 0.5)
+        assert len(bright) > 0, segment
+        xs.append(bright[:, 1].float().mean().item())
+    assert xs == sorted(xs) and xs[-1] - xs[0] > 4, xs
+    # off: only the given frames are searched, and they hold nothing
+    _, _, inside = node.execute(atomized_prompt(), retrieval, first_two_seconds, "stub", **WIDGETS,
+                                search_whole_clip=False).args
+    assert "warning: nothing detected" in inside and "scanned" not in inside
+    # an entry without a local video falls back to the frames, and says so
+    _, _, fallback = node.execute(atomized_prompt(), retrieval_of(man_on_bike()), first_two_seconds, "stub",
+                                  **WIDGETS).args
+    assert "searched inside the 'frames' input only: the library names no video file" in fallback
+
+
+def test_scan_memory_stays_bounded_on_a_long_clip(tmp_path):
+    """A clip longer than the scan's frame budget is scanned at a lower rate, still from end to end."""
+    from comfyui_searchpriors.distill.video_frames import scan_clip
+
+    clips = _helper("video_clips")
+    path = clips.write_clip(tmp_path / "long.mp4", 300, fps=10, width=32, height=24)
+    scan = scan_clip(path, fps=5.0, max_frames=16)
+    assert len(scan.times) <= 16 and scan.frames.shape[0] == len(scan.times)
+    assert scan.times[0] == 0.0 and scan.times[-1] >= 30.0 - 2 * scan.interval   # the end of the 30 s is reached
+    steps = np.diff(scan.times)
+    assert np.allclose(steps, scan.interval) and scan.interval == pytest.approx(3.2)   # 0.2 s doubled 4 times
+    # frame k is the source frame on screen at k * interval: the clip's frames carry their own index
+    assert [clips.frame_index(f.numpy()) for f in scan.frames] == [32 * k for k in range(len(scan.times))]

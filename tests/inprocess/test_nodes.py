@@ -34,10 +34,14 @@ def test_extension_lists_every_node_with_prefixed_ids(pack_nodes):
     assert len(ids) == len(set(ids))
     retriever = pack_nodes.MotionRetriever.define_schema()
     assert [i.id for i in retriever.inputs] == ["atomized", "index", "mode", "top_k", "t_total", "t_mot", "t_atr",
-                                                "alpha", "beta", "gamma", "min_keep"]
+                                                "alpha", "beta", "gamma", "min_keep", "thresholds"]
+    assert [bool(getattr(i, "optional", False)) for i in retriever.inputs] == [False] * 11 + [True]
+    from comfyui_searchpriors.retrieval.search import DEFAULT_THRESHOLDS
+
     defaults = {i.id: i.default for i in retriever.inputs[2:]}
-    assert defaults == {"mode": "search_t2v", "top_k": 5, "t_total": 0.3, "t_mot": 0.9, "t_atr": 0.4,
-                        "alpha": 1.0, "beta": 1.0, "gamma": 0.5, "min_keep": 10}
+    assert defaults == {"mode": "search_t2v", "top_k": 5, **DEFAULT_THRESHOLDS,
+                        "alpha": 1.0, "beta": 1.0, "gamma": 0.5, "min_keep": 10, "thresholds": "custom"}
+    assert retriever.inputs[-1].options == ["custom", "paper", "calibrated"]
     atomizer = pack_nodes.PromptAtomizer.define_schema()
     spacy_input = next(i for i in atomizer.inputs if i.id == "spacy_model")
     assert "en_core_web_sm" in spacy_input.options
@@ -76,6 +80,15 @@ def test_atomize_load_retrieve(built, pack_nodes):
     assert best_video == ""  # the sample library ships no video files
     assert "no local video" in report and ui.as_dict()["text"] == (report,)
     assert (atomized.v_total == before).all()  # inputs are never changed in place
+    # the paper's thresholds one click away: the preset replaces the three widgets
+    common = dict(atomized=atomized, index=index, mode="search_t2v", top_k=5, alpha=1.0, beta=1.0, gamma=0.5,
+                  min_keep=2)
+    (by_widgets, _, refs_widgets, _), _ = run(pack_nodes.MotionRetriever, t_total=0.3, t_mot=0.9, t_atr=0.4, **common)
+    (by_preset, _, refs_preset, report), _ = run(pack_nodes.MotionRetriever, t_total=-1.0, t_mot=-1.0, t_atr=-1.0,
+                                                 thresholds="paper", **common)
+    (loose, _, _, _), _ = run(pack_nodes.MotionRetriever, t_total=-1.0, t_mot=-1.0, t_atr=-1.0, **common)
+    assert refs_preset == refs_widgets and by_preset.rounds == by_widgets.rounds != loose.rounds
+    assert "thresholds from the preset paper: t_total 0.3, t_mot 0.9, t_atr 0.4" in report
 
 
 @pytest.mark.parametrize("library, message", [

@@ -394,3 +394,97 @@ def test_a_latent_of_another_layout_or_vae_names_the_model_and_the_fix(pos, mode
     for model, latent, cond, message in cases:
         with pytest.raises(SearchPriorsError, match=message):
             invert(pos, model, latent, cond, steps=2)
+
+
+# ------------------------------------------------------------------------------------------------ every sampler
+
+# Samplers that cannot run on the tiny models, with the reason (none so far: every name ComfyUI lists runs).
+UNRUNNABLE_SAMPLERS: dict[str, str] = {}
+
+
+def _rule(sigma: float, sigmas: list, gamma: float) -> str:
+    """POS Eq. 8 as the pack states it, written out independently of distill.hybrid_semantics: m = floor(T gamma);
+    m = 0: the original prompt throughout, m = T: the rewritten one throughout, else rewritten iff sigma >
+    sigmas[m]."""
+    total = len(sigmas) - 1
+    m = math.floor(total * gamma + 1e-9)
+    if m == 0:
+        return "original"
+    if m == total:
+        return "rewritten"
+    return "rewritten" if sigma > sigmas[m] else "original"
+
+
+def test_every_sampler_uses_the_prompt_the_rule_names_at_every_call(pos, core, models):
+    """Every model call of every sampler ComfyUI lists (two-call, ancestral, SDE, multistep, adaptive) gets the
+    rewritten prompt iff its sigma > sigmas[m], for gamma 0, 0.5 and 1 (T = 6 karras steps: m = 0, 3, 6).
+
+    One test walks the whole list (read from ComfyUI at run time, so a sampler added by a newer ComfyUI is
+    checked too) and reports every sampler that breaks the rule."""
+    import comfy.samplers
+
+    ncs = core[0]
+    model, latent, _, make = models["eps"]
+    rewritten, original, negative = make(1), make(2), make(3)
+    sigma_tensor = ncs.BasicScheduler.execute(model, "karras", 6, 1.0).args[0]
+    sigmas = [float(s) for s in sigma_tensor]
+    names = list(comfy.samplers.KSampler.SAMPLERS)
+    assert {"dpm_2", "dpmpp_sde", "seeds_2", "heun", "dpm_adaptive", "uni_pc", "ddim"} <= set(names)
+    failures, checked = [], []
+    for sampler_name in names:
+        if sampler_name in UNRUNNABLE_SAMPLERS:
+            continue
+        for gamma in (0.0, 0.5, 1.0):
+            recorder, calls = recording(model, {"rewritten": rewritten[0][0], "original": original[0][0]})
+            guider = pos.HybridSemanticGuider.execute(recorder, rewritten, original, negative, 2.0, gamma).args[0]
+            with torch.inference_mode():
+                out = ncs.SamplerCustomAdvanced.execute(ncs.RandomNoise.execute(5).args[0], guider,
+                                                        ncs.KSamplerSelect.execute(sampler_name).args[0],
+                                                        sigma_tensor.clone(),
+                                                        {"samples": torch.zeros(EPS_SHAPE)}).args[0]["samples"]
+            wrong = [(round(s, 5), name) for s, name in calls if name != _rule(s, sigmas, gamma)]
+            if not torch.isfinite(out).all() or len(calls) < 2 or "?" in {n for _, n in calls}:
+                failures.append(f"{sampler_name} gamma {gamma}: bad run ({len(calls)} calls)")
+            if wrong:
+                failures.append(f"{sampler_name} gamma {gamma}: calls against the rule (sigma, prompt): {wrong}")
+            if gamma == 0.5 and {name for _, name in calls} != {"rewritten", "original"}:
+                failures.append(f"{sampler_name} gamma 0.5: only {sorted({n for _, n in calls})} used")
+        checked.append(sampler_name)
+    assert not failures, f"m = 3 of sigmas {[round(s, 4) for s in sigmas]}:\n" + "\n".join(failures)
+    assert len(checked) == len(names) - len(UNRUNNABLE_SAMPLERS) and len(checked) >= 40, checked
+
+
+# ------------------------------------------------------------------------------------------------ presets
+
+
+def test_pos_presets_fill_eta_and_gamma_and_custom_keeps_the_widgets(pos, core, models):
+    from comfyui_searchpriors.distill.pos_presets import DEFAULT_ETA, DEFAULT_GAMMA, PRESET_CHOICES
+
+    for node, widget in ((pos.GaussianNoiseMix, "eta"), (pos.HybridSemanticGuider, "gamma"),
+                         (pos.HybridSemanticSampler, "gamma")):
+        inputs = node.define_schema().inputs
+        assert inputs[-1].id == "preset" and inputs[-1].optional and inputs[-1].default == "custom"
+        assert inputs[-1].options == PRESET_CHOICES
+        assert next(i for i in inputs if i.id == widget).default == (DEFAULT_ETA if widget == "eta" else DEFAULT_GAMMA)
+    assert (DEFAULT_ETA, DEFAULT_GAMMA) == (0.2, 0.04)   # one row of the paper's table: ModelScope on MSR-VTT
+    ncs = core[0]
+    model, latent, _, make = models["wan"]
+    inverted = {"samples": torch.randn(WAN_SHAPE, generator=torch.Generator().manual_seed(4))}
+    empty = {"samples": torch.zeros(WAN_SHAPE)}
+    ucf = "ModelScope (UCF-101): eta 0.2, gamma 1.0"
+    by_preset = pos.GaussianNoiseMix.execute(inverted=inverted, eta=7.0, seed=3, preset=ucf)
+    by_widget = pos.GaussianNoiseMix.execute(inverted=inverted, eta=0.2, seed=3).args[0]
+    assert torch.equal(by_preset.args[0].generate_noise(empty), by_widget.generate_noise(empty))
+    assert "eta from the preset 'ModelScope (UCF-101)" in by_preset.args[1]
+    custom = pos.GaussianNoiseMix.execute(inverted=inverted, eta=7.0, seed=3, preset="custom").args[0]
+    assert not torch.equal(custom.generate_noise(empty), by_widget.generate_noise(empty))
+    # gamma 1.0 from the preset: every call rewritten although the widget says 0
+    rewritten, original, negative = make(1), make(2), make(3)
+    recorder, calls = recording(model, {"rewritten": rewritten[0][0], "original": original[0][0]})
+    guider = pos.HybridSemanticGuider.execute(recorder, rewritten, original, negative, 2.0, 0.0, preset=ucf).args[0]
+    _sample_advanced(ncs, guider, recorder, "euler", 4, latent.shape)
+    assert [name for _, name in calls] == ["rewritten"] * 4
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
+    with pytest.raises(SearchPriorsError, match="Unknown POS preset 'Zeroscope'.*custom"):
+        pos.HybridSemanticGuider.execute(model, rewritten, original, negative, 2.0, 0.1, preset="Zeroscope")

@@ -114,6 +114,8 @@ def test_manual_backend_and_retrieval_input(pack_nodes, comfy):
     node = pack_nodes.ReferenceRewriter
 
     class FakeRetrieval:
+        mode = "pos"
+
         def reference_captions(self):
             return ["a panda eats bamboo", "a man rides a bike"]
 
@@ -122,8 +124,18 @@ def test_manual_backend_and_retrieval_input(pack_nodes, comfy):
         manual_rewrite="  Rewritten: A fluffy panda rides a bicycle past the Eiffel Tower at dusk.  ")
     assert rewritten == "A fluffy panda rides a bicycle past the Eiffel Tower at dusk."
     assert "Let me give you 2 examples: a panda eats bamboo, a man rides a bike, rewrite" in instruction
-    assert "from the connected retrieval" in report and "check: passed" in report
+    assert "from the connected retrieval (mode 'pos'" in report and "check: passed" in report
     from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
+    # Eq. 6's references are the top-k by caption similarity: a search_t2v retrieval is refused, naming the fix
+    search_t2v = FakeRetrieval()
+    search_t2v.mode = "search_t2v"
+    with pytest.raises(SearchPriorsError, match="mode 'search_t2v'.*Set that Motion Retriever's mode to 'pos'"):
+        run(node, backend="manual", retrieval=search_t2v, manual_rewrite="A panda rides a bicycle")
+    # ... while its captions, passed as text on purpose, are taken
+    (_, instruction, report), _ = run(node, backend="manual", reference_captions="a man rides a bike",
+                                      manual_rewrite="A panda rides a bicycle")
+    assert "a man rides a bike" in instruction and "from reference_captions" in report
 
     with pytest.raises(SearchPriorsError, match="type it into manual_rewrite"):
         run(node, backend="manual", manual_rewrite="")

@@ -242,3 +242,32 @@ def test_moving_square_crop_follows_it(tmp_path):
         expected = (ax + SQUARE / 2 - x0) * 32 / (x1 - x0)
         assert abs(centres[-1] - expected) < 1.5
     assert centres == sorted(centres) and centres[-1] - centres[0] > 10
+
+
+def test_clip_plan_times_lie_in_the_segment_and_a_short_one_is_widened():
+    from comfyui_searchpriors.distill.keyframes import FrameDetections, plan_clip_keyframes
+
+    times = [0.5 * k for k in range(20)]   # a 10 s clip scanned at 2 fps
+    box = np.array([[10.0, 10.0, 20.0, 20.0]])
+
+    def dets(active):
+        return [FrameDetections.of(k, box, [0.9], [0]) if k in active else FrameDetections.empty(k)
+                for k in range(20)]
+
+    clip = plan_clip_keyframes(dets({14, 15, 16}), times, (48, 64), 4, (32, 32), ["square"], clip_duration=10.0,
+                               frame_duration=0.1)
+    assert clip.plan.segment == (14, 16) and clip.span == (7.0, 8.0)
+    assert clip.times == pytest.approx([7.0, 7.0 + 1 / 3, 7.0 + 2 / 3, 8.0])
+    # one active scanned frame: the span is widened to 4 source frames (0.3 s) around it
+    one = plan_clip_keyframes(dets({6}), times, (48, 64), 4, (32, 32), ["square"], clip_duration=10.0,
+                              frame_duration=0.1)
+    assert one.span == pytest.approx((2.85, 3.15)) and any("widened to 2.85-3.15 s" in w for w in one.plan.warnings)
+    # at the clip's end the widening stays inside it (a 9.6 s clip: the last frame starts at 9.5 s)
+    end = plan_clip_keyframes(dets({19}), times, (48, 64), 4, (32, 32), ["square"], clip_duration=9.6,
+                              frame_duration=0.1)
+    assert end.span == pytest.approx((9.2, 9.5))
+    # nothing detected: spread over the whole clip
+    none = plan_clip_keyframes(dets(set()), times, (48, 64), 3, (32, 32), ["square"], clip_duration=10.0,
+                               frame_duration=0.1)
+    assert none.plan.segment is None and none.times == pytest.approx([0.0, 4.95, 9.9])
+    assert any("3 evenly spaced full frames of the whole clip" in w for w in none.plan.warnings)

@@ -218,3 +218,16 @@ def test_a_huge_answer_is_not_cleaned():
     text, notes = clean_answer("<think>" + "x" * MAX_RAW_ANSWER_CHARS + "</think> A dog runs.")
     assert notes == [f"not cleaned: the answer has {MAX_RAW_ANSWER_CHARS + 27:,} characters"]
     assert clean_answer("<think>hmm</think> A dog runs.")[0] == "A dog runs."
+
+def test_eq6_references_take_a_pos_retrieval_and_refuse_search_t2v():
+    from types import SimpleNamespace
+
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+    from comfyui_searchpriors.retrieval.rewriter import eq6_references
+
+    pos = SimpleNamespace(mode="pos", reference_captions=lambda: ["a", "b"])
+    assert eq6_references(pos) == ["a", "b"]
+    for mode in ("search_t2v", None):
+        other = SimpleNamespace(mode=mode, reference_captions=lambda: ["a"])
+        with pytest.raises(SearchPriorsError, match="Set that Motion Retriever's mode to 'pos'.*reference_captions"):
+            eq6_references(other)
