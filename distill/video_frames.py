@@ -410,6 +410,18 @@ class ClipScan:
                 f"{1 / self.interval:.3g} fps, {w}x{h}; {self.decoded} frames decoded")
 
 
+def _display_size(frame, long_side: int) -> tuple[int, int]:
+    """(width, height) of ``frame`` as shown (its display rotation applied), fitted to ``long_side``."""
+    shown = (frame.height, frame.width) if quarter_turns(frame) % 2 else (frame.width, frame.height)
+    return fit_long_side(shown[0], shown[1], long_side)
+
+
+def _small_rgb(frame, size: tuple[int, int]) -> np.ndarray:
+    out = np.empty((size[1], size[0], 3), dtype=np.uint8)
+    _convert(frame, size[0], size[1], "stretch", out)
+    return out
+
+
 def fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
     """(w, h) with the aspect ratio of width x height and the longer side at most ``long_side`` (even sizes)."""
     scale = min(1.0, long_side / max(width, height))
@@ -446,12 +458,8 @@ def scan_clip(path: str, fps: float = 2.0, max_frames: int = SCAN_MAX_FRAMES, lo
         def take(target: float, item) -> None:
             nonlocal size
             if size is None:
-                turns = quarter_turns(item.frame)
-                shown = (item.frame.height, item.frame.width) if turns % 2 else (item.frame.width, item.frame.height)
-                size = fit_long_side(shown[0], shown[1], long_side)
-            out = np.empty((size[1], size[0], 3), dtype=np.uint8)
-            _convert(item.frame, size[0], size[1], "stretch", out)
-            kept.append((target, out))
+                size = _display_size(item.frame, long_side)
+            kept.append((target, _small_rgb(item.frame, size)))
 
         for item in _decode(container, stream, 0.0, info.fps, counter):
             if t0 is None:
@@ -502,11 +510,8 @@ def read_frames_at(path: str, times: list[float], long_side: int = KEYFRAME_LONG
         def emit(item) -> None:
             nonlocal size
             if size is None:
-                turns = quarter_turns(item.frame)
-                shown = (item.frame.height, item.frame.width) if turns % 2 else (item.frame.width, item.frame.height)
-                size = fit_long_side(shown[0], shown[1], long_side)
-            rgb = np.empty((size[1], size[0], 3), dtype=np.uint8)
-            _convert(item.frame, size[0], size[1], "stretch", rgb)
+                size = _display_size(item.frame, long_side)
+            rgb = _small_rgb(item.frame, size)
             out.append(convert(rgb) if convert is not None else rgb)
 
         k = 0
