@@ -147,6 +147,15 @@ def _info(path: str, container, stream) -> VideoInfo:
                      frames=int(stream.frames or 0) or None, codec=str(ctx.name or "?"))
 
 
+def _sized_info(path: str, container, stream) -> VideoInfo:
+    """``_info`` of a stream that has a frame size (frames can be read from it), else the error that says so."""
+    info = _info(path, container, stream)
+    if info.width <= 0 or info.height <= 0:
+        raise VideoFramesError(f"'{os.path.basename(path)}' has a video stream without a frame size; "
+                               f"it is not a readable video.")
+    return info
+
+
 def probe_video(path: str) -> VideoInfo:
     container, stream = _open(path)
     try:
@@ -336,10 +345,7 @@ def read_reference_frames(path: str, frame_count: int, width: int, height: int, 
     count, width, height, stride = int(frame_count), int(width), int(height), int(stride)
     container, stream = _open(path)
     try:
-        info = _info(path, container, stream)
-        if info.width <= 0 or info.height <= 0:
-            raise VideoFramesError(f"'{os.path.basename(path)}' has a video stream without a frame size; "
-                                   f"it is not a readable video.")
+        info = _sized_info(path, container, stream)
         if info.duration is not None and start_seconds >= info.duration:
             raise VideoFramesError(f"start_seconds {start_seconds:g} is at or past the end of "
                                    f"'{os.path.basename(path)}' ({info.describe()}); use a start below "
@@ -442,10 +448,7 @@ def scan_clip(path: str, fps: float = 2.0, max_frames: int = SCAN_MAX_FRAMES, lo
         raise VideoFramesError(f"the scan needs at least 2 frames, got {max_frames}.")
     container, stream = _open(path)
     try:
-        info = _info(path, container, stream)
-        if info.width <= 0 or info.height <= 0:
-            raise VideoFramesError(f"'{os.path.basename(path)}' has a video stream without a frame size; "
-                                   f"it is not a readable video.")
+        info = _sized_info(path, container, stream)
         stream.thread_type = "AUTO"
         counter = [0]
         interval = 1.0 / float(fps)
