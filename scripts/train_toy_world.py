@@ -353,8 +353,7 @@ def cmd_train(args) -> int:
         unet.load_state_dict(take("unet", state))
         te.load_state_dict(take("te", state), strict=False)
         ema_state = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
-        meta.update({k: type(meta.get(k, ""))(float(v)) if k in meta and k != "seed" else v
-                     for k, v in json.loads(stored.get("meta", "{}")).items()})
+        meta.update(json.loads(stored.get("meta", "{}")))
         log(f"resumed: {meta}")
     tokenizer = tokenizer_from(args.tokenizer)
     unet.to(device)
@@ -372,7 +371,7 @@ def cmd_train(args) -> int:
                                         profile=args.profile)
     state = {**prefixed("vae", vae), **prefixed("unet", unet), **prefixed("te", te),
              **{f"ema.{k}": v.half() for k, v in ema.shadow.items()}}
-    meta_json = json.dumps({k: (float(v) if k != "seed" else v) for k, v in meta.items()})
+    meta_json = json.dumps(meta)
     save_sharded(state, args.ckpt, "ckpt", {"meta": meta_json})
     log(f"checkpoint written to {args.ckpt}: {meta_json}")
     if args.eval:

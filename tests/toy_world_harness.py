@@ -13,6 +13,7 @@ importable as ``comfyui_searchpriors``. Loaded by file path (tests/ is never on 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import time
@@ -27,9 +28,12 @@ OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "up_ri
 
 
 def comfyui_path() -> str:
-    cache = os.environ.get("SEARCHPRIORS_CACHE") or os.path.expanduser("~/.cache/comfyui-searchpriors")
-    return (os.environ.get("COMFYUI_PATH") or os.environ.get("SEARCHPRIORS_COMFYUI")
-            or os.path.join(cache, "comfyui-0.3.75"))
+    """Where ComfyUI is, resolved as the server harness does (COMFYUI_PATH, SEARCHPRIORS_COMFYUI, the cache)."""
+    spec = importlib.util.spec_from_file_location("searchpriors_comfy_server", REPO / "scripts" / "comfy_server.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
+    spec.loader.exec_module(module)
+    return str(module.default_comfyui_dir())
 
 
 def use_comfyui(cpu: bool = True) -> None:
