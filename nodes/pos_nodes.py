@@ -15,6 +15,7 @@ from comfy_api.v0_0_2 import io, ui
 
 import comfy.samplers
 
+from ..distill.experts import DEFAULT_BOUNDARY, check_boundary
 from ..distill.hybrid_semantics import check_gamma
 from ..distill.inversion import InversionError
 from ..distill.noise_mix import check_eta, mixed_std, noise_stats
@@ -36,6 +37,9 @@ GAMMA_TOOLTIP = ("gamma of Eq. 8: the rewritten prompt conditions the first m = 
 PRESET_TOOLTIP = ("The POS paper's eta / gamma for a backbone (Table 1). 'custom' (default) uses this node's own "
                   "widget; a preset replaces it (set the same preset on Gaussian Noise Mix and the hybrid guider / "
                   "sampler to fill both).")
+BOUNDARY_TOOLTIP = ("With high_noise_model: where the experts hand over, as a fraction of the 1000 timesteps (Wan 2.2 "
+                    "T2V 0.875, I2V 0.9). A step belongs to the high-noise expert when the timestep of the sigma it "
+                    "starts from is >= boundary * 1000 (Wan: sigma >= boundary). Must lie strictly between 0 and 1")
 SWITCH_TOOLTIP = ("Optional: the switch step m itself (steps 0..m-1 rewritten), overriding gamma; -1 = use gamma. "
                   "Clamped to the number of steps.")
 
@@ -78,6 +82,40 @@ def _check_latent_fits_model(model, samples: torch.Tensor, what: str) -> None:
                      f"from another model's VAE. Encode the frames with the VAE that belongs to this MODEL.")
 
 
+def _same_sampling(a, b) -> bool:
+    return type(a) is type(b) and all(
+        math.isclose(float(getattr(a, n, 0.0)), float(getattr(b, n, 0.0)), rel_tol=1e-6) for n in ("shift", "multiplier"))
+
+
+def _check_expert_pair(model, high_noise_model) -> None:
+    """The high-noise expert must be the other half of the same model: same model class, latent format and
+    architecture (Wan 2.2 A14B's two experts share one WanModel config)."""
+    if not hasattr(high_noise_model, "get_model_object") or getattr(high_noise_model, "model", None) is None:
+        raise _error("high_noise_model is not a MODEL; wire a Load Diffusion Model of the high-noise expert (e.g. "
+                     "wan2.2_t2v_high_noise_14B_fp16.safetensors) or leave it unconnected.")
+    low, high = model.model, high_noise_model.model
+    fix = ("connect the high-noise expert of the same model as 'model' (Wan 2.2 A14B: "
+           "wan2.2_t2v_high_noise_14B for high_noise_model, wan2.2_t2v_low_noise_14B for model), or leave "
+           "high_noise_model unconnected for a one-expert model")
+    if type(low) is not type(high):
+        raise _error(f"high_noise_model is a {type(high).__name__} but model is a {type(low).__name__}: the two "
+                     f"experts must be one model family; {fix}.")
+    low_format, high_format = getattr(low, "latent_format", None), getattr(high, "latent_format", None)
+    if type(low_format) is not type(high_format) or getattr(low_format, "latent_channels", None) != \
+            getattr(high_format, "latent_channels", None):
+        raise _error(f"high_noise_model takes {type(high_format).__name__} latents "
+                     f"({getattr(high_format, 'latent_channels', '?')} channels) but model takes "
+                     f"{type(low_format).__name__} ({getattr(low_format, 'latent_channels', '?')} channels); {fix}.")
+    low_config = getattr(getattr(low, "model_config", None), "unet_config", {}) or {}
+    high_config = getattr(getattr(high, "model_config", None), "unet_config", {}) or {}
+    differ = sorted(key for key in set(low_config) | set(high_config)
+                    if str(low_config.get(key)) != str(high_config.get(key)))
+    if differ:
+        shown = ", ".join(f"{key} {high_config.get(key)!r} vs {low_config.get(key)!r}" for key in differ[:4])
+        raise _error(f"high_noise_model has another size or architecture than model ({shown}; high vs low): it "
+                     f"is not the other expert of this model; {fix}.")
+
+
 def _check_conditioning(value, what: str) -> None:
     if not isinstance(value, list) or not value or not all(isinstance(c, (list, tuple)) and len(c) == 2 for c in value):
         raise _error(f"{what} is not a CONDITIONING; wire a CLIP Text Encode (the paper inverts with the empty "
@@ -100,7 +138,8 @@ class DDIMVideoInvert(io.ComfyNode):
                         "(Wan), with optional fixed-point refinement per step. The output is unit-variance noise, "
                         "what a NOISE gives a sampler that starts from an empty latent with these sigmas.",
             inputs=[
-                io.Model.Input("model"),
+                io.Model.Input("model", tooltip="The model that samples; with high_noise_model connected, the "
+                                                "low-noise expert (Wan 2.2 A14B: wan2.2_t2v_low_noise_14B)"),
                 io.Latent.Input("latent", tooltip="The reference video's latent (VAE Encode of its frames)"),
                 io.Conditioning.Input("conditioning", tooltip="The paper inverts with the empty prompt: CLIP Text "
                                                               "Encode of ''"),
@@ -121,20 +160,36 @@ class DDIMVideoInvert(io.ComfyNode):
                                         "scheduler. The inversion walks them in reverse"),
                 io.Boolean.Input("check_reconstruction", default=False, optional=True,
                                  tooltip="Regenerate from the noise with euler on the same sigmas and report the "
-                                         "relative error (one more sampling pass)"),
+                                         "relative error (one more sampling pass; with two experts, two-stage)"),
+                io.Model.Input("high_noise_model", optional=True,
+                               tooltip="Wan 2.2 A14B: the high-noise expert (then 'model' is the low-noise one). "
+                                       "Each step is inverted through the expert that samples it"),
+                io.Float.Input("boundary", default=DEFAULT_BOUNDARY, min=0.0, max=1.0, step=0.005, round=0.001,
+                               optional=True, tooltip=BOUNDARY_TOOLTIP),
             ],
             outputs=[
                 io.Latent.Output("inverted_noise", display_name="inverted_noise",
                                  tooltip="Unit-variance noise in the model's latent space (feed Gaussian Noise Mix)"),
                 io.String.Output("report", display_name="report"),
+                io.Int.Output("boundary_step", display_name="boundary_step",
+                              tooltip="With two experts: k, the steps the high-noise expert samples (wire to "
+                                      "SplitSigmas' step, or end_at_step / start_at_step of the two samplers); "
+                                      "without: the number of steps"),
             ],
         )
 
     @classmethod
     def execute(cls, model, latent, conditioning, steps: int, scheduler: str, refine_iterations: int, cfg: float,
-                negative=None, sigmas=None, check_reconstruction: bool = False) -> io.NodeOutput:
+                negative=None, sigmas=None, check_reconstruction: bool = False, high_noise_model=None,
+                boundary: float = DEFAULT_BOUNDARY) -> io.NodeOutput:
         samples = _latent_samples(latent, "latent")
         _check_latent_fits_model(model, samples, "latent")
+        if high_noise_model is not None:
+            _check_expert_pair(model, high_noise_model)
+            try:
+                boundary = check_boundary(boundary)
+            except ValueError as exc:
+                raise _error(f"DDIM Video Invert: {exc}") from exc
         _check_conditioning(conditioning, "conditioning")
         if refine_iterations < 0:
             raise _error(f"refine_iterations is {refine_iterations}; use 0 or more.")
@@ -164,11 +219,19 @@ class DDIMVideoInvert(io.ComfyNode):
             outcome = invert_latent(model, samples, conditioning, sampling_sigmas, refine_iterations, cfg=cfg,
                                     negative=negative if not math.isclose(cfg, 1.0) else None, on_step=progress,
                                     check_reconstruction=bool(check_reconstruction),
-                                    on_reconstruction_step=on_reconstruction_step)
-        except InversionError as exc:
+                                    on_reconstruction_step=on_reconstruction_step, high_model=high_noise_model,
+                                    boundary=boundary)
+        except (InversionError, ValueError) as exc:
             raise _error(f"DDIM Video Invert: {exc}") from exc
         report = cls.report(outcome, model_sampling, samples, source, refine_iterations, cfg)
-        return io.NodeOutput({"samples": outcome.noise}, report, ui=ui.PreviewText(report))
+        if high_noise_model is not None:
+            report = report.replace("\n", f"\n{outcome.split}\n", 1)
+            high_sampling = high_noise_model.get_model_object("model_sampling")
+            if not _same_sampling(model_sampling, high_sampling):
+                report += ("\nWARNING: the two experts' model sampling differs (shift or type): give both the same "
+                           "ModelSamplingSD3 shift, as the Wan 2.2 template does (8 on both).")
+        boundary_step = outcome.high_noise_steps if outcome.high_noise_steps is not None else len(outcome.sigmas) - 1
+        return io.NodeOutput({"samples": outcome.noise}, report, boundary_step, ui=ui.PreviewText(report))
 
     @staticmethod
     def report(outcome, model_sampling, samples, source: str, refine_iterations: int, cfg: float) -> str:

@@ -35,6 +35,12 @@ def tiny_wan21_state_dict(seed: int = 0, dim: int = 128, ffn_dim: int = 256, num
         skeleton = comfy.ldm.wan.model.WanModel(model_type="t2v", dim=dim, ffn_dim=ffn_dim, num_heads=dim // 128,
                                                 num_layers=num_layers, in_dim=in_dim, out_dim=out_dim,
                                                 text_dim=WAN_TEXT_DIM, operations=comfy.ops.disable_weight_init)
+    return _random_weights(skeleton, seed, dim)
+
+
+def _random_weights(skeleton, seed: int, dim: int) -> dict[str, torch.Tensor]:
+    """Seeded random float32 weights for every key of a meta-device ``skeleton`` (fan-in scaled matrices, small
+    biases, norms near 1, modulation tables ~ 1/sqrt(dim))."""
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for name, tensor in skeleton.state_dict().items():
@@ -43,7 +49,7 @@ def tiny_wan21_state_dict(seed: int = 0, dim: int = 128, ffn_dim: int = 256, num
             value = 0.02 * torch.randn(shape, generator=generator)
         elif "norm" in name and len(shape) == 1:
             value = 1.0 + 0.05 * torch.randn(shape, generator=generator)
-        elif "modulation" in name:
+        elif "modulation" in name or "scale_shift_table" in name:
             value = torch.randn(shape, generator=generator) / math.sqrt(dim)
         else:
             fan_in = max(1, math.prod(shape[1:]))
@@ -61,6 +67,102 @@ def load_tiny_wan21(seed: int = 0, **sizes):
     if patcher is None:
         raise RuntimeError("ComfyUI did not detect the tiny Wan 2.1 state dict")
     return patcher
+
+
+def _load_state_dict(state: dict, what: str, expected: str):
+    import comfy.sd
+
+    patcher = comfy.sd.load_diffusion_model_state_dict(state, model_options={"dtype": torch.float32})
+    if patcher is None:
+        raise RuntimeError(f"ComfyUI did not detect the tiny {what} state dict")
+    found = type(patcher.model.model_config).__name__
+    if found != expected:
+        raise RuntimeError(f"the tiny {what} state dict was detected as {found}, not {expected}")
+    return patcher
+
+
+# Wan 2.2 TI2V 5B (ComfyUI: WAN22_T2V config, WAN22 model, 48-channel Wan22 latent, its own VAE
+# wan2.2_vae.safetensors): a WanModel with in/out_dim 48.
+WAN22_CHANNELS = 48
+
+
+def tiny_wan22_5b_state_dict(seed: int = 0, dim: int = 128, ffn_dim: int = 256, num_layers: int = 2):
+    return tiny_wan21_state_dict(seed, dim=dim, ffn_dim=ffn_dim, num_layers=num_layers, in_dim=WAN22_CHANNELS,
+                                 out_dim=WAN22_CHANNELS)
+
+
+def load_tiny_wan22_5b(seed: int = 0, **sizes):
+    return _load_state_dict(tiny_wan22_5b_state_dict(seed, **sizes), "Wan 2.2 5B", "WAN22_T2V")
+
+
+# HunyuanVideo 1.5 (ComfyUI: HunyuanVideo15 config/model, 32-channel latent, patch 1x1x1, img_in takes 65
+# channels = 32 noise + 32 image-conditioning + 1 mask (zeros for text-to-video, model_base.concat_cond),
+# text from Qwen2.5-VL 7B ([1, L, 3584]), optional byT5 glyph tokens (conditioning_byt5small, 1472 wide),
+# vision_in of 1152 (SigLIP, image-to-video only) and the cond-type embedding; detection needs vision_in to
+# tell 1.5 from HunyuanVideo 1.0.
+HUNYUAN15_TEXT_DIM = 3584
+HUNYUAN15_CHANNELS = 32
+
+
+def tiny_hunyuan15_state_dict(seed: int = 0, hidden: int = 128, depth: int = 1, single: int = 1):
+    import comfy.ldm.hunyuan_video.model
+    import comfy.ops
+
+    if hidden % 128:
+        raise ValueError("hidden must be a multiple of 128 (ComfyUI detects num_heads = hidden // 128)")
+    with torch.device("meta"):
+        skeleton = comfy.ldm.hunyuan_video.model.HunyuanVideo(
+            in_channels=2 * HUNYUAN15_CHANNELS + 1, out_channels=HUNYUAN15_CHANNELS, vec_in_dim=None,
+            context_in_dim=HUNYUAN15_TEXT_DIM, hidden_size=hidden, mlp_ratio=4.0, num_heads=hidden // 128,
+            depth=depth, depth_single_blocks=single, axes_dim=[16, 56, 56], theta=256, patch_size=[1, 1, 1],
+            qkv_bias=True, guidance_embed=False, byt5=True, meanflow=False, use_cond_type_embedding=True,
+            vision_in_dim=1152, operations=comfy.ops.disable_weight_init)
+    return _random_weights(skeleton, seed, hidden)
+
+
+def load_tiny_hunyuan15(seed: int = 0, **sizes):
+    return _load_state_dict(tiny_hunyuan15_state_dict(seed, **sizes), "HunyuanVideo 1.5", "HunyuanVideo15")
+
+
+def hunyuan15_conditioning(seed: int, tokens: int = 6, scale: float = 1.0, glyph_tokens: int = 0):
+    """A CONDITIONING as ComfyUI's HunyuanVideo 1.5 text encoder gives it: Qwen2.5-VL hidden states
+    [1, L, 3584] (no pooled vector: 1.5 has no vector_in) and, for quoted text in the prompt, byT5 tokens under 'conditioning_byt5small'."""
+    generator = torch.Generator().manual_seed(seed)
+    extra = {"pooled_output": None}  # CLIPTextEncode always sets it; HunyuanVideo's encode_adm reads it
+    if glyph_tokens:
+        extra["conditioning_byt5small"] = torch.randn(1, glyph_tokens, 1472, generator=generator)
+    return [[scale * torch.randn(1, tokens, HUNYUAN15_TEXT_DIM, generator=generator), extra]]
+
+
+# LTX-Video 0.9.x (ComfyUI: LTXV config, LTXV model with Flux-style flow sampling, 128-channel latent at 1/32
+# of the size and (frames - 1) / 8 + 1 latent frames; T5-XXL text [1, L, 4096] with an attention mask; the
+# frame rate comes from LTXVConditioning). Detection fixes 32 heads, so the tiny one has 32 heads of 4.
+LTXV_CHANNELS = 128
+LTXV_TEXT_DIM = 4096
+
+
+def tiny_ltxv_state_dict(seed: int = 0, head_dim: int = 4, num_layers: int = 2):
+    import comfy.ldm.lightricks.model
+    import comfy.ops
+
+    with torch.device("meta"):
+        skeleton = comfy.ldm.lightricks.model.LTXVModel(
+            in_channels=LTXV_CHANNELS, cross_attention_dim=32 * head_dim, attention_head_dim=head_dim,
+            num_attention_heads=32, caption_channels=LTXV_TEXT_DIM, num_layers=num_layers,
+            operations=comfy.ops.disable_weight_init)
+    return _random_weights(skeleton, seed, 32 * head_dim)
+
+
+def load_tiny_ltxv(seed: int = 0, **sizes):
+    return _load_state_dict(tiny_ltxv_state_dict(seed, **sizes), "LTX-Video", "LTXV")
+
+
+def ltxv_conditioning(seed: int, tokens: int = 6, scale: float = 1.0, frame_rate: float = 25.0):
+    """A CONDITIONING as CLIPTextEncode (T5-XXL, ltxv) + LTXVConditioning give it: [1, L, 4096], the T5
+    attention mask and the frame rate."""
+    generator = torch.Generator().manual_seed(seed)
+    return [[scale * torch.randn(1, tokens, LTXV_TEXT_DIM, generator=generator),
+             {"attention_mask": torch.ones(1, tokens, dtype=torch.long), "frame_rate": frame_rate}]]
 
 
 def wan_conditioning(seed: int, tokens: int = 6, scale: float = 1.0):
