@@ -72,6 +72,39 @@ def uses_rewritten(sigma: float, sigmas: Sequence[float], m: int) -> bool:
     return float(sigma) > float(sigmas[m])
 
 
+def stage_offset(stage: Sequence[float], full: Sequence[float], rel_tol: float = 1e-5) -> Optional[int]:
+    """Where a stage of two-stage sampling starts in the whole schedule: the index j with
+    ``stage[i] == full[j + i]`` for every value of the stage but its last (a stage that runs to the end may
+    have its last sigma set to 0, as KSamplerAdvanced's full denoise does). None when the stage is not a
+    contiguous part of ``full`` (then each call's own sigma decides, which gives the same prompts)."""
+    stage_values, full_values = [float(s) for s in stage], [float(s) for s in full]
+    body = stage_values[:-1] if len(stage_values) > 1 else stage_values
+
+    def same(a: float, b: float) -> bool:
+        return abs(a - b) <= rel_tol * max(1.0, abs(a), abs(b))
+
+    for j in range(len(full_values)):
+        if j + len(body) <= len(full_values) and all(same(v, full_values[j + i]) for i, v in enumerate(body)):
+            return j
+    return None
+
+
+def describe_stage(full: Sequence[float], m: int, stage: Sequence[float], offset: Optional[int]) -> str:
+    """The whole schedule's switch, and which of its steps this stage samples (two-stage sampling)."""
+    head = describe_schedule(full, m)
+    total = len(full) - 1
+    if offset is None:
+        return (f"{head}\nthis stage samples sigma {float(stage[0]):.6g} -> {float(stage[-1]):.6g}, not a part of the "
+                f"whole schedule given: each call's sigma decides (rewritten iff above the switch sigma)")
+    last = offset + len(stage) - 2
+    if 0 < m < total:
+        where = ("the switch falls in this stage" if offset < m <= last else
+                 "rewritten throughout this stage" if last < m else "original throughout this stage")
+    else:
+        where = "one prompt throughout"
+    return f"{head}\nthis stage samples steps {offset}..{last} of the whole schedule's {total}: {where}"
+
+
 def describe_schedule(sigmas: Sequence[float], m: int) -> str:
     """One line per step: index, sigma interval and prompt (for reports)."""
     values = [float(s) for s in sigmas]

@@ -341,6 +341,16 @@ def _check_hybrid(positive_rewritten, positive_original, negative, gamma: float,
         raise _error(f"cfg is {cfg}; it must be a finite number >= 0.")
 
 
+def _check_full_sigmas(full_sigmas) -> None:
+    if not torch.is_tensor(full_sigmas) or full_sigmas.ndim != 1 or full_sigmas.shape[0] < 2:
+        raise _error("full_sigmas is not a SIGMAS of at least 2 values; wire the scheduler's SIGMAS from before "
+                     "SplitSigmas (the whole schedule), or leave it unconnected.")
+    values = [float(v) for v in full_sigmas]
+    if any(not math.isfinite(v) or v < 0 for v in values) or any(b >= a for a, b in zip(values, values[1:])):
+        raise _error("full_sigmas is not a sampling schedule (finite, >= 0, strictly decreasing); wire the "
+                     "scheduler's SIGMAS from before SplitSigmas, not a flipped or split one.")
+
+
 class HybridSemanticGuider(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -360,17 +370,24 @@ class HybridSemanticGuider(io.ComfyNode):
                 io.Int.Input("switch_step", default=-1, min=-1, max=10000, optional=True, tooltip=SWITCH_TOOLTIP),
                 io.Combo.Input("preset", options=PRESET_CHOICES, default=CUSTOM, optional=True,
                                tooltip=PRESET_TOOLTIP),
+                io.Sigmas.Input("full_sigmas", optional=True,
+                                tooltip="Two-stage sampling (SplitSigmas; Wan 2.2's two experts): the whole schedule, "
+                                        "before the split. m = floor(T * gamma) then counts over all T steps, and "
+                                        "in each stage a call uses the rewritten prompt iff its sigma is above "
+                                        "full_sigmas[m]. Leave unconnected for one-stage sampling"),
             ],
             outputs=[io.Guider.Output("guider", display_name="guider")],
         )
 
     @classmethod
     def execute(cls, model, positive_rewritten, positive_original, negative, cfg: float, gamma: float,
-                switch_step: int = -1, preset: str = CUSTOM) -> io.NodeOutput:
+                switch_step: int = -1, preset: str = CUSTOM, full_sigmas=None) -> io.NodeOutput:
         _, gamma, _ = resolve(preset, gamma=gamma)
         _check_hybrid(positive_rewritten, positive_original, negative, gamma, cfg)
+        if full_sigmas is not None:
+            _check_full_sigmas(full_sigmas)
         return io.NodeOutput(make_guider(model, positive_rewritten, positive_original, negative, cfg, gamma,
-                                         switch_step))
+                                         switch_step, full_sigmas=full_sigmas))
 
 
 class HybridSemanticSampler(io.ComfyNode):
@@ -382,7 +399,8 @@ class HybridSemanticSampler(io.ComfyNode):
             category=CATEGORY,
             description="KSampler with denoising with hybrid semantics (Eq. 8): the rewritten prompt for the first "
                         "floor(steps * gamma) steps, the original after; an optional NOISE (e.g. Gaussian Noise Mix) "
-                        "replaces the seeded noise.",
+                        "replaces the seeded noise. start_at_step / end_at_step / add_noise as on KSamplerAdvanced "
+                        "give two-stage sampling (Wan 2.2's two experts), the switch counted over all steps.",
             inputs=[
                 io.Model.Input("model"),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
@@ -399,6 +417,19 @@ class HybridSemanticSampler(io.ComfyNode):
                 io.Int.Input("switch_step", default=-1, min=-1, max=10000, optional=True, tooltip=SWITCH_TOOLTIP),
                 io.Combo.Input("preset", options=PRESET_CHOICES, default=CUSTOM, optional=True,
                                tooltip=PRESET_TOOLTIP),
+                io.Boolean.Input("add_noise", default=True, optional=True,
+                                 tooltip="As KSamplerAdvanced: off for the second stage of two-stage sampling (it "
+                                         "continues the first stage's latent)"),
+                io.Int.Input("start_at_step", default=0, min=0, max=10000, optional=True,
+                             tooltip="As KSamplerAdvanced: the first of the 'steps' steps this sampler runs (Wan 2.2 "
+                                     "template: 0 on the high-noise expert, e.g. 10 on the low-noise one). The "
+                                     "switch step m = floor(steps * gamma) counts over all 'steps'"),
+                io.Int.Input("end_at_step", default=10000, min=0, max=10000, optional=True,
+                             tooltip="As KSamplerAdvanced: the step this sampler stops before (e.g. 10 on the "
+                                     "high-noise expert, 10000 = to the end)"),
+                io.Boolean.Input("return_with_leftover_noise", default=False, optional=True,
+                                 tooltip="As KSamplerAdvanced: on for the first stage (hand the noisy latent to the "
+                                         "second); off denoises fully at end_at_step"),
             ],
             outputs=[
                 io.Latent.Output("latent", display_name="LATENT"),
@@ -410,7 +441,8 @@ class HybridSemanticSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str, positive_rewritten,
                 positive_original, negative, latent_image, gamma: float, denoise: float, noise=None,
-                switch_step: int = -1, preset: str = CUSTOM) -> io.NodeOutput:
+                switch_step: int = -1, preset: str = CUSTOM, add_noise: bool = True, start_at_step: int = 0,
+                end_at_step: int = 10000, return_with_leftover_noise: bool = False) -> io.NodeOutput:
         _, gamma, from_preset = resolve(preset, gamma=gamma)
         _check_hybrid(positive_rewritten, positive_original, negative, gamma, cfg)
         _latent_samples(latent_image, "latent_image")
@@ -426,7 +458,9 @@ class HybridSemanticSampler(io.ComfyNode):
         try:
             latent, schedule = sample_hybrid(model, seed, steps, cfg, sampler_name, scheduler, positive_rewritten,
                                              positive_original, negative, latent_image, gamma, denoise, noise=noise,
-                                             switch_step_override=switch_step)
+                                             switch_step_override=switch_step, start_at_step=start_at_step,
+                                             end_at_step=end_at_step, add_noise=bool(add_noise),
+                                             return_with_leftover_noise=bool(return_with_leftover_noise))
         except ValueError as exc:  # the noise's shape check and the gamma rule raise ValueError subclasses
             raise _error(f"Hybrid Semantic Sampler: {exc}") from exc
         if from_preset:

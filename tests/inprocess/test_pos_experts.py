@@ -183,3 +183,151 @@ def test_bad_second_expert_or_boundary_names_the_input_and_the_fix(pos, experts,
         assert "boundary" in text or "unconnected" in text, text
     # the same expert twice is allowed (a one-model run, split for nothing)
     assert invert(pos, low, latent, cond, high=low, boundary=0.5, refine=0, steps=4)[2] == 3
+
+
+# ------------------------------------------------------------------------------- hybrid semantics in two stages
+
+
+def recording(model, prompts: dict):
+    """A clone of ``model`` that records (sigma, prompt name) for the positive chunk of every model call."""
+    calls = []
+    recorder = model.clone()
+
+    def record(apply_model, args):
+        context = args["c"]["c_crossattn"]
+        per_chunk = context.shape[0] // len(args["cond_or_uncond"])
+        for j, which in enumerate(args["cond_or_uncond"]):
+            if which == 0:
+                row = context[j * per_chunk]
+                names = [n for n, c in prompts.items() if torch.equal(row[: c.shape[1]], c[0].to(row.dtype))]
+                calls.append((float(args["timestep"][j * per_chunk]), names[0] if names else "?"))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    recorder.set_model_unet_function_wrapper(record)
+    return recorder, calls
+
+
+def _prompts(tiny):
+    rewritten, original, negative = tiny.wan_conditioning(1), tiny.wan_conditioning(2), tiny.wan_conditioning(3)
+    return rewritten, original, negative, {"rewritten": rewritten[0][0], "original": original[0][0]}
+
+
+def _check_rule(calls, full, m):
+    assert calls and "?" not in {n for _, n in calls}
+    for sigma, name in calls:
+        expected = "rewritten" if (m >= len(full) - 1 or (m > 0 and sigma > full[m])) else "original"
+        assert name == expected, (sigma, name, m, full)
+
+
+# (T, k, gamma): the switch m = floor(T * gamma) in the first stage, at the split, in the second stage
+SPLITS = [(10, 6, 0.3), (10, 4, 0.4), (10, 4, 0.7), (10, 4, 0.0), (10, 4, 1.0)]
+
+
+@pytest.mark.parametrize("steps, k, gamma", SPLITS)
+def test_guider_with_full_sigmas_over_split_sigmas_equals_one_stage(pos, ncs, tiny, experts, steps, k, gamma):
+    model = experts[0]
+    rewritten, original, negative, prompts = _prompts(tiny)
+    sigmas = ncs.BasicScheduler.execute(model, "simple", steps, 1.0).args[0]
+    full = [float(s) for s in sigmas]
+    m = int(steps * gamma + 1e-9)
+    euler = ncs.KSamplerSelect.execute("euler").args[0]
+    empty = {"samples": torch.zeros(WAN_SHAPE)}
+    with torch.inference_mode():
+        one_model, one_calls = recording(model, prompts)
+        guider = pos.HybridSemanticGuider.execute(one_model, rewritten, original, negative, 3.0, gamma).args[0]
+        one = ncs.SamplerCustomAdvanced.execute(ncs.RandomNoise.execute(5).args[0], guider, euler, sigmas.clone(),
+                                                empty).args[0]["samples"]
+        two_model, two_calls = recording(model, prompts)
+        high_sigmas, low_sigmas = ncs.SplitSigmas.execute(sigmas.clone(), k).args
+        first = pos.HybridSemanticGuider.execute(two_model, rewritten, original, negative, 3.0, gamma,
+                                                 full_sigmas=sigmas.clone()).args[0]
+        mid = ncs.SamplerCustomAdvanced.execute(ncs.RandomNoise.execute(5).args[0], first, euler, high_sigmas,
+                                                empty).args[0]
+        second = pos.HybridSemanticGuider.execute(two_model, rewritten, original, negative, 3.0, gamma,
+                                                  full_sigmas=sigmas.clone()).args[0]
+        two = ncs.SamplerCustomAdvanced.execute(ncs.DisableNoise.execute().args[0], second, euler, low_sigmas,
+                                                mid).args[0]["samples"]
+    assert torch.allclose(two, one, rtol=1e-4, atol=1e-5), float((two - one).abs().max())
+    assert [n for _, n in two_calls] == [n for _, n in one_calls]
+    assert [n for _, n in one_calls] == ["rewritten"] * m + ["original"] * (steps - m)
+    _check_rule(two_calls, full, m)
+    assert f"this stage samples steps {k}..{steps - 1} of the whole schedule's {steps}" in second.last_schedule
+    if 0 < m < steps and m > k:
+        assert "the switch falls in this stage" in second.last_schedule
+        # without full_sigmas the second stage would count m over its own steps: a different split
+        plain, plain_calls = recording(model, prompts)
+        alone = pos.HybridSemanticGuider.execute(plain, rewritten, original, negative, 3.0, gamma).args[0]
+        with torch.inference_mode():
+            ncs.SamplerCustomAdvanced.execute(ncs.DisableNoise.execute().args[0], alone, euler, low_sigmas, mid)
+        assert [n for _, n in plain_calls] != [n for _, n in two_calls[k:]]
+
+
+@pytest.mark.parametrize("sampler_name, steps, k, gamma", [("euler", 10, 4, 0.7), ("euler", 10, 6, 0.3),
+                                                           ("heun", 8, 4, 0.75), ("heun", 8, 4, 0.5)])
+def test_sampler_start_end_steps_as_the_wan22_template_equal_one_stage(pos, ncs, tiny, experts, sampler_name, steps,
+                                                                      k, gamma):
+    """Two Hybrid Semantic Samplers as ComfyUI's Wan 2.2 template wires two KSamplerAdvanced: the first with
+    noise, end_at_step k and leftover noise, the second without noise from step k. heun's correction calls run
+    at the next sigma, so they follow the rule by sigma (rewritten iff above full[m]) in both stages."""
+    model = experts[0]
+    rewritten, original, negative, prompts = _prompts(tiny)
+    full = [float(s) for s in ncs.BasicScheduler.execute(model, "simple", steps, 1.0).args[0]]
+    m = int(steps * gamma + 1e-9)
+    empty = {"samples": torch.zeros(WAN_SHAPE)}
+    common = dict(seed=3, steps=steps, cfg=2.0, sampler_name=sampler_name, scheduler="simple",
+                  positive_rewritten=rewritten, positive_original=original, negative=negative, gamma=gamma,
+                  denoise=1.0)
+    with torch.inference_mode():
+        one_model, one_calls = recording(model, prompts)
+        one = pos.HybridSemanticSampler.execute(one_model, latent_image=empty, **common).args[0]["samples"]
+        two_model, two_calls = recording(model, prompts)
+        mid, first_schedule = pos.HybridSemanticSampler.execute(two_model, latent_image=empty, end_at_step=k,
+                                                                return_with_leftover_noise=True, **common).args
+        out, schedule = pos.HybridSemanticSampler.execute(two_model, latent_image=mid, add_noise=False,
+                                                          start_at_step=k, **common).args
+    assert torch.allclose(out["samples"], one, rtol=1e-4, atol=1e-5), float((out["samples"] - one).abs().max())
+    assert [n for _, n in two_calls] == [n for _, n in one_calls]
+    _check_rule(two_calls, full, m)
+    assert f"switch step m = {m}" in schedule and f"steps {k}..{steps - 1}" in schedule
+    assert f"steps 0..{k - 1}" in first_schedule
+    if m > k:
+        assert "the switch falls in this stage" in schedule and "rewritten throughout this stage" in first_schedule
+
+
+def test_two_stage_sampler_on_two_experts_uses_each_for_its_part(pos, ncs, tiny, experts):
+    """The A14B wiring: the high expert draws steps [0, k) with the rewritten prompt where the switch says, the
+    low expert [k, T); each expert's calls are its own part's sigmas."""
+    low, high = experts
+    rewritten, original, negative, prompts = _prompts(tiny)
+    steps, k, gamma = 10, 4, 0.6
+    full = [float(s) for s in ncs.BasicScheduler.execute(low, "simple", steps, 1.0).args[0]]
+    high_rec, high_calls = recording(high, prompts)
+    low_rec, low_calls = recording(low, prompts)
+    common = dict(seed=3, steps=steps, cfg=2.0, sampler_name="euler", scheduler="simple",
+                  positive_rewritten=rewritten, positive_original=original, negative=negative, gamma=gamma,
+                  denoise=1.0)
+    with torch.inference_mode():
+        mid = pos.HybridSemanticSampler.execute(high_rec, latent_image={"samples": torch.zeros(WAN_SHAPE)},
+                                                end_at_step=k, return_with_leftover_noise=True, **common).args[0]
+        out = pos.HybridSemanticSampler.execute(low_rec, latent_image=mid, add_noise=False, start_at_step=k,
+                                                **common).args[0]
+    assert torch.isfinite(out["samples"]).all()
+    assert [s for s, _ in high_calls] == pytest.approx(full[:k]) and [s for s, _ in low_calls] == pytest.approx(
+        full[k:-1])
+    assert [n for _, n in high_calls + low_calls] == ["rewritten"] * 6 + ["original"] * 4
+
+
+def test_bad_full_sigmas_and_an_empty_stage(pos, ncs, tiny, experts):
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
+    model = experts[0]
+    rewritten, original, negative, _ = _prompts(tiny)
+    for bad in (torch.tensor([0.0, 0.5, 1.0]), torch.tensor([0.5]), "sigmas", torch.tensor([1.0, float("nan"), 0.0])):
+        with pytest.raises(SearchPriorsError, match="full_sigmas is not a"):
+            pos.HybridSemanticGuider.execute(model, rewritten, original, negative, 3.0, 0.5, full_sigmas=bad)
+    latent = {"samples": torch.randn(WAN_SHAPE)}
+    out, schedule = pos.HybridSemanticSampler.execute(
+        model, seed=0, steps=4, cfg=1.0, sampler_name="euler", scheduler="simple", positive_rewritten=rewritten,
+        positive_original=original, negative=negative, latent_image=latent, gamma=0.5, denoise=1.0,
+        start_at_step=4).args
+    assert torch.equal(out["samples"], latent["samples"]) and "nothing to sample" in schedule
