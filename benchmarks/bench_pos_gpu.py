@@ -15,9 +15,18 @@ Part 1, ZeroScope-576w size (1.7B-parameter UNet3D, OpenCLIP-H text encoder, SD 
 Part 2, Wan 2.1 T2V 1.3B size (dim 1536, 30 layers), bf16, 832x480, 33 frames (latent 16x9x60x104), core
   SamplerCustomAdvanced's way (guider.sample) with CFGGuider + RandomNoise against the pack's hybrid
   guider + mixed NOISE, same sigmas and sampler, interleaved rounds. Target: POS sampling <= 1.02x.
+Part 3 (``--part wan22``), Wan 2.2 A14B size: two experts of WanModel's 14B config (dim 5120, 40 layers, 40 heads,
+  ffn 13824; random bf16 weights made on the GPU), shift 8, 832x480x33 (latent 16x9x60x104), 20 simple steps,
+  cfg 5, boundary 0.875 (k = 11 high-noise steps), euler, side by side in one process:
+  (a) plain two-stage sampling: core CFGGuider on the high expert for sigmas[:k+1] with RandomNoise, then on the
+      low expert for sigmas[k:] without noise (SplitSigmas + two SamplerCustomAdvanced);
+  (b) hybrid two-stage sampling alone: the same with the pack's hybrid guider (full_sigmas, gamma 0.1) and the
+      Eq. 4 NOISE; target <= 1.02x of (a);
+  (c) POS in all: invert a random reference latent through both experts (20 steps, empty prompt, cfg 1, no
+      refinement), mix (eta 0.2) and (b); target <= 1.6x of (a). The VAE is left out (no Wan VAE weights).
 
-    python benchmarks/bench_pos_gpu.py [--part all|zeroscope|wan] [--steps 50] [--wan-steps 20] [--rounds 3]
-                                    [--group-norm both]
+    python benchmarks/bench_pos_gpu.py [--part all|zeroscope|wan|wan22] [--steps 50] [--wan-steps 20]
+                                    [--rounds 3] [--wan22-rounds 1] [--group-norm both]
 
 Prints a table and one ``SUMMARY`` line; writes bench_out/bench_pos_gpu.json. ComfyUI is found through
 COMFYUI_PATH (else the set-up's copy); the pack is imported as ``comfyui_searchpriors``.
@@ -307,12 +316,171 @@ def wan_part(args, torch, rows: list, facts: dict) -> None:
     free_all(torch)
 
 
+def bare_nodes_package() -> None:
+    """``comfyui_searchpriors.nodes`` as a bare package, so that its submodules import without the package's
+    ``__init__`` (which registers every node and imports comfy_api, whose video types need PyAV: the GPU
+    machine's image has none). A no-op once the real package is imported."""
+    import types
+
+    import comfyui_searchpriors  # noqa: F401 (the parent package: distill, retrieval)
+
+    if "comfyui_searchpriors.nodes" not in sys.modules:
+        try:
+            import av  # noqa: F401
+            return  # everything the real package needs is there
+        except ImportError:
+            pass
+        package = types.ModuleType("comfyui_searchpriors.nodes")
+        package.__path__ = [str(REPO / "nodes")]
+        package.__package__ = "comfyui_searchpriors.nodes"
+        sys.modules["comfyui_searchpriors.nodes"] = package
+
+
+def random_wan_on_device(torch, seed: int, dims: dict, dtype, device):
+    """A WanModel (t2v) of ``dims`` as a native MODEL, its random weights drawn on ``device`` (14B parameters in
+    bf16 are 28 GB: drawing them on the host in fp32 would take minutes)."""
+    import math
+
+    import comfy.ldm.wan.model
+    import comfy.ops
+    import comfy.sd
+
+    with torch.device("meta"):
+        skeleton = comfy.ldm.wan.model.WanModel(model_type="t2v", num_heads=dims["dim"] // 128, in_dim=16,
+                                                out_dim=16, text_dim=4096, operations=comfy.ops.disable_weight_init,
+                                                **dims)
+    generator = torch.Generator(device).manual_seed(seed)
+    state = {}
+    for name, tensor in skeleton.state_dict().items():
+        shape = tuple(tensor.shape)
+        value = torch.empty(shape, device=device, dtype=torch.float32)
+        if name.endswith("bias"):
+            value.normal_(0.0, 0.02, generator=generator)
+        elif "norm" in name and len(shape) == 1:
+            value.normal_(1.0, 0.05, generator=generator)
+        elif "modulation" in name:
+            value.normal_(0.0, 1.0 / math.sqrt(dims["dim"]), generator=generator)
+        else:
+            value.normal_(0.0, 1.0 / math.sqrt(max(1, math.prod(shape[1:]))), generator=generator)
+        state[name] = value.to(dtype)
+        del value
+    del skeleton
+    model = comfy.sd.load_diffusion_model_state_dict(state, model_options={"dtype": dtype})
+    del state
+    return model
+
+
+def with_flow_shift(model, shift: float):
+    """What core ModelSamplingSD3 does (the Wan 2.2 template: shift 8 on both experts), without importing
+    comfy_extras (its import chain needs PyAV)."""
+    import comfy.model_sampling
+
+    class ModelSamplingAdvanced(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+        pass
+
+    sampling = ModelSamplingAdvanced(model.model.model_config)
+    sampling.set_parameters(shift=shift, multiplier=1000)
+    patched = model.clone()
+    patched.add_object_patch("model_sampling", sampling)
+    return patched
+
+
+def wan22_part(args, torch, rows: list, facts: dict) -> None:
+    """Wan 2.2 A14B size: plain two-stage sampling vs hybrid two-stage vs POS in all (see the module doc)."""
+    import comfy.model_management
+    import comfy.samplers
+
+    bare_nodes_package()
+    from comfyui_searchpriors.nodes.hybrid_guider import make_guider as make_hybrid_guider
+    from comfyui_searchpriors.nodes.inversion_sampler import expert_split, invert_latent, sample_two_stage
+    from comfyui_searchpriors.nodes.noise_objects import MixedInvertedNoise, SeededRandomNoise
+
+    tiny = load_test_helper("tiny_models")
+    if torch.cuda.is_available():
+        torch.backends.cuda.enable_cudnn_sdp(False)  # the GPU machine's notes: cuDNN's SDPA misbehaves there
+    dims = dict(dim=128, ffn_dim=256, num_layers=2) if args.tiny else dict(dim=5120, ffn_dim=13824, num_layers=40)
+    dtype = torch.float32 if args.tiny else torch.bfloat16
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    steps, cfg, boundary, gamma, eta = args.wan_steps, 5.0, 0.875, 0.1, 0.2
+    start = time.perf_counter()
+    high = with_flow_shift(random_wan_on_device(torch, 1, dims, dtype, device), 8.0)
+    low = with_flow_shift(random_wan_on_device(torch, 2, dims, dtype, device), 8.0)
+    free_all(torch)
+    comfy.model_management.load_models_gpu([high, low])
+    facts["wan22_build_s"] = round(time.perf_counter() - start, 1)
+    facts["wan22_params_b_each"] = round(sum(p.numel() for p in low.model.diffusion_model.parameters()) / 1e9, 2)
+    log(f"built two {facts['wan22_params_b_each']} B experts in {facts['wan22_build_s']} s")
+    positive = tiny.wan_conditioning(1, tokens=24)
+    rewritten = tiny.wan_conditioning(2, tokens=30)
+    negative = tiny.wan_conditioning(3, tokens=12)   # also the empty prompt of the inversion
+    latent = torch.zeros(1, 16, 3, 8, 8) if args.tiny else torch.zeros(1, 16, 9, 480 // 8, 832 // 8)
+    reference = torch.randn(latent.shape, generator=torch.Generator().manual_seed(11)) * 0.5
+    sigmas = comfy.samplers.calculate_sigmas(low.get_model_object("model_sampling"), "simple", steps).cpu()
+    k = expert_split(high.get_model_object("model_sampling"), sigmas, boundary)
+    facts["wan22_boundary_step"] = k
+    sampler = comfy.samplers.sampler_object("euler")
+
+    def plain():
+        noise = SeededRandomNoise(0).generate_noise({"samples": latent})
+        return sample_two_stage(low, high, noise, latent.clone(), positive, negative, cfg, sigmas, k)
+
+    def hybrid(noise):
+        first = make_hybrid_guider(high, rewritten, positive, negative, cfg, gamma, full_sigmas=sigmas)
+        mid = first.sample(noise, latent.clone(), sampler, sigmas[:k + 1], seed=0, disable_pbar=True)
+        second = make_hybrid_guider(low, rewritten, positive, negative, cfg, gamma, full_sigmas=sigmas)
+        return second.sample(torch.zeros_like(mid), mid, sampler, sigmas[k:], seed=0, disable_pbar=True)
+
+    def hybrid_alone():
+        return hybrid(MixedInvertedNoise(reference, eta, seed=0).generate_noise({"samples": latent}))
+
+    def pos_in_all(timing: dict):
+        with Meter(torch) as mi:
+            outcome = invert_latent(low, reference, negative, sigmas, refine_iterations=0, cfg=1.0, high_model=high,
+                                    boundary=boundary)
+        timing["invert"] = mi.seconds
+        return hybrid(MixedInvertedNoise(outcome.noise, eta, seed=0).generate_noise({"samples": latent}))
+
+    warm = sigmas[-3:] if not args.tiny else sigmas  # a short warm-up of every path (kernels, allocator)
+    invert_latent(low, reference, negative, torch.cat([sigmas[:2], sigmas[-2:]]), 0, high_model=high,
+                  boundary=boundary)
+    sample_two_stage(low, high, SeededRandomNoise(0).generate_noise({"samples": latent}), latent.clone(), positive,
+                     negative, cfg, torch.cat([sigmas[:2], warm]), 1)
+    times = {"plain": [], "hybrid": [], "pos": [], "invert": []}
+    peaks = {}
+    for _ in range(args.wan22_rounds):
+        for name, run in (("plain", plain), ("hybrid", hybrid_alone), ("pos", None)):
+            timing: dict = {}
+            with Meter(torch) as m:
+                pos_in_all(timing) if name == "pos" else run()
+            times[name].append(m.seconds)
+            peaks[name] = m.peak_gib
+            if name == "pos":
+                times["invert"].append(timing["invert"])
+            log(f"wan22 {name}: {m.seconds:.2f} s, peak {m.peak_gib:.2f} GiB")
+    base = statistics.median(times["plain"])
+    label = f"Wan 2.2 A14B size, 2 experts, 832x480x33, {steps} steps, cfg {cfg:g}, k = {k}"
+    rows += [
+        (f"{label}: (a) plain two-stage (CFGGuider x2)", base, peaks["plain"], None, 1.0),
+        (f"{label}: (b) hybrid two-stage + Eq. 4 NOISE", statistics.median(times["hybrid"]), peaks["hybrid"], None,
+         statistics.median(times["hybrid"]) / base),
+        (f"{label}: (c) POS in all (invert 2 experts + mix + (b))", statistics.median(times["pos"]), peaks["pos"],
+         None, statistics.median(times["pos"]) / base),
+        (f"{label}:     of which inversion ({steps} calls, cfg 1)", statistics.median(times["invert"]), None, None,
+         statistics.median(times["invert"]) / base),
+    ]
+    facts["wan22_rounds"] = times
+    low = high = None  # noqa: F841
+    free_all(torch)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["all", "zeroscope", "wan"], default="all")
+    parser.add_argument("--part", choices=["all", "zeroscope", "wan", "wan22"], default="all")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--wan-steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--wan22-rounds", type=int, default=1,
+                        help="rounds of the Wan 2.2 A14B part (one round of its three ways is about 3 minutes)")
     parser.add_argument("--group-norm", choices=["parallel", "torch", "both"], default="both",
                         help="the native rows with the loader's FewRowsGroupNorm (parallel), PyTorch's GroupNorm, or both "
                              "one after the other (same loaded model)")
@@ -325,7 +493,7 @@ def main(argv=None) -> int:
     import torch
 
     if args.tiny:
-        args.steps, args.wan_steps, args.rounds = 3, 2, 1
+        args.steps, args.wan_steps, args.rounds = 3, 4, 1
         args.out = args.out.replace(".json", ".tiny.json")
     elif not torch.cuda.is_available():
         print("skipped: no CUDA device (this benchmark measures GPU time and VRAM)")
@@ -344,6 +512,8 @@ def main(argv=None) -> int:
             zeroscope_part(args, torch, rows, facts)
         if args.part in ("all", "wan"):
             wan_part(args, torch, rows, facts)
+        if args.part in ("all", "wan22"):
+            wan22_part(args, torch, rows, facts)
 
     log(f"\n{'way':<100} {'s':>7} {'peak GiB':>9} {'vs diffusers':>13} {'vs plain native':>16}")
     for name, seconds, peak, vs_diff, vs_plain in rows:
@@ -358,9 +528,14 @@ def main(argv=None) -> int:
         kind = b[0][b[0].index("[GroupNorm"):]
         summary.append(f"{kind} ZeroScope native KSampler {b[3]:.3f}x diffusers (target <= 1.05), peak {b[2]:.2f} vs "
                        f"{a[2]:.2f} GiB; POS {pos[4]:.3f}x plain native (target <= 1.6)")
-    wan = [r for r in rows if r[0].startswith("Wan") and "POS" in r[0]]
+    wan = [r for r in rows if r[0].startswith("Wan 2.1") and "POS" in r[0]]
     if wan:
         summary.append(f"Wan 1.3B POS sampling {wan[0][4]:.3f}x core (target <= 1.02)")
+    a14 = {r[0].split(": ")[-1][:3]: r for r in rows if r[0].startswith("Wan 2.2 A14B")}
+    if a14:
+        summary.append(f"Wan 2.2 A14B two experts: POS in all {a14['(c)'][4]:.3f}x plain two-stage (target <= 1.6), "
+                       f"hybrid sampling {a14['(b)'][4]:.3f}x (target <= 1.02), plain {a14['(a)'][1]:.1f} s, "
+                       f"peak {a14['(c)'][2]:.1f} GiB")
     facts["wall_s"] = round(time.perf_counter() - wall, 1)
     log(f"SUMMARY pos gpu ({facts['device']}, {facts['date']}): " + "; ".join(summary) + f"; wall {facts['wall_s']} s")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
