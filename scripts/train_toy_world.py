@@ -1,5 +1,6 @@
-"""Train the toy world's text-to-video model from scratch: a ModelScope-family diffusers folder
-(UNet3DConditionModel, a 4-level SD-style AutoencoderKL, CLIPTextModel with the real CLIP tokenizer).
+"""Train the toy world's text-to-video models from scratch: a ModelScope-family diffusers folder
+(UNet3DConditionModel, a 4-level SD-style AutoencoderKL, CLIPTextModel with the real CLIP tokenizer), or with
+``--family wan`` ComfyUI's WanModel and Wan 2.1 VAE classes (see "the Wan-architecture toy" below).
 
     # on a GPU, in runs of at most ~10 minutes; each run resumes from --ckpt and writes it back
     python scripts/train_toy_world.py train --ckpt CKPT_DIR --minutes 9 [--vae-minutes 2.5]
@@ -324,14 +325,352 @@ def save_grid(videos: torch.Tensor, path: str) -> None:
     Image.fromarray(grid).save(path)
 
 
+# ------------------------------------------------------------------ the Wan-architecture toy (--family wan)
+# ComfyUI's own WanModel (Wan 2.1 T2V layout, detected by ComfyUI as WAN21: head dim 128, text width 4096,
+# patch 1x2x2) and ComfyUI's Wan 2.1 VAE class (8x space, 4x time: 4k+1 frames -> k+1 latent frames), trained
+# on the world rendered at WAN_SIZE with WAN_FRAMES frames. The text encoder is the ModelScope toy's CLIP,
+# frozen; its 64-wide states are zero-padded to Wan's 4096 (``wan_context``). Rectified flow: x_t = (1-s) x0 +
+# s eps, the model predicts eps - x0 at timestep 1000 s, as ComfyUI samples Wan (CONST). After the VAE phase
+# its latent is re-centred per channel onto ComfyUI's Wan 2.1 latent format (folded into the encoder's last
+# and the decoder's first 1x1 convolution), so ComfyUI's process_latent_in hands the model unit-scale latents.
+WAN_FRAMES = 17
+WAN_SIZE = 128
+WAN_DIT = {"model_type": "t2v", "dim": 256, "ffn_dim": 768, "num_heads": 2, "num_layers": 4, "in_dim": 16,
+           "out_dim": 16, "text_dim": 4096, "freq_dim": 256, "patch_size": (1, 2, 2), "qk_norm": True,
+           "cross_attn_norm": True, "eps": 1e-6}
+WAN_VAE = {"dim": 16, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
+           "temperal_downsample": [False, True, True], "dropout": 0.0}
+WAN_TEXT_WIDTH = 4096
+WAN_SHIFT = 3.0   # the sampling shift the toy is evaluated with (ComfyUI's ModelSamplingSD3 node sets it)
+TOY_TEXT_ENCODER = os.path.join(REPO, "sample_data", "models", "searchpriors-toy-t2v", "text_encoder")
+
+
+def use_comfyui_source() -> None:
+    """ComfyUI's source importable (COMFYUI_PATH, else the set-up's copy); CPU mode without CUDA."""
+    path = os.environ.get("COMFYUI_PATH") or os.path.join(
+        os.environ.get("SEARCHPRIORS_CACHE") or os.path.expanduser("~/.cache/comfyui-searchpriors"), "comfyui-0.3.75")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    import comfy.cli_args
+
+    if not torch.cuda.is_available():
+        comfy.cli_args.args.cpu = True
+
+
+def build_wan_models(seed: int):
+    use_comfyui_source()
+    import comfy.ldm.wan.model
+    import comfy.ldm.wan.vae
+    import comfy.ops
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    dit = init_weights(comfy.ldm.wan.model.WanModel(**WAN_DIT, operations=comfy.ops.disable_weight_init))
+    vae = init_weights(comfy.ldm.wan.vae.WanVAE(**WAN_VAE))
+    te = CLIPTextModel.from_pretrained(TOY_TEXT_ENCODER).float()
+    te.requires_grad_(False)
+    return dit, vae, te.eval()
+
+
+def init_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """ComfyUI's inference ops skip weight initialisation (their tensors start as whatever memory held): give
+    every layer torch's own initialisation, norms ones, Wan's modulation tables randn / sqrt(dim)."""
+    with torch.no_grad():
+        for module in model.modules():
+            for base in (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Embedding):
+                if isinstance(module, base):
+                    base.reset_parameters(module)
+                    break
+            else:
+                for name, p in module.named_parameters(recurse=False):
+                    if name == "modulation":
+                        p.copy_(torch.randn_like(p) / p.shape[-1] ** 0.5)
+                    elif name in ("weight", "gamma", "scale") and p.ndim <= 4:
+                        p.fill_(1.0)
+                    else:
+                        p.zero_()
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise RuntimeError(f"uninitialised parameters left: {bad[:5]}")
+    return model
+
+
+def wan_latent_format():
+    use_comfyui_source()
+    import comfy.latent_formats
+
+    fmt = comfy.latent_formats.Wan21()
+    return fmt.latents_mean.flatten().float(), fmt.latents_std.flatten().float()
+
+
+def wan_frames_batch(step: int, seed: int, clips: int, split: str, device) -> tuple[torch.Tensor, list]:
+    """[clips, 3, T, H, W] in -1..1 (the VAE's layout) and the specs, a pure function of (seed, step)."""
+    rng = random.Random(f"{seed}/{split}/wan/{step}")
+    specs = [world.sample_spec(rng, split, frames=WAN_FRAMES, size=WAN_SIZE) for _ in range(clips)]
+    video = world.render(specs, frames=WAN_FRAMES, size=WAN_SIZE, device=device)   # [B, T, H, W, 3]
+    return video.permute(0, 4, 1, 2, 3) * 2 - 1, specs
+
+
+def wan_context(te, ids: torch.Tensor) -> torch.Tensor:
+    """The toy CLIP's last hidden states [B, 77, 64], zero-padded to Wan's text width [B, 77, 4096]."""
+    states = te(ids)[0].float()
+    return torch.nn.functional.pad(states, (0, WAN_TEXT_WIDTH - states.shape[-1]))
+
+
+def train_wan_vae(vae, device, seconds: float, seed: int, log, clips: int = 12) -> int:
+    vae.train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    start, step = time.time(), 0
+    while time.time() - start < seconds:
+        x, _ = wan_frames_batch(step, seed + 17, clips, "train", device)
+        for g in opt.param_groups:
+            g["lr"] = 1e-3 * min(1.0, (step + 1) / 200)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            mu = vae.encode(x)
+            z = mu + 0.1 * torch.randn_like(mu)          # a little noise: a smooth latent space for the denoiser
+            rec = vae.decode(z)
+        w = object_weight(x.transpose(1, 2)).transpose(1, 2)
+        diff = rec.float() - x
+        loss_rec = (diff.abs() * w).mean() + ((diff ** 2) * w).mean()
+        loss = loss_rec + 1e-3 * (mu.float() ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if step % 100 == 0:
+            log(f"wan vae step {step} loss {loss_rec.item():.4f} |mu| {mu.float().std().item():.3f} "
+                f"({time.time() - start:.0f} s)")
+        step += 1
+    vae.eval()
+    return step
+
+
+@torch.no_grad()
+def fold_wan_latent_format(vae, device, seed: int, log) -> None:
+    """Re-centre the VAE's latent per channel onto ComfyUI's Wan 2.1 latent format (see the heading)."""
+    x, _ = wan_frames_batch(10 ** 6, seed, 32, "train", device)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        mu = vae.encode(x).float()
+    m = mu.mean(dim=(0, 2, 3, 4))
+    s = mu.std(dim=(0, 2, 3, 4)).clamp_min(1e-4)
+    mean_w, std_w = (t.to(device) for t in wan_latent_format())
+    z = WAN_VAE["z_dim"]
+    a = std_w / s                                          # mu' = mean_w + a (mu - m)
+    w1, b1 = vae.conv1.weight, vae.conv1.bias              # conv1 gives [mu, log_var]
+    w1[:z] *= a.view(-1, 1, 1, 1, 1)
+    b1[:z] = (b1[:z] - m) * a + mean_w
+    w2, b2 = vae.conv2.weight, vae.conv2.bias              # z_orig = m + (z' - mean_w) / a
+    b2 += (w2[:, :, 0, 0, 0] @ (m - mean_w / a))
+    w2 *= (1 / a).view(1, -1, 1, 1, 1)
+    log(f"wan latent folded onto the Wan 2.1 format: channel std {s.min().item():.3f}..{s.max().item():.3f}")
+
+
+def wan_model_latents(vae, x: torch.Tensor) -> torch.Tensor:
+    """What the denoiser sees: ComfyUI's process_latent_in of the (folded) VAE latent."""
+    mean_w, std_w = (t.to(x.device).view(1, -1, 1, 1, 1) for t in wan_latent_format())
+    return (vae.encode(x).float() - mean_w) / std_w
+
+
+@torch.no_grad()
+def wan_latent_bank(te, vae, tokenizer, device, seed: int, clips: int, log, chunk: int = 64):
+    """Latents and text states of ``clips`` training clips, encoded once: the VAE's cost is paid per clip, not
+    per step (the denoiser then draws its batches from the bank)."""
+    begin = time.time()
+    latents, contexts = [], []
+    for i in range(0, clips, chunk):
+        x, specs = wan_frames_batch(i // chunk, seed, min(chunk, clips - i), "train", device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            latents.append(wan_model_latents(vae, x).to(torch.bfloat16))
+        contexts.append(wan_context(te, tokens(tokenizer, [s.caption for s in specs], device)).to(torch.bfloat16))
+    log(f"wan latent bank: {clips} clips in {time.time() - begin:.0f} s")
+    return torch.cat(latents), torch.cat(contexts)
+
+
+def train_wan_denoiser(dit, te, vae, tokenizer, device, seconds: float, seed: int, start_step: int, ema: EMA,
+                       batch: int, lr: float, log, bank_clips: int) -> int:
+    begin = time.time()
+    bank, bank_ctx = wan_latent_bank(te, vae, tokenizer, device, seed + start_step, bank_clips, log)
+    empty = wan_context(te, tokens(tokenizer, [""], device)).to(torch.bfloat16)
+    params = list(dit.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    dit.train()
+    step, done = start_step, 0
+    while time.time() - begin < seconds:
+        g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+        with torch.no_grad():
+            pick = torch.randint(0, bank.shape[0], (batch,), device=device, generator=g)
+            z, ctx = bank[pick].float(), bank_ctx[pick]
+            drop = torch.rand(batch, device=device, generator=g) < 0.1
+            ctx = torch.where(drop[:, None, None], empty.expand(batch, -1, -1), ctx).float()
+            # sigma: half uniform, half logit-normal around the middle (where the layout is decided)
+            u = torch.rand(batch, device=device, generator=g)
+            ln = torch.sigmoid(torch.randn(batch, device=device, generator=g))
+            sigma = torch.where(torch.arange(batch, device=device) % 2 == 0, u, ln).clamp(1e-3, 1.0)
+            noise = torch.randn(z.shape, device=device, generator=g)
+            s5 = sigma.view(-1, 1, 1, 1, 1)
+            zt = (1 - s5) * z + s5 * noise
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (done + 1) / 300)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            pred = dit(zt, sigma * 1000.0, ctx)
+        loss = ((pred.float() - (noise - z)) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update(min(ema.decay, (1 + step) / (10 + step)))
+        if step % 250 == 0:
+            log(f"wan dit step {step} loss {loss.item():.4f} ({time.time() - begin:.0f} s, "
+                f"{done / max(time.time() - begin, 1e-6):.1f} steps/s)")
+        step += 1
+        done += 1
+    dit.eval()
+    return step
+
+
+def shifted_sigmas(steps: int, shift: float = WAN_SHIFT) -> list[float]:
+    """ComfyUI's 'simple' schedule of a flow model with ModelSamplingSD3(shift), as plain numbers."""
+    out = []
+    for i in range(steps):
+        t = 1 - i / steps
+        out.append(shift * t / (1 + (shift - 1) * t))
+    return out + [0.0]
+
+
+@torch.no_grad()
+def sample_wan(dit, te, vae, tokenizer, prompts: list[str], device, steps: int = 25, cfg: float = 5.0,
+               seed: int = 0) -> torch.Tensor:
+    """Euler over the shifted flow schedule with CFG; frames [B, T, H, W, 3] in 0..1."""
+    b = len(prompts)
+    ctx = wan_context(te, tokens(tokenizer, prompts, device))
+    unc = wan_context(te, tokens(tokenizer, [""] * b, device))
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    lat_t = (WAN_FRAMES - 1) // 4 + 1
+    x = torch.randn((b, 16, lat_t, WAN_SIZE // 8, WAN_SIZE // 8), generator=g).to(device)
+    sig = shifted_sigmas(steps)
+    for s, s_next in zip(sig[:-1], sig[1:]):
+        t = torch.full((2 * b,), s * 1000.0, device=device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            v = dit(torch.cat([x, x]), t, torch.cat([unc, ctx])).float()
+        vu, vc = v.chunk(2)
+        x = x + (s_next - s) * (vu + cfg * (vc - vu))
+    mean_w, std_w = (t.to(device).view(1, -1, 1, 1, 1) for t in wan_latent_format())
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        img = vae.decode(x * std_w + mean_w).float()
+    return ((img + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1)                  # [B, T, H, W, 3]
+
+
+def to_probe_size(videos: torch.Tensor) -> torch.Tensor:
+    """[B, T, H, W, 3] at WAN_SIZE -> at world.SIZE (the probe's calibration size)."""
+    b, t, h, w, c = videos.shape
+    if h == world.SIZE:
+        return videos
+    flat = videos.permute(0, 1, 4, 2, 3).flatten(0, 1)
+    small = torch.nn.functional.interpolate(flat, size=(world.SIZE, world.SIZE), mode="area")
+    return small.unflatten(0, (b, t)).permute(0, 1, 3, 4, 2)
+
+
+def evaluate_wan(dit, te, vae, tokenizer, device, log, count: int = 48, out_png: str | None = None) -> dict:
+    probe = _load("searchpriors_toy_probe", "distill/toy_probe.py")
+    result = {}
+    for name, rows in (("in_dist", world.in_distribution_prompts(count, seed=1)),
+                       ("held_out", world.held_out_prompts(count, seed=1))):
+        videos = to_probe_size(sample_wan(dit, te, vae, tokenizer, [r[0] for r in rows], device, seed=3).cpu())
+        hits = {"motion": 0, "colour": 0, "shape": 0}
+        for v, (_, shape, colour, motion) in zip(videos, rows):
+            p = probe.probe(v)
+            hits["motion"] += p.motion == motion
+            hits["colour"] += p.colour == colour
+            hits["shape"] += p.shape == shape
+        result[name] = {k: h / len(rows) for k, h in hits.items()}
+        log(f"eval {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in result[name].items()))
+        if out_png and name == "in_dist":
+            save_grid(videos[:12, ::2], out_png)
+    return result
+
+
+def cmd_train_wan(args, log) -> dict:
+    """The Wan family's phases; returns the checkpoint's meta (the state is written by the caller's helpers)."""
+    deadline = time.time() + args.minutes * 60
+    dit, vae, te = build_wan_models(args.seed)
+    meta = {"family": "wan", "vae_steps": 0, "dit_steps": 0, "seed": args.seed}
+    ema_state = None
+    if os.path.isdir(args.ckpt) and any(n.startswith("ckpt-") for n in os.listdir(args.ckpt)):
+        state, stored = load_sharded(args.ckpt, "ckpt")
+        vae.load_state_dict(take("vae", state))
+        dit.load_state_dict(take("dit", state))
+        ema_state = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
+        meta.update(json.loads(stored.get("meta", "{}")))
+        log(f"resumed: {meta}")
+    tokenizer = tokenizer_from(args.tokenizer)
+    for m in (dit, vae, te):
+        m.to(device=args.device_obj)
+    device = args.device_obj
+    if int(meta["vae_steps"]) == 0:
+        meta["vae_steps"] = train_wan_vae(vae, device, args.vae_minutes * 60, args.seed, log, args.vae_clips)
+        fold_wan_latent_format(vae, device, args.seed, log)
+    vae.requires_grad_(False)
+    ema = EMA({"dit": dit}, 0.999, ema_state)
+    seconds = deadline - time.time() - args.reserve_s
+    meta["dit_steps"] = train_wan_denoiser(dit, te, vae, tokenizer, device, seconds, args.seed,
+                                           int(meta["dit_steps"]), ema, args.batch, args.lr, log, args.bank)
+    state = {**prefixed("vae", vae), **prefixed("dit", dit), **{f"ema.{k}": v.half() for k, v in ema.shadow.items()}}
+    meta_json = json.dumps(meta)
+    save_sharded(state, args.ckpt, "ckpt", {"meta": meta_json})
+    log(f"checkpoint written to {args.ckpt}: {meta_json}")
+    if args.eval:
+        own = dit.state_dict()
+        dit.load_state_dict({k: ema.shadow[f"dit.{k}"].to(v.dtype) if f"dit.{k}" in ema.shadow else v
+                             for k, v in own.items()})
+        try:
+            res = evaluate_wan(dit, te, vae, tokenizer, device, log, count=args.eval,
+                               out_png=os.path.join(args.ckpt, "samples.png"))
+        except Exception as exc:  # the checkpoint is already written; say why the evaluation failed
+            log(f"evaluation failed: {type(exc).__name__}: {exc}")
+            res = {}
+        with open(os.path.join(args.ckpt, "eval.json"), "w") as f:
+            json.dump({"meta": meta, "eval": res}, f, indent=1)
+    return meta
+
+
+def export_wan(ckpt: str, out: str, overwrite: bool = True) -> str:
+    """The Wan toy as ComfyUI loads it: diffusion model and VAE safetensors (fp16, EMA weights) in ``out``."""
+    import safetensors.torch
+
+    state, stored = load_sharded(ckpt, "ckpt")
+    meta = json.loads(stored["meta"])
+    dit = {k[len("ema.dit."):]: v.half() for k, v in state.items() if k.startswith("ema.dit.")}
+    vae = {k: v.half() for k, v in take("vae", state).items()}
+    out = os.path.abspath(out)
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
+    try:
+        safetensors.torch.save_file(dit, os.path.join(tmp, "searchpriors_toy_wan_t2v.safetensors"),
+                                    metadata={"trained_by": "scripts/train_toy_world.py --family wan"})
+        safetensors.torch.save_file(vae, os.path.join(tmp, "searchpriors_toy_wan_vae.safetensors"))
+        with open(os.path.join(tmp, "TRAINING.json"), "w", encoding="utf-8") as f:
+            json.dump({"trained_by": "scripts/train_toy_world.py --family wan", "frames": WAN_FRAMES,
+                       "size": WAN_SIZE, "shift": WAN_SHIFT, "text_encoder": "searchpriors-toy-t2v/text_encoder "
+                       "(frozen), states zero-padded to 4096", **meta}, f, indent=2)
+        if os.path.exists(out) and not overwrite:
+            raise FileExistsError(out)
+        synth.publish_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
 # ------------------------------------------------------------------ commands
 def cmd_train(args) -> int:
     if args.device == "cuda":
         torch.backends.cuda.enable_cudnn_sdp(False)      # its backward fails on small heads (torch 2.11, H200)
         # Profiled (H200, batch 192): flash attention's backward over the temporal attention's ~50k sequences
         # of 8 tokens took 46 % of the GPU time; the math kernel is a batched matmul there.
-        torch.backends.cuda.enable_flash_sdp(False)
-        torch.backends.cuda.enable_mem_efficient_sdp(False)
+        # (Wan's attention runs over whole clips, 320 tokens of head dim 128: flash attention stays on there.)
+        torch.backends.cuda.enable_flash_sdp(args.family == "wan")
+        torch.backends.cuda.enable_mem_efficient_sdp(args.family == "wan")
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = args.cudnn_benchmark
@@ -343,6 +682,12 @@ def cmd_train(args) -> int:
         print(line, flush=True)
         log_lines.append(line)
 
+    if args.family == "wan":
+        args.device_obj = device
+        cmd_train_wan(args, log)
+        with open(os.path.join(args.ckpt, "train_log.txt"), "a") as f:
+            f.write("\n".join(log_lines) + "\n")
+        return 0
     deadline = time.time() + args.minutes * 60
     unet, vae, te = build_models(args.seed)
     meta = {"vae_steps": 0, "unet_steps": 0, "scale": 0.0, "seed": args.seed}
@@ -445,13 +790,21 @@ def main(argv=None) -> int:
     t.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false")
     t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     t.add_argument("--tokenizer", default=DEFAULT_TOKENIZER)
-    e = sub.add_parser("export", help="write the diffusers folder from a checkpoint")
+    t.add_argument("--bank", type=int, default=16384, help="clips encoded once for the denoiser (--family wan)")
+    t.add_argument("--vae-clips", type=int, default=12, help="clips per VAE step (--family wan)")
+    t.add_argument("--family", choices=("modelscope", "wan"), default="modelscope",
+                   help="modelscope: diffusers UNet3D folder; wan: ComfyUI's WanModel + Wan 2.1 VAE")
+    e = sub.add_parser("export", help="write the model folder from a checkpoint")
     e.add_argument("--ckpt", required=True)
     e.add_argument("--out", required=True)
     e.add_argument("--tokenizer", default=DEFAULT_TOKENIZER)
     args = parser.parse_args(argv)
     if args.cmd == "train":
         return cmd_train(args)
+    _, stored = load_sharded(args.ckpt, "ckpt")
+    if json.loads(stored.get("meta", "{}")).get("family") == "wan":
+        print(export_wan(args.ckpt, args.out))
+        return 0
     print(export_folder(args.ckpt, args.out, args.tokenizer))
     return 0
 
