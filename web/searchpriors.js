@@ -9,7 +9,8 @@
 //    report does not push the node over the one below it.
 // 2. Preview as Text. Frontend 1.32 shows the text as Markdown (a widget named 'preview'); 1.58 has a text
 //    preview widget ('preview_text', type 'textPreview') with a 'preview_mode' switch: Plain text (a
-//    monospace text box) or Markdown. The widget is found by what it is, not by one of those names. In
+//    monospace text box) or Markdown (rendered in "Nodes 2.0" only: 1.58.1's classic canvas keeps showing
+//    the text box whatever the switch says). The widget is found by what it is, not by one of those names. In
 //    Markdown a single newline is no line break, so reference captions (one per line) and the build report
 //    would run together into one paragraph: for previews fed by a pack node, each line ends in a Markdown
 //    hard break (two trailing spaces, invisible in plain text), runs of spaces are kept as no-break spaces,
@@ -226,13 +227,21 @@ function updateStyle() {
 
 const PACK_TEXT = Symbol("searchpriors pack text");
 
-// The preview shows the pack's text for its mode: Markdown (keepLines) or plain text (plainText).
+// Whether the preview renders Markdown: always in 1.32 (no switch); in 1.58 when its switch says Markdown and
+// the canvas is "Nodes 2.0" (1.58.1's classic canvas shows the plain-text box in either position).
+function showsMarkdown(node) {
+  const mode = previewModeWidget(node);
+  if (!mode) return true;
+  const nodes2 = app.extensionManager?.setting?.get?.("Comfy.VueNodes.Enabled") === true;
+  return mode.value === true && nodes2;
+}
+
+// The preview shows the pack's text in the form its box renders: Markdown (keepLines) or plain (plainText).
 function renderPackText(node) {
   const preview = textPreviewWidget(node);
   const text = node[PACK_TEXT];
   if (!preview || text == null) return;
-  const mode = previewModeWidget(node);
-  preview.value = mode && mode.value !== true ? plainText(text) : keepLines(text);
+  preview.value = showsMarkdown(node) ? keepLines(text) : plainText(text);
   node.setDirtyCanvas?.(true, true);
 }
 

@@ -98,18 +98,24 @@ class FrontendPage:
         self.page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
         self.page.locator("[data-testid^='template-workflow-']").first.wait_for(timeout=PAGE_READY_TIMEOUT_MS)
 
-    def markdown_texts(self, node_id: int) -> dict:
-        """The text each Markdown box of a node shows, by widget name: read from the rendered DOM (a line
-        break or a block element ends a line), not from the widget's value. innerText would depend on
-        whether the node is on screen at the moment, so the lines are taken from the elements."""
+    def text_boxes(self, node_id: int) -> dict:
+        """What each text box of a node shows, by widget name: {"kind": "markdown" or "plain", "text": the lines
+        as shown, "tables": [[[cell, ...], ...], ...]}. Read from the rendered DOM of either frontend: 1.32.9's
+        Markdown boxes (widget.element, a ProseMirror editor), 1.58.1's classic canvas (the same for Markdown
+        widgets; its text preview, a Vue component in a DOM-widget container, is found by position, so the view
+        is moved onto the node and back) and its "Nodes 2.0" mode (rows tagged data-widget-name in the node's
+        element). A Markdown line ends at a line break or a block element; innerText would depend on whether
+        the node is on screen at the moment, so the lines are taken from the elements. A plain-text box (1.58's
+        Plain text mode) gives its value. A table's cells are given in "tables", not in the lines."""
         return self.page.evaluate(
-            """(id) => {
+            """async (id) => {
                    const BLOCKS = new Set(['P', 'DIV', 'LI', 'TR', 'H1', 'H2', 'H3', 'H4', 'H5', 'H6', 'PRE']);
                    const lines = (el) => {
                        let out = '';
                        for (const child of el.childNodes) {
                            if (child.nodeType === Node.TEXT_NODE) out += child.textContent;
                            else if (child.nodeName === 'BR') out += '\\n';
+                           else if (child.nodeName === 'TABLE') out += '\\n';   // tables: read cell by cell
                            else if (child.nodeType === Node.ELEMENT_NODE) {
                                out += lines(child);
                                if (BLOCKS.has(child.nodeName)) out += '\\n';
@@ -117,14 +123,88 @@ class FrontendPage:
                        }
                        return out;
                    };
-                   const node = window.app.graph.getNodeById(id);
+                   const read = (el) => {
+                       const box = el.querySelector('.ProseMirror, .comfy-markdown-content, textarea')
+                           ?? (el.matches('textarea, .comfy-markdown-content') ? el : null)
+                           ?? (el.classList.contains('comfy-markdown') ? el : null);
+                       if (!box) return null;
+                       if (box.tagName === 'TEXTAREA') return {kind: 'plain', text: box.value, tables: []};
+                       const tables = [...box.querySelectorAll('table')].map(t => [...t.querySelectorAll('tr')]
+                           .map(tr => [...tr.querySelectorAll('th, td')].map(c => c.textContent.trim())));
+                       return {kind: 'markdown', text: lines(box), tables};
+                   };
+                   const frame = () => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+                   const app = window.app;
+                   const node = app.graph.getNodeById(id);
+                   const vueNode = document.querySelector(`.lg-node[data-node-id="${id}"]`);
                    const out = {};
+                   let moved = null;
                    for (const w of node?.widgets ?? []) {
-                       if (!w.element?.classList?.contains('comfy-markdown')) continue;
-                       out[w.name] = lines(w.element.querySelector('.ProseMirror') ?? w.element);
+                       let el = null;
+                       if (vueNode) el = vueNode.querySelector(`[data-widget-name="${CSS.escape(w.name)}"]`);
+                       if (!el && w.element?.isConnected) el = w.element;
+                       if (!el && !vueNode && w.type === 'textPreview') {
+                           const ds = app.canvas.ds;
+                           if (!moved) {
+                               moved = {scale: ds.scale, offset: [...ds.offset]};
+                               ds.scale = 1; ds.offset[0] = 100 - node.pos[0]; ds.offset[1] = 100 - node.pos[1];
+                               app.canvas.setDirty(true, true); await frame();
+                           }
+                           const canvasBox = app.canvas.canvas.getBoundingClientRect();
+                           const left = canvasBox.left + 100, top = canvasBox.top + 100;
+                           el = [...document.querySelectorAll('.dom-widget')].find(d => {
+                               const r = d.getBoundingClientRect();
+                               return d.querySelector(`[aria-label="${CSS.escape(w.name)}"]`) && r.width > 0
+                                   && r.left >= left - 2 && r.left <= left + node.size[0]
+                                   && r.top >= top - 2 && r.top <= top + node.size[1];
+                           }) ?? null;
+                       }
+                       const shown = el ? read(el) : null;
+                       if (shown) out[w.name] = shown;
+                   }
+                   if (moved) {
+                       app.canvas.ds.scale = moved.scale; app.canvas.ds.offset[0] = moved.offset[0];
+                       app.canvas.ds.offset[1] = moved.offset[1]; app.canvas.setDirty(true, true);
                    }
                    return out;
                }""", node_id)
+
+    def markdown_texts(self, node_id: int) -> dict:
+        """The text each text box of a node shows, by widget name (text_boxes without the details)."""
+        return {name: box["text"] for name, box in self.text_boxes(node_id).items()}
+
+    def preview_box(self, node_id: int) -> dict | None:
+        """What a Preview as Text node shows in its preview, whatever the frontend calls the widget (1.32.9:
+        'preview', 1.58.1: 'preview_text'); None if it shows no text box."""
+        boxes = self.text_boxes(node_id)
+        return boxes.get("preview_text") or boxes.get("preview")
+
+    def set_preview_mode(self, markdown: bool) -> int:
+        """Sets every Preview as Text's Plain text / Markdown switch (frontend 1.58) as a click on it does;
+        returns how many switches there were (0 on 1.32.9, which has none)."""
+        count = self.page.evaluate(
+            """(on) => {
+                   let count = 0;
+                   for (const node of window.app.graph._nodes) {
+                       const w = node.widgets?.find(w => w.name === 'preview_mode');
+                       if (!w) continue;
+                       w.value = on; w.callback?.(on); count++;
+                   }
+                   window.app.graph.setDirtyCanvas(true, true);
+                   return count;
+               }""", markdown)
+        self.page.wait_for_timeout(300)
+        return count
+
+    def set_nodes_2(self, enabled: bool) -> None:
+        """Switches the canvas between classic and "Nodes 2.0" (the setting Comfy.VueNodes.Enabled)."""
+        self.page.evaluate("async (on) => { await window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', on); }",
+                           enabled)
+        self.page.wait_for_timeout(500)
+        self.close_dialogs()
+
+    def frontend_version(self) -> str:
+        return self.page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ ?? ''")
 
 
 @contextlib.contextmanager
@@ -149,6 +229,33 @@ def frontend(chromium, comfy_server):
 def bare_frontend(chromium, bare_server):
     """The frontend of a server with no motion index yet (tests/conftest.py's bare_server)."""
     with _open_frontend(chromium, bare_server) as frontend_page:
+        yield frontend_page
+
+
+# --------------------------------------------- the newest frontend (1.58.1) served by the same ComfyUI 0.3.75
+@pytest.fixture(scope="session")
+def newest_server(tmp_path_factory, comfy_harness, unavailable):
+    """A server with the pack that serves the newest tested frontend (scripts/setup_env.sh installs it beside
+    the pinned one) through --front-end-root, with the sample motion index built."""
+    root = comfy_harness.newest_frontend_root()
+    if not (root / "index.html").is_file():
+        unavailable(f"no frontend {comfy_harness.NEWEST_FRONTEND_VERSION} at {root}; run `make setup`")
+    if not (comfy_harness.default_comfyui_dir() / "main.py").is_file():
+        unavailable("no ComfyUI; run `make setup` or set COMFYUI_PATH")
+    server = comfy_harness.ComfyServer(tmp_path_factory.mktemp("comfyui-newest"), front_end_root=root)
+    server.start()
+    try:
+        server.set_setting("Comfy.TutorialCompleted", True)
+        comfy_harness.build_sample_index(server, via="workflow")
+        yield server
+    finally:
+        server.stop()
+        print(f"\nComfyUI log (newest_server): {server.log_path}")
+
+
+@pytest.fixture
+def newest_frontend(chromium, newest_server):
+    with _open_frontend(chromium, newest_server) as frontend_page:
         yield frontend_page
 
 

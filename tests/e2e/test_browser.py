@@ -160,7 +160,7 @@ def check_pack_text_reads_line_by_line(frontend, workflow: dict, entry: dict, ha
             lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
             if not lines or any(line.startswith("|") for line in lines):
                 continue  # a table renders as a table; what matters here is plain lines
-            shown = frontend.markdown_texts(node["id"]).get("preview", "")
+            shown = (frontend.preview_box(node["id"]) or {}).get("text", "")
             shown_lines = [" ".join(line.split()) for line in shown.splitlines() if line.strip()]
             assert shown_lines == lines, f"{node.get('title')}: the page shows {shown!r} for {text!r}"
             checked += 1
