@@ -1,10 +1,14 @@
-"""VMC motion distillation (Search-T2V Sec. 4.3, Eq. 10; VMC, Jeong et al. 2023) on diffusers' UNet3D.
+"""VMC motion distillation (Search-T2V Sec. 4.3, Eq. 10; VMC, Jeong et al. 2023) on diffusers' UNet3D and on
+Wan's DiT (ComfyUI's WanModel: Wan 2.1, Wan 2.2 5B and each A14B expert).
 
 Plain torch + diffusers, no ComfyUI import (nodes/motion_lora.py binds it to a ComfyUI MODEL).
 
-- ``find_temporal_projections``: the query/key/value (optionally output) projections of the temporal
-  attention layers, i.e. the ``temp_attentions`` TransformerTemporalModel blocks of UNet3DConditionModel
-  (ModelScope, ZeroScope, Show-1). Both attentions of each temporal block (attn1, attn2) attend over frames.
+- ``model_family``: 'unet3d' (a separate temporal attention: ModelScope, ZeroScope, Show-1) or 'wan' (one
+  self-attention over the whole clip, every token of every latent frame; no temporal layers of its own).
+- ``find_projections``: the query/key/value (optionally output) projections the adapters go on: on the UNet3D
+  the ``temp_attentions`` TransformerTemporalModel blocks (both attentions of each, attn1 and attn2, attend
+  over frames); on Wan the self-attention of each transformer block (``blocks.N.self_attn.q/k/v/o``), of every
+  block or of the blocks ``parse_blocks`` selects.
 - ``MotionAdapters``: additive adapters on those projections, attached with forward hooks so the module tree,
   its state-dict keys and every base weight stay untouched: low-rank (``lora_up @ lora_down * alpha/rank``,
   up initialised to zero so training starts from the base model) or full fine-tuning of the projection
@@ -17,9 +21,13 @@ Plain torch + diffusers, no ComfyUI import (nodes/motion_lora.py binds it to a C
   frame pair n over the whole (channel, pixel) vector, averaged over pairs.
 - ``train_motion_adapters``: the loop with VMC's defaults (400 steps, lr 1e-4, AdamW weight decay 1e-2,
   gradient clipping 1.0, batch 1): a random timestep per step, noise added with the model's own schedule,
-  the prediction turned into noise (epsilon or v models), fp16 with gradient scaling, gradient checkpointing
-  of every temporal/spatial transformer and resnet block (diffusers' UNet3D has none), progress/cancel
+  the prediction turned into noise, fp16 with gradient scaling, gradient checkpointing, progress/cancel
   callbacks; a non-finite loss stops training and restores the last adapter weights that gave a finite loss.
+  How noise is added and the prediction read back is a ``Noiser``: ``VPNoiser`` (epsilon / v models called
+  the diffusers way, the UNet3D) or ``SamplerSpaceNoiser`` (any model through a denoiser callable and its
+  noise scaling, as ComfyUI samples it: Wan's rectified flow, x_t = (1 - s) x0 + s eps).
+- Frame differences on Wan are between latent frames: Wan's VAE packs frame 0 alone into latent frame 0 and
+  frames 4k-3..4k into latent frame k (4k+1 input frames), so a difference spans about 4 video frames of motion.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ from .device_copy import to_device_without_wait
 
 TARGETS = {"qkv": ("to_q", "to_k", "to_v"), "qkv+out": ("to_q", "to_k", "to_v", "to_out.0"),
            "full_qkv": ("to_q", "to_k", "to_v")}
+WAN_TARGETS = {"qkv": ("q", "k", "v"), "qkv+out": ("q", "k", "v", "o"), "full_qkv": ("q", "k", "v")}
+FAMILIES = ("unet3d", "wan")
+FAMILY_NAMES = {"unet3d": "ModelScope / ZeroScope (UNet3D)", "wan": "Wan (WanModel DiT)"}
 LOSSES = ("vmc_abs", "eq10_pairs")
 COMFY_PREFIX = "diffusion_model."
 # blocks whose forward is recomputed in backward when gradient checkpointing is on (finest grain that still
@@ -49,7 +60,71 @@ class VMCError(SearchPriorsError):
     """Bad model, latents or settings for motion distillation; the message says how to fix it."""
 
 
-# ------------------------------------------------------------------ finding the temporal attention
+# ------------------------------------------------------------------ finding the layers to tune
+def model_family(network: torch.nn.Module) -> str:
+    """'unet3d' or 'wan' (see the module's docstring); a clear error for any other network."""
+    if any(type(m).__name__ == "TransformerTemporalModel" for m in network.modules()):
+        return "unet3d"
+    blocks = getattr(network, "blocks", None)
+    if isinstance(blocks, torch.nn.ModuleList) and len(blocks) and all(
+            isinstance(getattr(getattr(b, "self_attn", None), n, None), torch.nn.Linear)
+            for b in blocks for n in ("q", "k", "v", "o")):
+        return "wan"
+    raise VMCError(
+        f"VMC cannot tune this model ({type(network).__name__}): it tunes the temporal attention of a "
+        f"ModelScope / ZeroScope model (diffusers UNet3DConditionModel, loaded with the pack's ModelScope / "
+        f"ZeroScope Loader) or the self-attention of a Wan model (Wan 2.1, Wan 2.2 5B or an A14B expert, loaded "
+        f"with core Load Diffusion Model).")
+
+
+def _is_wan(network: torch.nn.Module) -> bool:
+    try:
+        return model_family(network) == "wan"
+    except VMCError:
+        return False
+
+
+def parse_blocks(spec: str, count: int) -> list[int]:
+    """'all' or a list like '0-9, 20, 25-29' (0-based block numbers) -> sorted block indices < ``count``."""
+    text = (spec or "").strip().lower()
+    if text in ("", "all"):
+        return list(range(count))
+    chosen: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            lo, _, hi = part.partition("-")
+            first, last = int(lo), int(hi) if hi else int(lo)
+        except ValueError:
+            raise VMCError(f"blocks '{spec}' is not 'all' or a list of block numbers and ranges such as "
+                           f"'0-9, 20' (0-based).") from None
+        if first > last or first < 0 or last >= count:
+            raise VMCError(f"blocks '{spec}': '{part}' is outside 0-{count - 1} (this model has {count} "
+                           f"transformer blocks). Use 'all' or numbers from 0 to {count - 1}.")
+        chosen.update(range(first, last + 1))
+    if not chosen:
+        raise VMCError(f"blocks '{spec}' selects no block: use 'all' or numbers such as '0-9'.")
+    return sorted(chosen)
+
+
+def find_projections(network: torch.nn.Module, targets: str = "qkv", blocks: str = "all") -> dict[str, torch.nn.Linear]:
+    """{module path: Linear} of the projections the adapters go on (see ``model_family``)."""
+    if targets not in TARGETS:
+        raise VMCError(f"targets '{targets}' is not one of {', '.join(TARGETS)}.")
+    family = model_family(network)
+    if family == "unet3d":
+        if (blocks or "all").strip().lower() != "all":
+            raise VMCError(f"blocks '{blocks}' selects transformer blocks of a Wan model; on a ModelScope / "
+                           f"ZeroScope model VMC tunes every temporal attention layer: set blocks to 'all'.")
+        return find_temporal_projections(network, targets)
+    found = {}
+    for i in parse_blocks(blocks, len(network.blocks)):
+        for name in WAN_TARGETS[targets]:
+            found[f"blocks.{i}.self_attn.{name}"] = getattr(network.blocks[i].self_attn, name)
+    return found
+
+
 def find_temporal_projections(unet: torch.nn.Module, targets: str = "qkv") -> dict[str, torch.nn.Linear]:
     """{module path: Linear} of the temporal attention projections named by ``targets`` (see TARGETS)."""
     if targets not in TARGETS:
@@ -123,13 +198,14 @@ class MotionAdapters(torch.nn.Module):
     """Adapters on the temporal projections of one UNet; ``attached`` hooks them in for a while."""
 
     def __init__(self, unet: torch.nn.Module, targets: str = "qkv", rank: int = 32, alpha: Optional[float] = None,
-                 seed: int = 0):
+                 seed: int = 0, blocks: str = "all"):
         super().__init__()
-        self.targets, self.rank = targets, int(rank)
+        self.targets, self.rank, self.blocks = targets, int(rank), (blocks or "all").strip() or "all"
         self.alpha = float(alpha if alpha is not None else rank)
         if targets != "full_qkv" and int(rank) < 1:
             raise VMCError(f"rank must be at least 1 (got {rank}).")
-        self.linears = find_temporal_projections(unet, targets)
+        self.family = model_family(unet)
+        self.linears = find_projections(unet, targets, self.blocks)
         generator = torch.Generator().manual_seed(int(seed))
         self.names = sorted(self.linears)
         self.deltas = torch.nn.ModuleList(
@@ -225,28 +301,85 @@ def resolution_level(name: str, levels: int) -> int:
     return 0
 
 
+# On a DiT (Wan) every block works at the same size, so the modes choose how much of each block is recomputed:
+# 'all' recomputes whole blocks; 'outer' recomputes every block except its attention kernel, whose outputs are
+# kept (selective checkpointing: the attention over the whole clip is most of a block's compute, its saved
+# output a small part of the block's activations); 'outermost' does that on the even-numbered blocks only.
+ATTENTION_KERNELS = ("_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+                     "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu",
+                     "_flash_attention_forward", "_efficient_attention_forward")
+
+
+def _attention_ops() -> set:
+    found = set()
+    for name in ATTENTION_KERNELS:
+        packet = getattr(torch.ops.aten, name, None)
+        if packet is not None:
+            found.add(packet.default)
+    return found
+
+
+def _keep_attention_context():
+    """A checkpoint ``context_fn`` that keeps the attention kernels' outputs and recomputes everything else."""
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    kernels = _attention_ops()
+
+    def policy(ctx, op, *args, **kwargs):
+        return CheckpointPolicy.MUST_SAVE if op in kernels else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
+
+
+def _wrap_checkpointed(module: torch.nn.Module, selective: bool = False) -> None:
+    original = module.forward
+
+    def checkpointed(*args, _forward=original, **kwargs):
+        if not torch.is_grad_enabled():
+            return _forward(*args, **kwargs)
+        if selective:
+            return torch.utils.checkpoint.checkpoint(_forward, *args, use_reentrant=False,
+                                                     context_fn=_keep_attention_context, **kwargs)
+        return torch.utils.checkpoint.checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+
+    module.forward = checkpointed
+
+
+def _dit_blocks_to_wrap(network: torch.nn.Module, mode: str) -> list[tuple[torch.nn.Module, bool]]:
+    blocks = list(network.blocks)
+    if mode == "off":
+        return []
+    if mode == "all":
+        return [(b, False) for b in blocks]
+    if mode == "outer":
+        return [(b, True) for b in blocks]
+    return [(b, True) for i, b in enumerate(blocks) if i % 2 == 0]   # outermost
+
+
 @contextlib.contextmanager
 def checkpointed_blocks(unet: torch.nn.Module, mode="all") -> Iterator[int]:
-    """Recompute transformer / resnet / temporal-conv blocks in backward instead of keeping their activations:
-    every such block (``mode`` 'all' or True), those of the outer resolution levels ('outer', 'outermost'), or
-    none ('off' or False). Yields how many blocks are wrapped."""
-    deepest = CHECKPOINT_MODES[checkpoint_mode(mode)]
-    levels = len(getattr(unet, "down_blocks", ())) or 1
+    """Recompute blocks in backward instead of keeping their activations. UNet3D: transformer / resnet /
+    temporal-conv blocks, every one (``mode`` 'all' or True), those of the outer resolution levels ('outer',
+    'outermost'), or none ('off' or False). Wan: see ATTENTION_KERNELS' comment. Yields how many blocks are
+    wrapped."""
+    mode = checkpoint_mode(mode)
     wrapped = []
     try:
+        if _is_wan(unet):
+            for block, selective in _dit_blocks_to_wrap(unet, mode):
+                if "forward" not in vars(block):
+                    _wrap_checkpointed(block, selective)
+                    wrapped.append(block)
+            yield len(wrapped)
+            return
+        deepest = CHECKPOINT_MODES[mode]
+        levels = len(getattr(unet, "down_blocks", ())) or 1
         for name, module in unet.named_modules():
             if type(module).__name__ not in CHECKPOINTED_CLASSES or "forward" in vars(module):
                 continue
             if deepest is not None and resolution_level(name, levels) > deepest:
                 continue
-            original = module.forward
-
-            def checkpointed(*args, _forward=original, **kwargs):
-                if not torch.is_grad_enabled():
-                    return _forward(*args, **kwargs)
-                return torch.utils.checkpoint.checkpoint(_forward, *args, use_reentrant=False, **kwargs)
-
-            module.forward = checkpointed
+            _wrap_checkpointed(module)
             wrapped.append(module)
         yield len(wrapped)
     finally:
@@ -286,11 +419,69 @@ def noise_prediction(unet, noisy: torch.Tensor, timestep: torch.Tensor, context:
     return out
 
 
+class VPNoiser:
+    """Epsilon / v-prediction models called the diffusers way (the UNet3D): x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps
+    at the integer timestep t, the network's output read back as noise."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor, prediction_type: str = "epsilon"):
+        self.alphas_cumprod = alphas_cumprod.float()
+        self.prediction_type = prediction_type
+
+    @property
+    def steps(self) -> int:
+        return len(self.alphas_cumprod)
+
+    def to(self, device) -> "VPNoiser":
+        self.alphas_cumprod = self.alphas_cumprod.to(device=device, dtype=torch.float32)
+        return self
+
+    def noisy(self, x0: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:
+        a = self.alphas_cumprod[t]
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def predicted_noise(self, network, noisy: torch.Tensor, t: int, context: torch.Tensor) -> torch.Tensor:
+        timestep = torch.full((1,), t, device=noisy.device, dtype=torch.long)
+        return noise_prediction(network, noisy, timestep, context, self.alphas_cumprod[t], self.prediction_type)
+
+
+class SamplerSpaceNoiser:
+    """Any model as a sampler sees it: ``noise_scaling(sigma, noise, x0)`` makes x at sigma (ComfyUI's
+    model_sampling.noise_scaling: x0 + sigma eps for eps/v models, (1 - sigma) x0 + sigma eps for rectified
+    flow), ``denoise(x, sigma, context)`` predicts x0, and since x is linear in x0 and eps, the predicted noise
+    is (x - A x0_pred) / B with A, B the scaling's coefficients at sigma. ``sigmas``: the model's table of
+    training sigmas (index t = timestep), ascending."""
+
+    def __init__(self, sigmas: torch.Tensor, noise_scaling: Callable, denoise: Callable):
+        self.sigmas = sigmas.detach().clone().float()   # a normal tensor even when ComfyUI made it under inference mode
+        self.noise_scaling, self.denoise = noise_scaling, denoise
+
+    @property
+    def steps(self) -> int:
+        return len(self.sigmas)
+
+    def to(self, device) -> "SamplerSpaceNoiser":
+        self.sigmas = self.sigmas.to(device)
+        return self
+
+    def noisy(self, x0: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:
+        return self.noise_scaling(self.sigmas[t].reshape(1), noise, x0)
+
+    def predicted_noise(self, network, noisy: torch.Tensor, t: int, context: torch.Tensor) -> torch.Tensor:
+        sigma = self.sigmas[t].reshape(1)
+        one, zero = torch.ones(1, device=noisy.device), torch.zeros(1, device=noisy.device)
+        a = self.noise_scaling(sigma, zero, one).reshape(())
+        b = self.noise_scaling(sigma, one, zero).reshape(())
+        x0 = self.denoise(noisy, sigma, context).float()
+        return (noisy - a * x0) / b
+
+
 def train_motion_adapters(unet: torch.nn.Module, adapters: MotionAdapters, latents: torch.Tensor,
                           context: torch.Tensor, alphas_cumprod: torch.Tensor, config: VMCConfig,
                           prediction_type: str = "epsilon",
                           on_step: Optional[Callable[[int, int, float], None]] = None) -> VMCResult:
     """Train ``adapters`` (attached to ``unet``) on one clip: latents [1,C,F,H,W] (model scale), context [1,L,D].
+    ``alphas_cumprod``: the VP schedule of a diffusers-style network (with ``prediction_type``), or a Noiser
+    (``VPNoiser``, ``SamplerSpaceNoiser``) that says how noise is added and read back.
 
     Every other parameter is frozen (requires_grad restored afterwards). ``on_step(done, total, loss)`` is
     called after every step; raising from it (Cancel) stops training cleanly with hooks and forwards removed.
@@ -306,10 +497,11 @@ def train_motion_adapters(unet: torch.nn.Module, adapters: MotionAdapters, laten
         raise VMCError(f"steps must be at least 1 (got {config.steps}).")
     device = next(unet.parameters()).device
     model_dtype = next(unet.parameters()).dtype
-    alphas_cumprod = alphas_cumprod.to(device=device, dtype=torch.float32)
-    low, high = max(0, int(config.timestep_range[0])), min(len(alphas_cumprod), int(config.timestep_range[1]))
+    noiser = alphas_cumprod if hasattr(alphas_cumprod, "predicted_noise") else VPNoiser(alphas_cumprod, prediction_type)
+    noiser.to(device)
+    low, high = max(0, int(config.timestep_range[0])), min(noiser.steps, int(config.timestep_range[1]))
     if high <= low:
-        raise VMCError(f"timestep range {config.timestep_range} is empty for a {len(alphas_cumprod)}-step schedule.")
+        raise VMCError(f"timestep range {config.timestep_range} is empty for a {noiser.steps}-step schedule.")
     x0 = latents.to(device=device, dtype=torch.float32)
     context = context.to(device)
     generator = torch.Generator().manual_seed(int(config.seed))
@@ -334,10 +526,8 @@ def train_motion_adapters(unet: torch.nn.Module, adapters: MotionAdapters, laten
                 t = int(torch.randint(low, high, (1,), generator=generator))
                 noise = torch.randn(x0.shape, generator=generator)  # CPU generator: the same draws on every device
                 noise = to_device_without_wait(noise, device)  # a plain copy would wait for the previous step
-                a = alphas_cumprod[t]
-                noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-                timestep = torch.full((1,), t, device=device, dtype=torch.long)
-                predicted = noise_prediction(unet, noisy, timestep, context, a, prediction_type)
+                noisy = noiser.noisy(x0, noise, t)
+                predicted = noiser.predicted_noise(unet, noisy, t, context)
                 loss = motion_loss(predicted, noise, config.loss)
                 gave_previous, gave_current = gave_current, (adapters.snapshot() if step else gave_current)
                 optimizer.zero_grad(set_to_none=True)
@@ -373,7 +563,8 @@ def train_motion_adapters(unet: torch.nn.Module, adapters: MotionAdapters, laten
 
 
 # ------------------------------------------------------------------ base-model fingerprint
-FINGERPRINT_PROBES = ("conv_in.weight", "time_embedding.linear_1.weight")
+FINGERPRINT_PROBES = ("conv_in.weight", "time_embedding.linear_1.weight",          # UNet3D
+                      "patch_embedding.weight", "time_embedding.0.weight")          # Wan
 
 
 def base_fingerprint(weights: dict[str, torch.Tensor], target_keys: list[str]) -> dict:

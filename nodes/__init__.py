@@ -19,14 +19,14 @@ from .prompt_nodes import PromptAtomizer
 from .reference_frames_nodes import ReferenceFrames
 from .retrieval_nodes import MotionRetriever
 from .rewriter_nodes import ReferenceRewriter
-from .vmc_nodes import LoadMotionLoRA, SaveMotionLoRA, VMCTemporalLoRA
+from .vmc_nodes import EncodeKeyframes, LoadMotionLoRA, SaveMotionLoRA, VMCTemporalLoRA
 
 NODES: list[type[io.ComfyNode]] = [PromptAtomizer, MotionIndexBuilder, MotionIndexLoader, MotionRetriever]
 NODES.append(ReferenceFrames)
 NODES += [ModelScopeLoader, DiffusersSchedulerSigmas]
 NODES += [DDIMVideoInvert, GaussianNoiseMix, HybridSemanticGuider, HybridSemanticSampler]
 NODES.append(ReferenceRewriter)
-NODES += [VMCTemporalLoRA, SaveMotionLoRA, LoadMotionLoRA]
+NODES += [VMCTemporalLoRA, EncodeKeyframes, SaveMotionLoRA, LoadMotionLoRA]
 NODES.append(KeyframeExtractor)
 for _node in NODES:   # every INT/FLOAT input: finite and within its declared range (comfy_glue says why)
     install_number_checks(_node)

@@ -32,15 +32,19 @@ META_PREFIX = "searchpriors."
 KIND = "vmc_motion_lora"
 
 
-# ------------------------------------------------------------------ the MODEL's UNet
-def diffusers_unet(model) -> torch.nn.Module:
+# ------------------------------------------------------------------ the MODEL's network
+def motion_network(model) -> tuple[torch.nn.Module, str]:
+    """(the diffusion network, its family: 'unet3d' or 'wan'); a clear error for other models."""
     base = getattr(model, "model", None)
-    unet = getattr(base, "diffusion_model", None)
-    if unet is None:
+    network = getattr(base, "diffusion_model", None)
+    if network is None:
         raise vmc.VMCError("This input is not a ComfyUI MODEL: connect the MODEL output of the ModelScope / "
-                           "ZeroScope Loader.")
-    vmc.find_temporal_projections(unet)  # says which models have temporal attention when this one has none
-    return unet
+                           "ZeroScope Loader, or of Load Diffusion Model with a Wan model.")
+    return network, vmc.model_family(network)
+
+
+def diffusers_unet(model) -> torch.nn.Module:
+    return motion_network(model)[0]
 
 
 def prediction_type(model) -> str:
@@ -57,6 +61,33 @@ def prediction_type(model) -> str:
 def alphas_cumprod(model) -> torch.Tensor:
     sigmas = model.model.model_sampling.sigmas.detach().double().cpu()
     return (1.0 / (sigmas * sigmas + 1.0)).float()
+
+
+def sampler_space_noiser(model) -> vmc.SamplerSpaceNoiser:
+    """The MODEL as ComfyUI samples it (any prediction type: Wan's flow, eps, v): noise added with its
+    model_sampling, x0 predicted by its own apply_model with the text as cross-attention."""
+    sampling = model.model.model_sampling
+
+    def denoise(x, sigma, context):
+        return model.model.apply_model(x, sigma.to(x.device), c_crossattn=context)
+
+    def scaling(sigma, noise, x0):
+        return sampling.noise_scaling(sigma.to(noise.device), noise, x0)
+
+    return vmc.SamplerSpaceNoiser(sampling.sigmas.detach().float(), scaling, denoise)
+
+
+def expert_ranges(model, boundary: float) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Training timestep index ranges (low-noise expert, high-noise expert) of a two-expert Wan 2.2: a timestep
+    belongs to the high-noise expert when model_sampling.timestep(sigma) >= boundary * 1000, as Wan 2.2 hands
+    over between its experts."""
+    sampling = model.model.model_sampling
+    timesteps = sampling.timestep(sampling.sigmas.detach().float().cpu()).float()
+    first_high = int((timesteps < boundary * 1000).sum())
+    if first_high <= 0 or first_high >= len(timesteps):
+        raise vmc.VMCError(f"boundary {boundary} leaves one expert no timesteps of this model's schedule: use a "
+                           f"value inside (0, 1), e.g. 0.875 for Wan 2.2 text-to-video.")
+    return (0, first_high), (first_high, len(timesteps))
 
 
 def make_weights_trainable(unet: torch.nn.Module) -> int:
@@ -104,28 +135,80 @@ def model_fingerprint(model, target_names: list[str]) -> dict:
 
 def conditioning_context(conditioning) -> torch.Tensor:
     if not conditioning or not isinstance(conditioning, list) or not torch.is_tensor(conditioning[0][0]):
-        raise vmc.VMCError("conditioning is empty: connect CLIP Text Encode (with the ModelScope CLIP) of the "
-                           "reference caption or the prompt.")
+        raise vmc.VMCError("conditioning is empty: connect CLIP Text Encode (with the model's own text encoder) of "
+                           "the reference caption or the prompt.")
     context = conditioning[0][0]
     if context.ndim != 3:
         raise vmc.VMCError(f"conditioning has shape {tuple(context.shape)}; expected [1, tokens, width] from "
                            f"CLIP Text Encode.")
+    if not bool(torch.isfinite(context).all()):
+        raise vmc.VMCError("conditioning contains NaN/inf values: encode the text again (a broken text encoder or "
+                           "a conditioning node upstream produced them).")
     return context[:1].detach().clone().float()
 
 
-def keyframe_latents(model, latent) -> torch.Tensor:
+def keyframe_latents(model, latent, family: str = "unet3d", needed: int = 3) -> torch.Tensor:
+    """The keyframes' latents as [1, C, F, h, w] at the model's scale (process_latent_in)."""
     samples = latent.get("samples") if isinstance(latent, dict) else None
-    if samples is None or samples.ndim != 4:
-        shape = None if samples is None else tuple(samples.shape)
-        raise vmc.VMCError(f"keyframes must be a LATENT of frames as batch [F, 4, h, w] (core VAE Encode of the "
-                           f"keyframe IMAGE with the ModelScope VAE); got {shape}.")
-    channels = model.model.diffusion_model.config.in_channels if hasattr(model.model.diffusion_model, "config") \
-        else samples.shape[1]
-    if samples.shape[1] != channels:
-        raise vmc.VMCError(f"keyframe latents have {samples.shape[1]} channels, the model takes {channels}: encode "
-                           f"the keyframes with this model's VAE.")
+    shape = None if samples is None or not torch.is_tensor(samples) else tuple(samples.shape)
+    if family == "wan":
+        channels = model.model.latent_format.latent_channels
+        if shape is None or len(shape) != 5:
+            raise vmc.VMCError(f"keyframes must be a video LATENT [1, {channels}, frames, h, w]: Encode Keyframes "
+                               f"(or core VAE Encode) of the keyframe IMAGE with this Wan model's VAE; got {shape}.")
+        if shape[0] != 1:
+            raise vmc.VMCError(f"keyframes hold {shape[0]} videos (shape {shape}); VMC tunes on one clip: encode "
+                               f"the keyframes of one reference video.")
+        if shape[2] < needed:
+            raise vmc.VMCError(
+                f"keyframes give {shape[2]} latent frame(s); the motion loss needs at least {needed}. Wan's VAE packs "
+                f"4 video frames into one latent frame (4k+1 frames -> k+1 latent frames): extract "
+                f"{4 * (needed - 1) + 1} or more keyframes (a count 4k+1: 9, 13, 17, ...).")
+        expected = channels
+    else:
+        if shape is None or len(shape) != 4:
+            raise vmc.VMCError(f"keyframes must be a LATENT of frames as batch [F, 4, h, w] (Encode Keyframes or "
+                               f"core VAE Encode of the keyframe IMAGE with the ModelScope VAE); got {shape}.")
+        network = model.model.diffusion_model
+        expected = network.config.in_channels if hasattr(network, "config") else shape[1]
+    if shape[1] != expected:
+        raise vmc.VMCError(f"keyframe latents have {shape[1]} channels, the model takes {expected}: encode the "
+                           f"keyframes with this model's VAE.")
+    if not bool(torch.isfinite(samples).all()):
+        raise vmc.VMCError("keyframes contain NaN/inf values: encode the keyframes again.")
     scaled = model.model.process_latent_in(samples.detach().clone().float())
+    if family == "wan":
+        return scaled
     return scaled.permute(1, 0, 2, 3).unsqueeze(0)  # [F,C,h,w] -> [1,C,F,h,w]
+
+
+def valid_frame_counts(vae, around: int, count: int = 4) -> list[int]:
+    """Frame counts near ``around`` that the VAE encodes without dropping frames (all for an image VAE)."""
+    down, up = vae.downscale_ratio, vae.upscale_ratio
+    if getattr(vae, "latent_dim", 2) != 3 or not (isinstance(down, tuple) and callable(down[0])):
+        return []
+    fits = [n for n in range(2, max(around, 1) * 2 + 16) if up[0](down[0](n)) == n]
+    fits.sort(key=lambda n: (abs(n - around), n))
+    return sorted(fits[:count])
+
+
+def encode_keyframes(vae, images) -> torch.Tensor:
+    """VAE Encode of IMAGE [F, H, W, C] after checking that F fits the VAE's temporal packing."""
+    if not torch.is_tensor(images) or images.ndim != 4:
+        shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+        raise vmc.VMCError(f"keyframes must be an IMAGE [frames, height, width, channels] (the Keyframe "
+                           f"Extractor's keyframes); got {shape}.")
+    if not bool(torch.isfinite(images).all()):
+        raise vmc.VMCError("keyframes contain NaN/inf values: extract the keyframes again.")
+    frames = images.shape[0]
+    fits = valid_frame_counts(vae, frames)
+    if fits and frames not in fits:
+        kept = vae.upscale_ratio[0](vae.downscale_ratio[0](frames))
+        raise vmc.VMCError(
+            f"{frames} keyframes do not fit this VAE: it packs 4 frames into one latent frame and takes 4k+1 frames, "
+            f"so only {kept} of the {frames} would be encoded. Set the Keyframe Extractor's keyframe_count to one "
+            f"of {', '.join(map(str, fits))}.")
+    return vae.encode(images[..., :3])
 
 
 # ------------------------------------------------------------------ patches
@@ -145,54 +228,120 @@ def patched_clone(model, state_dict: dict[str, torch.Tensor], strength: float = 
 
 
 # ------------------------------------------------------------------ training
+def check_experts(model, model_high_noise, boundary: float) -> None:
+    """The high-noise expert fits the low-noise one (same family, class and layer shapes), boundary in (0, 1)."""
+    if not isinstance(boundary, (int, float)) or not 0.0 < float(boundary) < 1.0:
+        raise vmc.VMCError(f"boundary {boundary} is outside (0, 1): it is the fraction of the timesteps above which "
+                           f"the high-noise expert works (Wan 2.2 text-to-video: 0.875).")
+    low, low_family = motion_network(model)
+    high, high_family = motion_network(model_high_noise)
+    if low_family != "wan" or high_family != "wan":
+        raise vmc.VMCError(f"model_high_noise is for Wan 2.2 A14B's two experts; here MODEL is "
+                           f"{vmc.FAMILY_NAMES[low_family]} and model_high_noise {vmc.FAMILY_NAMES[high_family]}. "
+                           f"Disconnect model_high_noise, or connect both Wan 2.2 experts (high and low noise).")
+    kinds = (type(model.model).__name__, type(model_high_noise.model).__name__)
+    shapes = [tuple(p.shape) for p in low.parameters()], [tuple(p.shape) for p in high.parameters()]
+    if kinds[0] != kinds[1] or shapes[0] != shapes[1]:
+        raise vmc.VMCError(f"model_high_noise ({kinds[1]}, {sum(map(_numel, shapes[1])) / 1e9:.2f} B parameters) is "
+                           f"not the other expert of MODEL ({kinds[0]}, {sum(map(_numel, shapes[0])) / 1e9:.2f} B): "
+                           f"connect the two experts of one Wan 2.2 A14B (wan2.2_t2v_high_noise_14B_* and "
+                           f"wan2.2_t2v_low_noise_14B_*).")
+
+
+def _numel(shape: tuple) -> int:
+    out = 1
+    for n in shape:
+        out *= n
+    return out
+
+
 def train_motion_lora(model, latent, conditioning, steps: int = 400, lr: float = 1e-4, rank: int = 32,
-                      targets: str = "qkv", loss: str = "vmc_abs", seed: int = 0, gradient_checkpointing=vmc.DEFAULT_CHECKPOINTING,
-                      caption: str = "", on_step=None):
-    """(patched MODEL clone, MOTION_LORA, losses, stop message or None). The input MODEL is not changed."""
+                      targets: str = "qkv", loss: str = "vmc_abs", seed: int = 0,
+                      gradient_checkpointing=vmc.DEFAULT_CHECKPOINTING, caption: str = "", on_step=None,
+                      blocks: str = "all", model_high_noise=None, boundary: float = 0.875):
+    """(patched MODEL clone, MOTION_LORA, losses, stop message or None). The input MODEL is not changed.
+
+    With ``model_high_noise`` (Wan 2.2 A14B), each expert is tuned on the timesteps it samples (see
+    ``expert_ranges``), ``steps`` steps each; the MOTION_LORA then holds the pair (its 'high_noise' entry) and
+    the tuned high-noise expert is ``motion_lora['high_noise']['model']``."""
     if targets not in vmc.TARGETS:
         raise vmc.VMCError(f"targets '{targets}' is not one of {', '.join(vmc.TARGETS)}.")
     if loss not in vmc.LOSSES:
         raise vmc.VMCError(f"loss '{loss}' is not one of {', '.join(vmc.LOSSES)}.")
+    vmc.checkpoint_mode(gradient_checkpointing)
+    if model_high_noise is None:
+        return _train_one(model, latent, conditioning, steps, lr, rank, targets, loss, seed, gradient_checkpointing,
+                          caption, on_step, blocks)
+    check_experts(model, model_high_noise, boundary)
+    low_range, high_range = expert_ranges(model, float(boundary))
+    total = 2 * int(steps)
+
+    def shifted(offset):
+        if on_step is None:
+            return None
+        return lambda done, _total, value: on_step(offset + done, total, value)
+
+    # the high-noise expert first: it draws the early steps, where the motion is laid out
+    high = _train_one(model_high_noise, latent, conditioning, steps, lr, rank, targets, loss, seed,
+                      gradient_checkpointing, caption, shifted(0), blocks, high_range, "high_noise")
+    low = _train_one(model, latent, conditioning, steps, lr, rank, targets, loss, seed, gradient_checkpointing,
+                     caption, shifted(int(steps)), blocks, low_range, "low_noise")
+    tuned, motion_lora, losses, stopped = low
+    tuned_high, lora_high, losses_high, stopped_high = high
+    motion_lora["high_noise"] = dict(lora_high, model=tuned_high, losses=losses_high)
+    stops = [f"{name}: {why}" for name, why in (("high-noise expert", stopped_high), ("low-noise expert", stopped))
+             if why]
+    return tuned, motion_lora, losses_high + losses, "; ".join(stops) or None
+
+
+def _train_one(model, latent, conditioning, steps, lr, rank, targets, loss, seed, gradient_checkpointing, caption,
+               on_step, blocks, timestep_range=(0, 1000), expert: str = ""):
     checkpointing = vmc.checkpoint_mode(gradient_checkpointing)
-    unet = diffusers_unet(model)
+    network, family = motion_network(model)
     with torch.inference_mode(False):
-        latents = keyframe_latents(model, latent)
+        latents = keyframe_latents(model, latent, family, needed=3 if loss == "vmc_abs" else 2)
         context = conditioning_context(conditioning)
-        schedule = alphas_cumprod(model)
+        schedule = alphas_cumprod(model) if family == "unet3d" else sampler_space_noiser(model)
         # like core's Train LoRA: free the other models, load this one whole
         comfy.model_management.load_models_gpu([model], memory_required=1e20, force_full_load=True)
-        make_weights_trainable(unet)
-        adapters = vmc.MotionAdapters(unet, targets, rank=rank, seed=seed)
+        make_weights_trainable(network)
+        adapters = vmc.MotionAdapters(network, targets, rank=rank, seed=seed, blocks=blocks)
         config = vmc.VMCConfig(steps=int(steps), lr=float(lr), loss=loss, seed=int(seed),
-                               gradient_checkpointing=checkpointing)
+                               gradient_checkpointing=checkpointing, timestep_range=tuple(timestep_range))
         try:
-            result = vmc.train_motion_adapters(unet, adapters, latents, context, schedule, config,
-                                               prediction_type=prediction_type(model), on_step=on_step)
+            result = vmc.train_motion_adapters(network, adapters, latents, context, schedule, config,
+                                               prediction_type=prediction_type(model) if family == "unet3d" else "",
+                                               on_step=on_step)
         except torch.OutOfMemoryError as exc:
             del adapters
             comfy.model_management.soft_empty_cache()
+            size = (f"{latents.shape[2]} keyframes of {latents.shape[3] * 8}x{latents.shape[4] * 8}" if family == "unet3d"
+                    else f"{latents.shape[2]} latent frames of {tuple(latents.shape[3:])}")
             raise vmc.VMCError(
-                f"Out of GPU memory while tuning {latents.shape[2]} keyframes of {latents.shape[3] * 8}x"
-                f"{latents.shape[4] * 8} (gradient_checkpointing '{checkpointing}'): "
+                f"Out of GPU memory while tuning {size} (gradient_checkpointing '{checkpointing}'): "
                 + ("set gradient_checkpointing to 'all', " if checkpointing != "all" else "")
-                + f"use fewer or smaller keyframes, targets 'qkv' instead of '{targets}', or a lower rank.") from exc
+                + f"use fewer or smaller keyframes, fewer blocks, targets 'qkv' instead of '{targets}', or a lower "
+                  f"rank.") from exc
         state_dict = adapters.comfy_state_dict()
-    metadata = motion_lora_metadata(model, adapters, config, result, caption)
+    metadata = motion_lora_metadata(model, adapters, config, result, caption, expert)
     motion_lora = {"state_dict": state_dict, "metadata": metadata}
     return patched_clone(model, state_dict), motion_lora, result.losses, result.stopped
 
 
 def motion_lora_metadata(model, adapters: vmc.MotionAdapters, config: vmc.VMCConfig, result: vmc.VMCResult,
-                         caption: str) -> dict[str, str]:
+                         caption: str, expert: str = "") -> dict[str, str]:
     folder = getattr(model.model, "diffusers_folder", None)
     values = {
         "kind": KIND,
+        "family": adapters.family,
         "base_model": os.path.basename(folder.rstrip("/\\")) if folder else type(model.model).__name__,
         "base_fingerprint": json.dumps(model_fingerprint(model, adapters.names)),
+        "expert": expert,
         "prompt": caption or "",
         "steps": str(config.steps), "steps_done": str(result.steps_done),
         "rank": "full" if adapters.targets == "full_qkv" else str(adapters.deltas[0].rank),
-        "alpha": str(adapters.alpha), "targets": adapters.targets, "loss_kind": config.loss,
+        "alpha": str(adapters.alpha), "targets": adapters.targets, "blocks": adapters.blocks,
+        "loss_kind": config.loss, "timestep_range": json.dumps(list(config.timestep_range)),
         "loss": f"{result.losses[-1]:.6f}" if result.losses else "nan",
         "losses": json.dumps([round(v, 6) for v in result.losses]),
         "lr": repr(config.lr), "seed": str(config.seed), "stopped": result.stopped or "",
@@ -266,15 +415,27 @@ def check_base_model(model, state_dict: dict, metadata: dict, name: str) -> None
                       k[len(vmc.COMFY_PREFIX):].rsplit(".", 1)[0]
                       for k in state_dict if k.startswith(vmc.COMFY_PREFIX)})
     base = metadata.get(META_PREFIX + "base_model", "?")
+    saved_family = metadata.get(META_PREFIX + "family") or "unet3d"   # files saved before Wan support: UNet3D
+    try:
+        family = motion_network(model)[1]
+    except vmc.VMCError:
+        family = None
+    if family is not None and saved_family != family:
+        raise SearchPriorsError(f"Motion LoRA '{name}' was trained for {vmc.FAMILY_NAMES.get(saved_family, saved_family)} "
+                                f"('{base}'), but this MODEL is {vmc.FAMILY_NAMES[family]}. Load it on the model "
+                                f"family it was trained for, or train one for this model with VMC Temporal LoRA.")
     try:
         current = model_fingerprint(model, targets)
     except Exception:
         current = {}
     problem = vmc.fingerprint_mismatch(saved, current)
     if problem:
+        expert = metadata.get(META_PREFIX + "expert", "")
+        hint = (f" It was tuned on Wan 2.2's {expert.replace('_', '-')} expert: load it on that expert's MODEL."
+                if expert else "")
         raise SearchPriorsError(f"Motion LoRA '{name}' was trained on base model '{base}' and does not fit this "
-                                f"MODEL ({problem}). Load the model it was trained on, or train a new one on this "
-                                f"model with VMC Temporal LoRA.")
+                                f"MODEL ({problem}).{hint} Load the model it was trained on, or train a new one on "
+                                f"this model with VMC Temporal LoRA.")
 
 
 # ------------------------------------------------------------------ loss curve

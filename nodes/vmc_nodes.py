@@ -49,15 +49,19 @@ class VMCTemporalLoRA(io.ComfyNode):
             node_id="SearchPriors_VMCTemporalLoRA",
             display_name="VMC Temporal LoRA (Search-T2V)",
             category=CATEGORY,
-            description="Distils the motion of the keyframes into the temporal attention of a ModelScope / "
-                        "ZeroScope MODEL (VMC motion distillation, Search-T2V Eq. 10): adapters on the temporal "
-                        "attention's query/key/value, trained so that the predicted noise changes between frames "
-                        "as the true noise does. Returns the MODEL with the adapters as weight patches (the input "
-                        "MODEL is unchanged), the MOTION_LORA for Save Motion LoRA, and the loss curve.",
+            description="Distils the motion of the keyframes into a video MODEL (VMC motion distillation, "
+                        "Search-T2V Eq. 10): adapters on the query/key/value of the attention that sees time (the "
+                        "temporal attention of ModelScope / ZeroScope; the self-attention of every Wan block), "
+                        "trained so that the predicted noise changes between frames as the true noise does. Returns "
+                        "the MODEL with the adapters as weight patches (the input MODEL is unchanged), the "
+                        "MOTION_LORA for Save Motion LoRA, and the loss curve. Wan 2.2 A14B: connect the high-noise "
+                        "expert too and both are tuned, each on the timesteps it samples.",
             inputs=[
-                io.Model.Input("model", tooltip="The MODEL of the ModelScope / ZeroScope Loader (UNet3D with "
-                                                "temporal attention)"),
-                io.Latent.Input("keyframes", tooltip="VAE Encode of the keyframes (frames as batch, at least 3)"),
+                io.Model.Input("model", tooltip="ModelScope / ZeroScope (the pack's loader), or Wan 2.1 / Wan 2.2 5B / "
+                                                "Wan 2.2 A14B's low-noise expert (core Load Diffusion Model)"),
+                io.Latent.Input("keyframes", tooltip="Encode Keyframes of the keyframe IMAGE with the model's own VAE: "
+                                                     "ModelScope at least 3 frames; Wan 4k+1 frames (9, 13, 17, ...), "
+                                                     "which its VAE packs into k+1 latent frames"),
                 io.Conditioning.Input("conditioning",
                                       tooltip="Text the model is tuned with. VMC tunes with the reference video's "
                                               "own caption; Search-T2V does not say which text it used: the "
@@ -85,29 +89,71 @@ class VMCTemporalLoRA(io.ComfyNode):
                 io.String.Input("caption", default="", optional=True,
                                 tooltip="The text that was encoded into conditioning; recorded in the LoRA's "
                                         "metadata only"),
+                io.String.Input("blocks", default="all", optional=True,
+                                tooltip="Wan only: the transformer blocks whose self-attention is tuned, 'all' or "
+                                        "0-based numbers and ranges such as '0-9, 20'. ModelScope: 'all'"),
+                io.Model.Input("model_high_noise", optional=True,
+                               tooltip="Wan 2.2 A14B: the high-noise expert. Both experts are tuned, each on the "
+                                       "timesteps it samples (steps each); Save Motion LoRA writes the pair"),
+                io.Float.Input("boundary", default=0.875, min=0.001, max=0.999, step=0.005, optional=True,
+                               tooltip="With model_high_noise: the fraction of the timesteps above which the "
+                                       "high-noise expert samples (Wan 2.2 text-to-video: 0.875)"),
             ],
             outputs=[io.Model.Output("MODEL", display_name="MODEL"),
                      MotionLoraType.Output("MOTION_LORA", display_name="MOTION_LORA"),
                      io.Image.Output("loss_curve", display_name="loss_curve", tooltip="Motion loss per step"),
                      io.String.Output("report", display_name="report",
-                                      tooltip="Steps done, first and last loss, and why training stopped early")],
+                                      tooltip="Steps done, first and last loss, and why training stopped early"),
+                     io.Model.Output("MODEL_HIGH_NOISE", display_name="MODEL_HIGH_NOISE",
+                                     tooltip="The tuned high-noise expert (Wan 2.2 A14B); without model_high_noise "
+                                             "connected, the same tuned MODEL as the first output")],
         )
 
     @classmethod
     def execute(cls, model, keyframes, conditioning, steps=400, lr=1e-4, rank=32, targets="qkv", loss="vmc_abs",
-                seed=0, gradient_checkpointing=vmc.DEFAULT_CHECKPOINTING, caption="") -> io.NodeOutput:
+                seed=0, gradient_checkpointing=vmc.DEFAULT_CHECKPOINTING, caption="", blocks="all",
+                model_high_noise=None, boundary=0.875) -> io.NodeOutput:
         from .motion_lora import loss_curve_image, train_motion_lora
 
         tuned, motion_lora, losses, stopped = train_motion_lora(
             model, keyframes, conditioning, steps=steps, lr=lr, rank=rank, targets=targets, loss=loss, seed=seed,
-            gradient_checkpointing=gradient_checkpointing, caption=caption or "", on_step=_progress_with_loss())
-        report = (f"{len(losses)} of {steps} steps, {targets}, rank {rank}, loss {loss}, checkpointing "
+            gradient_checkpointing=gradient_checkpointing, caption=caption or "", on_step=_progress_with_loss(),
+            blocks=blocks or "all", model_high_noise=model_high_noise, boundary=boundary)
+        report = (f"{len(losses)} of {steps * (2 if model_high_noise is not None else 1)} steps, {targets}, "
+                  f"rank {rank}, loss {loss}, blocks {blocks or 'all'}, checkpointing "
                   f"{vmc.checkpoint_mode(gradient_checkpointing)}: "
                   f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else f"no step finished ({targets}, {loss})")
+        high = motion_lora.get("high_noise")
+        if high is not None:
+            report += (f"\nboth Wan 2.2 experts tuned (boundary {boundary}): high-noise expert "
+                       f"{len(high['losses'])} steps, then low-noise expert")
         if stopped:
             log.warning("VMC Temporal LoRA: %s", stopped)
             report += f"\nSTOPPED: {stopped}"
-        return io.NodeOutput(tuned, motion_lora, loss_curve_image(losses, note=stopped), report)
+        tuned_high = high["model"] if high is not None else tuned
+        return io.NodeOutput(tuned, motion_lora, loss_curve_image(losses, note=stopped), report, tuned_high)
+
+
+class EncodeKeyframes(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SearchPriors_EncodeKeyframes",
+            display_name="Encode Keyframes",
+            category=CATEGORY,
+            description="VAE Encode of the keyframes for VMC Temporal LoRA, after checking that their number fits "
+                        "the VAE: a video VAE such as Wan's packs 4 frames into one latent frame and takes 4k+1 "
+                        "frames (core VAE Encode silently drops the frames that do not fit).",
+            inputs=[io.Image.Input("keyframes", tooltip="The Keyframe Extractor's keyframes"),
+                    io.Vae.Input("vae", tooltip="The VAE of the model that is tuned")],
+            outputs=[io.Latent.Output("LATENT", display_name="LATENT")],
+        )
+
+    @classmethod
+    def execute(cls, keyframes, vae) -> io.NodeOutput:
+        from .motion_lora import encode_keyframes
+
+        return io.NodeOutput({"samples": encode_keyframes(vae, keyframes)})
 
 
 NAME_MAX = 255                     # bytes in one file or folder name (Linux, macOS, Windows)
@@ -127,21 +173,23 @@ class SaveMotionLoRA(io.ComfyNode):
             category=CATEGORY,
             description="Writes a MOTION_LORA as safetensors into models/loras/ (atomically) with its metadata "
                         "(base model and fingerprint, prompt, steps, rank, loss). The keys are ComfyUI's native "
-                        "LoRA form, so core Load LoRA (model only) reads it on the same ModelScope / ZeroScope model.",
+                        "LoRA form, so core Load LoRA (model only) reads it on the same model. A Wan 2.2 A14B pair "
+                        "is written as two files, <prefix>_high_noise_* and <prefix>_low_noise_*.",
             inputs=[
                 MotionLoraType.Input("motion_lora"),
                 io.String.Input("filename_prefix", default="motion_lora/vmc",
                                 tooltip="Path under models/loras/; a counter is appended"),
             ],
             outputs=[io.String.Output("lora_name", display_name="lora_name",
-                                      tooltip="The saved file's name under models/loras/")],
+                                      tooltip="The saved file's name under models/loras/ (Wan 2.2 A14B: the "
+                                              "low-noise expert's)"),
+                     io.String.Output("lora_name_high_noise", display_name="lora_name_high_noise",
+                                      tooltip="Wan 2.2 A14B: the high-noise expert's file (empty otherwise)")],
             is_output_node=True,
         )
 
     @classmethod
     def execute(cls, motion_lora, filename_prefix="motion_lora/vmc") -> io.NodeOutput:
-        from .motion_lora import save_motion_lora
-
         root = loras_root()
         prefix = (filename_prefix or "").strip() or "motion_lora/vmc"
         if "\x00" in prefix:
@@ -150,23 +198,36 @@ class SaveMotionLoRA(io.ComfyNode):
         if ".." in prefix.replace("\\", "/").split("/") or os.path.isabs(prefix):
             raise SearchPriorsError(f"filename_prefix '{prefix}' must be a relative path inside models/loras/ "
                                     f"(no '..', not absolute).")
+        high = motion_lora.get("high_noise") if isinstance(motion_lora, dict) else None
+        suffix = ("_high_noise" if high is not None else "") + SAVED_SUFFIX
         longest = max(prefix.replace("\\", "/").split("/"), key=lambda part: len(part.encode("utf-8")))
-        if len(longest.encode("utf-8")) + len(SAVED_SUFFIX) > NAME_MAX:
+        if len(longest.encode("utf-8")) + len(suffix) > NAME_MAX:
             raise SearchPriorsError(f"filename_prefix has a name of {len(longest.encode('utf-8'))} bytes "
                                     f"('{longest[:40]}...'); with the counter and '.safetensors' a file or folder "
-                                    f"name may have at most {NAME_MAX - len(SAVED_SUFFIX)}. Shorten it.")
-        try:
-            folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, root)
-        except Exception as exc:
-            raise SearchPriorsError(f"filename_prefix '{prefix}' leaves models/loras/: {exc}") from exc
-        path = os.path.join(folder, f"{name}_{counter:05}_.safetensors")
-        try:
-            save_motion_lora(motion_lora, path)
-        except OSError as exc:
-            raise SearchPriorsError(f"Could not write the motion LoRA to {path}: {exc.strerror or exc}. Check that "
-                                    f"models/loras/ is writable and has space, or change filename_prefix.") from exc
-        lora_name = os.path.relpath(path, root).replace(os.sep, "/")
-        return io.NodeOutput(lora_name, ui={"text": [lora_name]})
+                                    f"name may have at most {NAME_MAX - len(suffix)}. Shorten it.")
+        if high is None:
+            lora_name = _save_one(motion_lora, prefix, root)
+            return io.NodeOutput(lora_name, "", ui={"text": [lora_name]})
+        # Wan 2.2 A14B: the pair, named as Wan 2.2 LoRAs are shared (..._high_noise / ..._low_noise)
+        high_name = _save_one(high, f"{prefix}_high_noise", root)
+        low_name = _save_one(motion_lora, f"{prefix}_low_noise", root)
+        return io.NodeOutput(low_name, high_name, ui={"text": [low_name, high_name]})
+
+
+def _save_one(motion_lora: dict, prefix: str, root: str) -> str:
+    from .motion_lora import save_motion_lora
+
+    try:
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, root)
+    except Exception as exc:
+        raise SearchPriorsError(f"filename_prefix '{prefix}' leaves models/loras/: {exc}") from exc
+    path = os.path.join(folder, f"{name}_{counter:05}_.safetensors")
+    try:
+        save_motion_lora(motion_lora, path)
+    except OSError as exc:
+        raise SearchPriorsError(f"Could not write the motion LoRA to {path}: {exc.strerror or exc}. Check that "
+                                f"models/loras/ is writable and has space, or change filename_prefix.") from exc
+    return os.path.relpath(path, root).replace(os.sep, "/")
 
 
 class LoadMotionLoRA(io.ComfyNode):

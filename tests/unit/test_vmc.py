@@ -104,7 +104,11 @@ def test_finds_temporal_qkv_and_refuses_a_model_without(unet):
                                       down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                       up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32)
     with pytest.raises(vmc.VMCError, match="no temporal attention.*ModelScope / ZeroScope"):
+        vmc.find_temporal_projections(image_unet)
+    with pytest.raises(vmc.VMCError, match="cannot tune this model.*ModelScope / ZeroScope.*Wan"):
         vmc.MotionAdapters(image_unet)
+    with pytest.raises(vmc.VMCError, match="blocks '0-3'.*set blocks to 'all'"):
+        vmc.MotionAdapters(unet, blocks="0-3")
 
 
 def test_adapters_start_as_identity_and_give_comfy_keys(unet):
