@@ -227,4 +227,10 @@ def sample_hybrid(model, seed: int, steps: int, cfg: float, sampler_name: str, s
     out["samples"] = samples.to(comfy.model_management.intermediate_device())
     schedule = guider.last_schedule or describe_schedule(_sigma_list(sigmas), switch_step(
         sigmas.shape[-1] - 1, gamma, switch_step_override))
+    total = full.shape[-1] - 1
+    if gamma > 0 and (switch_step_override is None or switch_step_override < 0) and \
+            switch_step(total, gamma) == 0:
+        schedule += (f"\nNOTE: gamma {gamma:g} of {total} steps gives m = floor({total} * {gamma:g}) = 0: the "
+                     f"rewritten prompt is not used. With few steps (distilled LoRAs) set gamma >= {1 / total:g} "
+                     f"for one rewritten step, or switch_step.")
     return out, schedule
