@@ -346,9 +346,9 @@ def random_wan_on_device(torch, seed: int, dims: dict, dtype, device):
     import comfy.sd
 
     with torch.device("meta"):
-        skeleton = comfy.ldm.wan.model.WanModel(model_type="t2v", num_heads=dims["dim"] // 128, in_dim=16,
-                                                out_dim=16, text_dim=4096, operations=comfy.ops.disable_weight_init,
-                                                **dims)
+        sizes = {"in_dim": 16, "out_dim": 16, **dims}   # Wan 2.2 5B: 48-channel latents
+        skeleton = comfy.ldm.wan.model.WanModel(model_type="t2v", num_heads=dims["dim"] // 128, text_dim=4096,
+                                                operations=comfy.ops.disable_weight_init, **sizes)
     generator = torch.Generator(device).manual_seed(seed)
     state = {}
     for name, tensor in skeleton.state_dict().items():
