@@ -1,8 +1,9 @@
 """POS end to end on a real server. The bundled ModelScope/ZeroScope workflow (API format) runs through
 POST /prompt with the tiny random model and an index of real clips from ../shared/data: retrieve (pos),
 reference frames, VAE encode, invert, mix, hybrid sampling, VAE decode, Create Video + Save Video; the saved
-mp4 decodes to the requested frames. The Wan 2.1 workflow's model files cannot be had here, so it is checked
-against /object_info (every node, input and option known to the server) instead of run."""
+mp4 decodes to the requested frames. The DiT workflows (Wan 2.1, Wan 2.2 A14B with both experts, HunyuanVideo 1.5,
+LTX-Video) are checked against /object_info (every node, input and option known to the server) and name their model
+files as ComfyUI's own templates do."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ API_DIR = Path(__file__).resolve().parents[2] / "workflows" / "api"
 FRAMES, SIZE, STEPS = 4, 64, 4
 # Dropdowns filled from disk: model files a user downloads (README), the index they build, their LLM folder.
 # The server here has none of them, so their values are not checked against its (empty) lists.
-MODEL_FILE_INPUTS = {"unet_name", "clip_name", "vae_name", "index_name", "local_model"}
+MODEL_FILE_INPUTS = {"unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "ckpt_name", "index_name",
+                     "local_model"}
 
 
 def load(name: str) -> dict:
@@ -44,8 +46,9 @@ def test_pos_modelscope_workflow_makes_a_video(comfy_server, comfy_harness, tiny
     assert comfy_server.running
 
 
-def test_pos_wan_workflow_matches_the_server(comfy_server):
-    graph = load("pos_wan21")
+@pytest.mark.parametrize("name", ["pos_wan21", "pos_wan22_a14b", "pos_hunyuan15", "pos_ltxv"])
+def test_pos_dit_workflow_matches_the_server(comfy_server, name):
+    graph = load(name)
     info = comfy_server.object_info()
     for node_id, node in graph.items():
         kind = node["class_type"]
@@ -83,3 +86,49 @@ def test_pos_rerun_with_another_seed_reuses_the_cached_inversion(comfy_server, c
     assert invert in cached and by_type["VAEEncode"] in cached, cached
     assert mix not in cached and by_type["SamplerCustomAdvanced"] not in cached, cached
     assert len(comfy_harness.saved_video_frames(comfy_server, second, graph)) == FRAMES
+
+
+# The model files each DiT workflow names, as ComfyUI's own templates name them (Wan 2.2 14B T2V, HunyuanVideo 1.5
+# 720p T2V, LTX-Video 2B 0.9.5): a user who has the template's files has this workflow's.
+TEMPLATE_FILES = {
+    "pos_wan22_a14b": {"wan2.2_t2v_high_noise_14B_fp16.safetensors", "wan2.2_t2v_low_noise_14B_fp16.safetensors",
+                       "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan_2.1_vae.safetensors"},
+    "pos_hunyuan15": {"hunyuanvideo1.5_720p_t2v_fp16.safetensors", "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+                      "byt5_small_glyphxl_fp16.safetensors", "hunyuanvideo15_vae_fp16.safetensors"},
+    "pos_ltxv": {"ltx-video-2b-v0.9.5.safetensors", "t5xxl_fp16.safetensors"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATE_FILES))
+def test_dit_workflows_name_the_templates_model_files(name):
+    graph = load(name)
+    files = {value for node in graph.values() for key, value in node["inputs"].items()
+             if key in {"unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "ckpt_name"}}
+    assert files == TEMPLATE_FILES[name]
+
+
+def test_a14b_workflow_wires_both_experts_and_the_whole_schedule():
+    """Inversion through both experts; SplitSigmas at the node's boundary_step; each stage's hybrid guider counts
+    the switch over the whole schedule (full_sigmas); the second stage continues the first without noise."""
+    graph = load("pos_wan22_a14b")
+    by_type: dict = {}
+    for node_id, node in graph.items():
+        by_type.setdefault(node["class_type"], []).append(node_id)
+    (invert,) = by_type["SearchPriors_DDIMVideoInvert"]
+    (split,) = by_type["SplitSigmas"]
+    (scheduler,) = by_type["BasicScheduler"]
+    assert graph[invert]["inputs"]["high_noise_model"] and graph[invert]["inputs"]["boundary"] == 0.875
+    assert graph[split]["inputs"]["step"] == [invert, 2]
+    guiders = by_type["SearchPriors_HybridSemanticGuider"]
+    assert len(guiders) == 2 and all(graph[g]["inputs"]["full_sigmas"] == [scheduler, 0] for g in guiders)
+    first, second = sorted(by_type["SamplerCustomAdvanced"], key=lambda n: graph[n]["inputs"]["sigmas"][1])
+    assert graph[first]["inputs"]["sigmas"] == [split, 0] and graph[second]["inputs"]["sigmas"] == [split, 1]
+    assert graph[second]["inputs"]["latent_image"] == [first, 0]
+    assert graph[graph[second]["inputs"]["noise"][0]]["class_type"] == "DisableNoise"
+
+    def unet_of(sampler_id):   # sampler -> guider -> ModelSamplingSD3 -> UNETLoader
+        guider = graph[graph[sampler_id]["inputs"]["guider"][0]]
+        return graph[graph[guider["inputs"]["model"][0]]["inputs"]["model"][0]]["inputs"]["unet_name"]
+
+    assert unet_of(first) == "wan2.2_t2v_high_noise_14B_fp16.safetensors"
+    assert unet_of(second) == "wan2.2_t2v_low_noise_14B_fp16.safetensors"
