@@ -165,6 +165,22 @@ def ltxv_conditioning(seed: int, tokens: int = 6, scale: float = 1.0, frame_rate
              {"attention_mask": torch.ones(1, tokens, dtype=torch.long), "frame_rate": frame_rate}]]
 
 
+def tiny_wan21_vae_state_dict(seed: int = 0, dim: int = 8) -> dict[str, torch.Tensor]:
+    """Random weights for ComfyUI's Wan 2.1 VAE (comfy.ldm.wan.vae.WanVAE, z_dim 16) of width ``dim``: comfy.sd.VAE
+    detects it by its keys (``decoder.middle.0.residual.0.gamma``; the width from ``decoder.head.0.gamma``), so
+    it loads as the Wan 2.1 VAE (frames 4k+1, 1/8 of the size)."""
+    import comfy.ldm.wan.vae
+
+    with torch.device("meta"):
+        skeleton = comfy.ldm.wan.vae.WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                                            attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
+    state = _random_weights(skeleton, seed, dim)
+    for name, value in state.items():   # small convolutions: keep the activations of a random VAE in range
+        if value.ndim >= 4:
+            state[name] = value * 0.5
+    return state
+
+
 def wan_conditioning(seed: int, tokens: int = 6, scale: float = 1.0):
     """A CONDITIONING for Wan: [[tensor [1, L, 4096], {}]]."""
     generator = torch.Generator().manual_seed(seed)
