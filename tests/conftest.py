@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -74,6 +75,10 @@ def _running_server(base_dir, label: str, env: dict | None = None):
     if not (comfyui_dir / "main.py").is_file():
         _unavailable(f"no ComfyUI at {comfyui_dir}; run `make setup` or set COMFYUI_PATH")
     server = harness.ComfyServer(base_dir, env=env)
+    # a test-only node (tests/e2e_text_node.py) that stands in for the DiT workflows' huge text encoders
+    test_nodes = Path(base_dir) / "custom_nodes" / "searchpriors_e2e_text"
+    test_nodes.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(__file__).parent / "e2e_text_node.py", test_nodes / "__init__.py")
     server.start()
     # Keep the frontend from opening its template browser over the canvas on a new user's first visit.
     server.set_setting("Comfy.TutorialCompleted", True)

@@ -83,6 +83,8 @@ LOAD_ONLY = {"pos_wan21": "Wan 2.1's model files (1.3B, umt5-xxl) cannot be had 
 # checked against /object_info and run with tiny models under those file names in tests/e2e/test_pos_workflows.py.
 LOAD_ONLY.update({name: f"{name}: the model files are not in this server: loaded here, run in test_pos_workflows.py"
                   for name in ("pos_wan22_a14b", "pos_hunyuan15", "pos_ltxv")})
+LOAD_ONLY["search_then_tune_wan21"] = ("Wan 2.1's model files are not in this server: loaded here, run with tiny models "
+                                       "in test_search_then_tune_wan.py")
 
 
 def set_widget(frontend, node_type: str, title, widget: str, value) -> None:

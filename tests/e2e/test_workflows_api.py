@@ -19,6 +19,7 @@ API_WORKFLOWS = sorted((WORKFLOWS_DIR / "api").glob("*.json"))
 # test_motion_lora_apply.py run them with the tiny model.
 NEEDS_MODELS = {"pos_modelscope.json", "pos_wan21.json", "search_then_tune.json", "motion_lora_apply.json"}
 NEEDS_MODELS |= {"pos_wan22_a14b.json", "pos_hunyuan15.json", "pos_ltxv.json"}   # POS on DiT models: test_pos_workflows.py
+NEEDS_MODELS |= {"search_then_tune_wan21.json"}   # test_search_then_tune_wan.py
 UI_WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))
 # Frontend-only nodes that never reach the API format.
 FRONTEND_ONLY_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}

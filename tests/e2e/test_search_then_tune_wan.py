@@ -1,0 +1,123 @@
+"""Search-then-tune on Wan end to end on a real server: the bundled search_then_tune_wan21 workflow (API format)
+through POST /prompt with a tiny random Wan 2.1 and Wan 2.1 VAE of ComfyUI's own classes under the file names
+ComfyUI's Wan 2.1 template uses, the tiny random GroundingDINO and the toy world's index: retrieve
+(search_t2v), reference frames, 4k+1 keyframes, Encode Keyframes with the Wan VAE, VMC on Wan's self-attention,
+Save Motion LoRA, sampling with the tuned MODEL (core KSampler), VAE Decode, Create Video + Save Video.
+
+The one stand-in: CLIPLoader (ComfyUI builds umT5-XXL at 5.7 B parameters whatever the file holds) is replaced by
+the test-only E2ETinyCLIPLoader (tests/e2e_text_node.py); the rest runs as shipped. A keyframe count that does not fit
+Wan's VAE (8) is refused by Encode Keyframes with the counts that fit, and the server keeps running."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+TESTS = Path(__file__).resolve().parents[1]
+API = TESTS.parent / "workflows" / "api" / "search_then_tune_wan21.json"
+FRAMES, SIZE, TUNE_STEPS, SAMPLE_STEPS = 9, 64, 3, 3
+TEMPLATE_FILES = {"wan2.1_t2v_1.3B_fp16.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+                  "wan_2.1_vae.safetensors"}
+
+
+def _module(name: str, path: Path):
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def tiny_wan_files(comfy_server, comfy_harness):
+    """The tiny Wan 2.1 and its VAE under the template's names in the server's models folders."""
+    import safetensors.torch
+
+    comfyui = str(comfy_harness.default_comfyui_dir())
+    if comfyui not in sys.path:
+        sys.path.insert(0, comfyui)
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    tiny = _module("searchpriors_tests_tiny_models_e2e", TESTS / "tiny_models.py")
+    for folder, name, state in (("diffusion_models", "wan2.1_t2v_1.3B_fp16.safetensors", tiny.tiny_wan21_state_dict(0)),
+                                ("vae", "wan_2.1_vae.safetensors", tiny.tiny_wan21_vae_state_dict(0))):
+        target = comfy_server.models_dir / folder / name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(target))
+    comfy_harness.build_toy_world_index(comfy_server)
+    return comfy_server
+
+
+def graph_at_test_size(comfy_harness, keyframes: int = FRAMES) -> dict:
+    text_node = _module("searchpriors_e2e_text_node", TESTS / "e2e_text_node.py")
+    graph = text_node.tiny_text_graph(json.loads(API.read_text(encoding="utf-8")))
+    for node in graph.values():
+        kind, inputs, title = node["class_type"], node["inputs"], node["_meta"]["title"]
+        if kind == "PrimitiveInt":
+            inputs["value"] = {"Reference frames": FRAMES, "Width": SIZE, "Height": SIZE}.get(title, keyframes)
+        elif kind == "PrimitiveStringMultiline":
+            inputs["value"] = "a red circle moves to the left"
+        elif kind == "SearchPriors_MotionIndexLoader":
+            inputs["index_name"] = comfy_harness.TOY_WORLD_INDEX_NAME
+        elif kind == "SearchPriors_KeyframeExtractor":
+            inputs["detector"] = comfy_harness.TINY_GROUNDING_DINO_FOLDER
+        elif kind == "SearchPriors_VMCTemporalLoRA":
+            inputs.update(steps=TUNE_STEPS, rank=4)
+        elif kind == "KSampler":
+            inputs["steps"] = SAMPLE_STEPS
+    return graph
+
+
+def test_workflow_names_the_template_files_and_fits_the_server(comfy_server):
+    graph = json.loads(API.read_text(encoding="utf-8"))
+    files = {v for node in graph.values() for k, v in node["inputs"].items()
+             if k in ("unet_name", "clip_name", "vae_name")}
+    assert files == TEMPLATE_FILES
+    info = comfy_server.object_info()
+    for node_id, node in graph.items():
+        spec = info[node["class_type"]]["input"]
+        known = {**spec.get("required", {}), **spec.get("optional", {})}
+        assert set(spec.get("required", {})) <= set(node["inputs"]), node_id
+        assert set(node["inputs"]) <= set(known), node_id
+    keyframes = next(n for n in graph.values() if n["_meta"]["title"].startswith("Keyframes"))["inputs"]["value"]
+    assert (keyframes - 1) % 4 == 0, "Wan's VAE takes 4k+1 frames"
+
+
+def test_search_then_tune_on_wan_runs_end_to_end(tiny_wan_files, comfy_harness, tiny_grounding_dino):
+    server = tiny_wan_files
+    graph = graph_at_test_size(comfy_harness)
+    entry = server.run_prompt(graph, timeout=900)
+    comfy_harness.assert_success(entry, "search_then_tune_wan21")
+    assert len(comfy_harness.saved_video_frames(server, entry, graph)) == FRAMES
+    by_title = {v["_meta"]["title"]: k for k, v in graph.items()}
+    report = "\n".join(comfy_harness.history_texts(entry, by_title["VMC report"]))
+    assert f"{TUNE_STEPS} of {TUNE_STEPS} steps" in report, report
+    lora_name = "\n".join(comfy_harness.history_texts(entry, by_title["Saved motion LoRA"])).strip()
+    assert lora_name.startswith("motion_lora/search_then_tune_wan21"), lora_name
+    import safetensors
+
+    with safetensors.safe_open(str(server.models_dir / "loras" / lora_name), "pt") as f:
+        keys = set(f.keys())
+        assert f.metadata()["searchpriors.family"] == "wan"
+    assert "diffusion_model.blocks.0.self_attn.q.lora_up.weight" in keys
+    assert entry["outputs"].get(by_title["VMC loss curve"], {}).get("images")
+
+
+def test_a_keyframe_count_that_wans_vae_would_cut_is_refused(tiny_wan_files, comfy_harness, tiny_grounding_dino):
+    server = tiny_wan_files
+    graph = graph_at_test_size(comfy_harness, keyframes=8)
+    entry = server.run_prompt(graph, timeout=900)
+    error = comfy_harness.execution_error(entry) if hasattr(comfy_harness, "execution_error") else None
+    messages = json.dumps(entry.get("status", {}).get("messages", []))
+    assert entry["status"]["status_str"] == "error"
+    assert "8 keyframes do not fit" in messages and "5, 9" in messages, error or messages
+    assert server.running
