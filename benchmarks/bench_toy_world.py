@@ -24,6 +24,11 @@ Rows:
   here: the Keyframe Extractor is not in the loop), VMC with vmc_abs and eq10_pairs and its caption, then
   plain sampling with the tuned MODEL; POS + tuned LoRA.
 
+Wan rows (``--families``, default both): the Wan-architecture toy (scripts/train_toy_world.py --family wan,
+sample_data/models/searchpriors-toy-wan: ComfyUI's WanModel and Wan 2.1 VAE, 17 frames at 128) on the held-out
+prompts: base, POS with Search-T2V's clip, VMC-tuned on that clip (Wan's self-attention), and in the full run
+the oracle reference, the wrong-reference control and POS + tuned (see ``wan_rows``).
+
 Held-out prompts are the (shape, motion) pairs the model never saw in training, the papers' "motions the model
 renders badly"; in-distribution prompts are pairs it saw. These numbers are about our implementation of the
 methods on a 64x64, 8-frame toy model trained here, not about ZeroScope or Wan at scale.
@@ -63,7 +68,11 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default 20; quick 12)")
     parser.add_argument("--vmc-steps", type=int, default=None, help="VMC steps (default 100; quick 40)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for this size)")
+    parser.add_argument("--families", default="modelscope,wan",
+                        help="toy models to run: modelscope (UNet3D) and/or wan (WanModel; skipped with a message "
+                             "when sample_data/models/searchpriors-toy-wan is absent)")
     args = parser.parse_args(argv)
+    families = {f.strip() for f in args.families.split(",") if f.strip()}
     quick = args.quick
     n_prompts = args.prompts or (6 if quick else 12)
     n_seeds = args.seeds or (1 if quick else 4)
@@ -79,6 +88,11 @@ def main(argv=None) -> int:
 
     t_start = time.perf_counter()
     pipe = harness.ToyPipeline(steps=steps)
+    if "wan" in families and not harness.TOY_WAN.is_dir():
+        print(f"wan rows skipped: no Wan toy model at {harness.TOY_WAN} (scripts/train_toy_world.py --family wan)")
+        families.discard("wan")
+    if "modelscope" not in families:
+        parser.error("--families must include modelscope: its loop finds the references for every row")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         retriever = harness.WorldRetriever(Path(tmp) / "toy_index")
@@ -152,6 +166,11 @@ def main(argv=None) -> int:
                 print(f"[{time.perf_counter() - t_start:6.0f} s] {set_name} {k + 1}/{len(rows)}: {prompt!r} "
                       f"-> pos {hit.caption!r} ({ref_probe.motion}), search_t2v {hit_t2v.caption!r} "
                       f"({ref_t2v_probe.motion})", flush=True)
+                if set_name == "held-out":
+                    refs[(set_name, k)]["search_t2v_clip"] = (ref_t2v_probe.shape, ref_t2v_probe.colour,
+                                                              ref_t2v_probe.motion, hit_t2v.caption)
+        if "wan" in families:
+            wan_rows(harness, sets["held-out"], refs, add, steps, vmc_steps, n_seeds, quick, t_start)
 
     def mean(xs):
         return sum(xs) / len(xs) if xs else None
@@ -188,6 +207,13 @@ def main(argv=None) -> int:
                f"POS {pos['colour']:.3f} / tuned {tuned['colour']:.3f}, shape kept base {base['shape']:.3f} / "
                f"POS {pos['shape']:.3f} / tuned {tuned['shape']:.3f}; retrieved clip has the right motion: pos mode "
                f"{retrieved_right:.3f}, search_t2v mode {t2v_right:.3f}; {time.perf_counter() - t_start:.0f} s")
+    wan_base, wan_pos = get("wan base"), get("wan POS search_t2v-retrieved eta 1.0")
+    wan_tuned = get(f"wan tuned VMC vmc_abs ({vmc_steps} steps)")
+    if wan_base and wan_pos and wan_tuned:
+        summary += (f"; Wan toy held-out motion: base {wan_base['motion']:.3f}, POS {wan_pos['motion']:.3f}, "
+                    f"tuned {wan_tuned['motion']:.3f} (colour {wan_base['colour']:.3f}/{wan_pos['colour']:.3f}/"
+                    f"{wan_tuned['colour']:.3f}, shape {wan_base['shape']:.3f}/{wan_pos['shape']:.3f}/"
+                    f"{wan_tuned['shape']:.3f})")
     print(summary)
     out = _common.write_result("toy_world", {"rows": data_rows, "references": [{"set": s, "k": k, **v} for (s, k), v
                                                                                 in refs.items()],
@@ -197,6 +223,44 @@ def main(argv=None) -> int:
                                quick=quick)
     print(f"wrote {out}")
     return 0
+
+
+def wan_rows(harness, prompts, refs, add, steps, vmc_steps, n_seeds, quick, t_start) -> None:
+    """The Wan-architecture toy's rows on the held-out prompts: base, POS with Search-T2V's clip, tuned (VMC on
+    that clip), and (full run) the oracle reference, the wrong-reference control and POS + tuned. The retrieved
+    clip is the one the ModelScope rows used (search_t2v mode), rendered again at the Wan toy's 17 frames and
+    128 pixels from what the probe reads in it (shape, colour, motion): the library's mp4s have 8 frames."""
+    pipe = harness.ToyWanPipeline(steps=steps)
+    for k, prow in enumerate(prompts):
+        prompt, shape, colour, motion = prow
+        r_shape, r_colour, r_motion, caption = refs[("held-out", k)]["search_t2v_clip"]
+        ref = pipe.reference(r_shape, r_colour, r_motion, seed=3000 + k)
+        t0 = time.perf_counter()
+        inv = pipe.invert(ref)
+        inv_s = time.perf_counter() - t0
+        tuned, _, tune_s = pipe.tune(ref, caption, loss="vmc_abs", steps=vmc_steps)
+        extra = {}
+        if not quick:
+            wrong_motion = harness.OPPOSITE[motion]
+            extra["oracle"] = pipe.invert(pipe.reference(shape, colour, motion, seed=4000 + k))
+            extra["wrong"] = (pipe.invert(pipe.reference(shape, colour, wrong_motion, seed=5000 + k)), wrong_motion)
+        for seed in range(n_seeds):
+            g = pipe.base(prompt, seed)
+            add("wan base", "held-out", g.video, prow, g.seconds)
+            g = pipe.pos(prompt, seed, inv, 1.0)
+            add("wan POS search_t2v-retrieved eta 1.0", "held-out", g.video, prow, g.seconds + inv_s)
+            g = pipe.base(prompt, seed, model=tuned)
+            add(f"wan tuned VMC vmc_abs ({vmc_steps} steps)", "held-out", g.video, prow, g.seconds + tune_s)
+            if not quick:
+                g = pipe.pos(prompt, seed, extra["oracle"], 1.0)
+                add("wan POS oracle ref eta 1.0", "held-out", g.video, prow, g.seconds + inv_s)
+                g = pipe.pos(prompt, seed, extra["wrong"][0], 1.0)
+                add("wan control: POS wrong ref eta 1.0", "held-out", g.video, prow, g.seconds + inv_s,
+                    extra["wrong"][1])
+                g = pipe.pos(prompt, seed, inv, 1.0, model=tuned)
+                add("wan POS eta 1.0 + tuned VMC vmc_abs", "held-out", g.video, prow, g.seconds + tune_s + inv_s)
+        print(f"[{time.perf_counter() - t_start:6.0f} s] wan held-out {k + 1}/{len(prompts)}: {prompt!r} "
+              f"-> reference {r_colour} {r_shape} {r_motion}", flush=True)
 
 
 if __name__ == "__main__":

@@ -403,11 +403,12 @@ def wan_latent_format():
     return fmt.latents_mean.flatten().float(), fmt.latents_std.flatten().float()
 
 
-def wan_frames_batch(step: int, seed: int, clips: int, split: str, device) -> tuple[torch.Tensor, list]:
+def wan_frames_batch(step: int, seed: int, clips: int, split: str, device,
+                     frames: int = WAN_FRAMES) -> tuple[torch.Tensor, list]:
     """[clips, 3, T, H, W] in -1..1 (the VAE's layout) and the specs, a pure function of (seed, step)."""
     rng = random.Random(f"{seed}/{split}/wan/{step}")
-    specs = [world.sample_spec(rng, split, frames=WAN_FRAMES, size=WAN_SIZE) for _ in range(clips)]
-    video = world.render(specs, frames=WAN_FRAMES, size=WAN_SIZE, device=device)   # [B, T, H, W, 3]
+    specs = [world.sample_spec(rng, split, frames=frames, size=WAN_SIZE) for _ in range(clips)]
+    video = world.render(specs, frames=frames, size=WAN_SIZE, device=device)   # [B, T, H, W, 3]
     return video.permute(0, 4, 1, 2, 3) * 2 - 1, specs
 
 
@@ -417,22 +418,26 @@ def wan_context(te, ids: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(states, (0, WAN_TEXT_WIDTH - states.shape[-1]))
 
 
-def train_wan_vae(vae, device, seconds: float, seed: int, log, clips: int = 12) -> int:
+def train_wan_vae(vae, device, seconds: float, seed: int, log, clips: int = 12, start_step: int = 0,
+                  frames: int = 9) -> int:
+    """Reconstruction training on ``frames``-frame clips (4k+1; the VAE is causal and works in chunks of 4 frames
+    with a cache, so 9 frames hold the first frame and two chunks at half the cost of the model's 17)."""
     vae.train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
-    start, step = time.time(), 0
+    opt = torch.optim.AdamW(vae.parameters(), lr=5e-4, weight_decay=0.0)
+    start, step, done = time.time(), start_step, 0
     while time.time() - start < seconds:
-        x, _ = wan_frames_batch(step, seed + 17, clips, "train", device)
+        x, _ = wan_frames_batch(step, seed + 17, clips, "train", device, frames=frames)
         for g in opt.param_groups:
-            g["lr"] = 1e-3 * min(1.0, (step + 1) / 200)
+            g["lr"] = 5e-4 * min(1.0, (done + 1) / 100)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             mu = vae.encode(x)
-            z = mu + 0.1 * torch.randn_like(mu)          # a little noise: a smooth latent space for the denoiser
+            # noise at 5 % of the latent's own spread: a smooth latent space for the denoiser
+            z = mu + 0.05 * mu.detach().float().std() * torch.randn_like(mu)
             rec = vae.decode(z)
         w = object_weight(x.transpose(1, 2)).transpose(1, 2)
         diff = rec.float() - x
         loss_rec = (diff.abs() * w).mean() + ((diff ** 2) * w).mean()
-        loss = loss_rec + 1e-3 * (mu.float() ** 2).mean()
+        loss = loss_rec
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -441,6 +446,7 @@ def train_wan_vae(vae, device, seconds: float, seed: int, log, clips: int = 12) 
             log(f"wan vae step {step} loss {loss_rec.item():.4f} |mu| {mu.float().std().item():.3f} "
                 f"({time.time() - start:.0f} s)")
         step += 1
+        done += 1
     vae.eval()
     return step
 
@@ -606,8 +612,10 @@ def cmd_train_wan(args, log) -> dict:
     for m in (dit, vae, te):
         m.to(device=args.device_obj)
     device = args.device_obj
-    if int(meta["vae_steps"]) == 0:
-        meta["vae_steps"] = train_wan_vae(vae, device, args.vae_minutes * 60, args.seed, log, args.vae_clips)
+    if int(meta["vae_steps"]) == 0 or args.vae_more_minutes > 0:
+        seconds = (args.vae_minutes if int(meta["vae_steps"]) == 0 else args.vae_more_minutes) * 60
+        meta["vae_steps"] = train_wan_vae(vae, device, seconds, args.seed, log, args.vae_clips,
+                                          start_step=int(meta["vae_steps"]))
         fold_wan_latent_format(vae, device, args.seed, log)
     vae.requires_grad_(False)
     ema = EMA({"dit": dit}, 0.999, ema_state)
@@ -792,6 +800,8 @@ def main(argv=None) -> int:
     t.add_argument("--tokenizer", default=DEFAULT_TOKENIZER)
     t.add_argument("--bank", type=int, default=16384, help="clips encoded once for the denoiser (--family wan)")
     t.add_argument("--vae-clips", type=int, default=12, help="clips per VAE step (--family wan)")
+    t.add_argument("--vae-more-minutes", type=float, default=0.0,
+                   help="--family wan: train a resumed VAE this much longer (the denoiser then re-encodes its bank)")
     t.add_argument("--family", choices=("modelscope", "wan"), default="modelscope",
                    help="modelscope: diffusers UNet3D folder; wan: ComfyUI's WanModel + Wan 2.1 VAE")
     e = sub.add_parser("export", help="write the model folder from a checkpoint")

@@ -129,6 +129,101 @@ class ToyPipeline:
         return tuned, losses, time.perf_counter() - t0
 
 
+TOY_WAN = REPO / "sample_data" / "models" / "searchpriors-toy-wan"
+WAN_TEXT_WIDTH = 4096
+
+
+class ToyWanPipeline(ToyPipeline):
+    """The Wan-architecture toy (scripts/train_toy_world.py --family wan): ComfyUI's WanModel (loaded as core
+    Load Diffusion Model does) and Wan 2.1 VAE class, sampled as ComfyUI samples Wan (flow, ModelSamplingSD3
+    shift, euler over the 'simple' schedule, cfg); the toy CLIP's states zero-padded to Wan's text width.
+    Videos are decoded at the model's size (128) and handed to the probe at the world's size (64)."""
+
+    def __init__(self, folder: str | os.PathLike = TOY_WAN, steps: int = 20, cfg: float = 5.0):
+        import json
+
+        import torch
+
+        import comfy.sd
+        import comfy.utils
+        from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        folder = Path(folder)
+        info = json.loads((folder / "TRAINING.json").read_text())
+        self.torch, self.steps, self.cfg = torch, steps, cfg
+        self.frames, self.size = int(info["frames"]), int(info["size"])
+        base = comfy.sd.load_diffusion_model_state_dict(
+            comfy.utils.load_torch_file(str(folder / "searchpriors_toy_wan_t2v.safetensors")),
+            model_options={"dtype": torch.float32})
+        self.model = ModelSamplingSD3().patch(base, float(info["shift"]))[0]
+        self.vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(folder / "searchpriors_toy_wan_vae.safetensors")))
+        self.tokenizer = CLIPTokenizer.from_pretrained(str(TOY_MODEL / "tokenizer"))
+        self.text = CLIPTextModel.from_pretrained(str(TOY_MODEL / "text_encoder")).float().eval()
+        sampling = self.model.get_model_object("model_sampling")
+        import comfy.samplers
+
+        self.sigmas = comfy.samplers.calculate_sigmas(sampling, "simple", steps).float()
+        self.negative = self.encode("")
+        latent_frames = (self.frames - 1) // 4 + 1
+        self.empty = torch.zeros(1, 16, latent_frames, self.size // 8, self.size // 8)
+        self._inverted = {}
+
+    def encode(self, text: str):
+        torch = self.torch
+        ids = self.tokenizer([text], padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            states = self.text(ids.input_ids)[0].float()
+        return [[torch.nn.functional.pad(states, (0, WAN_TEXT_WIDTH - states.shape[-1])), {}]]
+
+    def _sample(self, model, prompt: str, noise, rewritten: str | None = None, gamma: float = 0.0):
+        import comfy.samplers
+
+        from comfyui_searchpriors.nodes.hybrid_guider import make_guider
+
+        original = self.encode(prompt)
+        guider = make_guider(model, self.encode(rewritten) if rewritten else original, original, self.negative,
+                             self.cfg, gamma)
+        out = guider.sample(noise, self.empty.clone(), comfy.samplers.sampler_object("euler"), self.sigmas, seed=0,
+                            disable_pbar=True)
+        return to_world_size(self.vae.decode(out)[0])
+
+    def reference(self, shape: str, colour: str, motion: str, seed: int):
+        """A clip of the world at this model's frames and size (IMAGE [F, H, W, 3])."""
+        from comfyui_searchpriors.distill import toy_world as tw
+
+        import random
+
+        spec = tw.sample_spec(random.Random(f"toy-wan-ref/{seed}"), "library", frames=self.frames, size=self.size,
+                              shape=shape, colour=colour, motion=motion)
+        return tw.render([spec], frames=self.frames, size=self.size)[0]
+
+    def tune(self, reference, caption: str, loss: str = "vmc_abs", steps: int = 100, lr: float = 1e-3,
+             rank: int = 8, seed: int = 0):
+        from comfyui_searchpriors.nodes.motion_lora import encode_keyframes, train_motion_lora
+
+        t0 = time.perf_counter()
+        latent = {"samples": encode_keyframes(self.vae, reference[..., :3])}
+        tuned, _lora, losses, stopped = train_motion_lora(self.model, latent, self.encode(caption), steps=steps,
+                                                          lr=lr, rank=rank, targets="qkv", loss=loss, seed=seed,
+                                                          gradient_checkpointing="off", caption=caption)
+        if stopped:
+            raise RuntimeError(f"VMC stopped: {stopped}")
+        return tuned, losses, time.perf_counter() - t0
+
+
+def to_world_size(video):
+    """[F, H, W, 3] at any size -> at the toy world's (the probe's calibration size), area-averaged."""
+    import torch
+
+    from comfyui_searchpriors.distill import toy_world as tw
+
+    if video.shape[1] == tw.SIZE:
+        return video
+    small = torch.nn.functional.interpolate(video.permute(0, 3, 1, 2), size=(tw.SIZE, tw.SIZE), mode="area")
+    return small.permute(0, 2, 3, 1)
+
+
 class WorldRetriever:
     """The world's library through the pack's index: atomize the prompt, search, decode the top clip."""
 
