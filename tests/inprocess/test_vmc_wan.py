@@ -237,3 +237,29 @@ def test_encode_keyframes_keeps_every_frame_or_says_which_counts_fit(wan, tiny):
         EncodeKeyframes.execute(keyframes=torch.rand(8, 32, 32, 3), vae=vae)
     with pytest.raises(VMCError, match="NaN"):
         EncodeKeyframes.execute(keyframes=torch.full((9, 32, 32, 3), float("nan")), vae=vae)
+
+
+def test_wan22_5b_is_tuned_through_the_same_node(tiny, loras):
+    """Wan 2.2 TI2V 5B (ComfyUI's WAN22: 48-channel latents, its own VAE): the same adapters and loss."""
+    from comfyui_searchpriors.distill.vmc import VMCError
+
+    five_b = tiny.load_tiny_wan22_5b(seed=0)
+    assert type(five_b.model).__name__ == "WAN22"
+    tuned, motion_lora, _, report, _ = train(five_b, tiny, steps=3, keyframes=moving_blob((1, 48, 3, 8, 8)))
+    assert "3 of 3 steps" in report and motion_lora["metadata"]["searchpriors.base_model"] == "WAN22"
+    assert "diffusion_model.blocks.1.self_attn.v.lora_down.weight" in motion_lora["state_dict"]
+    assert not torch.equal(sample_5b(tuned, tiny), sample_5b(five_b, tiny))
+    with pytest.raises(VMCError, match="48"):
+        train(five_b, tiny, steps=1)   # a 16-channel latent from the Wan 2.1 VAE
+
+
+def sample_5b(model, tiny):
+    from comfy_extras import nodes_custom_sampler as cs
+
+    sigmas = cs.BasicScheduler.execute(model=model, scheduler="simple", steps=2, denoise=1.0).args[0]
+    guider = cs.CFGGuider.execute(model=model, positive=tiny.wan_conditioning(7), negative=tiny.wan_conditioning(8),
+                                  cfg=1.0).args[0]
+    noise = cs.RandomNoise.execute(noise_seed=0).args[0]
+    sampler = cs.KSamplerSelect.execute(sampler_name="euler").args[0]
+    return cs.SamplerCustomAdvanced.execute(noise=noise, guider=guider, sampler=sampler, sigmas=sigmas,
+                                            latent_image={"samples": torch.zeros(1, 48, 3, 8, 8)}).args[0]["samples"]
