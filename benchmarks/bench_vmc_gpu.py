@@ -143,28 +143,36 @@ class StepClock:
         }
 
 
-def short_runs(args, torch, model, keyframes, conditioning, rows: list, facts: dict) -> None:
+def timed_tuning(torch, model, keyframes, conditioning, steps: int, warmup: int, rank: int, targets: str,
+                 checkpointing: str) -> dict:
+    """The node's training call, timed per step by a StepClock; an error (an OOM: the node's VMCError says so)
+    is a result here, not a crash."""
     from comfyui_searchpriors.nodes.motion_lora import train_motion_lora
 
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    clock = StepClock(torch, warmup)
+    clock.start()
+    try:
+        _, motion_lora, _, stopped = train_motion_lora(
+            model, keyframes, conditioning, steps=warmup + steps, lr=1e-4, rank=rank, targets=targets,
+            loss="vmc_abs", seed=0, gradient_checkpointing=checkpointing, caption=PROMPT, on_step=clock)
+        result = clock.finish()
+        result["stopped"] = stopped
+        result["adapter_params_m"] = round(sum(v.numel() for v in motion_lora["state_dict"].values()) / 1e6, 2)
+    except Exception as exc:
+        result = clock.finish()
+        result["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    return result
+
+
+def short_runs(args, torch, model, keyframes, conditioning, rows: list, facts: dict) -> None:
     for name in args.configs:
         targets, checkpointing = CONFIGS[name]
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        clock = StepClock(torch, args.warmup)
-        clock.start()
-        try:
-            tuned, motion_lora, losses, stopped = train_motion_lora(
-                model, keyframes, conditioning, steps=args.warmup + args.steps, lr=1e-4, rank=args.rank,
-                targets=targets, loss="vmc_abs", seed=0, gradient_checkpointing=checkpointing, caption=PROMPT,
-                on_step=clock)
-            result = clock.finish()
-            result["stopped"] = stopped
-            result["adapter_params_m"] = round(sum(v.numel() for v in motion_lora["state_dict"].values()) / 1e6, 2)
-            tuned = motion_lora = None  # noqa: F841 (frees the clone and the state dict before the next run)
-        except Exception as exc:  # an OOM (the node's VMCError says so) is a result here, not a crash
-            result = clock.finish()
-            result["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        result = timed_tuning(torch, model, keyframes, conditioning, args.steps, args.warmup, args.rank, targets,
+                              checkpointing)
+        if "error" in result:
             log(f"{name}: {result['error']}")
         result.update(name=name, targets=targets, gradient_checkpointing=checkpointing)
         rows.append(result)

@@ -26,7 +26,6 @@ Prints a table and one ``SUMMARY`` line; writes bench_out/bench_vmc_wan_gpu.json
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import statistics
@@ -34,8 +33,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench_pos_gpu import GIB, bare_nodes_package, free_all, log, random_wan_on_device, use_comfyui
-from bench_vmc_gpu import StepClock, import_pack
+from bench_pos_gpu import bare_nodes_package, free_all, log, random_wan_on_device, use_comfyui
+from bench_vmc_gpu import import_pack, timed_tuning
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_OUT = REPO / "bench_out"
@@ -71,27 +70,6 @@ def one_forward_s(torch, model, latent, context, repeats: int) -> float:
     return statistics.median(times[1:])
 
 
-def tune(torch, model, latent, context, mode: str, args) -> dict:
-    from comfyui_searchpriors.nodes.motion_lora import train_motion_lora
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    clock = StepClock(torch, args.warmup)
-    clock.start()
-    try:
-        _, motion_lora, _, stopped = train_motion_lora(
-            model, {"samples": latent}, [[context, {}]], steps=args.warmup + args.steps, lr=1e-4, rank=32,
-            targets="qkv", loss="vmc_abs", seed=0, gradient_checkpointing=mode, on_step=clock)
-        result = clock.finish()
-        result["stopped"] = stopped
-        result["adapter_params_m"] = round(sum(v.numel() for v in motion_lora["state_dict"].values()) / 1e6, 2)
-    except Exception as exc:  # an OOM (the node's VMCError says so) is a result here, not a crash
-        result = clock.finish()
-        result["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
-    return result
-
-
 def run_part(torch, name: str, args, rows: list, facts: dict) -> None:
     label, dims, shape = TINY if args.tiny else PARTS[name]
     dtype = torch.float32 if args.tiny else torch.bfloat16
@@ -107,7 +85,8 @@ def run_part(torch, name: str, args, rows: list, facts: dict) -> None:
         forward = one_forward_s(torch, model, latent, context, 2 if args.tiny else 5)
         modes = ["outer", "all", "outermost", "off"] if name == "wan21" else ["outer"]
         for mode in modes:
-            result = tune(torch, model, latent, context, mode, args)
+            result = timed_tuning(torch, model, {"samples": latent}, [[context, {}]], args.steps, args.warmup, 32,
+                                  "qkv", mode)
             result.update(part=name, label=label, mode=mode, forward_s=forward,
                           ratio=result["s_per_step"] / forward if forward else float("nan"))
             rows.append(result)

@@ -295,6 +295,13 @@ def sample(unet, te, vae, tokenizer, prompts: list[str], device, scale: float, s
 
 def evaluate(unet, te, vae, tokenizer, device, scale: float, log, count: int = 48, out_png: str | None = None) -> dict:
     """Probe accuracy on in-distribution and held-out prompts (the probe is distill/toy_probe.py)."""
+    return probe_eval(lambda prompts: sample(unet, te, vae, tokenizer, prompts, device, scale, seed=3).cpu(), log,
+                      count, out_png)
+
+
+def probe_eval(sample_videos, log, count: int, out_png: str | None, frame_step: int = 1) -> dict:
+    """What the probe reads in ``sample_videos(prompts)`` ([B, T, H, W, 3] at the world's size) for in-distribution
+    and held-out prompts; the first in-distribution videos go to ``out_png`` (every ``frame_step``-th frame)."""
     probe_path = os.path.join(REPO, "distill", "toy_probe.py")
     if not os.path.exists(probe_path):
         log("no distill/toy_probe.py: evaluation skipped")
@@ -303,7 +310,7 @@ def evaluate(unet, te, vae, tokenizer, device, scale: float, log, count: int = 4
     result = {}
     for name, rows in (("in_dist", world.in_distribution_prompts(count, seed=1)),
                        ("held_out", world.held_out_prompts(count, seed=1))):
-        videos = sample(unet, te, vae, tokenizer, [r[0] for r in rows], device, scale, seed=3).cpu()
+        videos = sample_videos([r[0] for r in rows])
         hits = {"motion": 0, "colour": 0, "shape": 0}
         for v, (_, shape, colour, motion) in zip(videos, rows):
             p = probe.probe(v)
@@ -313,7 +320,7 @@ def evaluate(unet, te, vae, tokenizer, device, scale: float, log, count: int = 4
         result[name] = {k: h / len(rows) for k, h in hits.items()}
         log(f"eval {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in result[name].items()))
         if out_png and name == "in_dist":
-            save_grid(videos[:12], out_png)
+            save_grid(videos[:12, ::frame_step], out_png)
     return result
 
 
@@ -577,22 +584,8 @@ def to_probe_size(videos: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate_wan(dit, te, vae, tokenizer, device, log, count: int = 48, out_png: str | None = None) -> dict:
-    probe = _load("searchpriors_toy_probe", "distill/toy_probe.py")
-    result = {}
-    for name, rows in (("in_dist", world.in_distribution_prompts(count, seed=1)),
-                       ("held_out", world.held_out_prompts(count, seed=1))):
-        videos = to_probe_size(sample_wan(dit, te, vae, tokenizer, [r[0] for r in rows], device, seed=3).cpu())
-        hits = {"motion": 0, "colour": 0, "shape": 0}
-        for v, (_, shape, colour, motion) in zip(videos, rows):
-            p = probe.probe(v)
-            hits["motion"] += p.motion == motion
-            hits["colour"] += p.colour == colour
-            hits["shape"] += p.shape == shape
-        result[name] = {k: h / len(rows) for k, h in hits.items()}
-        log(f"eval {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in result[name].items()))
-        if out_png and name == "in_dist":
-            save_grid(videos[:12, ::2], out_png)
-    return result
+    return probe_eval(lambda prompts: to_probe_size(sample_wan(dit, te, vae, tokenizer, prompts, device, seed=3).cpu()),
+                      log, count, out_png, frame_step=2)
 
 
 def cmd_train_wan(args, log) -> dict:
@@ -649,18 +642,28 @@ def export_wan(ckpt: str, out: str, overwrite: bool = True) -> str:
     meta = json.loads(stored["meta"])
     dit = {k[len("ema.dit."):]: v.half() for k, v in state.items() if k.startswith("ema.dit.")}
     vae = {k: v.half() for k, v in take("vae", state).items()}
+    def fill(tmp: str) -> dict:
+        safetensors.torch.save_file(dit, os.path.join(tmp, "searchpriors_toy_wan_t2v.safetensors"),
+                                    metadata={"trained_by": "scripts/train_toy_world.py --family wan"})
+        safetensors.torch.save_file(vae, os.path.join(tmp, "searchpriors_toy_wan_vae.safetensors"))
+        return {"trained_by": "scripts/train_toy_world.py --family wan", "frames": WAN_FRAMES, "size": WAN_SIZE,
+                "shift": WAN_SHIFT, "text_encoder": "searchpriors-toy-t2v/text_encoder (frozen), states "
+                "zero-padded to 4096", **meta}
+
+    return write_folder(out, fill, overwrite)
+
+
+def write_folder(out: str, fill, overwrite: bool = True) -> str:
+    """``fill(tmp)`` writes a model folder into a temporary sibling of ``out`` and returns the TRAINING.json
+    record; the folder is then published at ``out`` in one rename (nothing half-written is ever seen there)."""
     out = os.path.abspath(out)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
     try:
-        safetensors.torch.save_file(dit, os.path.join(tmp, "searchpriors_toy_wan_t2v.safetensors"),
-                                    metadata={"trained_by": "scripts/train_toy_world.py --family wan"})
-        safetensors.torch.save_file(vae, os.path.join(tmp, "searchpriors_toy_wan_vae.safetensors"))
+        record = fill(tmp)
         with open(os.path.join(tmp, "TRAINING.json"), "w", encoding="utf-8") as f:
-            json.dump({"trained_by": "scripts/train_toy_world.py --family wan", "frames": WAN_FRAMES,
-                       "size": WAN_SIZE, "shift": WAN_SHIFT, "text_encoder": "searchpriors-toy-t2v/text_encoder "
-                       "(frozen), states zero-padded to 4096", **meta}, f, indent=2)
+            json.dump(record, f, indent=2)
         if os.path.exists(out) and not overwrite:
             raise FileExistsError(out)
         synth.publish_folder(tmp, out)
@@ -757,11 +760,7 @@ def export_folder(ckpt: str, out: str, tokenizer_dir: str, overwrite: bool = Tru
     vae.load_state_dict(take("vae", state))
     ema = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
     use_ema(unet, te, {k: v.float() for k, v in ema.items()})
-    out = os.path.abspath(out)
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
-    try:
+    def fill(tmp: str) -> dict:
         unet.half().save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
         vae.register_to_config(scaling_factor=round(float(meta["scale"]), 6))
         vae.half().save_pretrained(os.path.join(tmp, "vae"), safe_serialization=True)
@@ -771,15 +770,9 @@ def export_folder(ckpt: str, out: str, tokenizer_dir: str, overwrite: bool = Tru
         for name in ("vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"):
             shutil.copyfile(os.path.join(tokenizer_dir, name), os.path.join(tok, name))
         synth.write_pipeline_files(tmp)
-        with open(os.path.join(tmp, "TRAINING.json"), "w", encoding="utf-8") as f:
-            json.dump({"trained_by": "scripts/train_toy_world.py", **meta}, f, indent=2)
-        if os.path.exists(out) and not overwrite:
-            raise FileExistsError(out)
-        synth.publish_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+        return {"trained_by": "scripts/train_toy_world.py", **meta}
+
+    return write_folder(out, fill, overwrite)
 
 
 def main(argv=None) -> int:

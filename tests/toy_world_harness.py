@@ -56,6 +56,8 @@ class Generated:
 class ToyPipeline:
     """The trained toy model as ComfyUI MODEL / CLIP / VAE and the pack's POS and VMC functions around it."""
 
+    SAMPLER = "ddim"   # over the pipeline's DDIM sigmas
+
     def __init__(self, folder: str | os.PathLike = TOY_MODEL, steps: int = 20, cfg: float = 7.5, dtype: str = "fp32"):
         import torch
 
@@ -80,9 +82,12 @@ class ToyPipeline:
         original = self.encode(prompt)
         guider = make_guider(model, self.encode(rewritten) if rewritten else original, original, self.negative,
                              self.cfg, gamma)
-        out = guider.sample(noise, self.empty.clone(), comfy.samplers.sampler_object("ddim"), self.sigmas, seed=0,
-                            disable_pbar=True)
-        return self.vae.decode(out)
+        out = guider.sample(noise, self.empty.clone(), comfy.samplers.sampler_object(self.SAMPLER), self.sigmas,
+                            seed=0, disable_pbar=True)
+        return self.decoded(out)
+
+    def decoded(self, latent):
+        return self.vae.decode(latent)
 
     def base(self, prompt: str, seed: int, model=None) -> Generated:
         from comfyui_searchpriors.nodes.noise_objects import SeededRandomNoise
@@ -117,10 +122,10 @@ class ToyPipeline:
     def tune(self, reference, caption: str, loss: str = "vmc_abs", steps: int = 100, lr: float = 1e-3,
              rank: int = 8, seed: int = 0):
         """VMC motion LoRA (Eq. 10) on the reference's latents with its caption: (tuned MODEL, losses, seconds)."""
-        from comfyui_searchpriors.nodes.motion_lora import train_motion_lora
+        from comfyui_searchpriors.nodes.motion_lora import encode_keyframes, train_motion_lora
 
         t0 = time.perf_counter()
-        latent = {"samples": self.vae.encode(reference[..., :3])}
+        latent = {"samples": encode_keyframes(self.vae, reference[..., :3])}   # Encode Keyframes: the VAE's own count
         tuned, _lora, losses, stopped = train_motion_lora(self.model, latent, self.encode(caption), steps=steps,
                                                           lr=lr, rank=rank, targets="qkv", loss=loss, seed=seed,
                                                           gradient_checkpointing="off", caption=caption)
@@ -138,6 +143,8 @@ class ToyWanPipeline(ToyPipeline):
     Load Diffusion Model does) and Wan 2.1 VAE class, sampled as ComfyUI samples Wan (flow, ModelSamplingSD3
     shift, euler over the 'simple' schedule, cfg); the toy CLIP's states zero-padded to Wan's text width.
     Videos are decoded at the model's size (128) and handed to the probe at the world's size (64)."""
+
+    SAMPLER = "euler"
 
     def __init__(self, folder: str | os.PathLike = TOY_WAN, steps: int = 20, cfg: float = 5.0):
         import json
@@ -176,17 +183,8 @@ class ToyWanPipeline(ToyPipeline):
             states = self.text(ids.input_ids)[0].float()
         return [[torch.nn.functional.pad(states, (0, WAN_TEXT_WIDTH - states.shape[-1])), {}]]
 
-    def _sample(self, model, prompt: str, noise, rewritten: str | None = None, gamma: float = 0.0):
-        import comfy.samplers
-
-        from comfyui_searchpriors.nodes.hybrid_guider import make_guider
-
-        original = self.encode(prompt)
-        guider = make_guider(model, self.encode(rewritten) if rewritten else original, original, self.negative,
-                             self.cfg, gamma)
-        out = guider.sample(noise, self.empty.clone(), comfy.samplers.sampler_object("euler"), self.sigmas, seed=0,
-                            disable_pbar=True)
-        return to_world_size(self.vae.decode(out)[0])
+    def decoded(self, latent):
+        return to_world_size(self.vae.decode(latent)[0])
 
     def reference(self, shape: str, colour: str, motion: str, seed: int):
         """A clip of the world at this model's frames and size (IMAGE [F, H, W, 3])."""
@@ -197,19 +195,6 @@ class ToyWanPipeline(ToyPipeline):
         spec = tw.sample_spec(random.Random(f"toy-wan-ref/{seed}"), "library", frames=self.frames, size=self.size,
                               shape=shape, colour=colour, motion=motion)
         return tw.render([spec], frames=self.frames, size=self.size)[0]
-
-    def tune(self, reference, caption: str, loss: str = "vmc_abs", steps: int = 100, lr: float = 1e-3,
-             rank: int = 8, seed: int = 0):
-        from comfyui_searchpriors.nodes.motion_lora import encode_keyframes, train_motion_lora
-
-        t0 = time.perf_counter()
-        latent = {"samples": encode_keyframes(self.vae, reference[..., :3])}
-        tuned, _lora, losses, stopped = train_motion_lora(self.model, latent, self.encode(caption), steps=steps,
-                                                          lr=lr, rank=rank, targets="qkv", loss=loss, seed=seed,
-                                                          gradient_checkpointing="off", caption=caption)
-        if stopped:
-            raise RuntimeError(f"VMC stopped: {stopped}")
-        return tuned, losses, time.perf_counter() - t0
 
 
 def to_world_size(video):
