@@ -32,6 +32,21 @@ SENTENCE_MODEL = "all-MiniLM-L6-v2"
 SPACY_MODEL = "en_core_web_sm"
 
 
+# -------------------------------------------------------------------------------------------- ComfyUI
+
+def comfyui_dir() -> str:
+    """Where ComfyUI is, found as scripts/comfy_server.py finds it for the tests, the demo and `make serve`
+    (COMFYUI_PATH, else SEARCHPRIORS_COMFYUI, else the set-up's copy under SEARCHPRIORS_CACHE). That module
+    is loaded by file path: the repository root never goes on sys.path."""
+    name = "searchpriors_comfy_server"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "comfy_server.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return str(sys.modules[name].default_comfyui_dir())
+
+
 # ----------------------------------------------------------------------------------------------- data
 
 def shared_data_dir() -> Path:

@@ -26,8 +26,7 @@ import time
 
 import _common as C
 
-COMFYUI = os.environ.get("COMFYUI_PATH") or os.path.join(os.path.expanduser("~"), ".cache", "comfyui-searchpriors",
-                                                         "comfyui-0.3.75")
+COMFYUI = C.comfyui_dir()   # COMFYUI_PATH, SEARCHPRIORS_COMFYUI, else the set-up's copy (scripts/comfy_server.py)
 
 
 def load_comfy(device: str):

@@ -1,18 +1,33 @@
 """Fixtures of the in-process tier: ComfyUI's own modules imported in this process, folders in tmp.
 
-ComfyUI comes from COMFYUI_PATH, else the copy that scripts/setup_env.sh unpacks. Its root goes on
-sys.path (ComfyUI's own `nodes` module must win; the pack's repository root is never put there).
+ComfyUI is found as scripts/comfy_server.py's ``default_comfyui_dir()`` finds it for the server, the demo and the
+benchmarks (COMFYUI_PATH, else SEARCHPRIORS_COMFYUI, else the copy that scripts/setup_env.sh unpacks under
+SEARCHPRIORS_CACHE). Its root goes on sys.path (ComfyUI's own `nodes` module must win; the pack's repository
+root is never put there, so the harness is loaded by file path).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
-COMFYUI = os.environ.get("COMFYUI_PATH") or os.path.join(
-    os.path.expanduser("~"), ".cache", "comfyui-searchpriors", "comfyui-0.3.75")
+
+def _comfyui_dir() -> str:
+    name = "searchpriors_comfy_server"   # the one copy tests/conftest.py loads, whichever asks first
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).resolve().parents[2] / "scripts" / "comfy_server.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return str(sys.modules[name].default_comfyui_dir())
+
+
+COMFYUI = _comfyui_dir()
 
 
 @pytest.fixture(scope="session")
