@@ -47,7 +47,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_OUT = REPO / "bench_out"
-COMFYUI = os.environ.get("COMFYUI_PATH") or os.path.expanduser("~/.cache/comfyui-searchpriors/comfyui-0.3.75")
+COMFYUI = importlib.import_module("_common").comfyui_dir()  # as scripts/comfy_server.py finds it
 PROMPT = "a corgi running on the beach at sunset"
 REWRITTEN = "a fluffy corgi happily running along a sunny sandy beach at golden sunset, waves behind"
 GIB = 1024 ** 3
