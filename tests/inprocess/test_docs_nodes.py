@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 NODES_DOC = Path(__file__).resolve().parents[2] / "docs" / "nodes.md"
-HEADING = re.compile(r"^### (?P<title>.+?) \(`(?P<node_id>SearchPriors_\w+)`\)\s*$", re.M)
-ROW_SOCKET = re.compile(r"^\| `(?P<name>\w+)`", re.M)
+HEADING = re.compile(r"^### (?P<title>.+?) \(`(?P<node_id>SearchPriors_\w+)`\)\s*$", re.MULTILINE)
+ROW_SOCKET = re.compile(r"^\| `(?P<name>\w+)`", re.MULTILINE)
 
 
 def sections() -> dict[str, tuple[str, str]]:

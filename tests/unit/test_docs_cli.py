@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 CLI_DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
-MARKED_BLOCK = re.compile(r"<!-- help:(?P<args>[^>]*)-->\s*```text\n(?P<body>.*?)\n```", re.S)
+MARKED_BLOCK = re.compile(r"<!-- help:(?P<args>[^>]*)-->\s*```text\n(?P<body>.*?)\n```", re.DOTALL)
 # every command and sub-command of retrieval/cli.py's parser: each must have its block
 COMMANDS = ["", "index build", "search", "atomize"]
 
@@ -28,7 +28,7 @@ def documented_usage() -> dict[str, str]:
 def help_text(args: str) -> str:
     env = dict(os.environ, COLUMNS="100", NO_COLOR="1", PYTHON_COLORS="0")
     done = subprocess.run([sys.executable, "-m", "comfyui_searchpriors.retrieval.cli", *args.split(), "--help"],
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
