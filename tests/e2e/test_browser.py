@@ -197,6 +197,7 @@ def test_templates_dialog_lists_and_loads_every_bundled_workflow(frontend, tmp_p
         names = sorted(c.get_attribute("data-testid").removeprefix("template-workflow-") for c in cards.all())
         assert names == sorted(p.stem for p in UI_WORKFLOWS), f"cards shown: {names}"
         card = frontend.page.locator(f"[data-testid='template-workflow-{workflow_path.stem}']")
+        card.scroll_into_view_if_needed()   # the dialog loads a card's thumbnail when it comes into view
         frontend.page.wait_for_function(
             """(name) => { const img = document.querySelector(`[data-testid='template-workflow-${name}'] img`);
                            return img && img.complete && img.naturalWidth > 0; }""", arg=workflow_path.stem,
