@@ -263,3 +263,34 @@ def sample_5b(model, tiny):
     sampler = cs.KSamplerSelect.execute(sampler_name="euler").args[0]
     return cs.SamplerCustomAdvanced.execute(noise=noise, guider=guider, sampler=sampler, sigmas=sigmas,
                                             latent_image={"samples": torch.zeros(1, 48, 3, 8, 8)}).args[0]["samples"]
+
+
+def test_cancel_and_a_nan_loss_on_wan_stop_as_on_the_unet3d(wan, tiny, monkeypatch):
+    """Cancel mid-training leaves no hook and the weights as they were; a NaN loss stops with a report and keeps
+    the adapters of the last finite step (the loop is the UNet3D path's)."""
+    import comfy.model_management
+    from comfyui_searchpriors.distill import vmc
+
+    network = wan.model.diffusion_model
+    before = {k: v.clone() for k, v in wan.model_state_dict().items()}
+    comfy.model_management.interrupt_current_processing(True)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            train(wan, tiny, steps=20, gradient_checkpointing="outer")
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+    assert all(not m._forward_hooks for m in network.modules())
+    assert not any("forward" in vars(b) for b in network.blocks)
+    assert all(torch.equal(wan.model_state_dict()[k], v) for k, v in before.items())
+
+    real_loss, calls = vmc.motion_loss, []
+
+    def nan_from_third(*args, **kwargs):
+        calls.append(1)
+        value = real_loss(*args, **kwargs)
+        return value * float("nan") if len(calls) >= 3 else value
+
+    monkeypatch.setattr(vmc, "motion_loss", nan_from_third)
+    _, motion_lora, _, report, _ = train(wan, tiny, steps=10)
+    assert "2 of 10 steps" in report and "STOPPED: loss became nan at step 3" in report
+    assert all(torch.isfinite(v).all() for v in motion_lora["state_dict"].values())
