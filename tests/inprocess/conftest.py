@@ -15,19 +15,22 @@ from pathlib import Path
 
 import pytest
 
+TESTS = Path(__file__).resolve().parents[1]
 
-def _comfyui_dir() -> str:
-    name = "searchpriors_comfy_server"   # the one copy tests/conftest.py loads, whichever asks first
+
+def _load_once(name: str, path: Path):
+    """The module at ``path``, loaded by file path once per session (kept in sys.modules as ``name``)."""
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).resolve().parents[2] / "scripts" / "comfy_server.py")
+        spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
-    return str(sys.modules[name].default_comfyui_dir())
+    return sys.modules[name]
 
 
-COMFYUI = _comfyui_dir()
+# the one copy tests/conftest.py loads, whichever asks first
+COMFYUI = str(_load_once("searchpriors_comfy_server", TESTS.parent / "scripts" / "comfy_server.py")
+              .default_comfyui_dir())
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +61,57 @@ def pack_nodes(comfy):
     import comfyui_searchpriors.nodes as nodes_pkg
 
     return nodes_pkg
+
+
+@pytest.fixture(scope="session")
+def pos(pack_nodes):
+    """The pack's POS nodes module."""
+    from comfyui_searchpriors.nodes import pos_nodes
+
+    return pos_nodes
+
+
+@pytest.fixture(scope="session")
+def ncs(comfy):
+    """ComfyUI's comfy_extras.nodes_custom_sampler (the core sampling nodes the POS nodes are checked against)."""
+    from comfy_extras import nodes_custom_sampler
+
+    return nodes_custom_sampler
+
+
+@pytest.fixture(scope="module")
+def tiny(comfy, one_torch_thread):
+    """tests/tiny_models.py (tiny random models of ComfyUI's own classes), loaded once per session; the module
+    that uses it runs on one torch thread (tiny ops on a shared 2-core machine are much faster so)."""
+    return _load_once("searchpriors_tests_tiny_models", TESTS / "tiny_models.py")
+
+
+def _recording(model, prompts: dict, keys: list | None = None):
+    """A clone of ``model`` that records (sigma, prompt name) for the positive chunk of every model call (a name
+    of ``prompts`` whose tensor starts the chunk's context, else "?"); with ``keys``, each call's sorted cond keys
+    are appended to it. Returns (clone, calls)."""
+    import torch
+
+    calls = []
+    recorder = model.clone()
+
+    def record(apply_model, args):
+        context = args["c"]["c_crossattn"]
+        per_chunk = context.shape[0] // len(args["cond_or_uncond"])
+        for j, which in enumerate(args["cond_or_uncond"]):
+            if which == 0:  # 0 = the positive prompt, 1 = the negative (core sampling_function's order)
+                row = context[j * per_chunk]
+                names = [n for n, c in prompts.items() if torch.equal(row[: c.shape[1]], c[0].to(row.dtype))]
+                calls.append((float(args["timestep"][j * per_chunk]), names[0] if names else "?"))
+        if keys is not None:
+            keys.append(sorted(args["c"]))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    recorder.set_model_unet_function_wrapper(record)
+    return recorder, calls
+
+
+@pytest.fixture(scope="session")
+def recording():
+    """``recording(model, prompts, keys=None) -> (clone, calls)``: see ``_recording``."""
+    return _recording

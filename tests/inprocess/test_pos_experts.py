@@ -4,46 +4,13 @@ Wan models of ComfyUI's own class."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
 
 import pytest
 import torch
 
-TESTS = os.path.join(os.path.dirname(__file__), "..")
 WAN_SHAPE = (1, 16, 3, 8, 8)
 STEPS = 12
-
-
-def _load_tiny_models():
-    spec = importlib.util.spec_from_file_location("searchpriors_tests_tiny_models",
-                                                  os.path.join(TESTS, "tiny_models.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def tiny(comfy):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield _load_tiny_models()
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def ncs(comfy):
-    from comfy_extras import nodes_custom_sampler
-
-    return nodes_custom_sampler
-
-
-@pytest.fixture(scope="module")
-def pos(pack_nodes):
-    from comfyui_searchpriors.nodes import pos_nodes
-
-    return pos_nodes
 
 
 @pytest.fixture(scope="module")
@@ -188,25 +155,6 @@ def test_bad_second_expert_or_boundary_names_the_input_and_the_fix(pos, experts,
 # ------------------------------------------------------------------------------- hybrid semantics in two stages
 
 
-def recording(model, prompts: dict):
-    """A clone of ``model`` that records (sigma, prompt name) for the positive chunk of every model call."""
-    calls = []
-    recorder = model.clone()
-
-    def record(apply_model, args):
-        context = args["c"]["c_crossattn"]
-        per_chunk = context.shape[0] // len(args["cond_or_uncond"])
-        for j, which in enumerate(args["cond_or_uncond"]):
-            if which == 0:
-                row = context[j * per_chunk]
-                names = [n for n, c in prompts.items() if torch.equal(row[: c.shape[1]], c[0].to(row.dtype))]
-                calls.append((float(args["timestep"][j * per_chunk]), names[0] if names else "?"))
-        return apply_model(args["input"], args["timestep"], **args["c"])
-
-    recorder.set_model_unet_function_wrapper(record)
-    return recorder, calls
-
-
 def _prompts(tiny):
     rewritten, original, negative = tiny.wan_conditioning(1), tiny.wan_conditioning(2), tiny.wan_conditioning(3)
     return rewritten, original, negative, {"rewritten": rewritten[0][0], "original": original[0][0]}
@@ -224,7 +172,8 @@ SPLITS = [(10, 6, 0.3), (10, 4, 0.4), (10, 4, 0.7), (10, 4, 0.0), (10, 4, 1.0)]
 
 
 @pytest.mark.parametrize("steps, k, gamma", SPLITS)
-def test_guider_with_full_sigmas_over_split_sigmas_equals_one_stage(pos, ncs, tiny, experts, steps, k, gamma):
+def test_guider_with_full_sigmas_over_split_sigmas_equals_one_stage(pos, ncs, tiny, experts, recording, steps, k,
+                                                                     gamma):
     model = experts[0]
     rewritten, original, negative, prompts = _prompts(tiny)
     sigmas = ncs.BasicScheduler.execute(model, "simple", steps, 1.0).args[0]
@@ -265,7 +214,7 @@ def test_guider_with_full_sigmas_over_split_sigmas_equals_one_stage(pos, ncs, ti
 @pytest.mark.parametrize("sampler_name, steps, k, gamma", [("euler", 10, 4, 0.7), ("euler", 10, 6, 0.3),
                                                            ("heun", 8, 4, 0.75), ("heun", 8, 4, 0.5)])
 def test_sampler_start_end_steps_as_the_wan22_template_equal_one_stage(pos, ncs, tiny, experts, sampler_name, steps,
-                                                                      k, gamma):
+                                                                      k, gamma, recording):
     """Two Hybrid Semantic Samplers as ComfyUI's Wan 2.2 template wires two KSamplerAdvanced: the first with
     noise, end_at_step k and leftover noise, the second without noise from step k. heun's correction calls run
     at the next sigma, so they follow the rule by sigma (rewritten iff above full[m]) in both stages."""
@@ -294,7 +243,7 @@ def test_sampler_start_end_steps_as_the_wan22_template_equal_one_stage(pos, ncs,
         assert "the switch falls in this stage" in schedule and "rewritten throughout this stage" in first_schedule
 
 
-def test_two_stage_sampler_on_two_experts_uses_each_for_its_part(pos, ncs, tiny, experts):
+def test_two_stage_sampler_on_two_experts_uses_each_for_its_part(pos, ncs, tiny, experts, recording):
     """The A14B wiring: the high expert draws steps [0, k) with the rewritten prompt where the switch says, the
     low expert [k, T); each expert's calls are its own part's sigmas."""
     low, high = experts

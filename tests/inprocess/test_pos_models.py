@@ -7,45 +7,10 @@ LTX-Video 0.9.x (128-channel latent, T5 text with its attention mask, frame rate
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
 
 import pytest
 import torch
-
-TESTS = os.path.join(os.path.dirname(__file__), "..")
-
-
-def _load_tiny_models():
-    spec = importlib.util.spec_from_file_location("searchpriors_tests_tiny_models",
-                                                  os.path.join(TESTS, "tiny_models.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def tiny(comfy):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield _load_tiny_models()
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def ncs(comfy):
-    from comfy_extras import nodes_custom_sampler
-
-    return nodes_custom_sampler
-
-
-@pytest.fixture(scope="module")
-def pos(pack_nodes):
-    from comfyui_searchpriors.nodes import pos_nodes
-
-    return pos_nodes
-
 
 # name -> (loader, conditioning maker, latent shape [B, C, T, h, w], model class, model_base class)
 MODELS = {
@@ -78,26 +43,6 @@ def error_of(report: str) -> float:
     return float(re.search(r"relative error ([0-9.e+-]+)", report).group(1))
 
 
-def recording(model, prompts: dict, keys: list):
-    """A clone of ``model`` recording, per model call: (sigma, prompt of the positive chunk, the conds' keys)."""
-    calls = []
-    recorder = model.clone()
-
-    def record(apply_model, args):
-        context = args["c"]["c_crossattn"]
-        per_chunk = context.shape[0] // len(args["cond_or_uncond"])
-        for j, which in enumerate(args["cond_or_uncond"]):
-            if which == 0:
-                row = context[j * per_chunk]
-                names = [n for n, c in prompts.items() if torch.equal(row[: c.shape[1]], c[0].to(row.dtype))]
-                calls.append((float(args["timestep"][j * per_chunk]), names[0] if names else "?"))
-        keys.append(sorted(args["c"]))
-        return apply_model(args["input"], args["timestep"], **args["c"])
-
-    recorder.set_model_unet_function_wrapper(record)
-    return recorder, calls
-
-
 def test_the_tiny_models_are_comfys_own_classes(loaded):
     for name, (_, _, shape, config, model_class) in MODELS.items():
         patcher = loaded[name]
@@ -119,7 +64,7 @@ def test_inversion_regenerates_the_latent_on_each_model(pos, tiny, loaded, name)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_pos_in_all_with_each_models_conditioning(pos, ncs, tiny, loaded, name):
+def test_pos_in_all_with_each_models_conditioning(pos, ncs, tiny, loaded, name, recording):
     """Invert -> mix -> hybrid guider through core SamplerCustomAdvanced, with the model's real extra conds: the
     rewritten prompt for calls above sigmas[m], the original after, and the conds each model needs reach it."""
     model, make, shape, latent = setup(tiny, loaded, name)
@@ -158,7 +103,7 @@ def test_a_latent_of_another_models_vae_is_refused_with_the_fix(pos, tiny, loade
 
 
 @pytest.mark.parametrize("steps", [4, 8])
-def test_few_step_settings_invert_and_switch(pos, tiny, loaded, steps):
+def test_few_step_settings_invert_and_switch(pos, tiny, loaded, steps, recording):
     """4-8 steps at cfg 1 (distilled LoRAs): the inversion has one call per step (refinement makes each large
     step land back), the switch step is floor(steps * gamma) of those few steps, and cfg 1 makes one positive
     call per step (core skips the negative)."""

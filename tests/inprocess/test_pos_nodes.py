@@ -3,33 +3,14 @@ a state dict) and a tiny eps model (frames-as-batch [F, 4, h, w]). Core nodes ar
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 import re
 
 import pytest
 import torch
 
-TESTS = os.path.join(os.path.dirname(__file__), "..")
 WAN_SHAPE = (1, 16, 3, 8, 8)
 EPS_SHAPE = (4, 4, 8, 8)
-
-
-def _load_tiny_models():
-    spec = importlib.util.spec_from_file_location("searchpriors_tests_tiny_models",
-                                                  os.path.join(TESTS, "tiny_models.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def tiny(comfy):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: one thread is much faster on a shared 2-core machine
-    yield _load_tiny_models()
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +18,6 @@ def core(comfy):
     from comfy_extras import nodes_custom_sampler, nodes_model_advanced
 
     return nodes_custom_sampler, nodes_model_advanced
-
-
-@pytest.fixture(scope="module")
-def pos(pack_nodes):
-    from comfyui_searchpriors.nodes import pos_nodes
-
-    return pos_nodes
 
 
 @pytest.fixture(scope="module")
@@ -275,27 +249,8 @@ def test_gamma_zero_and_one_are_bitwise_core_cfg_guider(pos, core, models, sampl
     assert not torch.equal(_sample_advanced(ncs, mixed, model, sampler_name, 5, latent.shape), b)
 
 
-def recording(model, prompts: dict):
-    """A clone of ``model`` that records (sigma, prompt name) for the positive chunk of every model call."""
-    calls = []
-    recorder = model.clone()
-
-    def record(apply_model, args):
-        context = args["c"]["c_crossattn"]
-        per_chunk = context.shape[0] // len(args["cond_or_uncond"])
-        for j, which in enumerate(args["cond_or_uncond"]):
-            if which == 0:  # 0 = the positive prompt, 1 = the negative (core sampling_function's order)
-                row = context[j * per_chunk]
-                names = [n for n, c in prompts.items() if torch.equal(row[: c.shape[1]], c[0].to(row.dtype))]
-                calls.append((float(args["timestep"][j * per_chunk]), names[0] if names else "?"))
-        return apply_model(args["input"], args["timestep"], **args["c"])
-
-    recorder.set_model_unet_function_wrapper(record)
-    return recorder, calls
-
-
 @pytest.mark.parametrize("sampler_name", ["euler", "ddim", "dpmpp_2m"])
-def test_switch_lands_at_step_m(pos, core, models, sampler_name):
+def test_switch_lands_at_step_m(pos, core, models, sampler_name, recording):
     ncs = core[0]
     model, latent, _, make = models["wan"]
     rewritten, original, negative = make(1), make(2), make(3)
@@ -307,7 +262,7 @@ def test_switch_lands_at_step_m(pos, core, models, sampler_name):
     assert [name for _, name in calls] == ["rewritten"] * 3 + ["original"] * 7  # m = floor(10 * 0.3) = 3
 
 
-def test_one_node_sampler_on_frames_as_batch_with_heun_and_a_noise(pos, core, models):
+def test_one_node_sampler_on_frames_as_batch_with_heun_and_a_noise(pos, core, models, recording):
     """heun's correction call of step i runs at sigmas[i+1], so it belongs to step i+1 (the documented rule)."""
     ncs = core[0]
     model, latent, _, make = models["eps"]
@@ -336,7 +291,7 @@ def test_one_node_sampler_on_frames_as_batch_with_heun_and_a_noise(pos, core, mo
     assert torch.equal(again["samples"], out["samples"])
 
 
-def test_switch_step_override(pos, core, models):
+def test_switch_step_override(pos, core, models, recording):
     ncs = core[0]
     model, latent, _, make = models["wan"]
     rewritten, original, negative = make(1), make(2), make(3)
@@ -415,7 +370,7 @@ def _rule(sigma: float, sigmas: list, gamma: float) -> str:
     return "rewritten" if sigma > sigmas[m] else "original"
 
 
-def test_every_sampler_uses_the_prompt_the_rule_names_at_every_call(pos, core, models):
+def test_every_sampler_uses_the_prompt_the_rule_names_at_every_call(pos, core, models, recording):
     """Every model call of every sampler ComfyUI lists (two-call, ancestral, SDE, multistep, adaptive) gets the
     rewritten prompt iff its sigma > sigmas[m], for gamma 0, 0.5 and 1 (T = 6 karras steps: m = 0, 3, 6).
 
@@ -457,7 +412,7 @@ def test_every_sampler_uses_the_prompt_the_rule_names_at_every_call(pos, core, m
 # ------------------------------------------------------------------------------------------------ presets
 
 
-def test_pos_presets_fill_eta_and_gamma_and_custom_keeps_the_widgets(pos, core, models):
+def test_pos_presets_fill_eta_and_gamma_and_custom_keeps_the_widgets(pos, core, models, recording):
     from comfyui_searchpriors.distill.pos_presets import DEFAULT_ETA, DEFAULT_GAMMA, PRESET_CHOICES
 
     for node, widget in ((pos.GaussianNoiseMix, "eta"), (pos.HybridSemanticGuider, "gamma"),

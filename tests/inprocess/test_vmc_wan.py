@@ -10,26 +10,14 @@ Encode Keyframes' 4k+1 rule; and the clear errors for a mismatched expert, bound
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
 
 import pytest
 import torch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "comfy_inference_mode")
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LATENT = (1, 16, 4, 8, 8)      # 4 latent frames = 13 video frames through Wan's VAE
-
-
-@pytest.fixture(scope="module")
-def tiny(comfy):
-    spec = importlib.util.spec_from_file_location("searchpriors_tests_tiny_models_vmc",
-                                                  os.path.join(TESTS, "tiny_models.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
