@@ -69,7 +69,7 @@ class CallClock:
         """Runs ``fn`` and returns wall seconds, calls, GPU ms per call, the GPU's gaps between calls, and the host's
         time inside a call (launching it; it also waits when the launch queue is full) and between calls. When
         the host's two add up to the GPU's time per call, the GPU waits for the host (how the inversion was
-        found host-bound: README, Benchmarks)."""
+        found host-bound: benchmarks/README.md)."""
         sync = self.torch.cuda.synchronize if self.torch.cuda.is_available() else (lambda: None)
         self.calls.clear()
         sync()

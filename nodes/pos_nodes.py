@@ -152,7 +152,7 @@ class DDIMVideoInvert(io.ComfyNode):
                              tooltip="Fixed-point iterations per step so that the sampling step lands back on the "
                                      "previous latent. 0 = plain DDIM inversion as in the paper (1 model call per "
                                      "step); each iteration adds one call per step and cuts the reconstruction error "
-                                     "(see the README's table: 1-3 is plenty at 20+ steps)"),
+                                     "(benchmarks/README.md, inversion: 1-3 is plenty at 20+ steps)"),
                 io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="1 = no guidance (the paper); above 1 needs a negative and reconstructs "
                                        "less exactly"),
@@ -255,7 +255,7 @@ class DDIMVideoInvert(io.ComfyNode):
         if "flow" in outcome.kind and shift is not None and not math.isclose(float(shift), 1.0):
             warnings.append(f"flow shift is {float(shift):g}, not 1: the inversion follows the shifted schedule, so "
                             f"sample with the same shift, scheduler and steps. Shift 1 (ModelSamplingSD3 on the "
-                            f"model for both) inverts far more exactly (README: inversion benchmark).")
+                            f"model for both) inverts far more exactly (benchmarks/README.md: inversion).")
         if not math.isclose(cfg, 1.0):
             warnings.append(f"cfg {cfg:g}, not 1: the paper inverts with the empty prompt and no guidance; guided "
                             f"inversion drifts and reconstructs less exactly.")

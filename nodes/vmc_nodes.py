@@ -85,7 +85,7 @@ class VMCTemporalLoRA(io.ComfyNode):
                                        "transformer/resnet block (least VRAM, about one extra forward per step); "
                                        "outer: those of the two highest-resolution levels (most of the saving, "
                                        "less recomputation); outermost: the highest level only; off: none "
-                                       "(fastest, most VRAM). README: measured VRAM and speed of each"),
+                                       "(fastest, most VRAM). benchmarks/README.md: measured VRAM and speed of each"),
                 io.String.Input("caption", default="", optional=True,
                                 tooltip="The text that was encoded into conditioning; recorded in the LoRA's "
                                         "metadata only"),

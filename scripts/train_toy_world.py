@@ -353,9 +353,9 @@ TOY_TEXT_ENCODER = os.path.join(REPO, "sample_data", "models", "searchpriors-toy
 
 
 def use_comfyui_source() -> None:
-    """ComfyUI's source importable (COMFYUI_PATH, else the set-up's copy); CPU mode without CUDA."""
-    path = os.environ.get("COMFYUI_PATH") or os.path.join(
-        os.environ.get("SEARCHPRIORS_CACHE") or os.path.expanduser("~/.cache/comfyui-searchpriors"), "comfyui-0.3.75")
+    """ComfyUI's source importable, found as everything else finds it (scripts/comfy_server.py's
+    default_comfyui_dir: COMFYUI_PATH, SEARCHPRIORS_COMFYUI, the set-up's copy); CPU mode without CUDA."""
+    path = str(_load("searchpriors_comfy_server", "scripts/comfy_server.py").default_comfyui_dir())
     if path not in sys.path:
         sys.path.insert(0, path)
     import comfy.cli_args
