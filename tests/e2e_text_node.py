@@ -1,29 +1,81 @@
 """A test-only ComfyUI custom node, put into the e2e servers' custom_nodes by tests/conftest.py (never shipped).
 
 ComfyUI builds the DiT workflows' text encoders from fixed configs at full size whatever the file holds
-(umT5-XXL for Wan: 5.7 B parameters), more than a CPU test can load. ``E2ETinyCLIPLoader`` stands in for
-CLIPLoader with the same inputs: its CLIP encodes each text to a fixed random [1, L, width] drawn from the text's
-hash (width 4096: what umT5-XXL gives Wan), so equal texts give equal conditionings. Core CLIPTextEncode and
-everything else in such a workflow run as shipped.
+(umT5-XXL for Wan: 5.7 B parameters; T5-XXL for LTX-Video: 4.8 B; Qwen2.5-VL 7B for HunyuanVideo 1.5), more than a
+CPU test can load. Stand-ins with the same inputs, whose CLIP encodes each text to a fixed random tensor drawn from
+the text's hash (equal texts give equal conditionings), shaped as the real encoder's output:
+
+- ``E2ETinyCLIPLoader`` for CLIPLoader: type ``ltxv`` gives what T5-XXL gives LTX-Video ([1, L, 4096] padded to at
+  least 128 tokens, with its attention mask: 1 for the words and the end token, 0 for the padding); any other type
+  (``wan``) gives [1, L, 4096] as umT5-XXL gives Wan.
+- ``E2ETinyDualCLIPLoader`` for DualCLIPLoader type ``hunyuan_video_15``: Qwen2.5-VL hidden states [1, L, 3584]
+  (no pooled vector, no attention mask: ComfyUI drops an all-ones one) and, for text in double quotes, byT5 glyph
+  tokens [1, n, 1472] under ``conditioning_byt5small``, as ComfyUI's tokenizer adds them.
+
+One more stand-in, for a VAE ComfyUI cannot load small: ``E2ETinyVAELoader`` is VAELoader as is (comfy.sd.VAE detects
+the model from the file's keys), except that for a HunyuanVideo 1.5 VAE it builds ComfyUI's own encoder and decoder
+at the block widths the file holds instead of the fixed [128, 256, 512, 1024, 1024] (1.26 B parameters) that
+comfy/sd.py sets whatever the file holds.
+
+Core CLIPTextEncode and everything else in such a workflow run as shipped.
 """
 
+import contextlib
+import functools
 import hashlib
+import re
 
 import torch
 
+# ComfyUI's HunyuanVideo 1.5 VAE widths (comfy/sd.py) and latent channels
+HUNYUAN15_VAE_WIDTHS = [128, 256, 512, 1024, 1024]
+HUNYUAN15_LATENT_CHANNELS = 32
+
+
+def _seed(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+
 
 class _TinyTextEncoder:
-    def __init__(self, width: int):
+    """Wan (umT5-XXL) unless ``kind`` says otherwise: 'ltxv' (T5-XXL), 'hunyuan_video_15' (Qwen2.5-VL + byT5)."""
+
+    def __init__(self, width: int, kind: str = "wan"):
         self.width = width
+        self.kind = kind
 
     def tokenize(self, text, **_):
         return str(text)
 
     def encode_from_tokens_scheduled(self, tokens, **_):
-        seed = int.from_bytes(hashlib.sha256(tokens.encode("utf-8")).digest()[:8], "little")
+        if self.kind == "ltxv":
+            return [self._t5_ltxv(tokens)]
+        if self.kind == "hunyuan_video_15":
+            return [self._qwen_byt5(tokens)]
         length = 4 + len(tokens.split()) % 8
-        cond = torch.randn(1, length, self.width, generator=torch.Generator().manual_seed(seed))
+        cond = torch.randn(1, length, self.width, generator=torch.Generator().manual_seed(_seed(tokens)))
         return [[cond, {"pooled_output": None}]]
+
+    def _t5_ltxv(self, text):
+        """T5-XXL as ComfyUI runs it for LTX-Video: the tokenizer pads to at least 128 tokens, the encoder returns
+        every token's state and the attention mask."""
+        words = len(text.split()) + 1   # + the end token
+        length = max(128, words)
+        cond = torch.randn(1, length, self.width, generator=torch.Generator().manual_seed(_seed(text)))
+        mask = torch.zeros(1, length, dtype=torch.long)
+        mask[:, :words] = 1
+        return [cond, {"pooled_output": None, "attention_mask": mask}]
+
+    def _qwen_byt5(self, text):
+        generator = torch.Generator().manual_seed(_seed(text))
+        length = 4 + len(text.split()) % 8
+        extra = {"pooled_output": None}
+        cond = torch.randn(1, length, self.width, generator=generator)
+        quoted = re.findall(r'"(.*?)"', text) + re.findall(r"‘(.*?)’", text) + re.findall(r"“(.*?)”", text)
+        if quoted:
+            glyph_text = "".join(f'Text "{q}". ' for q in quoted)
+            extra["conditioning_byt5small"] = torch.randn(1, len(glyph_text.encode("utf-8")) + 1, 1472,
+                                                          generator=generator)
+        return [cond, extra]
 
 
 class E2ETinyCLIPLoader:
@@ -37,15 +89,104 @@ class E2ETinyCLIPLoader:
     CATEGORY = "testing"
 
     def load(self, clip_name, type, device):
-        return (_TinyTextEncoder(4096),)
+        return (_TinyTextEncoder(4096, "ltxv" if type == "ltxv" else "wan"),)
 
 
-NODE_CLASS_MAPPINGS = {"E2ETinyCLIPLoader": E2ETinyCLIPLoader}
+class E2ETinyDualCLIPLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"clip_name1": ("STRING", {"default": ""}), "clip_name2": ("STRING", {"default": ""}),
+                             "type": ("STRING", {"default": "hunyuan_video_15"}),
+                             "device": ("STRING", {"default": "default"})}}
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    def load(self, clip_name1, clip_name2, type, device):
+        if type != "hunyuan_video_15":
+            raise ValueError(f"E2ETinyDualCLIPLoader stands in for type hunyuan_video_15 only, not {type!r}")
+        return (_TinyTextEncoder(3584, "hunyuan_video_15"),)
+
+
+def _hunyuan15_vae_widths(path: str):
+    """The block widths of the HunyuanVideo 1.5 VAE in the safetensors file at ``path`` (None if it is not one)."""
+    import safetensors
+
+    with safetensors.safe_open(path, framework="pt") as f:
+        keys = set(f.keys())
+        if "decoder.conv_in.conv.weight" not in keys:
+            return None
+        if f.get_slice("decoder.conv_in.conv.weight").get_shape()[1] != HUNYUAN15_LATENT_CHANNELS:
+            return None
+        widths, i = [], 0
+        while f"encoder.down.{i}.block.0.conv1.conv.weight" in keys:
+            widths.append(f.get_slice(f"encoder.down.{i}.block.0.conv1.conv.weight").get_shape()[0])
+            i += 1
+    return widths
+
+
+@contextlib.contextmanager
+def _vae_widths(widths):
+    """comfy.sd.VAE builds the HunyuanVideo 1.5 VAE's encoder and decoder at ``widths`` inside (it looks the classes
+    up by name in comfy.ldm.hunyuan_video.vae_refiner when it builds one)."""
+    import comfy.ldm.hunyuan_video.vae_refiner as refiner
+
+    encoder, decoder = refiner.Encoder, refiner.Decoder
+
+    def at(cls):
+        @functools.wraps(cls)
+        def build(**params):
+            return cls(**{**params, "block_out_channels": list(widths)})
+        return build
+
+    refiner.Encoder, refiner.Decoder = at(encoder), at(decoder)
+    try:
+        yield
+    finally:
+        refiner.Encoder, refiner.Decoder = encoder, decoder
+
+
+class E2ETinyVAELoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vae_name": ("STRING", {"default": ""})}}
+
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    def load(self, vae_name):
+        import folder_paths
+
+        import nodes
+
+        path = folder_paths.get_full_path("vae", vae_name)
+        widths = _hunyuan15_vae_widths(path) if path and path.endswith(".safetensors") else None
+        if not widths or widths == HUNYUAN15_VAE_WIDTHS:
+            return nodes.VAELoader().load_vae(vae_name)
+        with _vae_widths(widths):
+            return nodes.VAELoader().load_vae(vae_name)
+
+
+NODE_CLASS_MAPPINGS = {"E2ETinyCLIPLoader": E2ETinyCLIPLoader, "E2ETinyDualCLIPLoader": E2ETinyDualCLIPLoader,
+                       "E2ETinyVAELoader": E2ETinyVAELoader}
 
 
 def tiny_text_graph(graph: dict) -> dict:
-    """``graph`` (API format) with every CLIPLoader replaced by E2ETinyCLIPLoader (same inputs)."""
+    """``graph`` (API format) with every CLIPLoader replaced by E2ETinyCLIPLoader and every DualCLIPLoader by
+    E2ETinyDualCLIPLoader (same inputs)."""
     for node in graph.values():
         if node["class_type"] == "CLIPLoader":
             node["class_type"] = "E2ETinyCLIPLoader"
+        elif node["class_type"] == "DualCLIPLoader":
+            node["class_type"] = "E2ETinyDualCLIPLoader"
+    return graph
+
+
+def tiny_vae_graph(graph: dict) -> dict:
+    """``graph`` (API format) with every VAELoader replaced by E2ETinyVAELoader (same input)."""
+    for node in graph.values():
+        if node["class_type"] == "VAELoader":
+            node["class_type"] = "E2ETinyVAELoader"
     return graph

@@ -265,3 +265,83 @@ def smooth_video_latent(shape, seed: int = 0, scale: float = 1.0) -> torch.Tenso
     else:  # [B, C, T, h, w]
         smooth = torch.nn.functional.avg_pool3d(base, 3, stride=1, padding=1)
     return scale * smooth / smooth.std()
+
+
+# HunyuanVideo 1.5 VAE (ComfyUI: comfy.ldm.hunyuan_video.vae_refiner Encoder/Decoder in an AutoencodingEngine, 32
+# latent channels, 16x in space, 4x in time, frames 4k+1). comfy.sd.VAE detects it by its keys
+# (``decoder.conv_in.conv.weight`` with 32 input channels) but builds it at the fixed widths [128, 256, 512, 1024,
+# 1024] whatever the file holds (1.26 B parameters), so a tiny one needs those widths swapped in at load time:
+# tests/e2e_text_node.py's E2ETinyVAELoader (VAELoader as is, with the widths read from the file's keys).
+HUNYUAN15_VAE_WIDTHS = (8, 16, 32, 64, 64)   # the last a multiple of 2 x 32 (the encoder's skip, the decoder's repeat)
+
+
+def hunyuan15_vae_config(widths=HUNYUAN15_VAE_WIDTHS) -> dict:
+    """ComfyUI's ddconfig for the HunyuanVideo 1.5 VAE (comfy/sd.py) with these block widths."""
+    return {"block_out_channels": list(widths), "in_channels": 3, "out_channels": 3, "num_res_blocks": 2,
+            "ffactor_spatial": 16, "ffactor_temporal": 4, "downsample_match_channel": True,
+            "upsample_match_channel": True, "z_channels": HUNYUAN15_CHANNELS}
+
+
+def tiny_hunyuan15_vae_state_dict(seed: int = 0, widths=HUNYUAN15_VAE_WIDTHS) -> dict[str, torch.Tensor]:
+    """Random weights for ComfyUI's HunyuanVideo 1.5 VAE (AutoencodingEngine of vae_refiner.Encoder/Decoder, as
+    comfy.sd.VAE builds it) at block widths ``widths``, with ComfyUI's key names (encoder.*, decoder.*)."""
+    import comfy.ldm.models.autoencoder
+
+    config = hunyuan15_vae_config(widths)
+    with torch.device("meta"):
+        skeleton = comfy.ldm.models.autoencoder.AutoencodingEngine(
+            regularizer_config={"target": "comfy.ldm.models.autoencoder.EmptyRegularizer"},
+            encoder_config={"target": "comfy.ldm.hunyuan_video.vae_refiner.Encoder", "params": config},
+            decoder_config={"target": "comfy.ldm.hunyuan_video.vae_refiner.Decoder", "params": config})
+    state = _random_weights(skeleton, seed, widths[-1])
+    generator = torch.Generator().manual_seed(seed + 1)
+    for name, value in state.items():   # RMS-norm gains near 1, small convolutions
+        if name.endswith(".gamma"):
+            state[name] = 1.0 + 0.05 * torch.randn(value.shape, generator=generator)
+        elif value.ndim >= 4:
+            state[name] = value * 0.5
+    return state
+
+
+# LTX-Video checkpoint (CheckpointLoaderSimple: the transformer under "model.diffusion_model.", the VAE under "vae.",
+# no text encoder). comfy.sd.VAE builds the LTXV VideoVAE from the checkpoint's metadata "config" -> "vae" when
+# present (as LTX-Video 0.9.5's own file has it), so the tiny one carries a small config there: base width 128 (fixed
+# in ComfyUI's Encoder/Decoder), patch 4 and three compress_all stages (32x in space, 8x in time, frames 8k+1, as
+# sd.py assumes), a decoder that starts with a res_x block (the key sd.py detects the LTXV VAE by).
+TINY_LTXV_VAE_CONFIG = {
+    "_class_name": "CausalVideoAutoencoder", "dims": 3, "in_channels": 3, "out_channels": 3,
+    "latent_channels": LTXV_CHANNELS,
+    "encoder_blocks": [["res_x", 1], ["compress_all", 1], ["compress_all", 1], ["compress_all", 1]],
+    "decoder_blocks": [["compress_all", 1], ["compress_all", 1], ["compress_all", 1], ["res_x", 1]],
+    "scaling_factor": 1.0, "norm_layer": "pixel_norm", "patch_size": 4, "latent_log_var": "uniform",
+    "use_quant_conv": False, "causal_decoder": False, "timestep_conditioning": False,
+}
+
+
+def tiny_ltxv_vae_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights for ComfyUI's LTXV VideoVAE built from TINY_LTXV_VAE_CONFIG (keys encoder.*, decoder.*,
+    per_channel_statistics.*; the latent statistics near mean 0, std 1)."""
+    import comfy.ldm.lightricks.vae.causal_video_autoencoder as ltxv_vae
+
+    with torch.device("meta"):
+        skeleton = ltxv_vae.VideoVAE(config=TINY_LTXV_VAE_CONFIG)
+    state = _random_weights(skeleton, seed, 128)
+    generator = torch.Generator().manual_seed(seed + 1)
+    for name, value in state.items():
+        if name.startswith("per_channel_statistics."):
+            statistic = name.split(".", 1)[1]
+            state[name] = (1.0 + 0.1 * torch.rand(value.shape, generator=generator) if "std" in statistic
+                           else 0.05 * torch.randn(value.shape, generator=generator))
+        elif value.ndim >= 4:
+            state[name] = value * 0.5
+    return state
+
+
+def tiny_ltxv_checkpoint(seed: int = 0, **sizes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(state dict, safetensors metadata) of a tiny LTX-Video checkpoint as CheckpointLoaderSimple loads it: the
+    tiny LTXV transformer under "model.diffusion_model.", the tiny VAE under "vae.", its config in the metadata."""
+    import json
+
+    state = {f"model.diffusion_model.{k}": v for k, v in tiny_ltxv_state_dict(seed, **sizes).items()}
+    state.update({f"vae.{k}": v for k, v in tiny_ltxv_vae_state_dict(seed).items()})
+    return state, {"config": json.dumps({"vae": TINY_LTXV_VAE_CONFIG})}

@@ -80,9 +80,12 @@ NEEDS_FIXTURES = {"search_then_tune": ("tiny_grounding_dino",), "motion_lora_app
 LOAD_ONLY = {"pos_wan21": "Wan 2.1's model files (1.3B, umt5-xxl) cannot be had here: loaded and checked, not "
                           "queued (tests/e2e/test_pos_workflows.py checks its graph against /object_info)"}
 # POS on Wan 2.2 A14B, HunyuanVideo 1.5 and LTX-Video: their model files are not in this server; the graphs are
-# checked against /object_info and run with tiny models under those file names in tests/e2e/test_pos_workflows.py.
-LOAD_ONLY.update({name: f"{name}: the model files are not in this server: loaded here, run in test_pos_workflows.py"
-                  for name in ("pos_wan22_a14b", "pos_hunyuan15", "pos_ltxv")})
+# checked against /object_info in tests/e2e/test_pos_workflows.py and run with tiny models under those file names
+# (and test-only stand-ins for the text encoders) in test_pos_dit_e2e.py and test_pos_dit_more_e2e.py.
+LOAD_ONLY.update({name: f"{name}: the model files are not in this server: loaded here, run with tiny models in {test}"
+                  for name, test in (("pos_wan22_a14b", "test_pos_dit_e2e.py"),
+                                     ("pos_hunyuan15", "test_pos_dit_more_e2e.py"),
+                                     ("pos_ltxv", "test_pos_dit_more_e2e.py"))})
 LOAD_ONLY["search_then_tune_wan21"] = ("Wan 2.1's model files are not in this server: loaded here, run with tiny models "
                                        "in test_search_then_tune_wan.py")
 

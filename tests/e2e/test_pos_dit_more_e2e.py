@@ -1,0 +1,110 @@
+"""POS on HunyuanVideo 1.5 and on LTX-Video, end to end on a real server: the bundled workflows
+(workflows/api/pos_hunyuan15.json, workflows/api/pos_ltxv.json) through POST /prompt with tiny random models of
+ComfyUI's own classes under the file names ComfyUI's templates use, and the toy world's index: retrieve, reference
+frames, VAE encode, DDIM inversion, mix, hybrid guider, SamplerCustomAdvanced, VAE decode, Create Video + Save Video.
+
+- HunyuanVideo 1.5: hunyuanvideo1.5_720p_t2v_fp16.safetensors is a tiny HunyuanVideo (1.5: vision_in, byT5 mapper,
+  cond-type embedding; UNETLoader, ModelSamplingSD3 shift 7 as shipped); hunyuanvideo15_vae_fp16.safetensors a tiny
+  HunyuanVideo 1.5 VAE (ComfyUI's vae_refiner encoder/decoder, widths 8..64).
+- LTX-Video: ltx-video-2b-v0.9.5.safetensors is a tiny checkpoint that CheckpointLoaderSimple loads as shipped (the
+  LTXV transformer under model.diffusion_model., the LTXV VideoVAE under vae., its small config in the file's
+  metadata as LTX-Video 0.9.5's own file carries its VAE config).
+
+The stand-ins (tests/e2e_text_node.py, in the session server's custom_nodes): DualCLIPLoader (Qwen2.5-VL 7B + byT5)
+-> E2ETinyDualCLIPLoader and CLIPLoader (T5-XXL) -> E2ETinyCLIPLoader, because ComfyUI builds those encoders at full
+size whatever the file holds; VAELoader -> E2ETinyVAELoader for HunyuanVideo 1.5, because comfy/sd.py builds that VAE
+at fixed widths (1.26 B parameters) whatever the file holds (the stand-in is VAELoader with the file's widths). The
+rest runs as shipped, at 64 x 64 and a few steps."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+TESTS = Path(__file__).resolve().parents[1]
+API = TESTS.parent / "workflows" / "api"
+SIZE, STEPS = 64, 3
+FRAMES = {"pos_hunyuan15": 5, "pos_ltxv": 9}   # 4k+1 (HunyuanVideo 1.5 VAE), 8k+1 (LTXV VAE)
+LATENT = {"pos_hunyuan15": [1, 32, 2, 4, 4], "pos_ltxv": [1, 128, 2, 2, 2]}   # 1/16 and 1/32 of the size
+
+
+def _by_path(name: str, path: Path):
+    """A module of tests/ (no package: loaded by file path, once)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def dit_server(comfy_server, comfy_harness):
+    """The session server with the tiny HunyuanVideo 1.5, its VAE and the tiny LTX-Video checkpoint under the
+    templates' file names in its models folder, and the toy world's index."""
+    import safetensors.torch
+
+    comfyui = str(comfy_harness.default_comfyui_dir())
+    if comfyui not in sys.path:
+        sys.path.insert(0, comfyui)
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    tiny = _by_path("searchpriors_tests_tiny_models_e2e", TESTS / "tiny_models.py")
+    files = {"diffusion_models/hunyuanvideo1.5_720p_t2v_fp16.safetensors":
+             lambda: (tiny.tiny_hunyuan15_state_dict(seed=0), None),
+             "vae/hunyuanvideo15_vae_fp16.safetensors": lambda: (tiny.tiny_hunyuan15_vae_state_dict(seed=0), None),
+             "checkpoints/ltx-video-2b-v0.9.5.safetensors": lambda: tiny.tiny_ltxv_checkpoint(seed=0)}
+    for name, make in files.items():
+        target = comfy_server.models_dir / name
+        if not target.exists():
+            state, metadata = make()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(target), metadata=metadata)
+    comfy_harness.build_toy_world_index(comfy_server)
+    return comfy_server
+
+
+def at_test_size(comfy_harness, name: str) -> dict:
+    """The bundled workflow with the stand-ins, the toy world's prompt and index, 64 x 64, FRAMES and STEPS."""
+    nodes = _by_path("searchpriors_e2e_text_node", TESTS / "e2e_text_node.py")
+    graph = nodes.tiny_vae_graph(nodes.tiny_text_graph(json.loads((API / f"{name}.json").read_text(encoding="utf-8"))))
+    values = {"Frames": FRAMES[name], "Width": SIZE, "Height": SIZE}
+    for node in graph.values():
+        kind, inputs, title = node["class_type"], node["inputs"], node["_meta"]["title"]
+        if kind == "PrimitiveInt" and title in values:
+            inputs["value"] = values[title]
+        elif kind == "PrimitiveStringMultiline" and title == "Prompt":
+            inputs["value"] = comfy_harness.TOY_PROMPT
+        elif kind == "SearchPriors_MotionIndexLoader":
+            inputs["index_name"] = comfy_harness.TOY_WORLD_INDEX_NAME
+        elif kind in ("BasicScheduler", "LTXVScheduler", "SearchPriors_DDIMVideoInvert"):
+            inputs["steps"] = STEPS
+    return graph
+
+
+@pytest.mark.parametrize("name", ["pos_hunyuan15", "pos_ltxv"])
+def test_pos_dit_workflow_runs_end_to_end(dit_server, comfy_harness, name):
+    graph = at_test_size(comfy_harness, name)
+    kinds = {node["class_type"] for node in graph.values()}
+    assert not kinds & {"CLIPLoader", "DualCLIPLoader", "VAELoader"}, kinds   # only the stand-ins were swapped in
+    entry = dit_server.run_prompt(graph, timeout=900)
+    comfy_harness.assert_success(entry, name)
+
+    decoded = comfy_harness.saved_video_frames(dit_server, entry, graph)
+    assert len(decoded) == FRAMES[name] and decoded[0].shape == (SIZE, SIZE, 3)
+    by_title = {v["_meta"]["title"]: k for k, v in graph.items()}
+    report = "\n".join(comfy_harness.history_texts(entry, by_title["Inversion report"]))
+    assert f"latent {LATENT[name]}; SIGMAS input, {STEPS} steps" in report, report
+    stats = re.search(r"inverted noise: mean ([-+0-9.eE]+|[-+]?nan), std ([-+0-9.eE]+|nan)", report)
+    assert stats and all(math.isfinite(float(v)) for v in stats.groups()), report
+    if name == "pos_hunyuan15":   # ModelSamplingSD3 shift 7, as shipped
+        assert "flow shift is 7" in report, report
+    assert dit_server.running
