@@ -1,12 +1,15 @@
-"""Draw the Templates-dialog thumbnail of every UI-format workflow in workflows/: a small picture of its graph.
+"""Draw the Templates-dialog thumbnail of every UI-format workflow in workflows/: its card's description over a
+small picture of its graph.
 
     python scripts/make_template_thumbnails.py [--check]
 
 ComfyUI's Templates dialog (frontend 1.32.9) shows a custom node pack's workflow `workflows/<name>.json`
 with the image `/api/workflow_templates/<pack>/<name>.jpg`, which ComfyUI serves from the same folder;
-without it the card is blank. This writes `workflows/<name>.jpg` for each workflow (nodes as boxes at their
-canvas positions with their titles, links as curves), so a workflow added later only needs this script run
-again. `--check` writes nothing and exits 1 if a thumbnail is missing.
+without it the card is blank. That dialog gives a pack's card no description but its file name, so the card's
+description, written for a person, is drawn on the thumbnail: its place in the order and its line from
+web/template_cards.json (the order web/searchpriors.js gives the cards), over the graph (the stage groups with
+their titles, nodes as boxes, links as curves). A workflow added later needs its line there and this script
+run again. `--check` writes nothing and exits 1 if a thumbnail or a card line is missing.
 Needs Pillow (ComfyUI's requirements bring it).
 """
 
@@ -17,9 +20,13 @@ import json
 import sys
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 WORKFLOWS_DIR = Path(__file__).resolve().parent.parent / "workflows"
+TEMPLATE_CARDS = WORKFLOWS_DIR.parent / "web" / "template_cards.json"
+CAPTION_HEIGHT = 112
+CAPTION_BACKGROUND = (22, 22, 26)
+FIRST_ACCENT = (76, 175, 80)       # the card to run first
 SIZE = (512, 384)
 MARGIN = 18
 BACKGROUND = (32, 32, 36)
@@ -71,19 +78,68 @@ def _curve(start: tuple[float, float], end: tuple[float, float], steps: int = 24
     return points
 
 
-def render(workflow: dict) -> Image.Image:
+def template_cards(path: Path = TEMPLATE_CARDS) -> list[dict]:
+    """[{"name": workflow stem, "card": one line for a person}, ...] in the order the dialog shows them."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _wrap(text: str, font, width: float, draw: ImageDraw.ImageDraw) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and draw.textlength(trial, font=font) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return lines + [line] if line else lines
+
+
+def render(workflow: dict, card: str | None = None, step: int | None = None) -> Image.Image:
+    """The thumbnail: the graph, with the card's line and its place in the order in a band at the bottom."""
     nodes = [n for n in workflow.get("nodes", []) if "pos" in n]
     image = Image.new("RGB", SIZE, BACKGROUND)
     draw = ImageDraw.Draw(image)
+    graph_height = SIZE[1] - (CAPTION_HEIGHT if card else 0)
+    if card:
+        draw.rectangle((0, graph_height, SIZE[0], SIZE[1]), fill=CAPTION_BACKGROUND)
+        font = _font(27)
+        text_left = MARGIN
+        if step is not None:
+            accent = FIRST_ACCENT if step == 1 else PACK_ACCENT
+            badge = (MARGIN, graph_height + 18, MARGIN + 64, graph_height + 82)
+            draw.ellipse(badge, fill=accent)
+            draw.text(((badge[0] + badge[2]) / 2, (badge[1] + badge[3]) / 2), str(step), font=_font(34), fill=TEXT,
+                      anchor="mm")
+            text_left = badge[2] + 16
+        lines = _wrap(card, font, SIZE[0] - text_left - MARGIN, draw)[:3]
+        line_height = 33
+        y = graph_height + (CAPTION_HEIGHT - line_height * len(lines)) / 2 + line_height / 2
+        for line in lines:
+            draw.text((text_left, y), line, font=font, fill=TEXT, anchor="lm")
+            y += line_height
     if not nodes:
         return image
-    left = min(n["pos"][0] for n in nodes)
-    top = min(n["pos"][1] for n in nodes)
-    right = max(n["pos"][0] + n.get("size", [300, 100])[0] for n in nodes)
-    bottom = max(n["pos"][1] + n.get("size", [300, 100])[1] for n in nodes)
-    scale = min((SIZE[0] - 2 * MARGIN) / max(right - left, 1), (SIZE[1] - 2 * MARGIN) / max(bottom - top, 1))
+    boxes_of = [(n["pos"][0], n["pos"][1], *n.get("size", [300, 100])) for n in nodes]
+    boxes_of += [tuple(g["bounding"]) for g in workflow.get("groups", [])]
+    left = min(b[0] for b in boxes_of)
+    top = min(b[1] for b in boxes_of)
+    right = max(b[0] + b[2] for b in boxes_of)
+    bottom = max(b[1] + b[3] for b in boxes_of)
+    scale = min((SIZE[0] - 2 * MARGIN) / max(right - left, 1), (graph_height - 2 * MARGIN) / max(bottom - top, 1))
     offset_x = (SIZE[0] - (right - left) * scale) / 2
-    offset_y = (SIZE[1] - (bottom - top) * scale) / 2
+    offset_y = (graph_height - (bottom - top) * scale) / 2
+
+    group_font = _font(15)
+    for group in workflow.get("groups", []):
+        x, y, w, h = group["bounding"]
+        x0, y0 = offset_x + (x - left) * scale, offset_y + (y - top) * scale
+        x1, y1 = x0 + w * scale, y0 + h * scale
+        colour = ImageColor.getrgb(_long_hex(group.get("color", "#3f789e")))
+        draw.rectangle((x0, y0, x1, y1), fill=tuple(int(c * 0.35 + b * 0.65) for c, b in zip(colour, BACKGROUND)),
+                       outline=colour, width=1)
+        draw.text((x0 + 3, y0 + 2), _fit(group.get("title", "").split(":")[0], group_font, x1 - x0 - 6, draw),
+                  font=group_font, fill=TEXT)
 
     def box(node) -> tuple[float, float, float, float]:
         x, y = node["pos"][0], node["pos"][1]
@@ -91,7 +147,7 @@ def render(workflow: dict) -> Image.Image:
         return (offset_x + (x - left) * scale, offset_y + (y - top) * scale,
                 offset_x + (x - left + w) * scale, offset_y + (y - top + h) * scale)
 
-    title_height = max(20, int(26 * scale))
+    title_height = max(6, int(30 * scale))
     font = _font(max(13, int(title_height * 0.6)))
     boxes = {n["id"]: box(n) for n in nodes}
 
@@ -99,7 +155,7 @@ def render(workflow: dict) -> Image.Image:
         _, origin, origin_slot, target, target_slot, kind = link[:6]
         if origin not in boxes or target not in boxes:
             continue
-        ox0, oy0, ox1, _ = boxes[origin]
+        _, oy0, ox1, _ = boxes[origin]
         tx0, ty0, _, _ = boxes[target]
         start = (ox1, oy0 + title_height + (origin_slot + 0.5) * title_height * 0.8)
         end = (tx0, ty0 + title_height + (target_slot + 0.5) * title_height * 0.8)
@@ -112,10 +168,18 @@ def render(workflow: dict) -> Image.Image:
         draw.rounded_rectangle((x0, y0, x1, y1), radius=radius, fill=NODE_BODY, outline=accent, width=2)
         draw.rounded_rectangle((x0, y0, x1, y0 + title_height), radius=radius, fill=NODE_TITLE, outline=accent,
                                width=2)
-        title = str(node.get("title") or node.get("type", ""))
-        draw.text((x0 + 5, y0 + title_height / 2), _fit(title, font, x1 - x0 - 10, draw), font=font, fill=TEXT,
-                  anchor="lm")
+        if title_height >= 16:
+            title = str(node.get("title") or node.get("type", ""))
+            draw.text((x0 + 5, y0 + title_height / 2), _fit(title, font, x1 - x0 - 10, draw), font=font,
+                      fill=TEXT, anchor="lm")
     return image
+
+
+def _long_hex(colour: str) -> str:
+    """'#8A8' -> '#88AA88' (LiteGraph's group colours are often short)."""
+    if len(colour) == 4:
+        return "#" + "".join(c * 2 for c in colour[1:])
+    return colour
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,13 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only report missing thumbnails")
     args = parser.parse_args(argv)
     missing = []
+    cards = {c["name"]: (step, c["card"]) for step, c in enumerate(template_cards(), 1)}
     for path in ui_workflows():
         target = thumbnail_path(path)
+        if path.stem not in cards:
+            missing.append(f"{path.stem} in {TEMPLATE_CARDS.name}")
         if args.check:
             if not target.is_file():
                 missing.append(target.name)
             continue
-        render(json.loads(path.read_text(encoding="utf-8"))).save(target, "JPEG", quality=85, optimize=True)
+        step, card = cards.get(path.stem, (None, None))
+        render(json.loads(path.read_text(encoding="utf-8")), card, step).save(target, "JPEG", quality=85,
+                                                                              optimize=True)
         print(f"wrote {target.relative_to(WORKFLOWS_DIR.parent)}")
     if missing:
         print("missing: " + ", ".join(missing) + "; run scripts/make_template_thumbnails.py", file=sys.stderr)

@@ -22,7 +22,14 @@
 //    graph, and sets the same preset there, so one choice fills both. The widgets stay free: "custom" leaves
 //    them as they are (the server applies a preset's values in any case; this only shows them).
 
+// 4. The Templates dialog lists a pack's workflows/*.json in the order the server's folder listing gives (and,
+//    frontends 1.32.9 and 1.58.1, with the file name as title and description, with no way for a pack to set
+//    either). The pack's cards are put in the order of template_cards.json (what to run first, first); the
+//    dialog keeps it under its default sort ("newest": no template has a date). Each card's one-line
+//    description is drawn on its thumbnail (scripts/make_template_thumbnails.py).
+
 import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
 
 const PACK_PREFIX = "SearchPriors_";
 const REPORT_WIDGET = "searchpriors_report";
@@ -301,3 +308,32 @@ app.registerExtension({
     }
   },
 });
+
+// ------------------------------------------------------------------------ 4. the order of the template cards
+const PACK_MODULE = decodeURIComponent(new URL(import.meta.url).pathname.split("/").at(-2) ?? "");
+const TEMPLATE_CARDS_URL = new URL("./template_cards.json", import.meta.url);
+
+export function orderTemplates(names, order) {
+  const rank = (name) => {
+    const at = order.indexOf(name);
+    return at < 0 ? order.length : at;
+  };
+  return [...names].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+}
+
+if (typeof api?.getWorkflowTemplates === "function" && !api.getWorkflowTemplates.searchpriorsOrdered) {
+  const listTemplates = api.getWorkflowTemplates.bind(api);
+  api.getWorkflowTemplates = async function () {
+    const templates = await listTemplates();
+    const names = templates?.[PACK_MODULE];
+    if (!Array.isArray(names)) return templates;
+    try {
+      const cards = await (await fetch(TEMPLATE_CARDS_URL)).json();
+      templates[PACK_MODULE] = orderTemplates(names, cards.map((card) => card.name));
+    } catch (error) {
+      console.warn("SearchPriors: template_cards.json not read; the cards keep the server's order", error);
+    }
+    return templates;
+  };
+  api.getWorkflowTemplates.searchpriorsOrdered = true;
+}

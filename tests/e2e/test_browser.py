@@ -1,6 +1,8 @@
 """The pack in the real ComfyUI frontend (headless Chromium), as a user meets it: the Templates dialog
-lists every bundled workflow with a thumbnail and each card loads its graph; every bundled UI-format
-workflow loads with no missing or broken node and, queued from the page, runs to completion; the text
+lists every bundled workflow with a thumbnail, what to run first first, and each card loads its graph; every
+bundled UI-format workflow opens readable (titles drawn at its opening zoom, its note and first stage on
+screen, every node in a titled stage group, none over another) and loads with no missing or broken node
+and, queued from the page, runs to completion; the text
 of the pack's nodes reads line by line; the search nodes added by hand on a server with no index yet
 answer with the pack's message."""
 
@@ -16,6 +18,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
 UI_WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))   # API-format twins live in workflows/api/
+TEMPLATE_CARDS = json.loads((WORKFLOWS_DIR.parent / "web" / "template_cards.json").read_text(encoding="utf-8"))
 PACK_FOLDER = "ComfyUI-SearchPriors"                   # the pack's folder name under custom_nodes
 PACK_PREFIX = "SearchPriors_"
 NO_INDEX_YET = "No motion index yet: build one with Motion Index Builder first"
@@ -125,6 +128,8 @@ def test_ui_workflow_loads_and_runs(frontend, comfy_server, sample_index, comfy_
     assert not broken, f"nodes the frontend could not create (red, missing): {broken}"
     missing_dialogs = [t for t in frontend.dialog_texts() if "missing nodes" in t.lower()]
     assert not missing_dialogs, f"the frontend reports missing nodes: {missing_dialogs}"
+    check_readable_at_opening(frontend, workflow)
+    frontend.page.screenshot(path=str(tmp_path / f"opening-{workflow_path.stem}.png"))
 
     if workflow_path.stem in LOAD_ONLY:
         pytest.skip(LOAD_ONLY[workflow_path.stem])
@@ -149,8 +154,58 @@ def test_ui_workflow_loads_and_runs(frontend, comfy_server, sample_index, comfy_
     expected_ids = {str(n["id"]) for n in workflow["nodes"]
                     if n["type"] not in FRONTEND_ONLY_TYPES and n.get("mode", 0) == 0}
     assert set(sent) == expected_ids, f"prompt {prompt_id} has nodes {sorted(sent)}"
+    overlaps = overlapping_nodes(canvas_layout(frontend)["nodes"])
+    assert not overlaps, f"nodes that grew over a neighbour with their results: {overlaps}"
 
     check_pack_text_reads_line_by_line(frontend, workflow, entry, comfy_harness)
+
+
+def canvas_layout(frontend) -> dict:
+    """The canvas as the page has it: zoom, whether it draws in low quality (boxes without titles or widgets),
+    the visible area in canvas units, and every node's and group's box (title bar included)."""
+    return frontend.page.evaluate("""() => {
+        const canvas = window.app.canvas, ds = canvas.ds, H = window.LiteGraph.NODE_TITLE_HEIGHT;
+        const rect = canvas.canvas.getBoundingClientRect();
+        return {scale: ds.scale, low_quality: canvas.low_quality,
+                view: [-ds.offset[0], -ds.offset[1], rect.width / ds.scale, rect.height / ds.scale],
+                nodes: window.app.graph._nodes.map(n => ({id: n.id, type: n.type, title: n.title,
+                    box: [n.pos[0], n.pos[1] - H, n.size[0], n.size[1] + H]})),
+                groups: window.app.graph.groups.map(g => ({title: g.title, box: [...g._bounding]}))};
+    }""")
+
+
+def _inside(inner, outer, slack: float = 1.0) -> bool:
+    return (inner[0] >= outer[0] - slack and inner[1] >= outer[1] - slack
+            and inner[0] + inner[2] <= outer[0] + outer[2] + slack and inner[1] + inner[3] <= outer[1] + outer[3] + slack)
+
+
+def overlapping_nodes(nodes: list[dict]) -> list[tuple[str, str]]:
+    def meet(a, b):
+        return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+    return [(a["title"], b["title"]) for i, a in enumerate(nodes) for b in nodes[i + 1:] if meet(a["box"], b["box"])]
+
+
+def check_readable_at_opening(frontend, workflow: dict) -> None:
+    """At the zoom the workflow opens with (its saved view; 1600 x 1000 page) the frontend draws titles and
+    widgets, the note and the first stage's group are on screen, every node sits in a titled stage group and
+    none covers another (sizes as the frontend computes them on load)."""
+    layout = canvas_layout(frontend)
+    assert layout["scale"] == pytest.approx(workflow["extra"]["ds"]["scale"]), "the saved view was not restored"
+    assert not layout["low_quality"], f"opens at {layout['scale']:.2f}, where the frontend draws no titles"
+    notes = [n for n in layout["nodes"] if n["type"] in ("Note", "MarkdownNote")]
+    assert len(notes) == 1, "no note (or more than one) saying what the workflow does"
+    assert layout["groups"] and all(g["title"] for g in layout["groups"]), "stages are not titled groups"
+    view = layout["view"]
+    assert _inside(notes[0]["box"][:2] + [notes[0]["box"][2], 60], view), "the note's title is off screen"
+    first = min(layout["groups"], key=lambda g: g["box"][0])
+    assert _inside(first["box"][:2] + [min(first["box"][2], 300), 40], view), f"{first['title']!r} is off screen"
+    for node in layout["nodes"]:
+        if node["type"] in ("Note", "MarkdownNote"):
+            continue
+        homes = [g["title"] for g in layout["groups"] if _inside(node["box"], g["box"])]
+        assert len(homes) == 1, f"{node['title']!r} is in groups {homes}, not in one stage"
+    overlaps = overlapping_nodes(layout["nodes"])
+    assert not overlaps, f"nodes over one another at opening: {overlaps}"
 
 
 def check_pack_text_reads_line_by_line(frontend, workflow: dict, entry: dict, harness) -> None:
@@ -197,8 +252,10 @@ def test_templates_dialog_lists_and_loads_every_bundled_workflow(frontend, tmp_p
         dialog.get_by_text(PACK_FOLDER, exact=True).first.click()
         cards = frontend.page.locator("[data-testid^='template-workflow-']")
         cards.first.wait_for()
-        names = sorted(c.get_attribute("data-testid").removeprefix("template-workflow-") for c in cards.all())
-        assert names == sorted(p.stem for p in UI_WORKFLOWS), f"cards shown: {names}"
+        shown = [c.get_attribute("data-testid").removeprefix("template-workflow-") for c in cards.all()]
+        assert sorted(shown) == sorted(p.stem for p in UI_WORKFLOWS), f"cards shown: {shown}"
+        # what to run first, first (web/searchpriors.js orders them as web/template_cards.json lists them)
+        assert shown == [card["name"] for card in TEMPLATE_CARDS], f"cards in the order {shown}"
         card = frontend.page.locator(f"[data-testid='template-workflow-{workflow_path.stem}']")
         card.scroll_into_view_if_needed()   # the dialog loads a card's thumbnail when it comes into view
         frontend.page.wait_for_function(
@@ -211,6 +268,7 @@ def test_templates_dialog_lists_and_loads_every_bundled_workflow(frontend, tmp_p
             "(n) => window.app.graph._nodes.length === n", arg=len(workflow["nodes"]), timeout=30_000)
         loaded = sorted(n["type"] for n in frontend.graph_nodes())
         assert loaded == sorted(n["type"] for n in workflow["nodes"]), f"{workflow_path.name} loaded {loaded}"
+        check_readable_at_opening(frontend, workflow)
         frontend.page.screenshot(path=str(tmp_path / f"template-loaded-{workflow_path.stem}.png"))
     assert not failed_requests, f"template requests that failed: {failed_requests}"
 

@@ -51,6 +51,20 @@ def test_every_ui_workflow_has_a_template_thumbnail():
         assert thumbnail.read_bytes()[:3] == b"\xff\xd8\xff", f"{thumbnail.name} is not a JPEG"
 
 
+def test_every_ui_workflow_has_a_card_line_a_note_and_stage_groups():
+    """web/template_cards.json gives each card its line and place (build_sample_index first); each UI workflow
+    (scripts/make_ui_workflow.py) has one note, titled stage groups and an opening view that draws titles."""
+    cards = json.loads((WORKFLOWS_DIR.parent / "web" / "template_cards.json").read_text(encoding="utf-8"))
+    assert sorted(c["name"] for c in cards) == sorted(p.stem for p in UI_WORKFLOWS)
+    assert cards[0]["name"] == "build_sample_index" and all(c["card"].strip() for c in cards)
+    for ui_path in UI_WORKFLOWS:
+        workflow = load(ui_path)
+        notes = [n for n in workflow["nodes"] if n["type"] in ("Note", "MarkdownNote")]
+        assert len(notes) == 1 and "**Settings that matter**" in notes[0]["widgets_values"][0], ui_path.name
+        assert workflow["groups"] and all(g["title"] for g in workflow["groups"]), ui_path.name
+        assert workflow["extra"]["ds"]["scale"] >= 0.6, ui_path.name
+
+
 def test_every_ui_workflow_has_an_api_twin():
     assert UI_WORKFLOWS, f"no UI workflows in {WORKFLOWS_DIR}"
     for ui_path in UI_WORKFLOWS:

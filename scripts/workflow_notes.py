@@ -1,0 +1,116 @@
+"""The note at the start of each bundled UI workflow (Markdown, shown in a MarkdownNote node), by file stem."""
+
+_CLIPS = ("**Clips**: your videos and a `library.csv` (`video,caption`) in `input/searchpriors_clips/`, indexed "
+          "once with **build_sample_index**'s Motion Index Builder set to that CSV and index name "
+          "`searchpriors_clips` (or pick another index in Motion Index Loader). `make serve` has the toy world's "
+          "index `searchpriors_toy_world` and the toy model `searchpriors-toy-t2v` ready.")
+_TEXT_MODELS = ("**Text models** (all workflows): `sentence-transformers/all-MiniLM-L6-v2` in "
+                "`models/sentence_transformers/` and spaCy `en_core_web_sm` (`python -m spacy download en_core_web_sm`).")
+_MODELSCOPE = ("**Video model**: `ali-vilab/text-to-video-ms-1.7b` (diffusers format) in "
+               "`models/diffusers/text-to-video-ms-1.7b/`, or `cerspense/zeroscope_v2_576w` in "
+               "`models/diffusers/zeroscope_v2_576w/` (then 24 frames of 576 x 320); pick it in the loader.")
+_WAN21 = ("**Video model** (from `Comfy-Org/Wan_2.1_ComfyUI_repackaged`): "
+          "`models/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors`, "
+          "`models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors`, `models/vae/wan_2.1_vae.safetensors`.")
+_POS_SETTINGS = ("**Settings that matter**: the prompt; Frames, Width, Height (one place for the reference frames "
+                 "and the latent); **eta** on Gaussian Noise Mix (how much random noise joins the inverted noise: "
+                 "0 = the reference's own noise); **gamma** on the guider (the share of steps that use the "
+                 "rewritten prompt); the rewriter's **backend** (`manual` types the rewrite by hand; switch to your "
+                 "LLM); **rank** on Reference Video Frames (which retrieved clip).")
+_POS_STAGES = ("**Stages**, left to right: search the clip library for the video nearest the prompt, decode its "
+               "frames, DDIM-invert them into noise, mix that with random noise as the start noise, rewrite the "
+               "prompt from the nearest captions, sample with the rewritten prompt first and the original after, "
+               "save the mp4. Every report is in a Preview node beside its stage.")
+
+NOTES = {
+    "build_sample_index": (
+        "## Build the sample index: run this first\n\n"
+        "Indexes the 40 captioned sample clips in `input/searchpriors_sample/library.csv` into the motion index "
+        "**searchpriors_sample** (`models/motion_index/searchpriors_sample/`), in a few seconds on a CPU. Then "
+        "press **R** so the loaders list it and open **search_t2v_retrieval**.\n\n"
+        "**Settings that matter**: `library` (a CSV or JSONL of `video,caption`, relative to ComfyUI's input "
+        "folder; your own clips go in `input/searchpriors_clips/`), `index_name` (the name the loaders list). "
+        "Run again after adding rows: only new rows are indexed.\n\n" + _TEXT_MODELS +
+        " `make serve` has them and copies the sample library into the input folder."),
+    "search_t2v_retrieval": (
+        "## Search a video library for a prompt's motion\n\n"
+        "Prompt Atomizer splits the prompt into motion / actor / recipient units; two Motion Retrievers rank "
+        "the index's clips side by side: **search_t2v** (Search-T2V's filtering and score, Eqs. 6-9) and "
+        "**pos** (caption cosine, POS Eq. 3). Each shows its ranked table on the node; the previews show the "
+        "units, the reference captions and why each video ranks where it does.\n\n"
+        "**Settings that matter**: the prompt; `index_name` on Motion Index Loader (build one with "
+        "**build_sample_index** first); `top_k`; the thresholds `t_mot`, `t_atr`, `t_total` and the weights "
+        "`alpha`, `beta`, `gamma` of the search_t2v score.\n\n" + _TEXT_MODELS + " No video model."),
+    "pos_rewrite": (
+        "## POS prompt rewriting alone\n\n"
+        "Retrieves the 5 clips whose captions are nearest the prompt (POS Eq. 3) and has a language model "
+        "rewrite the prompt in their style (POS Eq. 7), then checks that no motion, actor or recipient was "
+        "lost. The previews show the rewrite, the exact instruction sent and the check.\n\n"
+        "**Settings that matter**: `backend` on the rewriter: `manual` (ships: the text in `manual_rewrite` "
+        "is used), `openai_compatible` (`base_url`, `model`, and `api_key_env`, the *name* of the variable "
+        "that holds the key, e.g. Ollama at `http://127.0.0.1:11434/v1`) or `local_transformers` (a model "
+        "folder in `models/LLM/`); `max_words`; `on_failed_check`.\n\n" + _TEXT_MODELS +
+        " Index: `searchpriors_sample` (run **build_sample_index** first)."),
+    "pos_modelscope": (
+        "## POS on ModelScope / ZeroScope\n\n" + _POS_STAGES + "\n\n" + _POS_SETTINGS +
+        " The paper's ModelScope settings: eta 0.2, gamma 0.04 (MSR-VTT), 50 DDIM steps, cfg 9.\n\n"
+        + _MODELSCOPE + "\n\n" + _CLIPS + "\n\n" + _TEXT_MODELS),
+    "pos_wan21": (
+        "## POS on Wan 2.1 T2V 1.3B\n\n" + _POS_STAGES + "\n\n" + _POS_SETTINGS +
+        " Wan has no published POS settings: eta 0.2, gamma 0.1, 30 steps, cfg 6, shift 8 are starting "
+        "points.\n\n" + _WAN21 + "\n\n" + _CLIPS + "\n\n" + _TEXT_MODELS),
+    "pos_wan22_a14b": (
+        "## POS on Wan 2.2 T2V A14B (two experts)\n\n" + _POS_STAGES + " The inversion runs through both "
+        "experts (`boundary` 0.875 on DDIM Video Invert); its `boundary_step` splits the sigmas so the high-"
+        "noise expert samples first and the low-noise expert finishes (second stage: Disable Noise).\n\n"
+        + _POS_SETTINGS + "\n\n"
+        "**Video model** (from `Comfy-Org/Wan_2.2_ComfyUI_Repackaged`): "
+        "`models/diffusion_models/wan2.2_t2v_high_noise_14B_fp16.safetensors` and "
+        "`models/diffusion_models/wan2.2_t2v_low_noise_14B_fp16.safetensors`; from "
+        "`Comfy-Org/Wan_2.1_ComfyUI_repackaged`: `models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors`, "
+        "`models/vae/wan_2.1_vae.safetensors`.\n\n" + _CLIPS + "\n\n" + _TEXT_MODELS),
+    "pos_hunyuan15": (
+        "## POS on HunyuanVideo 1.5\n\n" + _POS_STAGES + "\n\n" + _POS_SETTINGS + "\n\n"
+        "**Video model** (from `Comfy-Org/HunyuanVideo_1.5_repackaged`): "
+        "`models/diffusion_models/hunyuanvideo1.5_720p_t2v_fp16.safetensors`, "
+        "`models/text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors` and "
+        "`models/text_encoders/byt5_small_glyphxl_fp16.safetensors`, "
+        "`models/vae/hunyuanvideo15_vae_fp16.safetensors`.\n\n" + _CLIPS + "\n\n" + _TEXT_MODELS),
+    "pos_ltxv": (
+        "## POS on LTX-Video 0.9.5\n\n" + _POS_STAGES + " LTXVConditioning sets the frame rate on both prompt "
+        "pairs; LTXVScheduler gives the sigmas of inversion and sampling.\n\n" + _POS_SETTINGS + "\n\n"
+        "**Video model**: `Lightricks/LTX-Video`'s `ltx-video-2b-v0.9.5.safetensors` (VAE inside) in "
+        "`models/checkpoints/`; T5 `t5xxl_fp16.safetensors` from `comfyanonymous/flux_text_encoders` in "
+        "`models/text_encoders/`.\n\n" + _CLIPS + "\n\n" + _TEXT_MODELS),
+    "search_then_tune": (
+        "## Search-then-tune on ModelScope / ZeroScope (Search-T2V)\n\n"
+        "**Stages**, left to right: search the clip library for a video that performs the prompt's motion, "
+        "cut keyframes around the objects that move (GroundingDINO), distil their motion into the model with a "
+        "small LoRA (VMC, saved to `models/loras/motion_lora/`), invert the keyframes with the tuned model as "
+        "start noise, sample with the tuned model, save the mp4.\n\n"
+        "**Settings that matter**: the prompt; Keyframes (the video has as many frames), Width, Height; "
+        "`steps`, `lr` and `rank` on VMC Temporal LoRA (400 / 1e-4 / 32: minutes on a GPU); `detector` and "
+        "`full_frame_above` on the Keyframe Extractor; eta on Gaussian Noise Mix. To sample from plain noise, "
+        "connect the spare Plain noise node to the sampler's `noise`.\n\n" + _MODELSCOPE + "\n\n"
+        "**Detector**: `IDEA-Research/grounding-dino-tiny` in `models/grounding-dino/grounding-dino-tiny/` "
+        "(`config.json`, `model.safetensors`, processor and tokenizer files).\n\n" + _CLIPS + "\n\n" + _TEXT_MODELS),
+    "search_then_tune_wan21": (
+        "## Search-then-tune on Wan 2.1 T2V 1.3B\n\n"
+        "**Stages**, left to right: search the clip library, cut keyframes around the moving objects "
+        "(GroundingDINO), encode them with the Wan VAE (4k+1 frames), distil their motion into LoRAs on the "
+        "self-attention of the Wan blocks (VMC, saved to `models/loras/motion_lora/`), sample with the tuned "
+        "model (KSampler), save the mp4.\n\n"
+        "**Settings that matter**: the prompt; Keyframes (must be 4k+1: 5, 9, 13, 17 ...); `steps`, `lr`, "
+        "`rank` and `blocks` on VMC Temporal LoRA; `detector` on the Keyframe Extractor; KSampler's steps and "
+        "cfg.\n\n" + _WAN21 + "\n\n"
+        "**Detector**: `IDEA-Research/grounding-dino-tiny` in `models/grounding-dino/grounding-dino-tiny/`.\n\n"
+        + _CLIPS + "\n\n" + _TEXT_MODELS),
+    "motion_lora_apply": (
+        "## Reuse a saved motion LoRA\n\n"
+        "Loads a motion LoRA that **search_then_tune** saved (Load Motion LoRA refuses one made for another "
+        "base model) and samples a new prompt with the one-node Hybrid Semantic Sampler: the rewritten prompt "
+        "for the first `gamma` share of the steps, the prompt after; the schedule is in the preview.\n\n"
+        "**Settings that matter**: `lora_name` (press **R** after a search_then_tune run so it is listed) and "
+        "`strength`; the two prompts; Frames, Width, Height; `steps`, `cfg`, `gamma` (0 = the prompt alone).\n\n"
+        + _MODELSCOPE + " The LoRA must have been tuned on the same model."),
+}
