@@ -85,12 +85,27 @@ def match_units(entry_vectors: np.ndarray, prompt_vectors: np.ndarray, core_inde
     return out
 
 
+# A recipient such as "left" in "moves to the left" is where the motion goes, not a thing a detector can box.
+DIRECTION_WORDS = frozenset(
+    "left right up down upward upwards downward downwards forward forwards backward backwards away back "
+    "around across over under along toward towards inward outward sideways clockwise counterclockwise "
+    "anticlockwise north south east west top bottom front behind ahead center centre middle side".split())
+_DETERMINERS = frozenset("the a an its their his her to".split())
+
+
+def is_direction(phrase: str) -> bool:
+    """True for a phrase that only names a direction or a place in the frame ("left", "the top right")."""
+    words = [w for w in clean_caption(phrase).split() if w not in _DETERMINERS]
+    return bool(words) and all(w in DIRECTION_WORDS for w in words)
+
+
 def _nouns(units: Sequence[Unit], order: Sequence[int]) -> tuple[list[str], list[str]]:
+    """The actors and recipients to detect, in order, without repeats or directions."""
     captions, roles = [], []
     for i in order:
         for role, text in (("actor", units[i].actor), ("recipient", units[i].recipient)):
             phrase = clean_caption(text or "")
-            if phrase and phrase not in captions:
+            if phrase and phrase not in captions and not is_direction(phrase):
                 captions.append(phrase)
                 roles.append(role)
     return captions[:MAX_CAPTIONS], roles[:MAX_CAPTIONS]

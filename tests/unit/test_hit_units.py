@@ -42,3 +42,17 @@ def test_hits_carry_units_and_vectors_from_the_index(tmp_path, nlp, hash_encoder
     matched = detection_captions(atomized.units, atomized.unit_vectors, atomized.core_index, best.units,
                                  best.unit_vectors)
     assert matched.source == "entry" and matched.captions == ["man", "bicycle"]
+
+
+def test_directions_are_not_detection_targets():
+    """"a red square moves to the right": the atomizer may take "right" as the recipient; the keyframe step
+    detects the square only (a direction is where the motion goes, not an object to box)."""
+    from comfyui_searchpriors.retrieval.atomizer import Unit
+    from comfyui_searchpriors.retrieval.unit_matching import is_direction
+
+    assert is_direction("right") and is_direction("the top left") and is_direction("up")
+    assert not is_direction("square") and not is_direction("right hand") and not is_direction("ball")
+    units = [Unit("move", "red square", "right"), Unit("roll", "ball", "the left")]
+    vectors = np.ones((2, 3, 4), dtype=np.float32)
+    matched = detection_captions(units, vectors, 0, [], None)
+    assert matched.captions == ["red square", "ball"] and matched.roles == ["actor", "actor"]
