@@ -12,8 +12,8 @@ from ..retrieval.index import DEFAULT_LOCK_TIMEOUT, build_index, index_fingerpri
 from ..retrieval.library import FORMATS, read_library
 from ..retrieval.models import load_sentence_model, load_spacy
 from . import comfy_glue as glue
+from .sockets import MotionIndexType
 
-MotionIndexType = io.Custom("MOTION_INDEX")
 
 _loaded: dict[str, tuple[str, object]] = {}   # folder -> (fingerprint, MotionIndex)
 _lock = threading.Lock()

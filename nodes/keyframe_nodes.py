@@ -29,8 +29,7 @@ from ..retrieval.errors import SearchPriorsError
 from ..retrieval.unit_matching import detection_captions
 from . import comfy_glue as glue
 from .modelscope_model import FullLoadModelPatcher
-from .prompt_nodes import AtomizedPrompt
-from .retrieval_nodes import RetrievalType
+from .sockets import AtomizedPrompt, RetrievalType
 
 CATEGORY = "SearchPriors/search_t2v"
 MAX_SIDE = 4096

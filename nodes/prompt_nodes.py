@@ -9,8 +9,8 @@ from ..retrieval.embedding import atomize, atomize_many
 from ..retrieval.errors import SearchPriorsError
 from ..retrieval.models import load_sentence_model, load_spacy
 from . import comfy_glue as glue
+from .sockets import AtomizedPrompt
 
-AtomizedPrompt = io.Custom("ATOMIZED_PROMPT")
 
 # The widget's ceiling for max_prompt_chars: spaCy needs about 1 GB per 100,000 characters it parses.
 MAX_PROMPT_CHARS_CEILING = 100_000

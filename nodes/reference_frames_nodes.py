@@ -17,7 +17,7 @@ from comfy_api.v0_0_2 import io
 from ..distill.video_frames import CROP_MODES, MAX_FRAMES, MAX_SIDE, check_request, read_reference_frames
 from ..retrieval.errors import SearchPriorsError
 from . import comfy_glue as glue
-from .retrieval_nodes import RetrievalType
+from .sockets import RetrievalType
 
 CATEGORY = "SearchPriors/video"
 _DEFAULTS = {"frame_count": 16, "width": 256, "height": 256, "start_seconds": 0.0, "stride": 1, "fps": 8.0,

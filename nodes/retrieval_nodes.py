@@ -7,10 +7,8 @@ from comfy_api.v0_0_2 import io, ui
 from ..retrieval.search import (MODES, THRESHOLD_CHOICES, THRESHOLD_PRESETS, THRESHOLDS_CUSTOM, SearchParams,
                                 preset_label, search, thresholds_for_choice)
 from . import comfy_glue as glue
-from .index_nodes import MotionIndexType
-from .prompt_nodes import AtomizedPrompt
+from .sockets import AtomizedPrompt, MotionIndexType, RetrievalType
 
-RetrievalType = io.Custom("RETRIEVAL")
 _DEFAULTS = SearchParams()
 _SEARCH_T2V_ONLY = ". search_t2v mode only: pos ignores it."
 

@@ -28,7 +28,7 @@ from ..retrieval.rewriter import (MAX_REFERENCE_FIELDS, PAPER_TEMPLATE, RewriteC
                                   reference_lines, validate_template)
 from . import comfy_glue as glue
 from . import local_lm
-from .retrieval_nodes import RetrievalType
+from .sockets import RetrievalType
 
 CATEGORY = "SearchPriors/pos"
 LLM_FOLDER = "LLM"   # the folder name other LLM node packs use (models/LLM/<model folder>)

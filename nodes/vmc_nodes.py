@@ -14,9 +14,9 @@ from comfy_api.v0_0_2 import io
 from ..distill import vmc
 from ..retrieval.errors import SearchPriorsError
 from . import comfy_glue as glue
+from .sockets import MotionLoraType
 
 CATEGORY = "SearchPriors/search_t2v"
-MotionLoraType = io.Custom("MOTION_LORA")
 TARGET_CHOICES = list(vmc.TARGETS)
 LOSS_CHOICES = list(vmc.LOSSES)
 CHECKPOINT_CHOICES = list(vmc.CHECKPOINT_MODES)
