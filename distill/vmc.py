@@ -50,7 +50,6 @@ WAN_TARGETS = {"qkv": ("q", "k", "v"), "qkv+out": ("q", "k", "v", "o"), "full_qk
 FAMILIES = ("unet3d", "wan")
 FAMILY_NAMES = {"unet3d": "ModelScope / ZeroScope (UNet3D)", "wan": "Wan (WanModel DiT)"}
 LOSSES = ("vmc_abs", "eq10_pairs")
-COMFY_PREFIX = "diffusion_model."
 # blocks whose forward is recomputed in backward when gradient checkpointing is on (finest grain that still
 # holds whole attention/conv units; the UNet3D's own down/mid/up blocks are too coarse for the VRAM target)
 CHECKPOINTED_CLASSES = ("TransformerTemporalModel", "Transformer2DModel", "ResnetBlock2D", "TemporalConvLayer")
@@ -233,8 +232,9 @@ class MotionAdapters(torch.nn.Module):
             for p, v in zip(self.parameters(), values):
                 p.copy_(v)
 
-    def comfy_state_dict(self, prefix: str = COMFY_PREFIX) -> dict[str, torch.Tensor]:
-        """The adapters in ComfyUI's native LoRA key form (core LoraLoaderModelOnly reads it)."""
+    def comfy_state_dict(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The adapters in ComfyUI's native LoRA key form (core LoraLoaderModelOnly reads it): ``prefix`` + module
+        path + .lora_up/.lora_down/.alpha (or .diff/.diff_b); the prefix is ComfyUI's (nodes/motion_lora.py)."""
         out: dict[str, torch.Tensor] = {}
         for name, delta in zip(self.names, self.deltas):
             out.update(delta.comfy_entries(prefix + name))

@@ -29,6 +29,9 @@ from ..distill import vmc
 from ..retrieval.errors import SearchPriorsError
 
 META_PREFIX = "searchpriors."
+# ComfyUI's key layout for a LoRA on the diffusion model: comfy.lora.model_lora_keys_unet maps
+# "diffusion_model." + <module path> to the module's weight (checked against ComfyUI 0.3.75).
+LORA_KEY_PREFIX = "diffusion_model."
 KIND = "vmc_motion_lora"
 
 
@@ -122,7 +125,7 @@ def unpatched_weight(model, key: str) -> torch.Tensor:
 
 
 def model_fingerprint(model, target_names: list[str]) -> dict:
-    prefix = vmc.COMFY_PREFIX
+    prefix = LORA_KEY_PREFIX
     keys = [f"{n}.weight" for n in target_names] + list(vmc.FINGERPRINT_PROBES)
     weights = {}
     for key in keys:
@@ -322,7 +325,7 @@ def _train_one(model, latent, conditioning, steps, lr, rank, targets, loss, seed
                 + ("set gradient_checkpointing to 'all', " if checkpointing != "all" else "")
                 + f"use fewer or smaller keyframes, fewer blocks, targets 'qkv' instead of '{targets}', or a lower "
                   f"rank.") from exc
-        state_dict = adapters.comfy_state_dict()
+        state_dict = adapters.comfy_state_dict(LORA_KEY_PREFIX)
     metadata = motion_lora_metadata(model, adapters, config, result, caption, expert)
     motion_lora = {"state_dict": state_dict, "metadata": metadata}
     return patched_clone(model, state_dict), motion_lora, result.losses, result.stopped
@@ -411,9 +414,9 @@ def check_base_model(model, state_dict: dict, metadata: dict, name: str) -> None
                                 f"the JSON object Save Motion LoRA writes: {exc}), so its base model cannot be "
                                 f"checked. Save it again with Save Motion LoRA, or load it with core Load LoRA "
                                 f"(model only) if you know its base model.") from None
-    targets = sorted({k[len(vmc.COMFY_PREFIX):].rsplit(".", 2)[0] if ".lora_" in k else
-                      k[len(vmc.COMFY_PREFIX):].rsplit(".", 1)[0]
-                      for k in state_dict if k.startswith(vmc.COMFY_PREFIX)})
+    targets = sorted({k[len(LORA_KEY_PREFIX):].rsplit(".", 2)[0] if ".lora_" in k else
+                      k[len(LORA_KEY_PREFIX):].rsplit(".", 1)[0]
+                      for k in state_dict if k.startswith(LORA_KEY_PREFIX)})
     base = metadata.get(META_PREFIX + "base_model", "?")
     saved_family = metadata.get(META_PREFIX + "family") or "unet3d"   # files saved before Wan support: UNet3D
     try:

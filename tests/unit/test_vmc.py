@@ -120,12 +120,12 @@ def test_adapters_start_as_identity_and_give_comfy_keys(unet):
         with adapters.attached():
             same = unet(x, t, encoder_hidden_states=context()).sample
     assert torch.equal(base, same)
-    sd = adapters.comfy_state_dict()
+    sd = adapters.comfy_state_dict("diffusion_model.")
     name = "down_blocks.0.temp_attentions.0.transformer_blocks.0.attn1.to_out.0"
     assert sd[f"diffusion_model.{name}.lora_up.weight"].shape == (32, 4)
     assert sd[f"diffusion_model.{name}.lora_down.weight"].shape == (4, 32)
     assert float(sd[f"diffusion_model.{name}.alpha"]) == 4.0
-    full = vmc.MotionAdapters(unet, "full_qkv").comfy_state_dict()
+    full = vmc.MotionAdapters(unet, "full_qkv").comfy_state_dict("diffusion_model.")
     assert set(full) == {f"diffusion_model.{n}.diff" for n in vmc.find_temporal_projections(unet)}
 
 
