@@ -109,6 +109,11 @@ def check_request(frame_count: int, width: int, height: int, start_seconds: floa
                                f"Set fps, or a stride of 1 or more.")
     if crop not in CROP_MODES:
         raise VideoFramesError(f"Unknown crop mode '{crop}': choose one of {', '.join(CROP_MODES)}.")
+    check_frames_budget(frame_count, width, height)
+
+
+def check_frames_budget(frame_count: int, width: int, height: int) -> None:
+    """Refuse a request whose frames would not fit the memory budget (distill/memory_budget.py)."""
     count, w, h = int(frame_count), int(width), int(height)
     check_allocation(f"{count} frames at {w}x{h}", count * w * h * BYTES_PER_PIXEL,
                      "Take fewer frames, or a smaller width and height")

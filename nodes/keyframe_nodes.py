@@ -195,32 +195,18 @@ class KeyframeExtractor(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, atomized=None, retrieval=None, frames=None, detector=None, keyframe_count=8, width=256,
-                        height=256, box_threshold=DEFAULT_BOX_THRESHOLD, text_threshold=DEFAULT_TEXT_THRESHOLD,
-                        keep_together=True, full_frame_above=DEFAULT_FULL_FRAME_ABOVE, rank=1, search_whole_clip=True,
-                        scan_fps=2.0, **_ignored):
-        # A widget fed by a link (a Primitive node of the workflow) arrives here as None: its value is only
-        # known at run time, where execute checks it; check the default in its place.
-        given = {"keyframe_count": keyframe_count, "width": width, "height": height, "box_threshold": box_threshold,
-                 "text_threshold": text_threshold, "full_frame_above": full_frame_above}
-        # named here, so ComfyUI skips its own range check of these: the schema's ranges are checked instead
-        problem = glue.number_inputs_problem(cls, dict(given, rank=rank))
-        if problem:
-            return problem
-        given = {name: _DEFAULTS[name] if value is None else value for name, value in given.items()}
+    def validate_inputs(cls, detector=None):
+        # Only the detector dropdown is named: ComfyUI files a returned message once for each input named here,
+        # and checks every number widget's range itself; execute checks the widgets again (and NaN) on the node.
+        choices = detector_choices()
+        if detector is None:
+            return glue.check_dropdowns(glue.Dropdown("detector", None, choices, NO_DETECTOR))
+        if not str(detector).strip():
+            return NO_DETECTOR
         try:
-            _check_widgets(**given)
-            if rank is not None and not 1 <= int(rank) <= 1000:
-                return f"rank must be between 1 and 1000, got {rank}."
-            if scan_fps is not None and not 0.05 <= float(scan_fps) <= 30.0:
-                return f"scan_fps must be between 0.05 and 30, got {scan_fps}."
-            if not detector:
-                return NO_DETECTOR
             detector_path(detector)
         except SearchPriorsError as exc:
             return str(exc)
-        except (TypeError, ValueError) as exc:
-            return f"Bad widget value: {exc}"
         return True
 
     @classmethod

@@ -14,7 +14,8 @@ import os
 import folder_paths
 from comfy_api.v0_0_2 import io
 
-from ..distill.video_frames import CROP_MODES, MAX_FRAMES, MAX_SIDE, check_request, read_reference_frames
+from ..distill.video_frames import (CROP_MODES, MAX_FRAMES, MAX_SIDE, check_frames_budget, check_request,
+                                    read_reference_frames)
 from ..retrieval.errors import SearchPriorsError
 from . import comfy_glue as glue
 from .sockets import RetrievalType
@@ -98,21 +99,22 @@ class ReferenceFrames(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, **kwargs):
-        # ComfyUI skips its own min/max/option checks for a node whose validator takes **kwargs, so the
-        # widget values are checked here; the video itself is checked on the node when it runs (a linked
-        # retrieval is not known yet). A linked widget (e.g. frame_count from a Primitive node) comes as None:
-        # its value is checked when the node runs.
-        problem = glue.number_inputs_problem(cls, kwargs)
+    def validate_inputs(cls, frame_count=None, width=None, height=None):
+        # Only what decides the memory budget is named, so a request too large for it is refused before the
+        # graph runs, on these three inputs (ComfyUI files a returned message once per input named here, and
+        # skips its own range check of them: the schema's ranges are checked here instead). Every other widget
+        # is range- and option-checked by ComfyUI itself and checked again, with the file, when the node runs.
+        # A linked widget (e.g. frame_count from a Primitive node) comes as None: checked when the node runs.
+        values = {"frame_count": frame_count, "width": width, "height": height}
+        problem = glue.number_inputs_problem(cls, values)
         if problem:
             return problem
-        values = {name: default if kwargs.get(name) is None else kwargs[name] for name, default in _DEFAULTS.items()}
+        if any(v is None for v in values.values()):
+            return True
         try:
-            check_request(**values)
+            check_frames_budget(frame_count, width, height)
         except SearchPriorsError as exc:
             return str(exc)
-        except (TypeError, ValueError) as exc:
-            return f"Bad widget value: {exc}"
         return True
 
     @classmethod

@@ -148,3 +148,30 @@ def test_search_graph_without_an_index_names_the_fix(bare_server, comfy_harness)
     assert not problems_in_validation(answer), answer
     loader_errors = answer["node_errors"]["2"]["errors"]
     assert any(NO_INDEX_YET in e["details"] for e in loader_errors), loader_errors
+
+
+def test_each_problem_is_reported_once_on_the_input_it_concerns(comfy_server):
+    """Issue 19: the Keyframe Extractor's missing detector was reported once per input (detector, keyframe_count,
+    width, ...), Reference Video Frames' memory-budget refusal eight times. ComfyUI files a validator's message
+    once per input the validator names: the Keyframe Extractor names only its detector, Reference Video Frames
+    only the three inputs that decide its memory budget."""
+    graph = {
+        "1": {"class_type": "SearchPriors_ReferenceFrames",
+              "inputs": {"frame_count": 4096, "width": 8192, "height": 8192, "start_seconds": 0.0, "stride": 1,
+                         "fps": 8.0, "crop": "center", "rank": 1, "video_path": "x.mp4"}},
+        "2": {"class_type": "SearchPriors_KeyframeExtractor",
+              "inputs": {"atomized": ["3", 0], "retrieval": ["4", 0], "frames": ["1", 0], "detector": "absent-detector",
+                         "keyframe_count": 8, "width": 256, "height": 256, "box_threshold": 0.35,
+                         "text_threshold": 0.25, "keep_together": True, "full_frame_above": 0.7, "rank": 1}},
+        "3": {"class_type": "SearchPriors_PromptAtomizer", "inputs": {"prompt": "a dog runs"}},
+        "4": {"class_type": "SearchPriors_MotionRetriever", "inputs": {"atomized": ["3", 0]}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    }
+    status, answer = comfy_server.post_json("/prompt", {"prompt": graph, "client_id": comfy_server.client_id})
+    assert status == 400, answer
+    errors = answer.get("node_errors", {})
+    detector = [e for e in errors.get("2", {}).get("errors", []) if "absent-detector" in e.get("details", "")]
+    assert [e["extra_info"]["input_name"] for e in detector] == ["detector"], errors.get("2")
+    budget = [e for e in errors.get("1", {}).get("errors", []) if "needs about" in e.get("details", "")]
+    assert sorted(e["extra_info"]["input_name"] for e in budget) == ["frame_count", "height", "width"], errors.get("1")
+    assert comfy_server.running

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -127,26 +129,32 @@ def test_schema_sockets_in_order(node):
     assert [o.id for o in schema.outputs] == ["keyframes", "preview", "segment"]
 
 
-def test_validate_inputs_with_no_detector_names_the_folder(node):
-    for kwargs in ({}, {"detector": ""}, {"detector": None, "keyframe_count": 4}):
-        message = node.validate_inputs(**kwargs)
-        assert isinstance(message, str) and "put a GroundingDINO folder in models/grounding-dino/" in message
-    assert "keyframe_count is 0, below its minimum of 1" in node.validate_inputs(keyframe_count=0, detector="x")
-    assert "full_frame_above is 1.5, above its maximum of 1" in node.validate_inputs(full_frame_above=1.5, detector="x")
+def test_validate_inputs_names_only_the_detector_so_its_message_shows_once(node, monkeypatch):
+    """ComfyUI files a validator's message once per input the validator names, and range-checks the number
+    widgets itself when they are not named: so only the detector is named, and execute checks the numbers."""
+    import inspect
+
+    from comfyui_searchpriors.nodes import keyframe_nodes
+
+    assert list(inspect.signature(node.validate_inputs).parameters) == ["detector"]
+    assert "put a GroundingDINO folder in models/grounding-dino/" in node.validate_inputs(detector="")
     assert "pick one from the list" in node.validate_inputs(detector="../etc")
     assert "No detector 'absent'" in node.validate_inputs(detector="absent")
+    monkeypatch.setattr(keyframe_nodes, "detector_choices", lambda: [])
+    with pytest.raises(SearchPriorsError, match="put a GroundingDINO folder in models/grounding-dino/"):
+        node.validate_inputs()   # an empty list sends no value: raised, so that the message is what shows
+    for name, value, words in (("keyframe_count", 0, "keyframe_count is 0, below its minimum of 1"),
+                               ("full_frame_above", 1.5, "full_frame_above is 1.5, above its maximum of 1"),
+                               ("box_threshold", float("nan"), "box_threshold is nan")):
+        with pytest.raises(SearchPriorsError, match=words):
+            node.execute(atomized=None, retrieval=None, frames=None, detector="x", **{**WIDGETS, name: value})
 
 
 def test_detector_listed_validated_and_fingerprinted(node, detector):
     from comfyui_searchpriors.nodes.keyframe_nodes import detector_choices
 
     assert detector in detector_choices()
-    assert node.validate_inputs(detector=detector, **WIDGETS) is True
-    # Widgets fed by links (the bundled workflow's Primitive nodes) reach validation as None: accepted here,
-    # checked with their values in execute.
-    linked = dict.fromkeys(("keyframe_count", "width", "height", "box_threshold", "text_threshold",
-                            "full_frame_above"))
-    assert node.validate_inputs(detector=detector, **linked) is True
+    assert node.validate_inputs(detector=detector) is True
     first = node.fingerprint_inputs(detector=detector)
     assert first == node.fingerprint_inputs(detector=detector, rank=2)
     assert math.isnan(node.fingerprint_inputs(detector="absent"))

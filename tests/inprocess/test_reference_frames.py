@@ -9,6 +9,8 @@ import os
 
 import pytest
 
+from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location("searchpriors_tests_video_clips", os.path.join(TESTS, "video_clips.py"))
 clips = importlib.util.module_from_spec(_spec)
@@ -144,14 +146,22 @@ def test_file_errors_reach_the_node(node, comfy, videos):
         node.execute(**{**WIDGETS, "frame_count": 20}, video_path="refclips/a.mp4")
 
 
-def test_validate_inputs_accepts_any_subset(node):
+def test_validate_inputs_checks_the_memory_budget_on_the_three_inputs_that_decide_it(node, videos):
+    """Named: frame_count, width, height only (ComfyUI files a validator's message once per named input and
+    checks the others itself); the rest is checked when the node runs."""
+    import inspect
+
+    assert list(inspect.signature(node.validate_inputs).parameters) == ["frame_count", "width", "height"]
     assert node.validate_inputs() is True
-    assert node.validate_inputs(retrieval=None) is True
-    assert node.validate_inputs(**WIDGETS, video_path="anything") is True
+    assert node.validate_inputs(frame_count=16, width=256, height=256) is True
+    assert node.validate_inputs(frame_count=None, width=256, height=256) is True   # linked: checked when it runs
     assert "frame_count is 0, below its minimum of 1" in node.validate_inputs(frame_count=0)
-    assert "Unknown crop mode" in node.validate_inputs(crop="zoom")
-    assert "fps, which must be above 0" in node.validate_inputs(stride=0, fps=0.0)
     assert "width is -8, below its minimum of 8" in node.validate_inputs(width=-8)
+    assert "4096 frames at 8192x8192 needs about" in node.validate_inputs(frame_count=4096, width=8192, height=8192)
+    with pytest.raises(SearchPriorsError, match="Unknown crop mode"):
+        node.execute(**{**WIDGETS, "crop": "zoom"}, video_path="refclips/a.mp4")
+    with pytest.raises(SearchPriorsError, match="fps, which must be above 0"):
+        node.execute(**{**WIDGETS, "stride": 0, "fps": 0.0}, video_path="refclips/a.mp4")
 
 
 def test_fingerprint_by_path_size_and_mtime(node, videos):
@@ -255,4 +265,8 @@ def test_memory_budget_refused_on_validation_and_execute(node, pack_nodes, video
     with pytest.raises(mb.MemoryBudgetError, match="needs about"):
         node.execute(**{**WIDGETS, "frame_count": 16, "width": 1024, "height": 1024}, video_path="refclips/a.mp4")
     keyframes = pack_nodes.KeyframeExtractor
-    assert "8 keyframes at 4096x4096 needs about" in keyframes.validate_inputs(width=4096, height=4096)
+    # the Keyframe Extractor's validator names only its detector (one message there); its budget is checked
+    # when it runs, before any crop is made
+    with pytest.raises(mb.MemoryBudgetError, match="8 keyframes at 4096x4096 needs about"):
+        keyframes.execute(atomized=None, retrieval=None, frames=None, detector="x", keyframe_count=8, width=4096,
+                          height=4096)
