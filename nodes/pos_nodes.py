@@ -259,16 +259,19 @@ class DDIMVideoInvert(io.ComfyNode):
         if not math.isclose(cfg, 1.0):
             warnings.append(f"cfg {cfg:g}, not 1: the paper inverts with the empty prompt and no guidance; guided "
                             f"inversion drifts and reconstructs less exactly.")
+        # Notes, not warnings: what the settings mean, on the defaults too (the paper's plain inversion, the
+        # pipeline's DDIM schedule), where nothing needs changing.
+        notes = []
         if refine_iterations == 0:
-            warnings.append("refine_iterations 0: plain DDIM inversion, residual not measured; 1-3 iterations make "
-                            "the noise regenerate the video much more exactly.")
+            notes.append("refine_iterations 0: plain DDIM inversion as in the paper, residual not measured; 1-3 "
+                         "iterations make the noise regenerate the video more exactly.")
         if "flow" not in outcome.kind and outcome.sigmas[0] < float(model_sampling.sigma_max) * (1 - 1e-5):
-            warnings.append(f"the schedule starts at sigma {outcome.sigmas[0]:.6g}, below the model's maximum: the "
-                            f"noise fits a sampler that starts at that same sigma.")
+            notes.append(f"the schedule starts at sigma {outcome.sigmas[0]:.6g}, below the model's maximum: the "
+                         f"noise fits a sampler that starts at that same sigma.")
         if outcome.sigmas[-1] > 0:
-            warnings.append(f"the schedule ends at sigma {outcome.sigmas[-1]:.6g}, not 0: the latent is taken as the "
-                            f"state at that level (what a sampler on this schedule returns).")
-        lines += [f"WARNING: {w}" for w in warnings]
+            notes.append(f"the schedule ends at sigma {outcome.sigmas[-1]:.6g}, not 0: the latent is taken as the "
+                         f"state at that level (what a sampler on this schedule returns).")
+        lines += [f"WARNING: {w}" for w in warnings] + [f"note: {n}" for n in notes]
         lines.append("step  sigma_from -> sigma_to   residual   calls")
         for step in result.steps:
             lines.append(f"{step.index:4d}  {step.sigma_from:10.6g} -> {step.sigma_to:<10.6g} {_fmt(step.residual):>10}"

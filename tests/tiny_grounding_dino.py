@@ -3,6 +3,8 @@ layout (config.json, model.safetensors, processor and BERT tokenizer files) for 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "man", "bike", "square", "red", "ball", "dog", "hand",
@@ -28,9 +30,24 @@ def save_tiny_grounding_dino(folder) -> str:
     tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(VOCAB)})
     processor = GroundingDinoProcessor(GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96}),
                                        tokenizer)
-    model.save_pretrained(str(folder))
-    processor.save_pretrained(str(folder))
+    with quiet_transformers():
+        model.save_pretrained(str(folder))
+        processor.save_pretrained(str(folder))
     return str(folder)
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' progress bars off while writing ("Writing model shards" would land in the demo's output)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def save_random_grounding_dino(folder, size: str = "tiny") -> str:
@@ -51,6 +68,7 @@ def save_random_grounding_dino(folder, size: str = "tiny") -> str:
     words = VOCAB + [f"[unused{i}]" for i in range(config.text_config.vocab_size - len(VOCAB))]
     tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(words)})
     processor = GroundingDinoProcessor(GroundingDinoImageProcessor(), tokenizer)
-    model.save_pretrained(str(folder))
-    processor.save_pretrained(str(folder))
+    with quiet_transformers():
+        model.save_pretrained(str(folder))
+        processor.save_pretrained(str(folder))
     return str(folder)

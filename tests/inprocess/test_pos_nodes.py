@@ -119,14 +119,14 @@ def test_a_schedule_ending_above_zero_is_inverted_from_its_last_level(pos, core,
     model, latent, cond, _ = models["eps"]
     sigmas = core[0].BasicScheduler.execute(model, "simple", 20, 1.0).args[0][:-1]  # e.g. diffusers' DDIM timesteps
     noise, report = invert(pos, model, latent, cond, sigmas=sigmas, refine=3, check_reconstruction=True)
-    assert re.search(r"WARNING: the schedule ends at sigma [0-9.]+, not 0", report)
+    assert re.search(r"note: the schedule ends at sigma [0-9.]+, not 0", report)
     assert reconstruction_error(report) < 1e-3
 
 
 def test_shift_and_cfg_warnings_and_guided_inversion(pos, tiny, wan, models):
     _, latent, cond, make = models["wan"]
     _, report = invert(pos, wan, latent, cond, steps=4)
-    assert "WARNING: flow shift is 8" in report and "refine_iterations 0" in report
+    assert "WARNING: flow shift is 8" in report and "note: refine_iterations 0" in report
     noise, report = invert(pos, wan, latent, cond, steps=4, cfg=3.0, negative=make(101))
     assert torch.isfinite(noise["samples"]).all() and "WARNING: cfg 3, not 1" in report
 
