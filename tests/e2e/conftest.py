@@ -7,7 +7,9 @@ Playwright's own browser download cannot work here, so the system Chromium is us
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -293,3 +295,50 @@ def tiny_grounding_dino(comfy_server, comfy_harness):
 def tiny_motion_lora(comfy_server, comfy_harness):
     """A motion LoRA for the tiny t2v model, tuned and saved through the server; its name under models/loras."""
     return comfy_harness.install_tiny_motion_lora(comfy_server)
+
+
+# ------------------------------------------------- tiny models of ComfyUI's own classes under real file names
+TESTS_DIR = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tests_module():
+    """tests/<name>.py by file path, loaded once (tests/ is no package): tests_module("e2e_text_node")."""
+    def load(name: str):
+        key = f"searchpriors_tests_{name}"
+        if key not in sys.modules:
+            spec = importlib.util.spec_from_file_location(key, TESTS_DIR / f"{name}.py")
+            sys.modules[key] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(sys.modules[key])
+        return sys.modules[key]
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def install_tiny_models(comfy_server, comfy_harness):
+    """install_tiny_models({path under models/: maker}) writes each file once (a maker returns a state dict, or
+    (state dict, metadata)), builds the toy world's index and returns the session server. The makers run in this
+    process with ComfyUI's source importable: tests/tiny_models.py builds ComfyUI's own classes."""
+    import safetensors.torch
+
+    comfyui = str(comfy_harness.default_comfyui_dir())
+    if comfyui not in sys.path:
+        sys.path.insert(0, comfyui)
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+
+    def install(files: dict):
+        for name, make in files.items():
+            target = comfy_server.models_dir / name
+            if not target.exists():
+                made = make()
+                state, metadata = made if isinstance(made, tuple) else (made, None)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(target),
+                                            metadata=metadata)
+        comfy_harness.build_toy_world_index(comfy_server)
+        return comfy_server
+
+    return install

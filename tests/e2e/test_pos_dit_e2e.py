@@ -11,9 +11,7 @@ shipped."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,42 +23,18 @@ API = TESTS.parent / "workflows" / "api" / "pos_wan22_a14b.json"
 FRAMES, SIZE, STEPS = 5, 64, 4
 
 
-def _by_path(name: str, path: Path):
-    """A module of tests/ (no package: loaded by file path, once)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
 @pytest.fixture(scope="module")
-def dit_server(comfy_server, comfy_harness):
+def dit_server(install_tiny_models, tests_module):
     """The session server with two different tiny Wan 2.1 experts and the tiny Wan VAE under the template's file
     names in its models folder, and the toy world's index."""
-    import safetensors.torch
-
-    comfyui = str(comfy_harness.default_comfyui_dir())
-    if comfyui not in sys.path:
-        sys.path.insert(0, comfyui)
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True
-    tiny = _by_path("searchpriors_tests_tiny_models_e2e", TESTS / "tiny_models.py")
-    files = {"diffusion_models/wan2.2_t2v_high_noise_14B_fp16.safetensors": lambda: tiny.tiny_wan21_state_dict(seed=7),
-             "diffusion_models/wan2.2_t2v_low_noise_14B_fp16.safetensors": lambda: tiny.tiny_wan21_state_dict(seed=0),
-             "vae/wan_2.1_vae.safetensors": lambda: tiny.tiny_wan21_vae_state_dict(seed=0)}
-    for name, state in files.items():
-        target = comfy_server.models_dir / name
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            safetensors.torch.save_file({k: v.contiguous() for k, v in state().items()}, str(target))
-    comfy_harness.build_toy_world_index(comfy_server)
-    return comfy_server
+    tiny = tests_module("tiny_models")
+    return install_tiny_models({
+        "diffusion_models/wan2.2_t2v_high_noise_14B_fp16.safetensors": lambda: tiny.tiny_wan21_state_dict(seed=7),
+        "diffusion_models/wan2.2_t2v_low_noise_14B_fp16.safetensors": lambda: tiny.tiny_wan21_state_dict(seed=0),
+        "vae/wan_2.1_vae.safetensors": lambda: tiny.tiny_wan21_vae_state_dict(seed=0)})
 
 
-def a14b_at_test_size(comfy_harness) -> dict:
-    text_node = _by_path("searchpriors_e2e_text_node", TESTS / "e2e_text_node.py")
+def a14b_at_test_size(comfy_harness, text_node) -> dict:
     graph = text_node.tiny_text_graph(json.loads(API.read_text(encoding="utf-8")))
     values = {"Frames": FRAMES, "Width": SIZE, "Height": SIZE}
     for node in graph.values():
@@ -76,8 +50,8 @@ def a14b_at_test_size(comfy_harness) -> dict:
     return graph
 
 
-def test_pos_wan22_a14b_workflow_runs_both_experts_end_to_end(dit_server, comfy_harness):
-    graph = a14b_at_test_size(comfy_harness)
+def test_pos_wan22_a14b_workflow_runs_both_experts_end_to_end(dit_server, comfy_harness, tests_module):
+    graph = a14b_at_test_size(comfy_harness, tests_module("e2e_text_node"))
     entry = dit_server.run_prompt(graph, timeout=900)
     comfy_harness.assert_success(entry, "pos_wan22_a14b")
 

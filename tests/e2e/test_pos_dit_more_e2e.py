@@ -18,11 +18,9 @@ rest runs as shipped, at 64 x 64 and a few steps."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -36,45 +34,19 @@ FRAMES = {"pos_hunyuan15": 5, "pos_ltxv": 9}   # 4k+1 (HunyuanVideo 1.5 VAE), 8k
 LATENT = {"pos_hunyuan15": [1, 32, 2, 4, 4], "pos_ltxv": [1, 128, 2, 2, 2]}   # 1/16 and 1/32 of the size
 
 
-def _by_path(name: str, path: Path):
-    """A module of tests/ (no package: loaded by file path, once)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
 @pytest.fixture(scope="module")
-def dit_server(comfy_server, comfy_harness):
+def dit_server(install_tiny_models, tests_module):
     """The session server with the tiny HunyuanVideo 1.5, its VAE and the tiny LTX-Video checkpoint under the
     templates' file names in its models folder, and the toy world's index."""
-    import safetensors.torch
-
-    comfyui = str(comfy_harness.default_comfyui_dir())
-    if comfyui not in sys.path:
-        sys.path.insert(0, comfyui)
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True
-    tiny = _by_path("searchpriors_tests_tiny_models_e2e", TESTS / "tiny_models.py")
-    files = {"diffusion_models/hunyuanvideo1.5_720p_t2v_fp16.safetensors":
-             lambda: (tiny.tiny_hunyuan15_state_dict(seed=0), None),
-             "vae/hunyuanvideo15_vae_fp16.safetensors": lambda: (tiny.tiny_hunyuan15_vae_state_dict(seed=0), None),
-             "checkpoints/ltx-video-2b-v0.9.5.safetensors": lambda: tiny.tiny_ltxv_checkpoint(seed=0)}
-    for name, make in files.items():
-        target = comfy_server.models_dir / name
-        if not target.exists():
-            state, metadata = make()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(target), metadata=metadata)
-    comfy_harness.build_toy_world_index(comfy_server)
-    return comfy_server
+    tiny = tests_module("tiny_models")
+    return install_tiny_models({
+        "diffusion_models/hunyuanvideo1.5_720p_t2v_fp16.safetensors": lambda: tiny.tiny_hunyuan15_state_dict(seed=0),
+        "vae/hunyuanvideo15_vae_fp16.safetensors": lambda: tiny.tiny_hunyuan15_vae_state_dict(seed=0),
+        "checkpoints/ltx-video-2b-v0.9.5.safetensors": lambda: tiny.tiny_ltxv_checkpoint(seed=0)})
 
 
-def at_test_size(comfy_harness, name: str) -> dict:
+def at_test_size(comfy_harness, nodes, name: str) -> dict:
     """The bundled workflow with the stand-ins, the toy world's prompt and index, 64 x 64, FRAMES and STEPS."""
-    nodes = _by_path("searchpriors_e2e_text_node", TESTS / "e2e_text_node.py")
     graph = nodes.tiny_vae_graph(nodes.tiny_text_graph(json.loads((API / f"{name}.json").read_text(encoding="utf-8"))))
     values = {"Frames": FRAMES[name], "Width": SIZE, "Height": SIZE}
     for node in graph.values():
@@ -91,8 +63,8 @@ def at_test_size(comfy_harness, name: str) -> dict:
 
 
 @pytest.mark.parametrize("name", ["pos_hunyuan15", "pos_ltxv"])
-def test_pos_dit_workflow_runs_end_to_end(dit_server, comfy_harness, name):
-    graph = at_test_size(comfy_harness, name)
+def test_pos_dit_workflow_runs_end_to_end(dit_server, comfy_harness, tests_module, name):
+    graph = at_test_size(comfy_harness, tests_module("e2e_text_node"), name)
     kinds = {node["class_type"] for node in graph.values()}
     assert not kinds & {"CLIPLoader", "DualCLIPLoader", "VAELoader"}, kinds   # only the stand-ins were swapped in
     entry = dit_server.run_prompt(graph, timeout=900)

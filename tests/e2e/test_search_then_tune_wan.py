@@ -10,9 +10,7 @@ Wan's VAE (8) is refused by Encode Keyframes with the counts that fit, and the s
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,39 +24,16 @@ TEMPLATE_FILES = {"wan2.1_t2v_1.3B_fp16.safetensors", "umt5_xxl_fp8_e4m3fn_scale
                   "wan_2.1_vae.safetensors"}
 
 
-def _module(name: str, path: Path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 @pytest.fixture(scope="module")
-def tiny_wan_files(comfy_server, comfy_harness):
+def tiny_wan_files(install_tiny_models, tests_module):
     """The tiny Wan 2.1 and its VAE under the template's names in the server's models folders."""
-    import safetensors.torch
-
-    comfyui = str(comfy_harness.default_comfyui_dir())
-    if comfyui not in sys.path:
-        sys.path.insert(0, comfyui)
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True
-    tiny = _module("searchpriors_tests_tiny_models_e2e", TESTS / "tiny_models.py")
-    for folder, name, state in (("diffusion_models", "wan2.1_t2v_1.3B_fp16.safetensors", tiny.tiny_wan21_state_dict(0)),
-                                ("vae", "wan_2.1_vae.safetensors", tiny.tiny_wan21_vae_state_dict(0))):
-        target = comfy_server.models_dir / folder / name
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(target))
-    comfy_harness.build_toy_world_index(comfy_server)
-    return comfy_server
+    tiny = tests_module("tiny_models")
+    return install_tiny_models({
+        "diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors": lambda: tiny.tiny_wan21_state_dict(0),
+        "vae/wan_2.1_vae.safetensors": lambda: tiny.tiny_wan21_vae_state_dict(0)})
 
 
-def graph_at_test_size(comfy_harness, keyframes: int = FRAMES) -> dict:
-    text_node = _module("searchpriors_e2e_text_node", TESTS / "e2e_text_node.py")
+def graph_at_test_size(comfy_harness, text_node, keyframes: int = FRAMES) -> dict:
     graph = text_node.tiny_text_graph(json.loads(API.read_text(encoding="utf-8")))
     for node in graph.values():
         kind, inputs, title = node["class_type"], node["inputs"], node["_meta"]["title"]
@@ -92,9 +67,9 @@ def test_workflow_names_the_template_files_and_fits_the_server(comfy_server):
     assert (keyframes - 1) % 4 == 0, "Wan's VAE takes 4k+1 frames"
 
 
-def test_search_then_tune_on_wan_runs_end_to_end(tiny_wan_files, comfy_harness, tiny_grounding_dino):
+def test_search_then_tune_on_wan_runs_end_to_end(tiny_wan_files, comfy_harness, tiny_grounding_dino, tests_module):
     server = tiny_wan_files
-    graph = graph_at_test_size(comfy_harness)
+    graph = graph_at_test_size(comfy_harness, tests_module("e2e_text_node"))
     entry = server.run_prompt(graph, timeout=900)
     comfy_harness.assert_success(entry, "search_then_tune_wan21")
     assert len(comfy_harness.saved_video_frames(server, entry, graph)) == FRAMES
@@ -112,9 +87,10 @@ def test_search_then_tune_on_wan_runs_end_to_end(tiny_wan_files, comfy_harness, 
     assert entry["outputs"].get(by_title["VMC loss curve"], {}).get("images")
 
 
-def test_a_keyframe_count_that_wans_vae_would_cut_is_refused(tiny_wan_files, comfy_harness, tiny_grounding_dino):
+def test_a_keyframe_count_that_wans_vae_would_cut_is_refused(tiny_wan_files, comfy_harness, tiny_grounding_dino,
+                                                              tests_module):
     server = tiny_wan_files
-    graph = graph_at_test_size(comfy_harness, keyframes=8)
+    graph = graph_at_test_size(comfy_harness, tests_module("e2e_text_node"), keyframes=8)
     entry = server.run_prompt(graph, timeout=900)
     error = comfy_harness.execution_error(entry) if hasattr(comfy_harness, "execution_error") else None
     messages = json.dumps(entry.get("status", {}).get("messages", []))
