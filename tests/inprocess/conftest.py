@@ -115,3 +115,21 @@ def _recording(model, prompts: dict, keys: list | None = None):
 def recording():
     """``recording(model, prompts, keys=None) -> (clone, calls)``: see ``_recording``."""
     return _recording
+
+
+@pytest.fixture
+def nan_loss_from_call(monkeypatch):
+    """nan_loss_from_call(n): VMC's motion loss turns NaN from its n-th call on, the training around it as it is."""
+    from comfyui_searchpriors.distill import vmc
+
+    def install(n: int) -> None:
+        real_loss, calls = vmc.motion_loss, []
+
+        def loss(*args, **kwargs):
+            calls.append(1)
+            value = real_loss(*args, **kwargs)
+            return value * float("nan") if len(calls) >= n else value
+
+        monkeypatch.setattr(vmc, "motion_loss", loss)
+
+    return install

@@ -211,20 +211,12 @@ def test_bad_inputs_say_what_to_do(loaded, inputs, monkeypatch):
                                 gradient_checkpointing="some")
 
 
-def test_full_qkv_differences_load_in_core_and_nan_stops_with_a_report(loaded, inputs, monkeypatch):
+def test_full_qkv_differences_load_in_core_and_nan_stops_with_a_report(loaded, inputs, nan_loss_from_call):
     import nodes as comfy_nodes
-    from comfyui_searchpriors.distill import vmc
     from comfyui_searchpriors.nodes.vmc_nodes import SaveMotionLoRA, VMCTemporalLoRA
 
     model, clip, _ = loaded
-    real_loss, calls = vmc.motion_loss, []
-
-    def nan_from_third(*args, **kwargs):
-        calls.append(1)
-        value = real_loss(*args, **kwargs)
-        return value * float("nan") if len(calls) >= 3 else value
-
-    monkeypatch.setattr(vmc, "motion_loss", nan_from_third)
+    nan_loss_from_call(3)
     tuned, motion_lora, curve, report = VMCTemporalLoRA.execute(
         model=model, keyframes=inputs[0], conditioning=inputs[1], steps=10, lr=1e-3, rank=4, targets="full_qkv",
         loss="vmc_abs", seed=0, gradient_checkpointing="off").args[:4]

@@ -253,11 +253,10 @@ def sample_5b(model, tiny):
                                             latent_image={"samples": torch.zeros(1, 48, 3, 8, 8)}).args[0]["samples"]
 
 
-def test_cancel_and_a_nan_loss_on_wan_stop_as_on_the_unet3d(wan, tiny, monkeypatch):
+def test_cancel_and_a_nan_loss_on_wan_stop_as_on_the_unet3d(wan, tiny, nan_loss_from_call):
     """Cancel mid-training leaves no hook and the weights as they were; a NaN loss stops with a report and keeps
     the adapters of the last finite step (the loop is the UNet3D path's)."""
     import comfy.model_management
-    from comfyui_searchpriors.distill import vmc
 
     network = wan.model.diffusion_model
     before = {k: v.clone() for k, v in wan.model_state_dict().items()}
@@ -271,14 +270,7 @@ def test_cancel_and_a_nan_loss_on_wan_stop_as_on_the_unet3d(wan, tiny, monkeypat
     assert not any("forward" in vars(b) for b in network.blocks)
     assert all(torch.equal(wan.model_state_dict()[k], v) for k, v in before.items())
 
-    real_loss, calls = vmc.motion_loss, []
-
-    def nan_from_third(*args, **kwargs):
-        calls.append(1)
-        value = real_loss(*args, **kwargs)
-        return value * float("nan") if len(calls) >= 3 else value
-
-    monkeypatch.setattr(vmc, "motion_loss", nan_from_third)
+    nan_loss_from_call(3)
     _, motion_lora, _, report, _ = train(wan, tiny, steps=10)
     assert "2 of 10 steps" in report and "STOPPED: loss became nan at step 3" in report
     assert all(torch.isfinite(v).all() for v in motion_lora["state_dict"].values())
