@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path(os.environ.get("SEARCHPRIORS_CHROMIUM", "/usr/bin/chromium"))
+TESTS_DIR = Path(__file__).resolve().parents[1]
 # Without the networking flags Chromium keeps trying hosts that this closed network refuses.
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -273,13 +274,27 @@ def tiny_t2v(comfy_server, comfy_harness):
     return comfy_harness.install_tiny_t2v(comfy_server)
 
 
+def toy_world_clips(per_motion: int) -> list[tuple[Path, str, str]]:
+    """[(file, relative name, caption)] of sample_data/toy_world's library, ``per_motion`` clips of each motion."""
+    import csv
+
+    root = TESTS_DIR.parent / "sample_data" / "toy_world"
+    taken: dict[str, int] = {}
+    clips = []
+    with open(root / "library.csv", encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if taken.get(row["motion"], 0) < per_motion:
+                taken[row["motion"]] = taken.get(row["motion"], 0) + 1
+                clips.append((root / row["video"], Path(row["video"]).name, row["caption"]))
+    return clips
+
+
 @pytest.fixture(scope="session")
 def clip_index(comfy_server, comfy_harness):
     """The real clips of ../shared/data/videos, copied into the server's input folder, as a motion index;
-    returns [(file, caption)]."""
-    clips = comfy_harness.shared_clips(shared_videos())
-    if not clips:
-        pytest.skip(f"../shared/data/videos not found (looked at {shared_videos()}); set SEARCHPRIORS_SHARED_DATA")
+    returns [(file, caption)]. Without ../shared (a fresh clone) the toy world's clips stand in
+    (sample_data/toy_world: three of each motion), so the generation workflows still run end to end."""
+    clips = comfy_harness.shared_clips(shared_videos()) or toy_world_clips(per_motion=3)
     rows = comfy_harness.install_clip_library(comfy_server, clips)
     comfy_harness.build_clip_index(comfy_server)
     return rows
@@ -298,7 +313,6 @@ def tiny_motion_lora(comfy_server, comfy_harness):
 
 
 # ------------------------------------------------- tiny models of ComfyUI's own classes under real file names
-TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
