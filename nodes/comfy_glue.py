@@ -317,3 +317,34 @@ def install_number_checks(node_cls) -> None:
 
     node_cls.execute = classmethod(execute)
     node_cls.__searchpriors_node__ = node_cls
+
+
+# --------------------------------------------------------------------------------- two experts (Wan 2.2 A14B)
+def check_expert_pair(model, high_noise_model) -> None:
+    """The high-noise expert must be the other half of the same model: same model class, latent format and
+    architecture (Wan 2.2 A14B's two experts share one WanModel config). For every node with a high_noise_model
+    input (DDIM Video Invert, VMC Temporal LoRA)."""
+    if not hasattr(high_noise_model, "get_model_object") or getattr(high_noise_model, "model", None) is None:
+        raise SearchPriorsError("high_noise_model is not a MODEL; wire a Load Diffusion Model of the high-noise expert (e.g. "
+                     "wan2.2_t2v_high_noise_14B_fp16.safetensors) or leave it unconnected.")
+    low, high = model.model, high_noise_model.model
+    fix = ("connect the high-noise expert of the same model as 'model' (Wan 2.2 A14B: "
+           "wan2.2_t2v_high_noise_14B for high_noise_model, wan2.2_t2v_low_noise_14B for model), or leave "
+           "high_noise_model unconnected for a one-expert model")
+    if type(low) is not type(high):
+        raise SearchPriorsError(f"high_noise_model is a {type(high).__name__} but model is a {type(low).__name__}: the two "
+                     f"experts must be one model family; {fix}.")
+    low_format, high_format = getattr(low, "latent_format", None), getattr(high, "latent_format", None)
+    if type(low_format) is not type(high_format) or getattr(low_format, "latent_channels", None) != \
+            getattr(high_format, "latent_channels", None):
+        raise SearchPriorsError(f"high_noise_model takes {type(high_format).__name__} latents "
+                     f"({getattr(high_format, 'latent_channels', '?')} channels) but model takes "
+                     f"{type(low_format).__name__} ({getattr(low_format, 'latent_channels', '?')} channels); {fix}.")
+    low_config = getattr(getattr(low, "model_config", None), "unet_config", {}) or {}
+    high_config = getattr(getattr(high, "model_config", None), "unet_config", {}) or {}
+    differ = sorted(key for key in set(low_config) | set(high_config)
+                    if str(low_config.get(key)) != str(high_config.get(key)))
+    if differ:
+        shown = ", ".join(f"{key} {high_config.get(key)!r} vs {low_config.get(key)!r}" for key in differ[:4])
+        raise SearchPriorsError(f"high_noise_model has another size or architecture than model ({shown}; high vs low): it "
+                     f"is not the other expert of this model; {fix}.")

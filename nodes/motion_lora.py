@@ -26,7 +26,9 @@ import comfy.model_management
 import comfy.utils
 
 from ..distill import vmc
+from ..distill.experts import check_boundary, high_noise_steps
 from ..retrieval.errors import SearchPriorsError
+from .comfy_glue import check_expert_pair
 
 META_PREFIX = "searchpriors."
 # ComfyUI's key layout for a LoRA on the diffusion model: comfy.lora.model_lora_keys_unet maps
@@ -44,10 +46,6 @@ def motion_network(model) -> tuple[torch.nn.Module, str]:
         raise vmc.VMCError("This input is not a ComfyUI MODEL: connect the MODEL output of the ModelScope / "
                            "ZeroScope Loader, or of Load Diffusion Model with a Wan model.")
     return network, vmc.model_family(network)
-
-
-def diffusers_unet(model) -> torch.nn.Module:
-    return motion_network(model)[0]
 
 
 def prediction_type(model) -> str:
@@ -83,10 +81,10 @@ def sampler_space_noiser(model) -> vmc.SamplerSpaceNoiser:
 def expert_ranges(model, boundary: float) -> tuple[tuple[int, int], tuple[int, int]]:
     """Training timestep index ranges (low-noise expert, high-noise expert) of a two-expert Wan 2.2: a timestep
     belongs to the high-noise expert when model_sampling.timestep(sigma) >= boundary * 1000, as Wan 2.2 hands
-    over between its experts."""
+    over between its experts (distill/experts.py)."""
     sampling = model.model.model_sampling
-    timesteps = sampling.timestep(sampling.sigmas.detach().float().cpu()).float()
-    first_high = int((timesteps < boundary * 1000).sum())
+    timesteps = sampling.timestep(sampling.sigmas.detach().float().cpu()).float().tolist()   # ascending
+    first_high = len(timesteps) - high_noise_steps(timesteps[::-1], boundary)   # the rule of DDIM Video Invert
     if first_high <= 0 or first_high >= len(timesteps):
         raise vmc.VMCError(f"boundary {boundary} leaves one expert no timesteps of this model's schedule: use a "
                            f"value inside (0, 1), e.g. 0.875 for Wan 2.2 text-to-video.")
@@ -231,40 +229,28 @@ def patched_clone(model, state_dict: dict[str, torch.Tensor], strength: float = 
 
 
 # ------------------------------------------------------------------ training
-def check_experts(model, model_high_noise, boundary: float) -> None:
-    """The high-noise expert fits the low-noise one (same family, class and layer shapes), boundary in (0, 1)."""
-    if not isinstance(boundary, (int, float)) or not 0.0 < float(boundary) < 1.0:
-        raise vmc.VMCError(f"boundary {boundary} is outside (0, 1): it is the fraction of the timesteps above which "
-                           f"the high-noise expert works (Wan 2.2 text-to-video: 0.875).")
-    low, low_family = motion_network(model)
-    high, high_family = motion_network(model_high_noise)
-    if low_family != "wan" or high_family != "wan":
-        raise vmc.VMCError(f"model_high_noise is for Wan 2.2 A14B's two experts; here MODEL is "
-                           f"{vmc.FAMILY_NAMES[low_family]} and model_high_noise {vmc.FAMILY_NAMES[high_family]}. "
-                           f"Disconnect model_high_noise, or connect both Wan 2.2 experts (high and low noise).")
-    kinds = (type(model.model).__name__, type(model_high_noise.model).__name__)
-    shapes = [tuple(p.shape) for p in low.parameters()], [tuple(p.shape) for p in high.parameters()]
-    if kinds[0] != kinds[1] or shapes[0] != shapes[1]:
-        raise vmc.VMCError(f"model_high_noise ({kinds[1]}, {sum(map(_numel, shapes[1])) / 1e9:.2f} B parameters) is "
-                           f"not the other expert of MODEL ({kinds[0]}, {sum(map(_numel, shapes[0])) / 1e9:.2f} B): "
-                           f"connect the two experts of one Wan 2.2 A14B (wan2.2_t2v_high_noise_14B_* and "
-                           f"wan2.2_t2v_low_noise_14B_*).")
-
-
-def _numel(shape: tuple) -> int:
-    out = 1
-    for n in shape:
-        out *= n
-    return out
+def check_experts(model, high_noise_model, boundary: float) -> None:
+    """Both experts of one Wan model (comfy_glue.check_expert_pair, as DDIM Video Invert checks them), boundary
+    in (0, 1) (distill/experts.py)."""
+    try:
+        check_boundary(boundary)
+    except ValueError as exc:
+        raise vmc.VMCError(str(exc)) from None
+    check_expert_pair(model, high_noise_model)
+    families = motion_network(model)[1], motion_network(high_noise_model)[1]
+    if families != ("wan", "wan"):
+        raise vmc.VMCError(f"high_noise_model is for Wan 2.2 A14B's two experts; here MODEL is "
+                           f"{vmc.FAMILY_NAMES[families[0]]} and high_noise_model {vmc.FAMILY_NAMES[families[1]]}. "
+                           f"Disconnect high_noise_model, or connect both Wan 2.2 experts (high and low noise).")
 
 
 def train_motion_lora(model, latent, conditioning, steps: int = 400, lr: float = 1e-4, rank: int = 32,
                       targets: str = "qkv", loss: str = "vmc_abs", seed: int = 0,
                       gradient_checkpointing=vmc.DEFAULT_CHECKPOINTING, caption: str = "", on_step=None,
-                      blocks: str = "all", model_high_noise=None, boundary: float = 0.875):
+                      blocks: str = "all", high_noise_model=None, boundary: float = 0.875):
     """(patched MODEL clone, MOTION_LORA, losses, stop message or None). The input MODEL is not changed.
 
-    With ``model_high_noise`` (Wan 2.2 A14B), each expert is tuned on the timesteps it samples (see
+    With ``high_noise_model`` (Wan 2.2 A14B), each expert is tuned on the timesteps it samples (see
     ``expert_ranges``), ``steps`` steps each; the MOTION_LORA then holds the pair (its 'high_noise' entry) and
     the tuned high-noise expert is ``motion_lora['high_noise']['model']``."""
     if targets not in vmc.TARGETS:
@@ -272,10 +258,10 @@ def train_motion_lora(model, latent, conditioning, steps: int = 400, lr: float =
     if loss not in vmc.LOSSES:
         raise vmc.VMCError(f"loss '{loss}' is not one of {', '.join(vmc.LOSSES)}.")
     vmc.checkpoint_mode(gradient_checkpointing)
-    if model_high_noise is None:
+    if high_noise_model is None:
         return _train_one(model, latent, conditioning, steps, lr, rank, targets, loss, seed, gradient_checkpointing,
                           caption, on_step, blocks)
-    check_experts(model, model_high_noise, boundary)
+    check_experts(model, high_noise_model, boundary)
     low_range, high_range = expert_ranges(model, float(boundary))
     total = 2 * int(steps)
 
@@ -285,7 +271,7 @@ def train_motion_lora(model, latent, conditioning, steps: int = 400, lr: float =
         return lambda done, _total, value: on_step(offset + done, total, value)
 
     # the high-noise expert first: it draws the early steps, where the motion is laid out
-    high = _train_one(model_high_noise, latent, conditioning, steps, lr, rank, targets, loss, seed,
+    high = _train_one(high_noise_model, latent, conditioning, steps, lr, rank, targets, loss, seed,
                       gradient_checkpointing, caption, shifted(0), blocks, high_range, "high_noise")
     low = _train_one(model, latent, conditioning, steps, lr, rank, targets, loss, seed, gradient_checkpointing,
                      caption, shifted(int(steps)), blocks, low_range, "low_noise")

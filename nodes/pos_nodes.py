@@ -89,35 +89,6 @@ def _same_sampling(a, b) -> bool:
         math.isclose(float(getattr(a, n, 0.0)), float(getattr(b, n, 0.0)), rel_tol=1e-6) for n in ("shift", "multiplier"))
 
 
-def _check_expert_pair(model, high_noise_model) -> None:
-    """The high-noise expert must be the other half of the same model: same model class, latent format and
-    architecture (Wan 2.2 A14B's two experts share one WanModel config)."""
-    if not hasattr(high_noise_model, "get_model_object") or getattr(high_noise_model, "model", None) is None:
-        raise _error("high_noise_model is not a MODEL; wire a Load Diffusion Model of the high-noise expert (e.g. "
-                     "wan2.2_t2v_high_noise_14B_fp16.safetensors) or leave it unconnected.")
-    low, high = model.model, high_noise_model.model
-    fix = ("connect the high-noise expert of the same model as 'model' (Wan 2.2 A14B: "
-           "wan2.2_t2v_high_noise_14B for high_noise_model, wan2.2_t2v_low_noise_14B for model), or leave "
-           "high_noise_model unconnected for a one-expert model")
-    if type(low) is not type(high):
-        raise _error(f"high_noise_model is a {type(high).__name__} but model is a {type(low).__name__}: the two "
-                     f"experts must be one model family; {fix}.")
-    low_format, high_format = getattr(low, "latent_format", None), getattr(high, "latent_format", None)
-    if type(low_format) is not type(high_format) or getattr(low_format, "latent_channels", None) != \
-            getattr(high_format, "latent_channels", None):
-        raise _error(f"high_noise_model takes {type(high_format).__name__} latents "
-                     f"({getattr(high_format, 'latent_channels', '?')} channels) but model takes "
-                     f"{type(low_format).__name__} ({getattr(low_format, 'latent_channels', '?')} channels); {fix}.")
-    low_config = getattr(getattr(low, "model_config", None), "unet_config", {}) or {}
-    high_config = getattr(getattr(high, "model_config", None), "unet_config", {}) or {}
-    differ = sorted(key for key in set(low_config) | set(high_config)
-                    if str(low_config.get(key)) != str(high_config.get(key)))
-    if differ:
-        shown = ", ".join(f"{key} {high_config.get(key)!r} vs {low_config.get(key)!r}" for key in differ[:4])
-        raise _error(f"high_noise_model has another size or architecture than model ({shown}; high vs low): it "
-                     f"is not the other expert of this model; {fix}.")
-
-
 def _check_conditioning(value, what: str) -> None:
     if not isinstance(value, list) or not value or not all(isinstance(c, (list, tuple)) and len(c) == 2 for c in value):
         raise _error(f"{what} is not a CONDITIONING; wire a CLIP Text Encode (the paper inverts with the empty "
@@ -187,7 +158,7 @@ class DDIMVideoInvert(io.ComfyNode):
         samples = _latent_samples(latent, "latent")
         _check_latent_fits_model(model, samples, "latent")
         if high_noise_model is not None:
-            _check_expert_pair(model, high_noise_model)
+            glue.check_expert_pair(model, high_noise_model)
             try:
                 boundary = check_boundary(boundary)
             except ValueError as exc:

@@ -92,11 +92,11 @@ class VMCTemporalLoRA(io.ComfyNode):
                 io.String.Input("blocks", default="all", optional=True,
                                 tooltip="Wan only: the transformer blocks whose self-attention is tuned, 'all' or "
                                         "0-based numbers and ranges such as '0-9, 20'. ModelScope: 'all'"),
-                io.Model.Input("model_high_noise", optional=True,
+                io.Model.Input("high_noise_model", optional=True,
                                tooltip="Wan 2.2 A14B: the high-noise expert. Both experts are tuned, each on the "
                                        "timesteps it samples (steps each); Save Motion LoRA writes the pair"),
                 io.Float.Input("boundary", default=0.875, min=0.001, max=0.999, step=0.005, optional=True,
-                               tooltip="With model_high_noise: the fraction of the timesteps above which the "
+                               tooltip="With high_noise_model: the fraction of the timesteps above which the "
                                        "high-noise expert samples (Wan 2.2 text-to-video: 0.875)"),
             ],
             outputs=[io.Model.Output("MODEL", display_name="MODEL"),
@@ -105,21 +105,21 @@ class VMCTemporalLoRA(io.ComfyNode):
                      io.String.Output("report", display_name="report",
                                       tooltip="Steps done, first and last loss, and why training stopped early"),
                      io.Model.Output("MODEL_HIGH_NOISE", display_name="MODEL_HIGH_NOISE",
-                                     tooltip="The tuned high-noise expert (Wan 2.2 A14B); without model_high_noise "
+                                     tooltip="The tuned high-noise expert (Wan 2.2 A14B); without high_noise_model "
                                              "connected, the same tuned MODEL as the first output")],
         )
 
     @classmethod
     def execute(cls, model, keyframes, conditioning, steps=400, lr=1e-4, rank=32, targets="qkv", loss="vmc_abs",
                 seed=0, gradient_checkpointing=vmc.DEFAULT_CHECKPOINTING, caption="", blocks="all",
-                model_high_noise=None, boundary=0.875) -> io.NodeOutput:
+                high_noise_model=None, boundary=0.875) -> io.NodeOutput:
         from .motion_lora import loss_curve_image, train_motion_lora
 
         tuned, motion_lora, losses, stopped = train_motion_lora(
             model, keyframes, conditioning, steps=steps, lr=lr, rank=rank, targets=targets, loss=loss, seed=seed,
             gradient_checkpointing=gradient_checkpointing, caption=caption or "", on_step=_progress_with_loss(),
-            blocks=blocks or "all", model_high_noise=model_high_noise, boundary=boundary)
-        report = (f"{len(losses)} of {steps * (2 if model_high_noise is not None else 1)} steps, {targets}, "
+            blocks=blocks or "all", high_noise_model=high_noise_model, boundary=boundary)
+        report = (f"{len(losses)} of {steps * (2 if high_noise_model is not None else 1)} steps, {targets}, "
                   f"rank {rank}, loss {loss}, blocks {blocks or 'all'}, checkpointing "
                   f"{vmc.checkpoint_mode(gradient_checkpointing)}: "
                   f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else f"no step finished ({targets}, {loss})")

@@ -117,7 +117,7 @@ NODE_SPEC = {
         "required": [("model", "MODEL"), ("keyframes", "LATENT"), ("conditioning", "CONDITIONING"), ("steps", "INT"),
                      ("lr", "FLOAT"), ("rank", "INT"), ("targets", "COMBO"), ("loss", "COMBO"), ("seed", "INT"),
                      ("gradient_checkpointing", "COMBO")],
-        "optional": [("caption", "STRING"), ("blocks", "STRING"), ("model_high_noise", "MODEL"),
+        "optional": [("caption", "STRING"), ("blocks", "STRING"), ("high_noise_model", "MODEL"),
                      ("boundary", "FLOAT")],
         "outputs": [("MODEL", "MODEL"), ("MOTION_LORA", "MOTION_LORA"), ("loss_curve", "IMAGE"),
                     ("report", "STRING"), ("MODEL_HIGH_NOISE", "MODEL")],

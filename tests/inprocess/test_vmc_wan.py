@@ -148,7 +148,7 @@ def test_two_experts_are_tuned_on_their_own_timesteps_and_saved_as_a_pair(wan, t
     from comfyui_searchpriors.retrieval.errors import SearchPriorsError
 
     high = tiny.load_tiny_wan21(seed=5)
-    tuned, motion_lora, _, report, tuned_high = train(wan, tiny, steps=2, model_high_noise=high, boundary=0.875)
+    tuned, motion_lora, _, report, tuned_high = train(wan, tiny, steps=2, high_noise_model=high, boundary=0.875)
     assert tuned.model is wan.model and tuned_high.model is high.model and "both Wan 2.2 experts" in report
     low_range = json.loads(motion_lora["metadata"]["searchpriors.timestep_range"])
     high_range = json.loads(motion_lora["high_noise"]["metadata"]["searchpriors.timestep_range"])
@@ -168,16 +168,16 @@ def test_two_experts_are_tuned_on_their_own_timesteps_and_saved_as_a_pair(wan, t
 
 
 def test_expert_and_boundary_mistakes_are_named(wan, tiny):
-    from comfyui_searchpriors.distill.vmc import VMCError
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
 
     bigger = tiny.load_tiny_wan21(seed=1, dim=256)
-    with pytest.raises(VMCError, match="model_high_noise .* is not the other expert of MODEL"):
-        train(wan, tiny, steps=1, model_high_noise=bigger)
+    with pytest.raises(SearchPriorsError, match="high_noise_model has another size or architecture than model"):
+        train(wan, tiny, steps=1, high_noise_model=bigger)
     for boundary in (0.0, 1.0, 1.5):
         with pytest.raises(Exception, match="boundary"):
-            train(wan, tiny, steps=1, model_high_noise=tiny.load_tiny_wan21(seed=2), boundary=boundary)
+            train(wan, tiny, steps=1, high_noise_model=tiny.load_tiny_wan21(seed=2), boundary=boundary)
     with pytest.raises(Exception, match="boundary"):
-        train(wan, tiny, steps=1, model_high_noise=wan, boundary=float("nan"))
+        train(wan, tiny, steps=1, high_noise_model=wan, boundary=float("nan"))
 
 
 def test_too_few_latent_frames_say_4k_plus_1(wan, tiny):
