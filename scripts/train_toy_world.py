@@ -148,6 +148,17 @@ def object_weight(x: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ training
+def optimizer_step(opt, loss: torch.Tensor, params, peak_lr: float, done: int, warmup: int) -> None:
+    """One step of every phase of both families: the learning rate warmed up linearly over ``warmup`` steps of
+    this run (``done`` so far), gradients clipped to norm 1."""
+    for group in opt.param_groups:
+        group["lr"] = peak_lr * min(1.0, (done + 1) / warmup)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 def train_vae(vae, device, seconds: float, seed: int, log) -> int:
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
@@ -155,9 +166,6 @@ def train_vae(vae, device, seconds: float, seed: int, log) -> int:
     while time.time() - start < seconds:
         x, _ = frames_batch(step, seed + 17, 48, "train", device)
         x = x.flatten(0, 1)                                            # 384 frames
-        lr = 1e-3 * min(1.0, (step + 1) / 200)
-        for g in opt.param_groups:
-            g["lr"] = lr
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             post = vae.encode(x).latent_dist
             z = post.sample()
@@ -166,10 +174,7 @@ def train_vae(vae, device, seconds: float, seed: int, log) -> int:
         loss_rec = ((rec.float() - x).abs() * w).mean() + (((rec.float() - x) ** 2) * w).mean()
         kl = post.kl().mean() / x[0].numel()
         loss = loss_rec + 1e-4 * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, vae.parameters(), 1e-3, step, warmup=200)
         if step % 200 == 0:
             log(f"vae step {step} loss {loss_rec.item():.4f} kl {kl.item():.3f} ({time.time() - start:.0f} s)")
         step += 1
@@ -240,17 +245,12 @@ def train_denoiser(unet, te, vae, tokenizer, device, seconds: float, seed: int, 
             noise = torch.randn(z.shape, device=device, generator=g)
             a = alphas[t].view(-1, 1, 1, 1, 1)
             zt = a.sqrt() * z + (1 - a).sqrt() * noise
-        for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (done + 1) / 300)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             ctx = te(ids)[0]
             pred = unet(zt, t, encoder_hidden_states=ctx).sample
         per = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3, 4))
         loss = (per * weight_t[t]).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, loss, params, lr, done, warmup=300)
         ema.update(min(ema.decay, (1 + step) / (10 + step)))
         if prof is not None:
             prof.step()
@@ -434,8 +434,6 @@ def train_wan_vae(vae, device, seconds: float, seed: int, log, clips: int = 12, 
     start, step, done = time.time(), start_step, 0
     while time.time() - start < seconds:
         x, _ = wan_frames_batch(step, seed + 17, clips, "train", device, frames=frames)
-        for g in opt.param_groups:
-            g["lr"] = 5e-4 * min(1.0, (done + 1) / 100)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             mu = vae.encode(x)
             # noise at 5 % of the latent's own spread: a smooth latent space for the denoiser
@@ -444,11 +442,7 @@ def train_wan_vae(vae, device, seconds: float, seed: int, log, clips: int = 12, 
         w = object_weight(x.transpose(1, 2)).transpose(1, 2)
         diff = rec.float() - x
         loss_rec = (diff.abs() * w).mean() + ((diff ** 2) * w).mean()
-        loss = loss_rec
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss_rec, vae.parameters(), 5e-4, done, warmup=100)
         if step % 100 == 0:
             log(f"wan vae step {step} loss {loss_rec.item():.4f} |mu| {mu.float().std().item():.3f} "
                 f"({time.time() - start:.0f} s)")
@@ -522,15 +516,10 @@ def train_wan_denoiser(dit, te, vae, tokenizer, device, seconds: float, seed: in
             noise = torch.randn(z.shape, device=device, generator=g)
             s5 = sigma.view(-1, 1, 1, 1, 1)
             zt = (1 - s5) * z + s5 * noise
-        for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (done + 1) / 300)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             pred = dit(zt, sigma * 1000.0, ctx)
         loss = ((pred.float() - (noise - z)) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, loss, params, lr, done, warmup=300)
         ema.update(min(ema.decay, (1 + step) / (10 + step)))
         if step % 250 == 0:
             log(f"wan dit step {step} loss {loss.item():.4f} ({time.time() - begin:.0f} s, "
