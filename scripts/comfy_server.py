@@ -717,6 +717,23 @@ def build_toy_world_index(server: ComfyServer, timeout: float = 600.0, force: bo
     return True
 
 
+def dit_workflow_at_test_size(graph: dict, ints: Mapping[str, int], steps: int, prompt: str = TOY_PROMPT) -> dict:
+    """A bundled DiT workflow (Wan, HunyuanVideo 1.5, LTX-Video) made small for tiny models: the PrimitiveInt
+    nodes titled as in ``ints``, ``prompt`` in the Prompt node, the toy world's index, and ``steps`` on its
+    schedulers, inversion and KSampler."""
+    for node in graph.values():
+        kind, inputs, title = node["class_type"], node["inputs"], (node.get("_meta") or {}).get("title", "")
+        if kind == "PrimitiveInt" and title in ints:
+            inputs["value"] = ints[title]
+        elif kind == "PrimitiveStringMultiline" and title == "Prompt":
+            inputs["value"] = prompt
+        elif kind == "SearchPriors_MotionIndexLoader":
+            inputs["index_name"] = TOY_WORLD_INDEX_NAME
+        elif kind in ("BasicScheduler", "LTXVScheduler", "SearchPriors_DDIMVideoInvert", "KSampler"):
+            inputs["steps"] = steps
+    return graph
+
+
 def toy_world_graph(graph: dict, prompt: str = TOY_PROMPT, lora_name: str | None = None,
                     detector: str = TINY_GROUNDING_DINO_FOLDER, **settings) -> dict:
     """A bundled API workflow (pos_modelscope, search_then_tune, motion_lora_apply) set for the toy model: its

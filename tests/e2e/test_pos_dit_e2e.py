@@ -36,18 +36,7 @@ def dit_server(install_tiny_models, tests_module):
 
 def a14b_at_test_size(comfy_harness, text_node) -> dict:
     graph = text_node.tiny_text_graph(json.loads(API.read_text(encoding="utf-8")))
-    values = {"Frames": FRAMES, "Width": SIZE, "Height": SIZE}
-    for node in graph.values():
-        kind, inputs, title = node["class_type"], node["inputs"], node["_meta"]["title"]
-        if kind == "PrimitiveInt" and title in values:
-            inputs["value"] = values[title]
-        elif kind == "PrimitiveStringMultiline" and title == "Prompt":
-            inputs["value"] = comfy_harness.TOY_PROMPT
-        elif kind == "SearchPriors_MotionIndexLoader":
-            inputs["index_name"] = comfy_harness.TOY_WORLD_INDEX_NAME
-        elif kind in ("BasicScheduler", "SearchPriors_DDIMVideoInvert"):
-            inputs["steps"] = STEPS
-    return graph
+    return comfy_harness.dit_workflow_at_test_size(graph, {"Frames": FRAMES, "Width": SIZE, "Height": SIZE}, STEPS)
 
 
 def test_pos_wan22_a14b_workflow_runs_both_experts_end_to_end(dit_server, comfy_harness, tests_module):

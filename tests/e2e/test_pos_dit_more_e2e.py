@@ -48,18 +48,8 @@ def dit_server(install_tiny_models, tests_module):
 def at_test_size(comfy_harness, nodes, name: str) -> dict:
     """The bundled workflow with the stand-ins, the toy world's prompt and index, 64 x 64, FRAMES and STEPS."""
     graph = nodes.tiny_vae_graph(nodes.tiny_text_graph(json.loads((API / f"{name}.json").read_text(encoding="utf-8"))))
-    values = {"Frames": FRAMES[name], "Width": SIZE, "Height": SIZE}
-    for node in graph.values():
-        kind, inputs, title = node["class_type"], node["inputs"], node["_meta"]["title"]
-        if kind == "PrimitiveInt" and title in values:
-            inputs["value"] = values[title]
-        elif kind == "PrimitiveStringMultiline" and title == "Prompt":
-            inputs["value"] = comfy_harness.TOY_PROMPT
-        elif kind == "SearchPriors_MotionIndexLoader":
-            inputs["index_name"] = comfy_harness.TOY_WORLD_INDEX_NAME
-        elif kind in ("BasicScheduler", "LTXVScheduler", "SearchPriors_DDIMVideoInvert"):
-            inputs["steps"] = STEPS
-    return graph
+    return comfy_harness.dit_workflow_at_test_size(graph, {"Frames": FRAMES[name], "Width": SIZE, "Height": SIZE},
+                                                   STEPS)
 
 
 @pytest.mark.parametrize("name", ["pos_hunyuan15", "pos_ltxv"])

@@ -35,20 +35,13 @@ def tiny_wan_files(install_tiny_models, tests_module):
 
 def graph_at_test_size(comfy_harness, text_node, keyframes: int = FRAMES) -> dict:
     graph = text_node.tiny_text_graph(json.loads(API.read_text(encoding="utf-8")))
+    ints = {"Reference frames": FRAMES, "Width": SIZE, "Height": SIZE, "Keyframes (4k+1 for Wan's VAE)": keyframes}
+    comfy_harness.dit_workflow_at_test_size(graph, ints, SAMPLE_STEPS, prompt="a red circle moves to the left")
     for node in graph.values():
-        kind, inputs, title = node["class_type"], node["inputs"], node["_meta"]["title"]
-        if kind == "PrimitiveInt":
-            inputs["value"] = {"Reference frames": FRAMES, "Width": SIZE, "Height": SIZE}.get(title, keyframes)
-        elif kind == "PrimitiveStringMultiline":
-            inputs["value"] = "a red circle moves to the left"
-        elif kind == "SearchPriors_MotionIndexLoader":
-            inputs["index_name"] = comfy_harness.TOY_WORLD_INDEX_NAME
-        elif kind == "SearchPriors_KeyframeExtractor":
-            inputs["detector"] = comfy_harness.TINY_GROUNDING_DINO_FOLDER
-        elif kind == "SearchPriors_VMCTemporalLoRA":
-            inputs.update(steps=TUNE_STEPS, rank=4)
-        elif kind == "KSampler":
-            inputs["steps"] = SAMPLE_STEPS
+        if node["class_type"] == "SearchPriors_KeyframeExtractor":
+            node["inputs"]["detector"] = comfy_harness.TINY_GROUNDING_DINO_FOLDER
+        elif node["class_type"] == "SearchPriors_VMCTemporalLoRA":
+            node["inputs"].update(steps=TUNE_STEPS, rank=4)
     return graph
 
 
