@@ -360,6 +360,7 @@ class BuildReport:
     seconds: float = 0.0
     missing_videos: int = 0
     parse_helper: str = "not used"
+    parse_helpers: int = 0              # helper processes started
     concurrent_duplicates: int = 0      # captions a concurrent build published first (kept once)
     orphans_removed: list[str] = field(default_factory=list)
     lock_waited: float = 0.0            # seconds waiting for the writers' lock to publish
@@ -373,7 +374,8 @@ class BuildReport:
                 + (f", {self.skipped_existing} already indexed" if self.skipped_existing else "")
                 + f") in {self.seconds:.1f} s; {self.phrases_embedded} distinct phrases embedded")
         if self.parse_helper == "used":
-            text += "; captions parsed in a helper process while this one embedded them"
+            text += ("; captions parsed in a helper process while this one embedded them" if self.parse_helpers <= 1
+                     else f"; captions parsed in {self.parse_helpers} helper processes while this one embedded them")
         if self.missing_videos:
             text += f"; {self.missing_videos} entries in the index have no local video file"
         notes = list(self.notes)
@@ -571,10 +573,13 @@ def _current_manifest(folder: str, sentence_id: str, spacy_id: str, dim: int) ->
             "dim": dim, "segments": [], "count": 0, "missing_videos": 0, "sources": []}
 
 
-def _take_over_interrupted(folder: str, build_id: str, sentence_id: str, spacy_id: str) -> list[dict]:
+def _take_over_interrupted(folder: str, build_id: str, sentence_id: str, spacy_id: str,
+                           keep: Sequence[dict] = ()) -> list[dict]:
     """With the writers' lock held: the staged segments of builds that no longer run (same models) become
-    this build's; their staging files go. This build's staging file is written first, so a crash in
-    between leaves the segments listed twice (harmless: they are merged by name) but never unlisted."""
+    this build's; their staging files go. This build's staging file is written first (listing ``keep``, what
+    it had staged already, and the segments taken), so a crash in between leaves the segments listed twice
+    (harmless: they are merged by name) but never unlisted. Returns the segments taken (``keep`` excluded)."""
+    kept = {seg["name"] for seg in keep}
     taken: dict[str, dict] = {}
     done: list[tuple[str, Optional[str]]] = []
     for path, owner in _staging_files(folder):
@@ -584,12 +589,14 @@ def _take_over_interrupted(folder: str, build_id: str, sentence_id: str, spacy_i
         if state is not None and (state.get("sentence_model") != sentence_id or state.get("spacy_model") != spacy_id):
             continue  # another model pair's work; not ours to take
         for seg in (state or {}).get("segments", []):
-            if isinstance(seg, dict) and "name" in seg and os.path.isdir(os.path.join(folder, seg["name"])):
+            if (isinstance(seg, dict) and "name" in seg and seg["name"] not in kept
+                    and os.path.isdir(os.path.join(folder, seg["name"]))):
                 taken.setdefault(seg["name"], seg)
         done.append((path, owner))
     if taken:
         write_json_atomic(_staging_path(folder, build_id), {"build": build_id, "sentence_model": sentence_id,
-                                                            "spacy_model": spacy_id, "segments": list(taken.values())},
+                                                            "spacy_model": spacy_id,
+                                                            "segments": list(keep) + list(taken.values())},
                           owner=build_id)
     for path, owner in done:
         for stale in (path, files.build_lock_path(folder, owner) if owner else None):
@@ -652,20 +659,36 @@ def _clean_orphans(folder: str, manifest: dict, build_id: str, started: float) -
     return sorted(removed)
 
 
-# Captions per chunk handed to the parse helper, and chunks it may hold at once: small enough that this
+# Captions per chunk handed to a parse helper, and chunks each helper may hold at once: small enough that this
 # process can take the last chunks back when it runs out of encoding, large enough to keep it busy.
 PARSE_CHUNK = 256
 HELPER_QUEUE = 4
 # A helper takes ~1.5 s to start (the time to parse ~800 captions); below this many new captions it is not
 # used. SEARCHPRIORS_PARSE_HELPER=0 turns it off; SEARCHPRIORS_PARSE_HELPER_MIN changes the threshold.
 HELPER_MIN_CAPTIONS = 2000
+# Share of the cores that parses when the encoder runs on the CPU: spaCy parses ~700 captions/s per core,
+# MiniLM encodes ~200/s per core (benchmarks/README.md), so about 1 core in 4.5 keeps the parse up with it.
+CPU_PARSE_SHARE = 0.22
 
 
-def _parse_and_encode(texts: Sequence[str], nlp, model, helper: Optional[ParseWorker],
+def auto_parse_helpers(model, cpus: Optional[int] = None) -> int:
+    """How many parse helper processes a build starts: with the encoder on a GPU, every core but this
+    process's (parsing is then the slow stage); on the CPU, the parse's share of the cores (at least one)."""
+    cpus = cpus or os.cpu_count() or 1
+    if cpus < 2:
+        return 0
+    device = str(getattr(model, "device", "cpu"))
+    if not device.startswith("cpu"):
+        return cpus - 1
+    return max(1, min(cpus - 1, round(cpus * CPU_PARSE_SHARE)))
+
+
+def _parse_and_encode(texts: Sequence[str], nlp, model, helpers: Sequence[ParseWorker],
                       progress: Callable[[float], None], batch_tokens: int):
-    """Parses and sentence vectors of ``texts``. Parse chunks go to ``helper`` (if any) while this process
-    encodes, in batches of equal token length (``embedding.length_batches``: no padding); chunks the helper
-    has not been given when encoding is done are parsed here, and so are those of a helper that failed."""
+    """Parses and sentence vectors of ``texts``. Parse chunks go to the ``helpers`` (if any) while this
+    process encodes, in batches of equal token length (``embedding.length_batches``: no padding); chunks no
+    helper has been given when encoding is done are parsed here, and so are those of a helper that failed
+    (or handed to the others)."""
     n = len(texts)
     vectors = np.empty((n, embedding_dim(model)), dtype=np.float32)
     parsed: list = [None] * n
@@ -686,18 +709,22 @@ def _parse_and_encode(texts: Sequence[str], nlp, model, helper: Optional[ParseWo
 
     with EncoderThreads() as threads:
         while True:
-            if helper is not None:
+            while pending:  # one chunk at a time to the least loaded helper, up to HELPER_QUEUE each
+                usable = [h for h in helpers if h.usable]
+                helper = min(usable, key=lambda h: len(h.outstanding), default=None)
+                if helper is None or len(helper.outstanding) >= HELPER_QUEUE:
+                    break
+                cid = pending.popleft()
+                helper.submit(cid, chunk(cid))
+            for helper in helpers:
                 if helper.usable:
-                    while pending and len(helper.outstanding) < HELPER_QUEUE:
-                        cid = pending.popleft()
-                        helper.submit(cid, chunk(cid))
                     place(helper.poll())
                 if not helper.usable:  # its chunks come back here
                     pending.extend(helper.take_back())
-            waiting = helper is not None and helper.busy
-            if not batches and not pending and not waiting:
+            busy = [h for h in helpers if h.busy]
+            if not batches and not pending and not busy:
                 break
-            threads.spare_one(waiting)
+            threads.spare(len(busy))
             if batches:
                 rows = batches.popleft()
                 vectors[rows] = encode_batch(model, [texts[i] for i in rows])
@@ -706,7 +733,7 @@ def _parse_and_encode(texts: Sequence[str], nlp, model, helper: Optional[ParseWo
                 cid = pending.pop()
                 place([(cid, list(parse_texts(nlp, chunk(cid))))])
             else:
-                place(helper.wait(timeout=0.5))
+                place(busy[0].wait(timeout=0.5 if len(busy) == 1 else 0.05))
             progress((0.7 * encoded + 0.3 * parsed_count) / n)
     return parsed, vectors
 
@@ -721,9 +748,9 @@ class _CaptionCache:
         self.known: dict[str, tuple] = {}   # caption -> (parse, vector), bounded by ``limit``
 
     def process(self, captions: Sequence[str], nlp, sentence_model, table: PhraseTable,
-                progress: Callable[[float], None], batch_tokens: int, helper: Optional[ParseWorker] = None):
+                progress: Callable[[float], None], batch_tokens: int, helpers: Sequence[ParseWorker] = ()):
         new = [c for c in dict.fromkeys(captions) if c not in self.known]
-        parsed_new, vectors_new = _parse_and_encode(new, nlp, sentence_model, helper, progress, batch_tokens)
+        parsed_new, vectors_new = _parse_and_encode(new, nlp, sentence_model, helpers, progress, batch_tokens)
         table.add(sentence_model, [x for p in parsed_new for x in p.phrases()], batch_tokens)
         fresh = dict(zip(new, zip(parsed_new, vectors_new)))
         lookup = lambda c: fresh.get(c) or self.known[c]  # noqa: E731
@@ -736,7 +763,10 @@ class _CaptionCache:
         return parsed, vectors
 
 
-def _start_helper(nlp, total: int, parse_helper: Optional[bool], report: "BuildReport") -> Optional[ParseWorker]:
+def _start_helpers(nlp, model, total: int, parse_helper: Optional[bool], count: Optional[int],
+                   report: "BuildReport") -> list[ParseWorker]:
+    """The build's parse helpers: ``count`` of them (None: ``auto_parse_helpers``), when ``parse_helper`` is
+    True, or None and there are at least HELPER_MIN_CAPTIONS new captions and two or more CPUs."""
     if parse_helper is None:
         try:
             least = int(os.environ.get("SEARCHPRIORS_PARSE_HELPER_MIN", HELPER_MIN_CAPTIONS))
@@ -745,9 +775,35 @@ def _start_helper(nlp, total: int, parse_helper: Optional[bool], report: "BuildR
         parse_helper = (total >= least and (os.cpu_count() or 1) >= 2
                         and os.environ.get("SEARCHPRIORS_PARSE_HELPER", "1") != "0")
     if not parse_helper or total == 0:
-        return None
-    helper, report.parse_helper = start_parse_worker(nlp)
-    return helper
+        return []
+    count = auto_parse_helpers(model) if count is None else int(count)
+    if parse_helper is True and count < 1:
+        count = 1
+    helpers: list[ParseWorker] = []
+    for _ in range(max(0, count)):
+        helper, report.parse_helper = start_parse_worker(nlp)
+        if helper is None:
+            break
+        helpers.append(helper)
+    if helpers:
+        report.parse_helper = "used"
+        report.parse_helpers = len(helpers)
+    return helpers
+
+
+def _close_helpers(helpers: Sequence[ParseWorker], report: "BuildReport") -> None:
+    failures = []
+    for helper in helpers:
+        helper.close()
+        if helper.failure:
+            failures.append(helper.failure)
+    if failures:
+        if len(helpers) == 1:
+            report.parse_helper = f"failed ({failures[0]}); its captions were parsed in this process"
+        else:
+            report.parse_helper = (f"failed ({len(failures)} of {len(helpers)}: {failures[0]}); their captions "
+                                   f"were parsed by the others or in this process")
+        report.notes.append(f"Parse helper process {report.parse_helper}.")
 
 
 def _publish(folder: str, build_id: str, staged: list[dict], start_names: set, known_keys: set,
@@ -818,7 +874,7 @@ DEFAULT_LOCK_TIMEOUT = 600.0
 def build_index(folder: str, entries: Sequence[LibraryEntry], nlp, sentence_model, *,
                 progress: Optional[Progress] = None, source: Optional[dict] = None,
                 segment_size: int = 20000, batch_tokens: int = BATCH_TOKENS,
-                parse_helper: Optional[bool] = None,
+                parse_helper: Optional[bool] = None, parse_helpers: Optional[int] = None,
                 lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> BuildReport:
     """Add ``entries`` to the index at ``folder`` (created if needed); atomic, resumable, and safe beside
     other builds of the same index (see the module docstring).
@@ -828,14 +884,15 @@ def build_index(folder: str, entries: Sequence[LibraryEntry], nlp, sentence_mode
     published index is unchanged and finished segments are kept for the next build. ``parse_helper``: parse
     in a helper process while this one embeds (see ``parse_worker.py``); None = when there are at least
     ``HELPER_MIN_CAPTIONS`` new captions (or SEARCHPRIORS_PARSE_HELPER_MIN), two or more CPUs, and
-    SEARCHPRIORS_PARSE_HELPER is not 0. ``lock_timeout``: seconds to wait for the writers' lock while another
+    SEARCHPRIORS_PARSE_HELPER is not 0; ``parse_helpers``: how many (None: ``auto_parse_helpers``, every
+    core but one when the encoder is on a GPU). ``lock_timeout``: seconds to wait for the writers' lock while another
     build holds it (None: no limit, 0: fail at once with ``index_files.IndexBusyError``); it is held only
     while taking over interrupted work and while publishing.
     """
     folder = os.path.abspath(folder)
     try:
         return _build(folder, entries, nlp, sentence_model, progress, source, segment_size, batch_tokens,
-                      parse_helper, lock_timeout)
+                      parse_helper, lock_timeout, parse_helpers)
     except OSError as exc:
         translated = files.translate_os_error(exc, folder)
         if translated is None:
@@ -843,63 +900,85 @@ def build_index(folder: str, entries: Sequence[LibraryEntry], nlp, sentence_mode
         raise translated from exc
 
 
-def _build(folder, entries, nlp, sentence_model, progress, source, segment_size, batch_tokens, parse_helper,
-           lock_timeout) -> BuildReport:
-    started, started_wall = time.perf_counter(), time.time()
-    dim = embedding_dim(sentence_model)
-    sentence_id, spacy_id = sentence_model_identity(sentence_model), spacy_identity(nlp)
+class _BuildPlan(NamedTuple):
+    manifest: dict                       # the published manifest when the build started
+    start_names: set                     # its segment names
+    published: set                       # keys of its captions
+    legacy_sums: dict                    # checksums of version-1 segments, recorded at publishing
+    staging: dict                        # this build's staging state (segments taken over so far)
+    todo: list                           # the entries still to index, each key once
+
+
+def _plan_build(folder: str, build_id: str, entries: Sequence[LibraryEntry], sentence_id: str, spacy_id: str,
+                dim: int, lock_timeout: Optional[float], report: "BuildReport") -> _BuildPlan:
+    """Take over interrupted builds' staged segments and list what is left to do (``_build``, and the
+    distributed build's driver, ``retrieval.distributed``)."""
+    with files.WriterLock(folder, lock_timeout):
+        manifest = _current_manifest(folder, sentence_id, spacy_id, dim)
+        staged_segments = _take_over_interrupted(folder, build_id, sentence_id, spacy_id)
+    start_names = {s["name"] for s in manifest["segments"]}
+
+    published: set[tuple[str, str]] = set()
+    legacy_sums: dict[str, dict] = {}
+    for seg in manifest["segments"]:
+        path = _check_segment(folder, seg["name"])
+        published.update(_segment_keys(path))
+        if not seg.get("files"):  # version 1: record what is there, once
+            legacy_sums[seg["name"]] = {f: files.file_checksum(os.path.join(path, f)) for f in SEGMENT_FILES}
+    staged: set[tuple[str, str]] = set()
+    usable = []
+    for seg in staged_segments:
+        if seg["name"] in start_names:
+            usable.append(seg)
+            continue
+        try:
+            if not seg.get("files"):  # staged by a version-1 build
+                seg = dict(seg, files={f: files.file_checksum(os.path.join(folder, seg["name"], f))
+                                       for f in SEGMENT_FILES})
+            staged.update(_verified_keys(folder, seg, dim))
+            usable.append(seg)
+        except (MotionIndexError, OSError) as exc:
+            report.notes.append(f"Staged segment {seg['name']} of an interrupted build was damaged and is "
+                                f"redone ({exc}).")
+    staging = {"build": build_id, "sentence_model": sentence_id, "spacy_model": spacy_id, "segments": usable}
+    if len(usable) != len(staged_segments):
+        write_json_atomic(_staging_path(folder, build_id), staging, owner=build_id)
+    report.resumed = len(staged - published)
+    seen = published | staged
+    todo: list[LibraryEntry] = []
+    for entry in entries:
+        if entry.key in published:
+            report.skipped_existing += 1
+        elif entry.key not in seen:
+            seen.add(entry.key)
+            todo.append(entry)
+    return _BuildPlan(manifest, start_names, published, legacy_sums, staging, todo)
+
+
+def _open_build(folder: str, sentence_id: str, spacy_id: str, dim: int) -> "files.BuildClaim":
     _open_folder(folder)
     if os.path.isfile(os.path.join(folder, MANIFEST)):
         _current_manifest(folder, sentence_id, spacy_id, dim)  # wrong models: say so before taking anything
-    claim = files.BuildClaim(folder)
+    return files.BuildClaim(folder)
+
+
+def _build(folder, entries, nlp, sentence_model, progress, source, segment_size, batch_tokens, parse_helper,
+           lock_timeout, parse_helpers=None) -> BuildReport:
+    started, started_wall = time.perf_counter(), time.time()
+    dim = embedding_dim(sentence_model)
+    sentence_id, spacy_id = sentence_model_identity(sentence_model), spacy_identity(nlp)
+    claim = _open_build(folder, sentence_id, spacy_id, dim)
     try:
         report = BuildReport(folder)
-        with files.WriterLock(folder, lock_timeout):
-            manifest = _current_manifest(folder, sentence_id, spacy_id, dim)
-            staged_segments = _take_over_interrupted(folder, claim.id, sentence_id, spacy_id)
-        start_names = {s["name"] for s in manifest["segments"]}
-
-        published: set[tuple[str, str]] = set()
-        legacy_sums: dict[str, dict] = {}
-        for seg in manifest["segments"]:
-            path = _check_segment(folder, seg["name"])
-            published.update(_segment_keys(path))
-            if not seg.get("files"):  # version 1: record what is there, once
-                legacy_sums[seg["name"]] = {f: files.file_checksum(os.path.join(path, f)) for f in SEGMENT_FILES}
-        staged: set[tuple[str, str]] = set()
-        usable = []
-        for seg in staged_segments:
-            if seg["name"] in start_names:
-                usable.append(seg)
-                continue
-            try:
-                if not seg.get("files"):  # staged by a version-1 build
-                    seg = dict(seg, files={f: files.file_checksum(os.path.join(folder, seg["name"], f))
-                                           for f in SEGMENT_FILES})
-                staged.update(_verified_keys(folder, seg, dim))
-                usable.append(seg)
-            except (MotionIndexError, OSError) as exc:
-                report.notes.append(f"Staged segment {seg['name']} of an interrupted build was damaged and is "
-                                    f"redone ({exc}).")
-        staging = {"build": claim.id, "sentence_model": sentence_id, "spacy_model": spacy_id, "segments": usable}
-        if len(usable) != len(staged_segments):
-            write_json_atomic(_staging_path(folder, claim.id), staging, owner=claim.id)
-        report.resumed = len(staged - published)
-        seen = published | staged
-        todo: list[LibraryEntry] = []
-        for entry in entries:
-            if entry.key in published:
-                report.skipped_existing += 1
-            elif entry.key not in seen:
-                seen.add(entry.key)
-                todo.append(entry)
+        plan = _plan_build(folder, claim.id, entries, sentence_id, spacy_id, dim, lock_timeout, report)
+        staging, todo = plan.staging, plan.todo
 
         table = PhraseTable(dim)
         cache = _CaptionCache(dim)
         total = len(todo)
         if progress:
             progress(0, total)
-        helper = _start_helper(nlp, total, parse_helper, report)
+        helpers = _start_helpers(nlp, sentence_model, total, parse_helper, parse_helpers, report)
         try:
             for seg_start in range(0, total, segment_size):
                 chunk = todo[seg_start:seg_start + segment_size]
@@ -910,22 +989,18 @@ def _build(folder, entries, nlp, sentence_model, progress, source, segment_size,
                         progress(seg_start + int(len(chunk) * min(fraction, 1.0)), total)
 
                 parsed, vectors = cache.process(captions, nlp, sentence_model, table, chunk_progress,
-                                                batch_tokens=batch_tokens, helper=helper)
+                                                batch_tokens=batch_tokens, helpers=helpers)
                 report._ordinal += 1
                 seg = _write_segment(folder, report._ordinal, chunk, vectors, parsed, table, build_id=claim.id)
                 staging["segments"].append(seg)
                 write_json_atomic(_staging_path(folder, claim.id), staging, owner=claim.id)
                 files.fault_point("staging-written")
         finally:
-            if helper is not None:
-                helper.close()
-                if helper.failure:
-                    report.parse_helper = f"failed ({helper.failure}); its captions were parsed in this process"
-                    report.notes.append(f"Parse helper process {report.parse_helper}.")
+            _close_helpers(helpers, report)
         report.phrases_embedded = len(table)
 
-        manifest = _publish(folder, claim.id, staging["segments"], start_names, published, sentence_id, spacy_id,
-                            dim, source, legacy_sums, lock_timeout, started_wall, report)
+        manifest = _publish(folder, claim.id, staging["segments"], plan.start_names, plan.published, sentence_id,
+                            spacy_id, dim, source, plan.legacy_sums, lock_timeout, started_wall, report)
     finally:
         claim.release()
     report.total = manifest["count"]

@@ -1,10 +1,12 @@
-"""Parse captions in a helper process while the main process embeds them (used by ``index.build_index``,
+"""Parse captions in helper processes while the main process embeds them (used by ``index.build_index``,
 and by ``embedding.atomize_many`` for large ``--queries`` batches: ``submit(..., prompts=True)`` runs
 ``atomizer.parse_prompts``, the in-process batch parse, with errors sent back in place).
 
 On a small machine the sentence encoder and the spaCy parser compete for the same cores. Running the parse
-in one helper process, with the encoder one thread short while the helper is busy, keeps every core working
-on a different stage instead of taking turns: the build's time approaches the embedding's.
+in a helper process, with the encoder one thread short while the helper is busy, keeps every core working
+on a different stage instead of taking turns: the build's time approaches the embedding's. A build starts
+several helpers when the cores allow (``index.auto_parse_helpers``: every core but one when the encoder runs
+on a GPU, where the parse is the slow stage), each fed its own chunks.
 
 The helper is a plain ``python retrieval/parse_worker.py`` child, started by file path (not through
 ``multiprocessing``, which would re-import ComfyUI's ``main.py`` in the child, and not by package name, which
@@ -82,8 +84,9 @@ def start_parse_worker(nlp) -> "tuple[Optional[ParseWorker], str]":
 
 
 class EncoderThreads:
-    """While the parse helper is busy the encoder runs one thread short (torch only), so that the two stages
-    share the cores instead of taking turns; the thread count is restored on exit."""
+    """While parse helpers are busy the encoder runs one thread short per busy helper (torch only, at least
+    one thread), so that the stages share the cores instead of taking turns; the thread count is restored
+    on exit."""
 
     def __enter__(self):
         self.torch = sys.modules.get("torch")
@@ -91,14 +94,17 @@ class EncoderThreads:
         self.current = self.default
         return self
 
-    def spare_one(self, spare: bool) -> None:
-        want = max(1, self.default - 1) if spare else self.default
+    def spare(self, busy_helpers: int) -> None:
+        want = max(1, self.default - max(0, int(busy_helpers)))
         if self.torch is not None and want != self.current:
             self.torch.set_num_threads(want)
             self.current = want
 
+    def spare_one(self, spare: bool) -> None:
+        self.spare(1 if spare else 0)
+
     def __exit__(self, *exc):
-        self.spare_one(False)
+        self.spare(0)
 
 
 class ParseWorker:

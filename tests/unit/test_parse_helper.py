@@ -186,3 +186,34 @@ def test_helper_that_stops_answering_is_given_up(tmp_path, nlp, hash_encoder, re
                          parse_helper=True)
     assert "did not answer" in report.parse_helper
     same_index(folder, in_process_index)
+
+
+def test_several_helpers_build_the_same_index_and_survive_one_dying(tmp_path, nlp, hash_encoder, recording,
+                                                                    in_process_index):
+    recording.kill_after = 3  # each helper dies at its third chunk; the survivors and this process finish
+    folder = str(tmp_path / "idx")
+    report = build_index(folder, entries(CAPTIONS), nlp, hash_encoder, segment_size=25, batch_tokens=32,
+                         parse_helper=True, parse_helpers=2)
+    assert len(recording.made) == 2 and report.parse_helpers == 2
+    assert "failed (" in report.parse_helper, report.parse_helper
+    same_index(folder, in_process_index)
+    recording.kill_after = None
+    folder2 = str(tmp_path / "idx2")
+    report = build_index(folder2, entries(CAPTIONS), nlp, hash_encoder, segment_size=25, batch_tokens=32,
+                         parse_helper=True, parse_helpers=2)
+    assert report.parse_helper == "used" and "in 2 helper processes" in report.summary()
+    assert all(h.parsed_chunks > 0 for h in recording.made[2:]), "a helper was never fed"
+    same_index(folder2, in_process_index)
+
+
+def test_auto_helper_count_follows_the_encoder_device():
+    class On:
+        def __init__(self, device):
+            self.device = device
+
+    auto = index_module.auto_parse_helpers
+    assert auto(On("cpu"), cpus=1) == 0
+    assert auto(On("cpu"), cpus=2) == 1          # this machine: one helper, as before
+    assert auto(On("cpu"), cpus=16) == 4         # the encoder keeps most cores
+    assert auto(On("cuda:0"), cpus=16) == 15     # the GPU encodes: every other core parses
+    assert auto(object(), cpus=8) == 2           # no device attribute: the CPU
