@@ -24,12 +24,14 @@ CATEGORY = "SearchPriors/retrieval"
 INDEX_FOLDER = "motion_index"
 SPACY_FOLDER = "spacy"
 SENTENCE_FOLDER = "sentence_transformers"
+VLM_FOLDER = "vlm"   # clip captioners: models/vlm/<folder> (retrieval/captioner.py)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def register_model_folders() -> None:
-    """models/motion_index, models/spacy and models/sentence_transformers (extra_model_paths may add more)."""
-    for name in (INDEX_FOLDER, SPACY_FOLDER, SENTENCE_FOLDER):
+    """models/motion_index, models/spacy, models/sentence_transformers and models/vlm (extra_model_paths may
+    add more)."""
+    for name in (INDEX_FOLDER, SPACY_FOLDER, SENTENCE_FOLDER, VLM_FOLDER):
         if name not in folder_paths.folder_names_and_paths:
             folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name), is_default=True)
 
@@ -45,6 +47,20 @@ def spacy_choices() -> list[str]:
 
 def sentence_choices() -> list[str]:
     return list_sentence_models(model_folders(SENTENCE_FOLDER))
+
+
+def captioner_choices() -> list[str]:
+    """Folders under models/vlm/ that hold a config.json (retrieval.captioner checks the family on load)."""
+    from ..retrieval.captioner import list_captioner_folders
+
+    return list_captioner_folders(model_folders(VLM_FOLDER))
+
+
+def captioner_folder(name: str) -> str:
+    """The path of models/vlm/<name>; a clear error when no such folder exists."""
+    from ..retrieval.captioner import find_captioner_folder
+
+    return find_captioner_folder(name, model_folders(VLM_FOLDER))
 
 
 def model_inputs() -> list:
