@@ -65,6 +65,8 @@ SEGMENT_FILES = ("sentences.faiss", "phrases.json", "phrases.npy", "units.npy", 
                  "core.npy", "entries.sqlite")
 
 Progress = Callable[[int, int], None]
+CLIP_LIBRARY_DIR = "clip_library"   # the clip library builder's state and library file (clip_library.py)
+RETIRED_GRACE_S = 3600.0            # segments replaced by remove_entries stay on disk this long for older readers
 
 
 def _faiss():
@@ -547,7 +549,7 @@ def _read_staging(path: str) -> Optional[dict]:
 
 def _is_ours(name: str) -> bool:
     """Names that builds put into an index folder (a concurrent first build may not have published yet)."""
-    return (name.startswith((".", "seg-", "_tmp-seg-", "staging", MANIFEST)))
+    return (name.startswith((".", "seg-", "_tmp-seg-", "staging", MANIFEST)) or name == CLIP_LIBRARY_DIR)
 
 
 def _open_folder(folder: str) -> None:
@@ -613,6 +615,7 @@ def _clean_orphans(folder: str, manifest: dict, build_id: str, started: float) -
     manifest nor any staging file lists and that no running build owns. Files of the version-1 layout,
     whose owner cannot be asked, only when they are older than this build."""
     listed = {s["name"] for s in manifest["segments"]}
+    listed.update(_retired_in_grace(manifest))
     for path, _ in _staging_files(folder):
         listed.update(s.get("name") for s in (_read_staging(path) or {}).get("segments", []) if isinstance(s, dict))
     live: dict[str, bool] = {}
@@ -1006,6 +1009,82 @@ def _build(folder, entries, nlp, sentence_model, progress, source, segment_size,
     report.total = manifest["count"]
     report.missing_videos = manifest["missing_videos"]
     report.seconds = time.perf_counter() - started
+    return report
+
+
+# ------------------------------------------------------------------------------------------------ removal
+
+def _retired_in_grace(manifest: dict) -> set:
+    """Segments that a removal replaced less than ``RETIRED_GRACE_S`` ago (a reader may still hold them)."""
+    now = time.time()
+    return {r["name"] for r in manifest.get("retired", [])
+            if isinstance(r, dict) and "name" in r and now - float(r.get("at", 0)) < RETIRED_GRACE_S}
+
+
+@dataclass
+class RemoveReport:
+    folder: str
+    removed: int = 0
+    segments_rewritten: int = 0
+    total: int = 0
+
+    def summary(self) -> str:
+        return (f"index '{self.folder}': {self.removed} captions removed ({self.segments_rewritten} segments "
+                f"rewritten), {self.total} left")
+
+
+def remove_entries(folder: str, keys, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> RemoveReport:
+    """Remove the captions whose (video id, caption) is in ``keys`` from the published index at ``folder``.
+
+    Under the writers' lock: each segment holding such rows is replaced by a new segment without them (or
+    dropped when nothing is left) and the manifest is replaced in one step, so readers see the old or the new
+    index. The replaced segments are listed under ``retired`` and kept ``RETIRED_GRACE_S`` seconds for readers
+    that loaded the older manifest (a search reads entries.sqlite lazily); a later publish or removal deletes
+    them. A crash before the manifest is replaced leaves the index as it was (the new segments are leftovers
+    that the next build removes). Keys that are not in the index are ignored."""
+    folder = os.path.abspath(folder)
+    drop = {(str(v), str(c)) for v, c in keys}
+    report = RemoveReport(folder)
+    if not drop or not os.path.isfile(os.path.join(folder, MANIFEST)):
+        return report
+    try:
+        claim = files.BuildClaim(folder)
+        try:
+            with files.WriterLock(folder, lock_timeout):
+                manifest = read_manifest(folder)
+                dim, ordinal = int(manifest["dim"]), 0
+                kept_segments, retired = [], []
+                for seg in manifest.get("segments", []):
+                    keep = [k not in drop for k in _segment_keys(_check_segment(folder, seg["name"]))]
+                    if all(keep):
+                        kept_segments.append(seg)
+                        continue
+                    report.removed += len(keep) - sum(keep)
+                    report.segments_rewritten += 1
+                    retired.append(seg["name"])
+                    if any(keep):
+                        ordinal += 1
+                        kept_segments.append(_filter_segment(folder, seg, keep, _segment_name(ordinal, claim.id), dim))
+                if retired:
+                    still = _retired_in_grace(manifest)
+                    new = dict(manifest, version=VERSION, segments=kept_segments,
+                               count=sum(int(s["count"]) for s in kept_segments),
+                               missing_videos=sum(int(s.get("missing_videos", 0)) for s in kept_segments),
+                               retired=[r for r in manifest.get("retired", []) if r.get("name") in still]
+                               + [{"name": name, "at": time.time()} for name in retired],
+                               updated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                    write_json_atomic(os.path.join(folder, MANIFEST), new, owner=claim.id)
+                    files.fault_point("manifest-replaced")
+                    _clean_orphans(folder, new, claim.id, time.time())
+                    manifest = new
+                report.total = int(manifest.get("count", 0))
+        finally:
+            claim.release()
+    except OSError as exc:
+        translated = files.translate_os_error(exc, folder)
+        if translated is None:
+            raise
+        raise translated from exc
     return report
 
 
