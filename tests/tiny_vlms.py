@@ -44,8 +44,8 @@ def _byte_vocab(first: list[str]) -> dict[str, int]:
     return {t: i for i, t in enumerate(first + sorted(pre_tokenizers.ByteLevel.alphabet()))}
 
 
-def write_qwen2_5_vl(folder: str, size: str = "tiny", seed: int = 0, max_pixels: int = 28 * 28 * 16) -> str:
-    import torch
+def write_qwen2_5_vl(folder: str, size: str = "tiny", seed: int = 0, max_pixels: int = 28 * 28 * 16,
+                     dtype=None, device=None) -> str:
     from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
                               Qwen2Tokenizer, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
 
@@ -68,9 +68,12 @@ def write_qwen2_5_vl(folder: str, size: str = "tiny", seed: int = 0, max_pixels:
                            **s["vision"]),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], tie_word_embeddings=size == "real")
+    if size == "real":
+        pixels = dict(min_pixels=56 * 56, max_pixels=28 * 28 * 1280)   # the published processor's limits
+        processor.image_processor.min_pixels, processor.image_processor.max_pixels = pixels.values()
+        processor.video_processor.min_pixels, processor.video_processor.max_pixels = 128 * 28 * 28, 768 * 28 * 28
+    model = _build(Qwen2_5_VLForConditionalGeneration, config, seed, dtype, device)
     _save(model, processor, folder)
     return folder
 
@@ -90,7 +93,7 @@ FLORENCE_SIZES = {
 }
 
 
-def write_florence2(folder: str, size: str = "tiny", seed: int = 0) -> str:
+def write_florence2(folder: str, size: str = "tiny", seed: int = 0, dtype=None, device=None) -> str:
     import torch
     from transformers import (BartTokenizer, CLIPImageProcessor, Florence2Config, Florence2ForConditionalGeneration,
                               Florence2Processor)
@@ -110,13 +113,28 @@ def write_florence2(folder: str, size: str = "tiny", seed: int = 0) -> str:
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                          decoder_start_token_id=tok.eos_token_id, **t),
         vision_config=dict(drop_path_rate=0.0, **s["vision"]), image_token_id=tok.image_token_id)
-    torch.manual_seed(seed)
-    model = Florence2ForConditionalGeneration(config).eval()
+    model = _build(Florence2ForConditionalGeneration, config, seed, dtype, device)
     if size == "tiny":
         with torch.no_grad():   # random weights that stop at once give empty captions; keep EOS unlikely
             model.get_output_embeddings().weight[tok.eos_token_id].zero_()
     _save(model, processor, folder)
     return folder
+
+
+def _build(cls, config, seed: int, dtype, device):
+    """The model with random weights, made in ``dtype`` on ``device`` (fast for real sizes on a GPU)."""
+    import torch
+
+    torch.manual_seed(seed)
+    before = torch.get_default_dtype()
+    if dtype is not None:
+        torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device or "cpu"):
+            model = cls(config)
+    finally:
+        torch.set_default_dtype(before)
+    return model.eval()
 
 
 def _save(model, processor, folder: str) -> None:
