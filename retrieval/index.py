@@ -10,7 +10,8 @@ Layout of an index folder::
         units.npy             (u, 3) int32 phrase ids of motion, actor, recipient; -1 = missing role
         unit_offsets.npy      (n + 1) int64: caption i owns units [off[i], off[i+1])
         core.npy              (n,) int32 index of the core unit within the segment, -1 = no unit
-        entries.sqlite        row -> video_id, caption, video_path
+        entries.sqlite        row -> video_id, caption, video_path, start_s, end_s (shot times in seconds,
+                              NULL = the whole file; older segments lack the two columns)
     staging-<build>.json      segments finished by a build, not yet published
     .lock, .build-<build>.lock  the writers' lock and each running build's liveness lock (index_files.py)
 
@@ -275,13 +276,13 @@ class MotionIndex:
             path = os.path.join(self.folder, self.segments[seg].name, "entries.sqlite")
             con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             try:
+                columns = _entry_columns(con)
                 for pos, local in items:
-                    hit = con.execute("SELECT video_id, caption, video_path FROM entries WHERE row = ?",
-                                      (local,)).fetchone()
+                    hit = con.execute(f"SELECT {columns} FROM entries WHERE row = ?", (local,)).fetchone()
                     if hit is None:
                         raise MotionIndexError(f"The index at '{self.folder}' is damaged: row {local} of "
                                                f"segment {self.segments[seg].name} is missing. Rebuild it.")
-                    out[pos] = LibraryEntry(hit[0], hit[1], hit[2])
+                    out[pos] = LibraryEntry(*hit)
             finally:
                 con.close()
         return out  # type: ignore[return-value]
@@ -401,10 +402,18 @@ def _segment_keys(path: str) -> list[tuple[str, str]]:
         con.close()
 
 
+def _entry_columns(con) -> str:
+    """The SELECT list of an entries table: segments written before shots had times lack start_s / end_s,
+    which then read as NULL (the whole file)."""
+    have = {row[1] for row in con.execute("PRAGMA table_info(entries)")}
+    times = "start_s, end_s" if {"start_s", "end_s"} <= have else "NULL, NULL"
+    return f"video_id, caption, video_path, {times}"
+
+
 def _segment_entries(path: str) -> list[LibraryEntry]:
     con = sqlite3.connect(f"file:{os.path.join(path, 'entries.sqlite')}?mode=ro", uri=True)
     try:
-        rows = con.execute("SELECT video_id, caption, video_path FROM entries ORDER BY row")
+        rows = con.execute(f"SELECT {_entry_columns(con)} FROM entries ORDER BY row")
         return [LibraryEntry(*row) for row in rows]
     finally:
         con.close()
@@ -420,9 +429,10 @@ def _entries_bytes(entries: Sequence[LibraryEntry]) -> bytes:
     con = sqlite3.connect(":memory:")
     try:
         con.execute("CREATE TABLE entries (row INTEGER PRIMARY KEY, video_id TEXT NOT NULL, "
-                    "caption TEXT NOT NULL, video_path TEXT)")
-        con.executemany("INSERT INTO entries VALUES (?, ?, ?, ?)",
-                        ((i, e.video_id, e.caption, e.video_path) for i, e in enumerate(entries)))
+                    "caption TEXT NOT NULL, video_path TEXT, start_s REAL, end_s REAL)")
+        con.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+                        ((i, e.video_id, e.caption, e.video_path, e.start_s, e.end_s)
+                         for i, e in enumerate(entries)))
         con.commit()
         return bytes(con.serialize())
     finally:

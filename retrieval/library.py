@@ -31,6 +31,8 @@ class LibraryEntry:
     video_id: str
     caption: str
     video_path: Optional[str]   # absolute path, or None when the library names no file
+    start_s: Optional[float] = None   # the shot inside the file, seconds; None: from the start
+    end_s: Optional[float] = None     # ... None: to the end
 
     @property
     def key(self) -> tuple[str, str]:

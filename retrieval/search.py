@@ -118,6 +118,8 @@ class Hit:
     video_path: Optional[str]
     score: float
     parts: dict
+    start_s: Optional[float] = None   # the shot inside the video file, seconds (None: from its start)
+    end_s: Optional[float] = None     # ... (None: to its end)
     # the entry's atomized units and their (u, 3, d) role vectors (zero rows for missing roles), for the
     # KeyframeExtractor's unit matching; empty / None in retrievals made without an index at hand
     units: list[Unit] = field(default_factory=list)
@@ -446,7 +448,7 @@ def search(index: MotionIndex, atomized: AtomizedPrompt, params: SearchParams) -
         units, vectors = entry_units(index, int(row))
         hits.append(Hit(rank=rank, row=int(row), video_id=entry.video_id, caption=entry.caption,
                         video_path=entry.video_path, score=float(scores[rank - 1]), parts=hit_parts,
-                        units=units, unit_vectors=vectors))
+                        units=units, unit_vectors=vectors, start_s=entry.start_s, end_s=entry.end_s))
     if params.mode == "search_t2v":
         notes.extend(_fail_safe_notes(rounds, hits, params))
     if hits and hits[0].video_path is None:
