@@ -12,6 +12,7 @@ from comfy_api.v0_0_2 import ComfyExtension, io
 
 from .comfy_glue import install_number_checks, register_model_folders
 from .index_nodes import MotionIndexBuilder, MotionIndexLoader
+from .clip_library_nodes import ClipLibraryBuilder
 from .keyframe_nodes import KeyframeExtractor
 from .modelscope_nodes import DiffusersSchedulerSigmas, ModelScopeLoader
 from .pos_nodes import DDIMVideoInvert, GaussianNoiseMix, HybridSemanticGuider, HybridSemanticSampler
@@ -28,6 +29,7 @@ NODES += [DDIMVideoInvert, GaussianNoiseMix, HybridSemanticGuider, HybridSemanti
 NODES.append(ReferenceRewriter)
 NODES += [VMCTemporalLoRA, EncodeKeyframes, SaveMotionLoRA, LoadMotionLoRA]
 NODES.append(KeyframeExtractor)
+NODES.append(ClipLibraryBuilder)
 for _node in NODES:   # every INT/FLOAT input: finite and within its declared range (comfy_glue says why)
     install_number_checks(_node)
 

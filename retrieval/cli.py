@@ -1,6 +1,7 @@
 """The ``searchpriors`` command: build a motion index, search it, atomize prompts, outside ComfyUI.
 
     searchpriors index build --library PATH [--format auto|csv|jsonl|webvid|msrvtt] --out DIR [--lock-timeout S]
+    searchpriors index clips --folder DIR --captioner MODEL_DIR --out DIR   (cut, caption and index a folder of videos)
     searchpriors search --index DIR [--mode search_t2v|pos] [--k K] [--json] PROMPT
     searchpriors search --index DIR --queries FILE --json       (one prompt per line -> one JSON per line)
     searchpriors atomize [--json] PROMPT
@@ -96,6 +97,26 @@ def _error_line(prompt: str, error: Exception, as_json: bool) -> str:
             line["prompt_chars"] = len(prompt)
         return json.dumps(line, ensure_ascii=False)
     return f"error: {prompt[:200]!r}: {error}"
+
+
+def cmd_index_clips(args) -> int:
+    from .captioner import DEFAULT_CAPTION_PROMPT, load_captioner
+    from .clip_library import ClipSettings, build_clip_library
+
+    captioner = load_captioner(args.captioner, device=args.device)
+    nlp, encoder = _models(args)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rclips {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    settings = ClipSettings(frames_per_shot=args.frames_per_shot, threshold=args.cut_threshold,
+                            ratio=args.cut_ratio, min_shot_s=args.min_shot_seconds)
+    report = build_clip_library(args.folder, args.out, captioner, nlp, encoder,
+                                prompt=args.prompt or DEFAULT_CAPTION_PROMPT, settings=settings,
+                                batch_size=args.batch_size, progress=progress, lock_timeout=args.lock_timeout)
+    print(file=sys.stderr)
+    print(report.summary())
+    return 0
 
 
 def cmd_search(args) -> int:
@@ -203,6 +224,27 @@ def build_parser() -> argparse.ArgumentParser:
                             "embedding, so builds run side by side and the index gets the union of their captions")
     add_models(build)
     build.set_defaults(func=cmd_index_build)
+
+    clips = index_sub.add_parser("clips", help="cut a folder of videos into shots, caption them and index them "
+                                               "(incremental: a rerun does only new or changed clips)")
+    clips.add_argument("--folder", required=True, help="folder of videos (mp4, webm, mov, mkv; subfolders too)")
+    clips.add_argument("--out", required=True, help="index folder (created; extended if it exists)")
+    clips.add_argument("--captioner", required=True, metavar="MODEL_DIR",
+                       help="vision-language model folder (Qwen2.5-VL, Qwen2-VL, Florence-2, or the toy captioner)")
+    clips.add_argument("--prompt", default=None, help="what the captioner is asked (default: one subject, its "
+                                                      "motion, its object)")
+    clips.add_argument("--device", default="cpu", help="torch device of the captioner (cpu, cuda, cuda:1)")
+    clips.add_argument("--frames-per-shot", type=int, default=8, help="frames sampled evenly from each shot")
+    clips.add_argument("--cut-threshold", type=float, default=0.015,
+                       help="least mean frame difference (0..1) that can be a cut")
+    clips.add_argument("--cut-ratio", type=float, default=1.8,
+                       help="a cut's frame difference over the mean of its neighbours")
+    clips.add_argument("--min-shot-seconds", type=float, default=0.4, help="no cut closer than this to the last one")
+    clips.add_argument("--batch-size", type=int, default=4, help="shots captioned at once")
+    clips.add_argument("--lock-timeout", type=float, default=600.0, metavar="SECONDS",
+                       help="wait this long while another build holds the index (0 = fail at once)")
+    add_models(clips)
+    clips.set_defaults(func=cmd_index_clips)
 
     search = sub.add_parser("search", help="rank library videos for a prompt")
     search.add_argument("--index", required=True)

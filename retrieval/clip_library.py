@@ -76,6 +76,21 @@ class ClipSettings:
     prompt: str = ""
     captioner: str = ""          # family and folder name of the captioner
 
+    def check(self) -> None:
+        """Refuse bad settings before any clip is read (else every clip would fail the same way)."""
+        from ..distill.shots import CutSettings
+
+        if isinstance(self.frames_per_shot, bool) or not isinstance(self.frames_per_shot, int) \
+                or not 1 <= self.frames_per_shot <= 256:
+            raise ClipLibraryError(f"frames_per_shot must be a whole number from 1 to 256, got {self.frames_per_shot!r}.")
+        if isinstance(self.sample_long_side, bool) or not isinstance(self.sample_long_side, int) \
+                or not 16 <= self.sample_long_side <= 4096:
+            raise ClipLibraryError(f"sample_long_side must be 16 to 4096 pixels, got {self.sample_long_side!r}.")
+        try:
+            CutSettings(threshold=float(self.threshold), ratio=float(self.ratio), min_shot_s=float(self.min_shot_s)).check()
+        except (TypeError, ValueError) as exc:
+            raise ClipLibraryError(f"cut settings must be numbers ({exc}).") from exc
+
     def key(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
@@ -281,6 +296,9 @@ def build_clip_library(clips_root: str, index_folder: str, captioner, nlp, sente
                                f"contain each other: keep the videos outside models/motion_index.")
     clips = scan_clips(clips_root)
     settings = settings or ClipSettings()
+    settings.check()
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ClipLibraryError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
     if prompt is None:
         from .captioner import DEFAULT_CAPTION_PROMPT
         prompt = DEFAULT_CAPTION_PROMPT
