@@ -59,7 +59,8 @@ from .models import spacy_identity
 from .parse_worker import EncoderThreads, ParseWorker, start_parse_worker
 
 FORMAT = "comfyui-searchpriors/motion-index"
-VERSION = 2          # 2: per-file checksums in the manifest, per-build staging files
+VERSION = 3          # 2: per-file checksums in the manifest, per-build staging files; 3: may name a coarse index
+                     # (coarse.py: compressed search at or above coarse.COMPRESS_MIN captions)
 MANIFEST = "manifest.json"
 STAGING = "staging.json"   # the single staging file of version-1 builds (taken over like any other)
 SEGMENT_FILES = ("sentences.faiss", "phrases.json", "phrases.npy", "units.npy", "unit_offsets.npy",
@@ -151,9 +152,11 @@ class _SegmentArrays(NamedTuple):
     core: np.ndarray
 
 
-def _read_segment(folder: str, item: dict, dim: int, check_entries: bool = True) -> _SegmentArrays:
+def _read_segment(folder: str, item: dict, dim: int, check_entries: bool = True,
+                  full_vectors: bool = True) -> _SegmentArrays:
     """One segment's arrays, each file checked against the manifest's size and CRC-32 when recorded
-    (version-1 segments carry none), then checked for consistency."""
+    (version-1 segments carry none), then checked for consistency. ``full_vectors=False``: the sentence
+    vectors are memory-mapped, not read (checked by size and header only; ``coarse.flat_vectors``)."""
     faiss = _faiss()
     name = item["name"]
     path = _check_segment(folder, name)
@@ -163,10 +166,14 @@ def _read_segment(folder: str, item: dict, dim: int, check_entries: bool = True)
         return files.read_checked(os.path.join(path, fname), sums.get(fname), folder, f"{name}/{fname}")
 
     try:
-        raw = {fname: data(fname) for fname in SEGMENT_FILES if fname != "entries.sqlite"}
+        raw = {fname: data(fname) for fname in SEGMENT_FILES
+               if fname != "entries.sqlite" and (full_vectors or fname != "sentences.faiss")}
         if check_entries and sums.get("entries.sqlite"):
             data("entries.sqlite")  # read lazily by searches; checked once here
-        seg_index = faiss.deserialize_index(np.frombuffer(raw["sentences.faiss"], dtype=np.uint8))
+        if full_vectors:
+            seg_index = faiss.deserialize_index(np.frombuffer(raw["sentences.faiss"], dtype=np.uint8))
+        else:
+            seg_index = _mapped_vectors(folder, path, name, dim, sums.get("sentences.faiss"))
         texts = json.loads(raw["phrases.json"].decode("utf-8"))
         phrases, units, offsets, core = (np.load(io.BytesIO(raw[f]), allow_pickle=False)
                                          for f in ("phrases.npy", "units.npy", "unit_offsets.npy", "core.npy"))
@@ -175,8 +182,8 @@ def _read_segment(folder: str, item: dict, dim: int, check_entries: bool = True)
     except (OSError, ValueError, RuntimeError, UnicodeDecodeError) as exc:
         raise MotionIndexError(f"The index at '{folder}' is damaged: segment {name} could not be read "
                                f"({exc}). Rebuild it into a new folder.") from exc
-    n = seg_index.ntotal
-    consistent = (seg_index.d == dim and isinstance(texts, list) and phrases.shape == (len(texts), dim)
+    n = seg_index.ntotal if full_vectors else len(seg_index)
+    consistent = ((not full_vectors or seg_index.d == dim) and isinstance(texts, list) and phrases.shape == (len(texts), dim)
                   and units.ndim == 2 and units.shape[1] == 3 and offsets.shape == (n + 1,) and core.shape == (n,)
                   and n == int(item.get("count", n)) and offsets[-1] == len(units)
                   and (units.size == 0 or (units.max() < len(texts) and units.min() >= -1))
@@ -187,13 +194,23 @@ def _read_segment(folder: str, item: dict, dim: int, check_entries: bool = True)
     return _SegmentArrays(seg_index, texts, phrases, units, offsets, core)
 
 
+def _mapped_vectors(folder: str, path: str, name: str, dim: int, expected: Optional[dict]) -> np.ndarray:
+    from .coarse import flat_vectors
+
+    file = os.path.join(path, "sentences.faiss")
+    if expected and os.path.getsize(file) != expected.get("size"):
+        raise MotionIndexError(f"The index at '{folder}' is damaged: {name}/sentences.faiss does not match the "
+                               f"manifest's size. Rebuild the index into a new folder.")
+    return flat_vectors(file, dim, f"{name}/sentences.faiss", folder)
+
+
 @dataclass
 class MotionIndex:
     """A loaded index: flat arrays over all segments, ready for ``search.search``."""
 
     folder: str
     manifest: dict
-    sentence_index: object          # faiss.IndexFlatIP with every sentence vector
+    sentence_index: object          # faiss.IndexFlatIP with every sentence vector; compressed: the coarse index
     phrases: np.ndarray             # (P + 1, d); last row is the zero vector of a missing role
     phrase_texts: list[str]
     units: np.ndarray               # (U, 3) int64 into phrases; missing = P
@@ -201,6 +218,14 @@ class MotionIndex:
     core_units: np.ndarray          # (N,) global unit index, -1 = none
     segments: list[Segment] = field(default_factory=list)
     _segment_starts: np.ndarray = None
+    # compressed (coarse.py): the sentence vectors memory-mapped from the segments (``sentence_index`` is
+    # then the coarse IVF-SQ8 index); None: in memory inside ``sentence_index``
+    vectors: object = None
+    load_notes: list = field(default_factory=list)
+
+    @property
+    def compressed(self) -> bool:
+        return self.vectors is not None
 
     @property
     def count(self) -> int:
@@ -223,7 +248,10 @@ class MotionIndex:
         return len(self.phrases) - 1
 
     def sentence_vectors(self) -> np.ndarray:
-        """Zero-copy (N, d) view of the vectors inside the faiss index."""
+        """Zero-copy (N, d) view of the vectors inside the faiss index (compressed: ``coarse.SegmentVectors``,
+        read on demand from the memory-mapped segment files)."""
+        if self.vectors is not None:
+            return self.vectors
         faiss = _faiss()
         n, d = self.count, self.sentence_index.d
         if n == 0:
@@ -297,12 +325,17 @@ class MotionIndex:
         return text
 
 
-def load_index(folder: str) -> MotionIndex:
-    """Load and validate a published index (staged, unpublished segments are ignored)."""
+def load_index(folder: str, compress_min: Optional[int] = None, log=None) -> MotionIndex:
+    """Load and validate a published index (staged, unpublished segments are ignored). At or above
+    ``compress_min`` captions (default ``coarse.COMPRESS_MIN``) it loads compressed (see coarse.py)."""
+    from . import coarse
+
     faiss = _faiss()
     folder = os.path.abspath(folder)
     manifest = read_manifest(folder)
     dim = int(manifest["dim"])
+    compressed = sum(int(s.get("count", 0)) for s in manifest.get("segments", [])) >= coarse.compress_min(compress_min)
+    maps = []
     sentence_index = faiss.IndexFlatIP(dim)
     # Segments each carry the phrases they use; the loaded index keeps one row per distinct phrase text
     # (at 1M captions in 50 segments: 26.5k rows instead of 398k), and units are re-pointed at it.
@@ -312,9 +345,12 @@ def load_index(folder: str) -> MotionIndex:
     n_total = u_total = 0
     for item in manifest.get("segments", []):
         name = item["name"]
-        seg_index, texts, phrases, units, offsets, core = _read_segment(folder, item, dim)
-        n = seg_index.ntotal
-        if n:
+        seg_index, texts, phrases, units, offsets, core = _read_segment(folder, item, dim,
+                                                                        full_vectors=not compressed)
+        n = len(seg_index) if compressed else seg_index.ntotal
+        if compressed:
+            maps.append(seg_index)
+        elif n:
             sentence_index.add(faiss.rev_swig_ptr(seg_index.get_xb(), n * dim).reshape(n, dim))
         known = len(phrase_ids)
         remap = np.array([phrase_ids.setdefault(t, len(phrase_ids)) for t in texts] + [-1], dtype=np.int64)
@@ -335,9 +371,14 @@ def load_index(folder: str) -> MotionIndex:
     units[units < 0] = p_total
     offsets = np.concatenate(offset_blocks + [np.array([u_total], np.int64)])
     core = np.concatenate(core_blocks) if core_blocks else np.zeros(0, np.int64)
+    vectors, notes = None, []
+    if compressed:
+        vectors = coarse.SegmentVectors(maps, dim)
+        sentence_index = coarse.coarse_for(folder, manifest, vectors, notes, log)
     return MotionIndex(folder=folder, manifest=manifest, sentence_index=sentence_index, phrases=phrases,
                        phrase_texts=phrase_texts, units=units, unit_offsets=offsets, core_units=core,
-                       segments=segments, _segment_starts=np.array(starts or [0], dtype=np.int64))
+                       segments=segments, _segment_starts=np.array(starts or [0], dtype=np.int64),
+                       vectors=vectors, load_notes=notes)
 
 
 def index_fingerprint(folder: str) -> str:

@@ -238,6 +238,97 @@ def _total_round(vectors: np.ndarray, q: np.ndarray, threshold: float, min_keep:
     return _keep_best(rows, _dot64(vectors, rows, q), threshold, min_keep), len(passed)
 
 
+def _total_at_least(index: MotionIndex, vectors, rows: np.ndarray, q: np.ndarray, threshold: float) -> np.ndarray:
+    """Mask over ``rows``: exact sentence similarity >= threshold. A compressed index (coarse.py) decides a
+    set larger than ``coarse.EXACT_SUBSET`` among its rows in the probed lists of the coarse index only."""
+    from .coarse import EXACT_SUBSET, MARGIN
+
+    if not index.compressed or len(rows) <= EXACT_SUBSET:
+        return _dot64(vectors, rows, q) >= threshold
+    near = _coarse_range(index, q, threshold - MARGIN, rows)
+    order = np.argsort(rows, kind="stable")
+    mask = np.zeros(len(rows), dtype=bool)
+    mask[order[np.searchsorted(rows[order], near)]] = _dot64(vectors, near, q) >= threshold
+    return mask
+
+
+def _coarse_range(index: MotionIndex, q: np.ndarray, radius: float, rows: Optional[np.ndarray] = None) -> np.ndarray:
+    """Sorted rows (of ``rows``, or all) in the coarse index's ``NPROBE_T2V`` nearest lists whose 8-bit score
+    exceeds ``radius``."""
+    from .coarse import NPROBE_T2V
+    from .index import _faiss
+
+    faiss = _faiss()
+    ivf = index.sentence_index
+    packed = sel = None
+    if rows is not None:
+        bits = np.zeros(index.count, dtype=bool)
+        bits[rows] = True
+        packed = np.packbits(bits, bitorder="little")
+        sel = faiss.IDSelectorBitmap(index.count, faiss.swig_ptr(packed))
+    params = faiss.SearchParametersIVF(sel=sel, nprobe=min(NPROBE_T2V, ivf.nlist))
+    _, _, found = ivf.range_search(np.ascontiguousarray(q[None, :], dtype=np.float32), float(radius), params=params)
+    return np.sort(found.astype(np.int64))
+
+
+def _coarse_top(index: MotionIndex, q: np.ndarray, fetch: int, nprobe: int) -> np.ndarray:
+    """Sorted rows of the coarse index's best ``fetch`` in its ``nprobe`` nearest lists (all lists when
+    those hold fewer)."""
+    from .index import _faiss
+
+    faiss = _faiss()
+    ivf = index.sentence_index
+    fetch = min(fetch, index.count)
+    for probe in (min(nprobe, ivf.nlist), ivf.nlist):
+        _, rows = ivf.search(np.ascontiguousarray(q[None, :], dtype=np.float32), fetch,
+                             params=faiss.SearchParametersIVF(nprobe=probe))
+        rows = rows[0][rows[0] >= 0]
+        if len(rows) >= fetch:
+            break
+    return np.unique(rows.astype(np.int64))
+
+
+def _total_round_compressed(index: MotionIndex, vectors, q: np.ndarray, threshold: float,
+                            min_keep: int) -> tuple[np.ndarray, int]:
+    """``_total_round`` on a compressed index: rows of the probed lists near the threshold, decided exactly;
+    the fail-safe takes the best of the coarse index's top rows, re-scored exactly."""
+    from .coarse import MARGIN, NPROBE_T2V
+
+    rows = _coarse_range(index, q, threshold - MARGIN)
+    passed = rows[_dot64(vectors, rows, q) >= threshold]
+    if len(passed) >= min_keep:
+        return passed, len(passed)
+    rows = _coarse_top(index, q, max(4 * min_keep, 64), NPROBE_T2V)
+    return _keep_best(rows, _dot64(vectors, rows, q), threshold, min_keep), len(passed)
+
+
+def _role_rows(index: MotionIndex, role: int, verdict: np.ndarray) -> np.ndarray:
+    """Sorted rows whose core-role phrase has ``verdict`` True, from the captions grouped by phrase (reads
+    only those rows' entries; the same rows as ``flatnonzero(verdict[core_role_ids(role)])``)."""
+    perm, starts, ends = index.core_role_groups(role)
+    chosen = np.flatnonzero(verdict[index.core_role_distinct(role)])
+    if len(chosen) == 0:
+        return np.zeros(0, dtype=np.int64)
+    rows = np.concatenate([perm[starts[d]:ends[d]] for d in chosen])
+    if len(rows) * 32 < index.count:
+        return np.sort(rows)
+    bits = np.zeros(index.count, dtype=bool)
+    bits[rows] = True
+    return np.flatnonzero(bits)
+
+
+def _rows_passing_all(index: MotionIndex, verdicts: dict) -> np.ndarray:
+    """Rows that pass every unit round's verdict: the rarest round's rows, filtered by the others."""
+    def size(role):
+        _, starts, ends = index.core_role_groups(role)
+        return int((ends - starts)[verdicts[role][index.core_role_distinct(role)]].sum())
+    roles = sorted(verdicts, key=size)
+    rows = _role_rows(index, roles[0], verdicts[roles[0]])
+    for role in roles[1:]:
+        rows = rows[verdicts[role][index.core_role_ids(role)[rows]]]
+    return rows
+
+
 def _near_top(approx: np.ndarray, k: int) -> np.ndarray:
     """Rows whose float32 score is within the margin of the k-th best: a superset of the exact top-k."""
     k = min(k, len(approx))
@@ -258,7 +349,7 @@ def _best_in_total_round(index: MotionIndex, vectors: np.ndarray, q: np.ndarray,
         while j < len(order) and sims[order[j]] == sims[order[i]]:
             j += 1  # phrases with exactly the same similarity are one tie group
         rows = np.concatenate([perm[starts[d]:ends[d]] for d in order[i:j]])
-        members = rows[_dot64(vectors, rows, q) >= t_total]
+        members = rows[_total_at_least(index, vectors, rows, q, t_total)]
         kept_rows.append(members)
         kept_sims.append(np.full(len(members), sims[order[i]]))
         count += len(members)
@@ -335,6 +426,7 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
     vectors = index.sentence_vectors()
     passing = None
     hits: dict[int, np.ndarray] = {}
+    verdicts: dict[int, np.ndarray] = {}
     if cheap:
         mask = None
         for _, role, t in cheap:
@@ -342,10 +434,12 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
             distinct = index.core_role_distinct(role)
             verdict = np.zeros(len(index.phrases), dtype=bool)
             verdict[distinct[distinct_sims(role) >= t]] = True
-            hits[role] = verdict[index.core_role_ids(role)]
-            mask = hits[role] if mask is None else mask & hits[role]
-        rows = np.flatnonzero(mask)
-        passing = rows[_dot64(vectors, rows, q) >= params.t_total]
+            verdicts[role] = verdict
+            if not index.compressed:  # compressed: only the passing phrases' captions are visited
+                hits[role] = verdict[index.core_role_ids(role)]
+                mask = hits[role] if mask is None else mask & hits[role]
+        rows = np.flatnonzero(mask) if mask is not None else _rows_passing_all(index, verdicts)
+        passing = rows[_total_at_least(index, vectors, rows, q, params.t_total)]
     rounds: list[tuple[str, int, int]] = []   # (name, kept, passed)
     candidates = None
     if passing is not None and len(passing) >= params.min_keep:
@@ -356,8 +450,8 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
         # some round needs its fail-safe; the sentence round keeps A = {total >= t_total}. The next round
         # is decided within A without scanning A: its passing members, or its best by walking phrases.
         name, role, t = cheap[0]
-        rows = np.flatnonzero(hits[role])
-        in_a = rows[_dot64(vectors, rows, q) >= params.t_total]
+        rows = np.flatnonzero(hits[role]) if role in hits else _role_rows(index, role, verdicts[role])
+        in_a = rows[_total_at_least(index, vectors, rows, q, params.t_total)]
         if len(in_a) >= params.min_keep:
             candidates = in_a
             rounds.append((f"total>={params.t_total:g} & {name}>={t:g}", len(candidates), len(candidates)))
@@ -374,7 +468,8 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
                 rounds.append((f"{name}>={t:g}", len(candidates), passed_count))
     if candidates is None:
         # fewer than min_keep pass the sentence round (or no unit round exists): every round in order
-        candidates, passed_count = _total_round(vectors, q, params.t_total, params.min_keep)
+        total_round = _total_round_compressed if index.compressed else (lambda _i, *a: _total_round(*a))
+        candidates, passed_count = total_round(index, vectors, q, params.t_total, params.min_keep)
         rounds = [(f"total>={params.t_total:g}", len(candidates), passed_count)]
         for name, role, t in cheap:
             candidates, passed_count = _unit_round(candidates, core_sims(role, candidates), t, params.min_keep)
@@ -402,6 +497,13 @@ def rank_pos(index: MotionIndex, v_total: np.ndarray, k: int, spare: int = 32) -
     k = min(k, n)
     q = np.asarray(v_total, dtype=np.float64)
     vectors = index.sentence_vectors()
+    if index.compressed:  # the coarse index's best k * POS_RERANK, re-scored exactly (coarse.py)
+        from .coarse import NPROBE_POS, POS_RERANK
+
+        rows = _coarse_top(index, q, max(k * POS_RERANK, 100), NPROBE_POS)
+        exact = _dot64(vectors, rows, q)
+        order = np.lexsort((rows, -exact))[:k]
+        return rows[order], exact[order]
     fetch = min(k + spare, n)
     approx, rows = index.sentence_index.search(np.ascontiguousarray(q[None, :], dtype=np.float32), fetch)
     approx, rows = approx[0], rows[0].astype(np.int64)

@@ -1,0 +1,299 @@
+"""Memory-bounded search for large indexes: sentence vectors memory-mapped from disk, a compressed coarse index.
+
+Below ``COMPRESS_MIN`` captions (500,000; ``SEARCHPRIORS_COMPRESS_MIN`` or ``load_index(compress_min=...)``
+change it) an index loads as it always has: every sentence vector as float32 in memory and every search
+exact, bit for bit. At or above it:
+
+- the sentence vectors stay in the segments' ``sentences.faiss`` files, memory-mapped (``SegmentVectors``);
+  a search reads only the rows it re-scores, so they cost page cache, not resident memory;
+- a coarse index, faiss ``IndexIVFScalarQuantizer`` (8 bits per dimension, inner product, ``nlist`` k-means
+  lists; ~d bytes per caption: 3.8 GB at 10M captions of 384 dims instead of 15.4 GB) answers the passes
+  that would otherwise scan every vector:
+  * ``pos``: the best ``k * POS_RERANK`` rows of the probed lists (``NPROBE_POS`` of them), re-scored
+    exactly (float64 from the mapped float32 vectors) and ranked as the exact path ranks;
+  * ``search_t2v``: the unit rounds are phrase look-ups (exact, as before); a sentence round over a
+    candidate set of at most ``EXACT_SUBSET`` rows is decided exactly from the mapped vectors. A larger
+    set, or a sentence round over the whole index, is first narrowed to its rows in the ``NPROBE_T2V``
+    lists nearest to the prompt whose 8-bit score is within ``MARGIN`` of the threshold, and those are
+    decided exactly. The final score of every candidate uses exact sentence similarities.
+  So the compressed path can only miss captions in lists it did not probe; benchmarks/bench_scale.py
+  measures recall@10 against the exact ranking.
+
+The coarse index is saved in ``coarse-<id>/coarse.faiss`` and named in the manifest (``"coarse"``: its
+folder, the segments it covers, their row count, its size and CRC-32); ``searchpriors index upgrade``
+writes it (``upgrade_index``). Segments published after it are added to it in memory when the index loads;
+an index without one (or with one that no longer matches) gets one built in memory on load, which at
+millions of captions takes minutes: run the upgrade once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import time
+import uuid
+import zlib
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import MotionIndexError, SearchPriorsError
+
+COMPRESS_MIN = 500_000
+NPROBE_POS = 48
+NPROBE_T2V = 64
+POS_RERANK = 10          # pos re-scores the best k * POS_RERANK (at least 100) rows of the coarse pass exactly
+EXACT_SUBSET = 40_000    # search_t2v candidate sets up to this size are decided exactly from the mapped vectors
+MARGIN = 0.05            # 8-bit scores are within ~0.01 of the exact ones; rows within this of a threshold are re-read
+COARSE_FILE = "coarse.faiss"
+_FLAT_HEADER = 45        # faiss IndexFlat serialisation: 'IxFI', d, ntotal, 2 dummies, is_trained, metric, size
+
+
+def _faiss():
+    from .index import _faiss as load
+
+    return load()
+
+
+def compress_min(value: Optional[int] = None) -> int:
+    """The caption count from which an index loads compressed (argument, else environment, else default)."""
+    if value is not None:
+        return int(value)
+    raw = os.environ.get("SEARCHPRIORS_COMPRESS_MIN")
+    if raw:
+        try:
+            return int(raw)
+        except ValueError:
+            raise SearchPriorsError(f"SEARCHPRIORS_COMPRESS_MIN must be a whole number of captions, got '{raw}'.")
+    return COMPRESS_MIN
+
+
+def default_nlist(n: int) -> int:
+    """k-means lists of the coarse index: about sqrt(n), 64 to 2048 (assigning 10M rows to 2048 lists
+    takes a few minutes on 2 cores)."""
+    return int(min(2048, max(64, round(np.sqrt(max(n, 1))))))
+
+
+# ------------------------------------------------------------------------------------- mapped vectors
+
+def flat_vectors(path: str, dim: int, label: str, folder: str) -> np.ndarray:
+    """The float32 (n, dim) vectors of a segment's ``sentences.faiss`` (an IndexFlatIP), memory-mapped."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head = fh.read(_FLAT_HEADER)
+    except OSError as exc:
+        raise MotionIndexError(f"The index at '{folder}' is damaged: {label} could not be read ({exc}). "
+                               f"Rebuild it into a new folder.") from exc
+    ok = len(head) == _FLAT_HEADER and head[:4] == b"IxFI"
+    if ok:
+        d, n = struct.unpack_from("<iq", head, 4)
+        floats = struct.unpack_from("<Q", head, 37)[0]
+        ok = d == dim and floats == n * d and size == _FLAT_HEADER + 4 * n * d
+    if not ok:
+        raise MotionIndexError(f"The index at '{folder}' is damaged: {label} is not a flat index of {dim}-dim "
+                               f"vectors of the expected size. Rebuild it into a new folder.")
+    if n == 0:
+        return np.zeros((0, dim), np.float32)
+    return np.memmap(path, dtype=np.float32, mode="r", offset=_FLAT_HEADER, shape=(n, d))
+
+
+class SegmentVectors:
+    """All segments' sentence vectors as one read-only (N, d) float32 array: rows are read on demand."""
+
+    def __init__(self, maps: Sequence[np.ndarray], dim: int):
+        self.maps = list(maps)
+        self.dim = dim
+        counts = [len(m) for m in self.maps]
+        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.shape = (int(self.starts[-1]), dim)
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                return self[np.arange(start, stop, step)]
+            out = np.empty((max(stop - start, 0), self.dim), np.float32)
+            for s, m in enumerate(self.maps):
+                a, b = max(start, self.starts[s]), min(stop, self.starts[s + 1])
+                if a < b:
+                    out[a - start:b - start] = m[a - self.starts[s]:b - self.starts[s]]
+            return out
+        rows = np.asarray(key, dtype=np.int64)
+        if rows.ndim == 0:
+            return self[slice(int(rows), int(rows) + 1)][0]
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError("row out of range")
+        order = None
+        if len(rows) > 1 and np.any(rows[1:] < rows[:-1]):
+            order = np.argsort(rows, kind="stable")
+            rows = rows[order]
+        out = np.empty((len(rows), self.dim), np.float32)
+        cuts = np.searchsorted(rows, self.starts)
+        for s, m in enumerate(self.maps):
+            a, b = cuts[s], cuts[s + 1]
+            if a < b:
+                out[a:b] = m[rows[a:b] - self.starts[s]]
+        if order is not None:
+            back = np.empty_like(out)
+            back[order] = out
+            out = back
+        return out
+
+    def chunks(self, size: int = 100_000):
+        for start in range(0, len(self), size):
+            yield start, self[start:start + size]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[0:len(self)]
+        return out if dtype is None else out.astype(dtype)
+
+    def __matmul__(self, q: np.ndarray) -> np.ndarray:
+        return np.concatenate([c @ q for _, c in self.chunks()]) if len(self) else np.zeros(0, np.float32)
+
+
+# --------------------------------------------------------------------------------------- coarse index
+
+def build_coarse(vectors, nlist: Optional[int] = None, seed: int = 1234, log=None):
+    """A trained faiss IndexIVFScalarQuantizer (8-bit, inner product) holding every row of ``vectors``
+    (ids = rows)."""
+    faiss = _faiss()
+    n, dim = vectors.shape
+    nlist = nlist or default_nlist(n)
+    rng = np.random.default_rng(seed)
+    take = min(n, max(50 * nlist, 50_000), 200_000)
+    sample = np.ascontiguousarray(vectors[np.sort(rng.choice(n, take, replace=False))], dtype=np.float32)
+    quantizer = faiss.IndexFlatIP(dim)
+    ivf = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                        faiss.METRIC_INNER_PRODUCT, False)
+    ivf.cp.seed = seed
+    ivf.train(sample)
+    extend_coarse(ivf, vectors, 0, log)
+    return ivf
+
+
+def extend_coarse(ivf, vectors, start: int, log=None) -> None:
+    """Add rows ``start..`` of ``vectors`` to ``ivf`` (ids continue its row numbering)."""
+    n = len(vectors)
+    step = 200_000
+    began = time.perf_counter()
+    for a in range(start, n, step):
+        ivf.add(np.ascontiguousarray(vectors[a:min(a + step, n)], dtype=np.float32))
+        if log and (a // step) % 10 == 9:
+            log(f"coarse index: {min(a + step, n)}/{n} rows in {time.perf_counter() - began:.0f} s")
+
+
+def _crc_file(path: str) -> dict:
+    crc, size = 0, 0
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(1 << 24)
+            if not block:
+                break
+            crc = zlib.crc32(block, crc)
+            size += len(block)
+    return {"size": size, "crc32": f"{crc & 0xFFFFFFFF:08x}"}
+
+
+def read_coarse(folder: str, entry: dict):
+    """The saved coarse index named by the manifest's ``coarse`` entry, checked against its size and CRC."""
+    faiss = _faiss()
+    path = os.path.join(folder, entry["name"], COARSE_FILE)
+    expected = (entry.get("files") or {}).get(COARSE_FILE)
+    try:
+        got = _crc_file(path)
+    except OSError as exc:
+        raise MotionIndexError(f"The index at '{folder}' is damaged: {entry['name']}/{COARSE_FILE} could not be "
+                               f"read ({exc}). Run `searchpriors index upgrade --index {folder}`.") from exc
+    if expected and got != {"size": expected.get("size"), "crc32": expected.get("crc32")}:
+        raise MotionIndexError(f"The index at '{folder}' is damaged: {entry['name']}/{COARSE_FILE} does not match "
+                               f"the manifest. Run `searchpriors index upgrade --index {folder}` to rewrite it.")
+    return faiss.read_index(path)
+
+
+def coarse_for(folder: str, manifest: dict, vectors: SegmentVectors, notes: list, log=None):
+    """The coarse index for the loaded segments: the saved one (extended by segments published after it),
+    or one built now when there is none or it does not fit."""
+    names = [s["name"] for s in manifest.get("segments", [])]
+    entry = manifest.get("coarse")
+    if isinstance(entry, dict):
+        covered = list(entry.get("segments") or [])
+        if covered == names[:len(covered)] and int(entry.get("rows", -1)) <= len(vectors):
+            ivf = read_coarse(folder, entry)
+            if ivf.ntotal == int(entry["rows"]) and ivf.d == vectors.dim:
+                if ivf.ntotal < len(vectors):
+                    extend_coarse(ivf, vectors, ivf.ntotal, log)
+                    notes.append(f"{len(vectors) - int(entry['rows'])} captions published after the coarse index "
+                                 f"was saved were added to it on load; `searchpriors index upgrade` saves them.")
+                return ivf
+        notes.append("the saved coarse index does not match the segments; it was rebuilt in memory")
+    else:
+        notes.append("the index has no saved coarse index; one was built in memory (`searchpriors index upgrade` "
+                     "saves it, so that loading is fast)")
+    return build_coarse(vectors, log=log)
+
+
+def upgrade_index(folder: str, compress_min_rows: Optional[int] = None, nlist: Optional[int] = None,
+                  lock_timeout: Optional[float] = 600.0, log=None) -> str:
+    """One-command upgrade of an existing index to the current format: records checksums of version-1
+    segments and, at or above the compression threshold, writes the coarse index and names it in the
+    manifest (version 3). Safe beside readers and builds (the writers' lock; files renamed into place)."""
+    from . import index as ix
+    from . import index_files as files
+
+    folder = os.path.abspath(folder)
+    limit = compress_min(compress_min_rows)
+    with files.WriterLock(folder, lock_timeout):
+        manifest = ix.read_manifest(folder)
+        changes = []
+        segments = []
+        for seg in manifest.get("segments", []):
+            if not seg.get("files"):
+                path = ix._check_segment(folder, seg["name"])
+                seg = dict(seg, files={f: files.file_checksum(os.path.join(path, f)) for f in ix.SEGMENT_FILES})
+                changes.append(f"checksums recorded for {seg['name']}")
+            segments.append(seg)
+        manifest = dict(manifest, segments=segments)
+        count = sum(int(s["count"]) for s in segments)
+        old = manifest.get("coarse")
+        if count >= limit:
+            dim = int(manifest["dim"])
+            maps = [flat_vectors(os.path.join(folder, s["name"], "sentences.faiss"), dim, f"{s['name']}/sentences.faiss",
+                                 folder) for s in segments]
+            vectors = SegmentVectors(maps, dim)
+            started = time.perf_counter()
+            ivf = build_coarse(vectors, nlist=nlist, log=log)
+            name = f"coarse-{uuid.uuid4().hex[:12]}"
+            tmp = os.path.join(folder, f"_tmp-{name}")
+            os.mkdir(tmp)
+            try:
+                _faiss().write_index(ivf, os.path.join(tmp, COARSE_FILE))
+                with open(os.path.join(tmp, COARSE_FILE), "rb") as fh:
+                    os.fsync(fh.fileno())
+                sums = {COARSE_FILE: _crc_file(os.path.join(tmp, COARSE_FILE))}
+                files.fsync_dir(tmp)
+                os.rename(tmp, os.path.join(folder, name))
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            files.fsync_dir(folder)
+            manifest["coarse"] = {"name": name, "segments": [s["name"] for s in segments], "rows": count,
+                                  "nlist": int(ivf.nlist), "kind": "IVF-SQ8", "files": sums}
+            changes.append(f"coarse index {name} written ({count} captions, {ivf.nlist} lists, "
+                           f"{sums[COARSE_FILE]['size'] / 2**20:.0f} MB, {time.perf_counter() - started:.0f} s)")
+        elif old:
+            manifest.pop("coarse")
+            changes.append(f"below {limit} captions: the coarse index is not used and was dropped")
+        manifest["version"] = ix.VERSION
+        manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        ix.write_json_atomic(os.path.join(folder, ix.MANIFEST), manifest)
+        if isinstance(old, dict) and old.get("name") and old.get("name") != (manifest.get("coarse") or {}).get("name"):
+            shutil.rmtree(os.path.join(folder, old["name"]), ignore_errors=True)
+    if not changes:
+        changes.append(f"already current ({count} captions, below the compression threshold of {limit})")
+    return f"index '{folder}' upgraded to format {ix.VERSION}: " + "; ".join(changes)
