@@ -1,6 +1,7 @@
 """The ``searchpriors`` command: build a motion index, search it, atomize prompts, outside ComfyUI.
 
     searchpriors index build --library PATH [--format auto|csv|jsonl|webvid|msrvtt] --out DIR [--lock-timeout S]
+    searchpriors index upgrade --index DIR [--compress-min N]   (current format; coarse index for large ones)
     searchpriors index clips --folder DIR --captioner MODEL_DIR --out DIR   (cut, caption and index a folder of videos)
     searchpriors search --index DIR [--mode search_t2v|pos] [--k K] [--json] PROMPT
     searchpriors search --index DIR --queries FILE --json       (one prompt per line -> one JSON per line)
@@ -77,6 +78,14 @@ def cmd_index_build(args) -> int:
                         lock_timeout=args.lock_timeout)
     print(file=sys.stderr)
     print(build.summary())
+    return 0
+
+
+def cmd_index_upgrade(args) -> int:
+    from .coarse import upgrade_index
+
+    print(upgrade_index(args.index, compress_min_rows=args.compress_min, nlist=args.nlist,
+                        lock_timeout=args.lock_timeout, log=lambda text: print(text, file=sys.stderr)))
     return 0
 
 
@@ -224,6 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
                             "embedding, so builds run side by side and the index gets the union of their captions")
     add_models(build)
     build.set_defaults(func=cmd_index_build)
+
+    upgrade = index_sub.add_parser("upgrade", help="bring an existing index to the current format: checksums, and "
+                                                   "from --compress-min captions on the coarse index of "
+                                                   "memory-bounded search (see docs/scale.md)")
+    upgrade.add_argument("--index", required=True, help="index folder")
+    upgrade.add_argument("--compress-min", type=int, default=None, metavar="N",
+                         help="captions from which the index is searched compressed (default 500,000 or "
+                              "SEARCHPRIORS_COMPRESS_MIN)")
+    upgrade.add_argument("--nlist", type=int, default=None, help="k-means lists of the coarse index (default ~sqrt(N))")
+    upgrade.add_argument("--lock-timeout", type=float, default=600.0, metavar="SECONDS",
+                         help="wait this long while a build holds the index (0 = fail at once)")
+    upgrade.set_defaults(func=cmd_index_upgrade)
 
     clips = index_sub.add_parser("clips", help="cut a folder of videos into shots, caption them and index them "
                                                "(incremental: a rerun does only new or changed clips)")
