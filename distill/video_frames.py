@@ -336,18 +336,70 @@ def _too_short(info: VideoInfo, count: int, start_seconds: float, stride: int, f
                             f"Use " + (", or ".join(fixes) if fixes else "an earlier start or a longer video") + ".")
 
 
+def check_shot(shot_start: Optional[float], shot_end: Optional[float]) -> None:
+    for name, value in (("shot start", shot_start), ("shot end", shot_end)):
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise VideoFramesError(f"The {name} must be a finite number of seconds >= 0, got {value}: fix the "
+                                   f"library's times for this entry.")
+    if shot_start is not None and shot_end is not None and shot_end <= shot_start:
+        raise VideoFramesError(f"The shot ends ({shot_end:g} s) before it starts ({shot_start:g} s): fix the "
+                               f"library's times for this entry.")
+
+
+def _until(frames: Iterator[_Decoded], end: float, tol: float) -> Iterator[_Decoded]:
+    """The frames that start before ``end`` (the shot's last frames; the decoder stops there)."""
+    for item in frames:
+        if item.time >= end - tol:
+            return
+        yield item
+
+
+def _shot_too_short(path: str, shot_start: float, shot_end: Optional[float], count: int, start_seconds: float,
+                    stride: int, fps: float, got: int, remaining: int) -> VideoFramesError:
+    length = f"{shot_end - shot_start:.2f} s long ({shot_start:g}-{shot_end:g} s)" if shot_end is not None else ""
+    if stride:
+        wanted = f"frame_count {count} with stride {stride} needs {(count - 1) * stride + 1} frames"
+        fixes = [f"frame_count {max(1, 1 + (remaining - 1) // stride)} or less" if remaining else None,
+                 f"stride {(remaining - 1) // (count - 1)} or less" if 1 < count <= remaining else None]
+    else:
+        wanted = f"frame_count {count} at {fps:g} fps needs {(count - 1) / fps:.2f} s"
+        fixes = [f"frame_count {got} or less" if got else None]
+    if start_seconds > 0:
+        fixes.append("an earlier start_seconds")
+    fixes = [f for f in fixes if f]
+    return VideoFramesError(
+        f"The request does not fit in the shot: the retrieved entry is a shot inside '{os.path.basename(path)}', "
+        f"{length}, and has {remaining} frames from start_seconds {start_seconds:g} (counted from the shot's "
+        f"start) to its end; {wanted}, so only {got} could be taken. Use " + ", or ".join(fixes or ["another rank"])
+        + ".")
+
+
 def read_reference_frames(path: str, frame_count: int, width: int, height: int, start_seconds: float = 0.0,
                           stride: int = 1, fps: float = 0.0, crop: str = "center",
-                          progress: Optional[Callable[[int, int], None]] = None) -> ReferenceFrames:
+                          progress: Optional[Callable[[int, int], None]] = None,
+                          shot_start: Optional[float] = None, shot_end: Optional[float] = None) -> ReferenceFrames:
     """``frame_count`` frames of ``path`` as a float32 tensor [F, height, width, 3] in 0..1 (ComfyUI IMAGE).
 
     ``progress(done, total)`` is called after each selected frame and every 64 decoded frames (it may raise
-    to cancel).
+    to cancel). ``shot_start`` / ``shot_end`` (seconds in the file; None = its start / end): the frames come
+    from that shot only: ``start_seconds`` counts from the shot's start, frames from the shot's end on are
+    not used, and a request that does not fit in the shot is refused with what would fit. Timestamps in the
+    result stay the file's.
     """
     import torch
 
     check_request(frame_count, width, height, start_seconds, stride, fps, crop)
+    check_shot(shot_start, shot_end)
     count, width, height, stride = int(frame_count), int(width), int(height), int(stride)
+    in_shot = shot_start is not None or shot_end is not None
+    offset = float(shot_start or 0.0)
+    relative = start_seconds
+    start_seconds = offset + start_seconds
+    if shot_end is not None and start_seconds >= shot_end:
+        raise VideoFramesError(f"start_seconds {relative:g} is at or past the end of the shot: the retrieved entry "
+                               f"is {shot_end - offset:.2f} s of '{os.path.basename(path)}' ({offset:g}-{shot_end:g} "
+                               f"s) and start_seconds counts from its start; use a start below "
+                               f"{shot_end - offset:.2f} s.")
     container, stream = _open(path)
     try:
         info = _sized_info(path, container, stream)
@@ -361,6 +413,8 @@ def read_reference_frames(path: str, frame_count: int, width: int, height: int, 
         counter = [0]
         decoded = _decode(container, stream, start_seconds, info.fps, counter)
         from_start = _from_start(decoded, start_seconds, tol)
+        if shot_end is not None:
+            from_start = _until(from_start, float(shot_end), tol)
         # count the frames seen from the start, so that "too short" can say what the file has
         seen = [0]
 
@@ -391,6 +445,9 @@ def read_reference_frames(path: str, frame_count: int, width: int, height: int, 
             if progress is not None:
                 progress(len(indices), count)
         if len(indices) < count:   # the selection ran to the end of the stream, so seen[0] is all there is
+            if in_shot and (shot_end is not None and (info.duration is None or shot_end < info.duration)):
+                raise _shot_too_short(path, offset, shot_end, count, relative, stride, float(fps), len(indices),
+                                      seen[0])
             raise _too_short(info, count, start_seconds, stride, float(fps), len(indices), seen[0])
     finally:
         container.close()

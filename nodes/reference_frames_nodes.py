@@ -25,8 +25,9 @@ _DEFAULTS = {"frame_count": 16, "width": 256, "height": 256, "start_seconds": 0.
              "crop": "center"}
 
 
-def _source(retrieval, rank, video_path) -> tuple[str, str, str]:
-    """(file, caption, what it is) for the given inputs; exactly one of retrieval / video_path."""
+def _source(retrieval, rank, video_path) -> tuple[str, str, str, tuple]:
+    """(file, caption, what it is, (shot start, shot end)) for the given inputs; exactly one of retrieval /
+    video_path. The times are the retrieved entry's shot inside the file (None, None: the whole file)."""
     typed = (video_path or "").strip()
     if retrieval is not None and typed:
         raise SearchPriorsError("Both a retrieval and a video_path are given: connect the retrieval (the video "
@@ -37,10 +38,13 @@ def _source(retrieval, rank, video_path) -> tuple[str, str, str]:
                                 "or type a video_path relative to ComfyUI's input folder.")
     if typed:
         path = glue.resolve_user_path(typed, folder_paths.get_input_directory(), "Video path")
-        return path, "", f"video_path {typed}"
+        return path, "", f"video_path {typed}", (None, None)
     rank = 1 if rank is None else int(rank)
     hit = glue.retrieval_hit(retrieval, rank)
+    shot = (getattr(hit, "start_s", None), getattr(hit, "end_s", None))
     label = f"retrieval rank {rank}: {hit.video_id} \"{hit.caption}\""
+    if shot != (None, None):
+        label += f" (shot {shot[0] or 0:g}-{'end' if shot[1] is None else format(shot[1], 'g')} s of the file)"
     if not hit.video_path:
         with_video = [h.rank for h in getattr(retrieval, "hits", None) or [] if h.video_path]
         other = (f" Ranks with a local video: {', '.join(map(str, with_video[:10]))}." if with_video
@@ -52,7 +56,7 @@ def _source(retrieval, rank, video_path) -> tuple[str, str, str]:
     if not os.path.isfile(hit.video_path):
         raise SearchPriorsError(f"The video of the entry at rank {rank} ({hit.video_id}, \"{hit.caption}\") is "
                                 f"gone: {hit.video_path} no longer exists. Put it back or rebuild the index.")
-    return hit.video_path, hit.caption, label
+    return hit.video_path, hit.caption, label, shot
 
 
 class ReferenceFrames(io.ComfyNode):
@@ -124,7 +128,7 @@ class ReferenceFrames(io.ComfyNode):
         if not typed and retrieval is None:
             return "linked retrieval"   # ComfyUI re-runs the node when the retrieval upstream changes
         try:
-            path, _, _ = _source(retrieval, kwargs.get("rank", 1), typed)
+            path, _, _, _ = _source(retrieval, kwargs.get("rank", 1), typed)
         except Exception:
             return float("nan")   # always re-run, so that the error shows on the node
         stamp = glue.file_stamp(path)
@@ -135,8 +139,9 @@ class ReferenceFrames(io.ComfyNode):
                 stride: int = 1, fps: float = 8.0, crop: str = "center", retrieval=None, rank: int = 1,
                 video_path: str = "") -> io.NodeOutput:
         check_request(frame_count, width, height, start_seconds, stride, fps, crop)
-        path, caption, label = _source(retrieval, rank, video_path)
+        path, caption, label, (shot_start, shot_end) = _source(retrieval, rank, video_path)
         result = read_reference_frames(path, frame_count, width, height, start_seconds=start_seconds,
-                                       stride=stride, fps=fps, crop=crop, progress=glue.progress_callback())
+                                       stride=stride, fps=fps, crop=crop, progress=glue.progress_callback(),
+                                       shot_start=shot_start, shot_end=shot_end)
         info = f"{label}\n{path}\n{result.summary()}"
         return io.NodeOutput(result.frames, info, caption)

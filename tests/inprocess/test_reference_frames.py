@@ -270,3 +270,16 @@ def test_memory_budget_refused_on_validation_and_execute(node, pack_nodes, video
     with pytest.raises(mb.MemoryBudgetError, match="8 keyframes at 4096x4096 needs about"):
         keyframes.execute(atomized=None, retrieval=None, frames=None, detector="x", keyframe_count=8, width=4096,
                           height=4096)
+
+
+def test_a_retrieved_shot_inside_a_longer_file(node, videos):
+    """start_seconds counts from the shot's start; frames past its end are not used; a clear refusal."""
+    import dataclasses
+
+    retrieval = retrieval_of([videos["a"]])
+    retrieval.hits[0] = dataclasses.replace(retrieval.hits[0], start_s=1.0, end_s=2.0)
+    frames, info, _ = node.execute(**{**WIDGETS, "frame_count": 3, "stride": 2, "start_seconds": 0.2},
+                                   retrieval=retrieval).args
+    assert indices(frames) == [12, 14, 16] and "shot 1-2 s of the file" in info
+    with pytest.raises(SearchPriorsError, match="does not fit in the shot.*1.00 s long"):
+        node.execute(**{**WIDGETS, "frame_count": 11, "stride": 1, "start_seconds": 0.0}, retrieval=retrieval)
