@@ -471,10 +471,13 @@ class ClipScan:
     info: VideoInfo
     decoded: int = 0
     duration: float = 0.0     # seconds from the first frame to the end of the last one
+    shot: tuple = (None, None)   # (start, end) seconds in the file when only a shot of it was scanned
 
     def summary(self) -> str:
         h, w = (self.frames.shape[1], self.frames.shape[2])
-        return (f"scanned the whole clip ({self.duration:.2f} s, {self.info.describe()}): {len(self.times)} frames at "
+        what = "the whole clip" if self.shot == (None, None) else (
+            f"the shot {self.shot[0] or 0:g}-{'end' if self.shot[1] is None else format(self.shot[1], 'g')} s of the file")
+        return (f"scanned {what} ({self.duration:.2f} s, {self.info.describe()}): {len(self.times)} frames at "
                 f"{1 / self.interval:.3g} fps, {w}x{h}; {self.decoded} frames decoded")
 
 
@@ -496,12 +499,31 @@ def fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
     return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
 
 
+def _shot_frames(container, stream, info: VideoInfo, counter: list, shot_start: Optional[float],
+                 shot_end: Optional[float], tol: float) -> Iterator[_Decoded]:
+    """Decoded frames of the shot [shot_start, shot_end) (None: the file's start / end): from the frame on
+    screen at shot_start, stopping before the first frame at or after shot_end."""
+    check_shot(shot_start, shot_end)
+    if shot_start and info.duration is not None and shot_start >= info.duration:
+        raise VideoFramesError(f"The shot starts at {shot_start:g} s, at or past the end of "
+                               f"'{os.path.basename(info.path)}' ({info.describe()}): fix the library's times for "
+                               f"this entry or pick another rank.")
+    frames = _decode(container, stream, float(shot_start or 0.0), info.fps, counter)
+    if shot_start:
+        frames = _from_start(frames, float(shot_start), tol)
+    if shot_end is not None:
+        frames = _until(frames, float(shot_end), tol)
+    return frames
+
+
 def scan_clip(path: str, fps: float = 2.0, max_frames: int = SCAN_MAX_FRAMES, long_side: int = SCAN_LONG_SIDE,
-              progress: Optional[Callable[[int, int], None]] = None) -> ClipScan:
+              progress: Optional[Callable[[int, int], None]] = None, shot_start: Optional[float] = None,
+              shot_end: Optional[float] = None) -> ClipScan:
     """The whole clip at a low rate, in bounded memory: frame k is the one on screen at t0 + k * interval,
     interval = 1 / fps; whenever more than ``max_frames`` are held, every second one is dropped and the
     interval doubles, so the clip's length need not be known and at most ``max_frames`` small frames (and
-    one decoded source frame) are held at any time."""
+    one decoded source frame) are held at any time. ``shot_start`` / ``shot_end``: only that shot of the
+    file is scanned (times then count from the shot's first frame; ``read_frames_at`` takes the same shot)."""
     import torch
 
     if not (math.isfinite(fps) and fps > 0):
@@ -526,7 +548,7 @@ def scan_clip(path: str, fps: float = 2.0, max_frames: int = SCAN_MAX_FRAMES, lo
                 size = _display_size(item.frame, long_side)
             kept.append((target, _small_rgb(item.frame, size)))
 
-        for item in _decode(container, stream, 0.0, info.fps, counter):
+        for item in _shot_frames(container, stream, info, counter, shot_start, shot_end, tol):
             if t0 is None:
                 t0 = item.time
             # every target time before this frame shows the previous frame
@@ -539,8 +561,14 @@ def scan_clip(path: str, fps: float = 2.0, max_frames: int = SCAN_MAX_FRAMES, lo
             if progress is not None and counter[0] % 64 == 0:
                 progress(counter[0], max(counter[0], info.frames or 0))
         if previous is None:
+            if shot_start is not None or shot_end is not None:
+                raise VideoFramesError(f"The shot {shot_start or 0:g}-{shot_end if shot_end is not None else 'end'} s "
+                                       f"of '{os.path.basename(path)}' ({info.describe()}) holds no frames: fix the "
+                                       f"library's times for this entry or pick another rank.")
             raise VideoFramesError(f"'{os.path.basename(path)}' gave no frames; the file may be empty or damaged.")
         end = last_time + frame_duration
+        if shot_end is not None:
+            end = min(end, float(shot_end))
         while t0 + len(kept) * interval < end - tol:
             take(t0 + len(kept) * interval, previous)
             if len(kept) > max_frames:
@@ -550,14 +578,16 @@ def scan_clip(path: str, fps: float = 2.0, max_frames: int = SCAN_MAX_FRAMES, lo
         container.close()
     frames = torch.from_numpy(np.stack([f for _, f in kept])).to(torch.float32).div_(255.0)
     return ClipScan(frames=frames, times=[round(t - t0, 6) for t, _ in kept], interval=interval, info=info,
-                    decoded=counter[0], duration=round(end - t0, 6))
+                    decoded=counter[0], duration=round(end - t0, 6), shot=(shot_start, shot_end))
 
 
 def read_frames_at(path: str, times: list[float], long_side: int = KEYFRAME_LONG_SIDE,
-                   convert: Optional[Callable[[np.ndarray], "object"]] = None) -> list:
+                   convert: Optional[Callable[[np.ndarray], "object"]] = None, shot_start: Optional[float] = None,
+                   shot_end: Optional[float] = None) -> list:
     """The frames on screen at ``times`` (seconds from the first frame, ascending), upright, the aspect ratio
     kept, the longer side at most ``long_side``; ``convert`` (e.g. a crop) is applied to each uint8
-    [h, w, 3] frame as it is decoded, so only its results are held."""
+    [h, w, 3] frame as it is decoded, so only its results are held. With ``shot_start`` / ``shot_end`` the
+    times count from the shot's first frame and no frame past the shot's end is used (as ``scan_clip``)."""
     if any(b < a for a, b in zip(times, times[1:])):
         raise ValueError("times must be ascending")
     if not times:
@@ -580,7 +610,7 @@ def read_frames_at(path: str, times: list[float], long_side: int = KEYFRAME_LONG
             out.append(convert(rgb) if convert is not None else rgb)
 
         k = 0
-        for item in _decode(container, stream, 0.0, info.fps, counter):
+        for item in _shot_frames(container, stream, info, counter, shot_start, shot_end, tol):
             if t0 is None:
                 t0 = item.time
             while k < len(times) and previous is not None and t0 + times[k] < item.time - tol:

@@ -244,7 +244,8 @@ class KeyframeExtractor(io.ComfyNode):
         if video is not None:
             images, preview, plan_text, plan_warnings = cls._from_whole_clip(
                 video, model, matched.captions, keyframe_count, width, height, box_threshold, text_threshold,
-                keep_together, full_frame_above, scan_fps)
+                keep_together, full_frame_above, scan_fps,
+                shot=(getattr(hit, "start_s", None), getattr(hit, "end_s", None)))
         else:
             images, preview, plan_text, plan_warnings = cls._from_frames(
                 frames, model, matched.captions, keyframe_count, width, height, box_threshold, text_threshold,
@@ -281,9 +282,11 @@ class KeyframeExtractor(io.ComfyNode):
 
     @staticmethod
     def _from_whole_clip(video, model, captions, keyframe_count, width, height, box_threshold, text_threshold,
-                         keep_together, full_frame_above, scan_fps):
-        """The whole file scanned at a low rate, the segment found over it, keyframes decoded from the segment."""
-        scan = scan_clip(video, fps=float(scan_fps), progress=glue.progress_callback())
+                         keep_together, full_frame_above, scan_fps, shot=(None, None)):
+        """The whole file (or the retrieved shot inside it: ``shot`` = start, end seconds) scanned at a low
+        rate, the segment found over it, keyframes decoded from the segment (never outside the shot)."""
+        scan = scan_clip(video, fps=float(scan_fps), progress=glue.progress_callback(), shot_start=shot[0],
+                         shot_end=shot[1])
         scan_h, scan_w = int(scan.frames.shape[1]), int(scan.frames.shape[2])
         detections = run_detection(model, scan.frames, captions, box_threshold, text_threshold,
                                    max_frames=len(scan.times), progress=glue.progress_callback())
@@ -296,6 +299,6 @@ class KeyframeExtractor(io.ComfyNode):
             region = scale_region(clip.plan.region, (scan_w, scan_h), (rgb.shape[1], rgb.shape[0]))
             return crop_one(torch.from_numpy(rgb).float().div_(255.0), region, width, height)
 
-        images = torch.stack(read_frames_at(video, clip.times, convert=cut))
+        images = torch.stack(read_frames_at(video, clip.times, convert=cut, shot_start=shot[0], shot_end=shot[1]))
         text = f"{scan.summary()}\n{clip.describe()}"
         return images, draw_preview(scan.frames, detections, clip.plan), text, list(clip.plan.warnings)

@@ -50,3 +50,18 @@ def test_open_ended_shot_and_bad_times(clip):
         read_reference_frames(clip, 2, 32, 32, shot_start=4.0, shot_end=3.0)
     with pytest.raises(VideoFramesError, match="shot start must be a finite"):
         read_reference_frames(clip, 2, 32, 32, shot_start=float("nan"))
+
+
+def test_the_keyframe_scan_and_its_frames_stay_inside_the_shot(clip):
+    from comfyui_searchpriors.distill.video_frames import read_frames_at, scan_clip
+
+    scan = scan_clip(clip, fps=5.0, shot_start=2.0, shot_end=4.0)
+    got = indices(scan)
+    assert got == [20, 22, 24, 26, 28, 30, 32, 34, 36, 38]          # 2 s at 5 fps, none from 4 s on
+    assert scan.times[0] == 0.0 and scan.duration == pytest.approx(2.0) and "shot 2-4 s" in scan.summary()
+    frames = read_frames_at(clip, [0.0, 1.0, 1.95, 5.0], shot_start=2.0, shot_end=4.0)
+    assert [clips.frame_index(f) for f in frames] == [20, 30, 39, 39]  # times count from the shot; its last frame
+    whole = scan_clip(clip, fps=1.0)
+    assert indices(whole)[:3] == [0, 10, 20] and "whole clip" in whole.summary()
+    with pytest.raises(VideoFramesError, match="starts at 7 s, at or past the end of 'long.mp4'"):
+        scan_clip(clip, shot_start=7.0, shot_end=8.0)
