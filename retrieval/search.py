@@ -132,6 +132,13 @@ class Hit:
         return out
 
 
+def shot_span(start_s: Optional[float], end_s: Optional[float]) -> str:
+    """" [4.5-9.25 s]" for an entry that is a shot inside its file; "" for a whole file."""
+    if start_s is None and end_s is None:
+        return ""
+    return f" [{start_s or 0:g}-{'end' if end_s is None else format(end_s, 'g')} s]"
+
+
 @dataclass
 class Retrieval:
     """Ranked hits with each score part, the filter rounds, and what was searched."""
@@ -165,7 +172,7 @@ class Retrieval:
         else:
             lines += ["| # | cosine | video | caption |", "|--:|--:|---|---|"]
         for h in self.hits:
-            where = h.video_id + ("" if h.video_path else " (no local video)")
+            where = h.video_id + ("" if h.video_path else " (no local video)") + shot_span(h.start_s, h.end_s)
             caption = h.caption.replace("|", "/")
             if self.mode == "search_t2v":
                 p = h.parts

@@ -58,3 +58,12 @@ def test_segments_written_before_times_keep_loading(tmp_path, nlp, hash_encoder,
     con = sqlite3.connect(os.path.join(folder, index.segments[0].name, "entries.sqlite"))
     assert "start_s" not in {r[1] for r in con.execute("PRAGMA table_info(entries)")}
     con.close()
+
+
+def test_the_report_names_a_hits_shot(tmp_path, nlp, hash_encoder):
+    build_index(str(tmp_path / "idx"), ENTRIES, nlp, hash_encoder)
+    result = search(load_index(str(tmp_path / "idx")), atomize("a man rides a horse", nlp, hash_encoder),
+                    SearchParams(mode="pos", top_k=4))
+    report = result.report()
+    assert "long#0 (no local video) [0-4.5 s]" in report and "tail (no local video) [12-end s]" in report
+    assert "whole (no local video) |" in report
