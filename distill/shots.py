@@ -6,11 +6,14 @@ Used by the clip library builder (``retrieval/clip_library.py``). No ComfyUI imp
 ``analysis_long_side`` pixels on its longer side (48 by default), and compared with the previous one: the
 frame's *score* is the mean absolute difference of the two tiny RGB pictures, in 0..1 (a hue/saturation/value
 histogram distance was tried as well and separated the toy world's joins worse: shapes moving over textured
-backgrounds change the histogram as much as a cut). A frame starts a new shot when its score is at least ``threshold`` and
-at least ``ratio`` times the mean score of the ``window`` frames on each side of it (an adaptive rule, as
-PySceneDetect's AdaptiveDetector: steady motion gives steady scores, a cut is one spike), and the running
-shot is at least ``min_shot_s`` long. The decision for frame j waits for frame j + window, so ``window + 1``
-decoded frames are held besides the decoder's own buffers.
+backgrounds change the histogram as much as a cut). A frame that repeats the previous one (score below
+``DUPLICATE``: a 10 fps source stored at 25 fps) gets no score and is never a cut. A changed frame starts a
+new shot when its score is at least ``threshold`` and at least ``ratio`` times the mean score of the
+``window`` changed frames on each side of it (an adaptive rule, as PySceneDetect's AdaptiveDetector: steady
+motion gives steady scores, a cut is one spike), and the running shot is at least ``min_shot_s`` long. The
+decision for a frame waits for ``window`` changed frames after it, holding at most ``MAX_PENDING`` decoded
+frames besides the decoder's own buffers (a long still stretch is decided without them). Measured against
+PySceneDetect in ``benchmarks/bench_clip_library.py`` (docs/clip_library.md says why this one is used).
 
 **Frames per shot.** While a shot runs, its frames are kept at ``sample_long_side`` (aspect ratio kept,
 upright): every ``stride``-th frame from the shot's start, and when ``2 * frames_per_shot`` are held every
@@ -36,6 +39,8 @@ from .video_frames import (VideoFramesError, VideoInfo, _decode, _display_size, 
 
 ANALYSIS_LONG_SIDE = 48
 SAMPLE_LONG_SIDE = 448
+DUPLICATE = 0.002    # a frame this close to the previous one repeats it (a 10 fps source stored at 25 fps)
+MAX_PENDING = 16     # decoded frames held at most while waiting for changed frames after them
 
 
 class ShotsError(VideoFramesError):
@@ -45,7 +50,7 @@ class ShotsError(VideoFramesError):
 @dataclass(frozen=True)
 class CutSettings:
     threshold: float = 0.015     # least score of a cut (0..1)
-    ratio: float = 1.8           # a cut's score over the mean score of its neighbours
+    ratio: float = 3.0           # a cut's score over the mean score of its neighbours
     window: int = 2              # neighbours on each side
     min_shot_s: float = 0.4      # no cut closer than this to the previous one
 
@@ -202,11 +207,13 @@ def detect_shots(path: str, frames_per_shot: int = 8, sample_long_side: int = SA
             previous_feature = feature
             if keep_scores:
                 all_scores.append(score)
-            window.append((number, score))
-            while len(window) > 2 * w + 1:
-                window.popleft()
+            if number == 0 or score >= DUPLICATE:   # a repeated frame (a low-rate source) has no score
+                window.append((number, score))
+                while len(window) > 2 * w + 1:
+                    window.popleft()
             pending.append((number, item.time, item.frame))
-            if len(pending) > w:
+            while pending and (len(pending) > MAX_PENDING
+                               or sum(n > pending[0][0] for n, _ in window) >= w):
                 decide(*pending.popleft())
             if progress is not None and counter[0] % 64 == 0:
                 progress(counter[0], info.frames or 0)
@@ -224,10 +231,11 @@ def detect_shots(path: str, frames_per_shot: int = 8, sample_long_side: int = SA
 
 
 def _is_cut(number: int, window: deque, w: int, settings: CutSettings) -> bool:
-    scores = {n: s for n, s in window}
-    score = scores.get(number)
-    if score is None or score < settings.threshold:
-        return False
-    neighbours = [scores[n] for n in range(number - w, number + w + 1) if n != number and n in scores]
+    """Is frame ``number`` a cut: its score against the ``w`` changed frames on each side of it."""
+    items = list(window)
+    at = next((i for i, (n, _) in enumerate(items) if n == number), None)
+    if at is None or items[at][1] < settings.threshold:
+        return False   # a repeated frame, or too small a change
+    neighbours = [sc for _, sc in items[max(0, at - w):at] + items[at + 1:at + 1 + w]]
     base = float(np.mean(neighbours)) if neighbours else 0.0
-    return score >= settings.ratio * base
+    return items[at][1] >= settings.ratio * base

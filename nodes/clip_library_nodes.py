@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import folder_paths
 from comfy_api.v0_0_2 import io
 
 from ..retrieval.captioner import DEFAULT_CAPTION_PROMPT, load_captioner
-from ..retrieval.clip_library import LIBRARY_FILE, ClipSettings, build_clip_library
+from ..retrieval.clip_library import LIBRARY_FILE, ClipSettings, build_clip_library, scan_clips
 from ..retrieval.index import CLIP_LIBRARY_DIR, DEFAULT_LOCK_TIMEOUT, index_fingerprint
 from ..retrieval.models import load_sentence_model, load_spacy
 from . import comfy_glue as glue
@@ -54,7 +55,7 @@ class ClipLibraryBuilder(io.ComfyNode):
                              tooltip="Frames sampled evenly from each shot for the captioner"),
                 io.Float.Input("cut_threshold", default=0.015, min=0.0, max=1.0, step=0.001, optional=True,
                                tooltip="Least mean frame difference (0..1, at 48 px) that can be a cut"),
-                io.Float.Input("cut_ratio", default=1.8, min=1.0, max=100.0, step=0.1, optional=True,
+                io.Float.Input("cut_ratio", default=3.0, min=1.0, max=100.0, step=0.1, optional=True,
                                tooltip="A cut's frame difference over the mean of its 2 neighbours on each side"),
                 io.Float.Input("min_shot_seconds", default=0.4, min=0.0, max=3600.0, step=0.1, optional=True,
                                tooltip="No cut closer than this to the previous one"),
@@ -74,14 +75,19 @@ class ClipLibraryBuilder(io.ComfyNode):
         return checked if checked is not True else glue.check_model_dropdowns(spacy_model, sentence_model)
 
     @classmethod
-    def fingerprint_inputs(cls, clips_folder=None, index_name=None, **_):
-        # the folder's files can change without any input changing: always run (a rerun of an unchanged
-        # folder only compares sizes and times)
-        return glue.RERUN
+    def fingerprint_inputs(cls, clips_folder=None, **_):
+        # the folder's files change without any input changing: the fingerprint is every clip's path, size and
+        # modification time (a scan, no decoding); an unchanged folder keeps the graph's later nodes cached
+        try:
+            root = glue.resolve_user_path(clips_folder, folder_paths.get_input_directory(), "Clips folder")
+            clips = scan_clips(root)
+        except Exception:
+            return glue.RERUN  # so that execute runs and shows the error
+        return hashlib.sha256(repr([(c.relpath, c.size, c.mtime_ns) for c in clips]).encode()).hexdigest()[:24]
 
     @classmethod
     def execute(cls, clips_folder: str, index_name: str, captioner: str, prompt: str, spacy_model: str,
-                sentence_model: str, frames_per_shot: int = 8, cut_threshold: float = 0.015, cut_ratio: float = 1.8,
+                sentence_model: str, frames_per_shot: int = 8, cut_threshold: float = 0.015, cut_ratio: float = 3.0,
                 min_shot_seconds: float = 0.4, batch_size: int = 4,
                 lock_timeout: int = int(DEFAULT_LOCK_TIMEOUT)) -> io.NodeOutput:
         base = folder_paths.get_input_directory()

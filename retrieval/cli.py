@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     clips.add_argument("--frames-per-shot", type=int, default=8, help="frames sampled evenly from each shot")
     clips.add_argument("--cut-threshold", type=float, default=0.015,
                        help="least mean frame difference (0..1) that can be a cut")
-    clips.add_argument("--cut-ratio", type=float, default=1.8,
+    clips.add_argument("--cut-ratio", type=float, default=3.0,
                        help="a cut's frame difference over the mean of its neighbours")
     clips.add_argument("--min-shot-seconds", type=float, default=0.4, help="no cut closer than this to the last one")
     clips.add_argument("--batch-size", type=int, default=4, help="shots captioned at once")

@@ -71,7 +71,7 @@ class ClipSettings:
     frames_per_shot: int = 8
     sample_long_side: int = 448
     threshold: float = 0.015
-    ratio: float = 1.8
+    ratio: float = 3.0
     min_shot_s: float = 0.4
     prompt: str = ""
     captioner: str = ""          # family and folder name of the captioner
