@@ -76,7 +76,8 @@ def measure(torch, captioner, shots, batch: int, prompt: str) -> dict:
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    errors = [o for o in out if isinstance(o, Exception)]
+    # Random weights may decode to special tokens only: an empty caption still cost its --new-tokens steps.
+    errors = [o for o in out if isinstance(o, Exception) and "empty caption" not in str(o)]
     if errors:
         raise RuntimeError(f"{len(errors)} clips failed, first: {errors[0]!r}")
     return {"batch": batch, "clips": len(shots), "seconds": seconds, "clips_per_s": len(shots) / seconds,
