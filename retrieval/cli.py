@@ -1,6 +1,8 @@
 """The ``searchpriors`` command: build a motion index, search it, atomize prompts, outside ComfyUI.
 
     searchpriors index build --library PATH [--format auto|csv|jsonl|webvid|msrvtt] --out DIR [--lock-timeout S]
+    searchpriors index build-distributed --library PATH --out DIR (--scheduler ADDRESS | --workers N)
+                                                                (the same build spread over a Dask cluster)
     searchpriors index upgrade --index DIR [--compress-min N]   (current format; coarse index for large ones)
     searchpriors index clips --folder DIR --captioner MODEL_DIR --out DIR   (cut, caption and index a folder of videos)
     searchpriors search --index DIR [--mode search_t2v|pos] [--k K] [--json] PROMPT
@@ -13,6 +15,7 @@ build longer than --lock-timeout: try again later) or 1 (anything else). With
 ``--queries`` a prompt that fails does not stop the batch: its line of output is a JSON object
 ``{"prompt": ..., "error": ...}`` (with ``--json``; else an ``error:`` line) in its place, the others go on,
 a summary goes to stderr, and the exit status is 0 when every prompt succeeded, 3 when some failed.
+``index build-distributed`` exits with 3 when some shards failed (the rest is published; run it again).
 """
 
 from __future__ import annotations
@@ -43,7 +46,16 @@ def _queries(path: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def _models(args, manifest: Optional[dict] = None):
+def _encoder_device(name: str) -> str:
+    """``--device``: auto = the first GPU when torch sees one, else the CPU."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _models(args, manifest: Optional[dict] = None, device: str = "cpu"):
     from .models import DEFAULT_SENTENCE_MODEL, DEFAULT_SPACY_MODEL, load_sentence_model, load_spacy
 
     sentence = args.sentence_model or (manifest["sentence_model"].rsplit("/", 1)[0] if manifest else None)
@@ -52,7 +64,7 @@ def _models(args, manifest: Optional[dict] = None):
         # recorded as "<lang>_<name>@<version>"; the package name is the part before '@'
         spacy_name = manifest["spacy_model"].split("@", 1)[0]
     nlp = load_spacy(spacy_name or DEFAULT_SPACY_MODEL)
-    return nlp, load_sentence_model(sentence or DEFAULT_SENTENCE_MODEL)
+    return nlp, load_sentence_model(sentence or DEFAULT_SENTENCE_MODEL, device=device)
 
 
 def cmd_index_build(args) -> int:
@@ -61,7 +73,19 @@ def cmd_index_build(args) -> int:
 
     entries, report = read_library(args.library, args.format, args.videos)
     print(report.summary(), file=sys.stderr)
-    nlp, encoder = _models(args)
+    nlp, encoder = _models(args, device=_encoder_device(args.device))
+    source = {"path": os.path.abspath(args.library), "format": report.format,
+              "sha256_32": file_fingerprint(args.library)}
+    build = build_index(args.out, entries, nlp, encoder, progress=_progress_line(), source=source,
+                        segment_size=args.segment_size,
+                        parse_helper={"auto": None, "on": True, "off": False}[args.parse_helper],
+                        parse_helpers=args.parse_helpers, lock_timeout=args.lock_timeout)
+    print(file=sys.stderr)
+    print(build.summary())
+    return 0
+
+
+def _progress_line():
     last = [-1]
 
     def progress(done: int, total: int) -> None:
@@ -70,15 +94,40 @@ def cmd_index_build(args) -> int:
             last[0] = done // step
             print(f"\rindexing {done}/{total}", end="", file=sys.stderr, flush=True)
 
+    return progress
+
+
+def cmd_index_build_distributed(args) -> int:
+    from .distributed import build_index_distributed, local_cluster, require_dask
+    from .library import file_fingerprint, read_library
+
+    distributed = require_dask()
+    if args.shard_size < 1:
+        raise SearchPriorsError(f"--shard-size must be at least 1, got {args.shard_size}.")
+    entries, report = read_library(args.library, args.format, args.videos)
+    print(report.summary(), file=sys.stderr)
+    nlp, encoder = _models(args)  # the driver's copies: the index's model identities (workers load their own)
     source = {"path": os.path.abspath(args.library), "format": report.format,
               "sha256_32": file_fingerprint(args.library)}
-    build = build_index(args.out, entries, nlp, encoder, progress=progress, source=source,
-                        segment_size=args.segment_size,
-                        parse_helper={"auto": None, "on": True, "off": False}[args.parse_helper],
-                        lock_timeout=args.lock_timeout)
+    cluster = None
+    if args.scheduler:
+        client = distributed.Client(args.scheduler, timeout=args.connect_timeout)
+    else:
+        cluster, client = local_cluster(args.workers)
+    try:
+        print(f"cluster: {len(client.scheduler_info().get('workers', {}))} workers at "
+              f"{client.scheduler.address}", file=sys.stderr)
+        build = build_index_distributed(args.out, entries, nlp, encoder, client, shard_size=args.shard_size,
+                                        device=args.device, parse_helpers=args.worker_parse_helpers,
+                                        source=source, resources={"GPU": 1} if args.gpu_resource else None,
+                                        progress=_progress_line(), lock_timeout=args.lock_timeout)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
     print(file=sys.stderr)
     print(build.summary())
-    return 0
+    return EXIT_SOME_FAILED if build.failures else 0
 
 
 def cmd_index_upgrade(args) -> int:
@@ -227,12 +276,47 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--segment-size", type=int, default=20000, help="captions per committed segment")
     build.add_argument("--parse-helper", default="auto", choices=("auto", "on", "off"),
                        help="parse in a helper process while embedding (auto: from 2,000 new captions on 2+ CPUs)")
+    build.add_argument("--parse-helpers", type=int, default=None, metavar="N",
+                       help="how many helper processes parse (default: every core but one when the encoder is on "
+                            "a GPU, about a fifth of the cores on the CPU, at least one)")
+    build.add_argument("--device", default="auto", help="the sentence encoder's torch device: auto (a GPU when "
+                                                        "there is one), cpu, cuda, cuda:1")
     build.add_argument("--lock-timeout", type=float, default=600.0, metavar="SECONDS",
                        help="while another build (CLI or ComfyUI) holds the index's lock, wait this long for it "
                             "(default 600; 0 = fail at once). The lock is held only while publishing, not while "
                             "embedding, so builds run side by side and the index gets the union of their captions")
     add_models(build)
     build.set_defaults(func=cmd_index_build)
+
+    dist = index_sub.add_parser("build-distributed",
+                                help="the same build spread over a Dask cluster: workers parse and embed shards "
+                                     "of the library (pip install comfyui-searchpriors[distributed])")
+    dist.add_argument("--library", required=True, help="CSV, JSONL, WebVid CSV or MSR-VTT JSON")
+    dist.add_argument("--format", default="auto", choices=FORMATS)
+    dist.add_argument("--out", required=True, help="index folder, at the same path on every worker (a shared "
+                                                   "file system with file locks); created; extended if it exists")
+    dist.add_argument("--videos", default=None, help="folder of the video files (default: the library's)")
+    where = dist.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="a running Dask scheduler (tcp://host:8786); workers started with "
+                            "`dask worker ADDRESS --nthreads 1`")
+    where.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="no scheduler: a local cluster of N worker processes on this machine (default: one "
+                            "per core)")
+    dist.add_argument("--shard-size", type=int, default=20000, metavar="N",
+                      help="captions per task (and per segment); a crashed worker loses at most one shard")
+    dist.add_argument("--device", default="auto", help="the workers' encoder device: auto (a GPU when the worker "
+                                                       "has one), cpu, cuda")
+    dist.add_argument("--worker-parse-helpers", type=int, default=0, metavar="N",
+                      help="parse helper processes per worker (for GPU workers with spare cores; default 0)")
+    dist.add_argument("--gpu-resource", action="store_true",
+                      help="each task needs the Dask resource GPU=1 (workers started with --resources GPU=1)")
+    dist.add_argument("--connect-timeout", type=float, default=30.0, metavar="SECONDS",
+                      help="how long to try reaching --scheduler")
+    dist.add_argument("--lock-timeout", type=float, default=600.0, metavar="SECONDS",
+                      help="wait this long for the index's lock while another build publishes (0 = fail at once)")
+    add_models(dist)
+    dist.set_defaults(func=cmd_index_build_distributed)
 
     upgrade = index_sub.add_parser("upgrade", help="bring an existing index to the current format: checksums, and "
                                                    "from --compress-min captions on the coarse index of "

@@ -119,6 +119,24 @@ def test_distributed_build_equals_a_single_process_build(tmp_path, client, refer
     assert again.shards == 0 and again.build.added == 0 and again.build.skipped_existing == len(ENTRIES)
 
 
+def test_cli_builds_on_a_running_scheduler_the_index_that_index_build_makes(tmp_path, client, capsys,
+                                                                           sample_library_path, nlp, minilm):
+    from comfyui_searchpriors.retrieval.cli import main
+
+    out = tmp_path / "idx"
+    args = ["index", "build-distributed", "--library", sample_library_path, "--out", str(out), "--shard-size", "15"]
+    assert main(args + ["--scheduler", client.scheduler.address]) == 0
+    summary = capsys.readouterr().out
+    assert "40 captions (40 added" in summary and "3 shards on 2 workers (cpu): 3 done" in summary, summary
+    single = tmp_path / "single"
+    assert main(["index", "build", "--library", sample_library_path, "--out", str(single), "--parse-helper", "off",
+                 "--device", "cpu"]) == 0
+    assert read_manifest(str(out))["sources"] == read_manifest(str(single))["sources"]
+    assert_same_index(str(out), str(single), nlp, minilm)
+    assert main(args + ["--scheduler", client.scheduler.address]) == 0   # nothing left to do
+    assert "0 added, 40 already indexed" in capsys.readouterr().out
+
+
 def test_a_killed_worker_loses_only_its_shard_and_a_rerun_finishes_it(tmp_path, client, hash_reference, nlp,
                                                                      shipped_hash_encoder):
     folder = str(tmp_path / "idx")

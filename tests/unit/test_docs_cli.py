@@ -18,7 +18,7 @@ import pytest
 CLI_DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 MARKED_BLOCK = re.compile(r"<!-- help:(?P<args>[^>]*)-->\s*```text\n(?P<body>.*?)\n```", re.DOTALL)
 # every command and sub-command of retrieval/cli.py's parser: each must have its block
-COMMANDS = ["", "index build", "index upgrade", "index clips", "search", "atomize"]
+COMMANDS = ["", "index build", "index build-distributed", "index upgrade", "index clips", "search", "atomize"]
 
 
 def documented_usage() -> dict[str, str]:
