@@ -70,9 +70,9 @@ class ClipLibraryBuilder(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, captioner=None, spacy_model=None, sentence_model=None):
-        checked = glue.check_dropdowns(glue.Dropdown("captioner", captioner, glue.captioner_choices(), NO_CAPTIONER))
-        return checked if checked is not True else glue.check_model_dropdowns(spacy_model, sentence_model)
+    def validate_inputs(cls, captioner=None):
+        # only the captioner (one message per problem); the text models are checked when the node runs
+        return glue.check_dropdowns(glue.Dropdown("captioner", captioner, glue.captioner_choices(), NO_CAPTIONER))
 
     @classmethod
     def fingerprint_inputs(cls, clips_folder=None, **_):

@@ -799,7 +799,8 @@ def base_sampling_graph(pos_graph: dict, seed: int = 42) -> dict:
     return {k: v for k, v in graph.items() if k in needed}
 
 
-TOY_USER_WORKFLOWS = {"toy_world_pos": POS_MODELSCOPE_WORKFLOW, "toy_world_search_then_tune": SEARCH_THEN_TUNE_WORKFLOW}
+TOY_USER_WORKFLOWS = {"toy_world_pos": POS_MODELSCOPE_WORKFLOW, "toy_world_search_then_tune": SEARCH_THEN_TUNE_WORKFLOW,
+                      "toy_world_clips_pos": API_WORKFLOWS_DIR / "clip_library_pos.json"}
 
 
 def write_toy_world_user_workflows(server: ComfyServer, **settings) -> list[Path]:
@@ -823,7 +824,61 @@ def write_toy_world_user_workflows(server: ComfyServer, **settings) -> list[Path
         if target.exists():
             continue
         partial = target.with_name(target.name + ".partial")
-        partial.write_text(json.dumps(maker.convert(toy_world_graph(load_json(api_path), **settings), info),
+        graph = (toy_clips_graph if api_path.name == CLIP_LIBRARY_POS_WORKFLOW.name else toy_world_graph)(
+            load_json(api_path), **settings)
+        partial.write_text(json.dumps(maker.convert(graph, info),
                                       indent=1) + "\n", encoding="utf-8")
         partial.replace(target)
     return written
+
+
+# ------------------------------------------------------------------- your own clips: the clip library builder
+
+CLIP_LIBRARY_POS_WORKFLOW = API_WORKFLOWS_DIR / "clip_library_pos.json"
+TOY_CLIPS_INPUT_FOLDER = "searchpriors_toy_clips"    # under ComfyUI's input folder: reels of toy-world clips
+TOY_CLIPS_INDEX_NAME = "searchpriors_toy_clips"      # the index the Clip Library Builder writes from them
+TOY_CAPTIONER_FOLDER = "toy"                          # under models/vlm: the toy world's probe as a captioner
+# reels of toy-world clips played back to back (each clip a shot); TOY_PROMPT's pair (a red square moving
+# left) is in the first reel
+TOY_REELS = {"reel_a.mp4": 6, "more/reel_b.mp4": 5, "more/reel_c.mp4": 4}
+
+
+def install_toy_clips(server: ComfyServer) -> Path:
+    """Reels of the toy world's clips in <input>/searchpriors_toy_clips/ (written once; a partial folder is
+    redone) and the toy captioner in <models>/vlm/toy/, for the clip library workflow."""
+    import csv
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("searchpriors_shot_clips", REPO_ROOT / "tests" / "shot_clips.py")
+    clips = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(clips)
+    target = server.input_dir / TOY_CLIPS_INPUT_FOLDER
+    if not target.is_dir():
+        with open(TOY_WORLD_DIR / "library.csv", newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        first = next(r for r in rows if (r["colour"], r["shape"], r["motion"]) == ("red", "square", "left"))
+        others = [str(TOY_WORLD_DIR / r["video"]) for r in rows if r is not first]
+        paths = [str(TOY_WORLD_DIR / first["video"])] + clips.toy_clip_paths(len(others), seed=5)
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        start = 0
+        for name, count in TOY_REELS.items():
+            clips.concat_toy_clips(str(partial / name), paths[start:start + count])
+            start += count
+        partial.rename(target)
+    vlm = server.models_dir / "vlm" / TOY_CAPTIONER_FOLDER
+    if not (vlm / "config.json").is_file():
+        vlm.mkdir(parents=True, exist_ok=True)
+        (vlm / "config.json").write_text(json.dumps({"searchpriors_captioner": "toy"}) + "\n", encoding="utf-8")
+    return target
+
+
+def toy_clips_graph(graph: dict, **settings) -> dict:
+    """The clip library POS workflow set for the toy world: toy_world_graph's model and sizes, and the Clip
+    Library Builder on the toy reels with the toy captioner."""
+    graph = toy_world_graph(graph, **settings)
+    for node in graph.values():
+        if node["class_type"] == "SearchPriors_ClipLibraryBuilder":
+            node["inputs"].update(clips_folder=TOY_CLIPS_INPUT_FOLDER, index_name=TOY_CLIPS_INDEX_NAME,
+                                  captioner=TOY_CAPTIONER_FOLDER)
+    return graph

@@ -53,7 +53,7 @@ STAGE_OF_TYPE = {
     "SearchPriors_ModelScopeLoader": "models", "SearchPriors_LoadMotionLoRA": "models", "UNETLoader": "models",
     "CLIPLoader": "models", "DualCLIPLoader": "models", "VAELoader": "models", "CheckpointLoaderSimple": "models",
     "ModelSamplingSD3": "models",
-    "SearchPriors_MotionIndexBuilder": "index",
+    "SearchPriors_MotionIndexBuilder": "index", "SearchPriors_ClipLibraryBuilder": "index",
     "SearchPriors_PromptAtomizer": "search", "SearchPriors_MotionIndexLoader": "search",
     "SearchPriors_MotionRetriever": "search",
     "SearchPriors_ReferenceFrames": "reference", "SearchPriors_KeyframeExtractor": "reference",

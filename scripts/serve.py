@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         harness.install_tiny_grounding_dino(server)
         if harness.build_toy_world_index(server):
             print(f"  built the toy world's motion index {harness.TOY_WORLD_INDEX_NAME} (288 clips)", flush=True)
+        harness.install_toy_clips(server)   # reels of world clips + the toy captioner (toy_world_clips_pos)
         workflows = harness.write_toy_world_user_workflows(server)
         print(f"\n  ComfyUI is ready: {server.url}\n", flush=True)
         print("  First visit: the Templates dialog opens. Pick Extensions -> ComfyUI-SearchPriors, run\n"

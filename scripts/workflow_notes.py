@@ -23,6 +23,18 @@ _POS_STAGES = ("**Stages**, left to right: search the clip library for the video
                "save the mp4. Every report is in a Preview node beside its stage.")
 
 NOTES = {
+    "clip_library_pos": (
+        "## Index your own clips, then POS from them\n\n"
+        "**Clip Library Builder** cuts every video in `input/searchpriors_my_clips/` (mp4, webm, mov, mkv; "
+        "subfolders too) into shots, captions each shot with a local vision-language model and indexes the "
+        "shots with their times into **searchpriors_my_clips**; the POS stages then search it, invert the "
+        "nearest shot (only its own seconds) and sample. Run again after adding clips: only new or changed "
+        "clips are cut and captioned, deleted ones leave the index.\n\n"
+        "**Captioner** (pick it in the builder): a transformers folder under `models/vlm/`, e.g. "
+        "`Qwen/Qwen2.5-VL-3B-Instruct` in `models/vlm/Qwen2.5-VL-3B-Instruct/` (config.json, the safetensors "
+        "shards, preprocessor_config.json, tokenizer files) or `microsoft/Florence-2-large`. `make serve` has "
+        "the toy world's reels and the `toy` captioner ready (workflow **toy_world_clips_pos**).\n\n"
+        + _MODELSCOPE + " " + _TEXT_MODELS),
     "build_sample_index": (
         "## Build the sample index: run this first\n\n"
         "Indexes the 40 captioned sample clips in `input/searchpriors_sample/library.csv` into the motion index "

@@ -301,6 +301,13 @@ def clip_index(comfy_server, comfy_harness):
 
 
 @pytest.fixture(scope="session")
+def toy_clip_reels(comfy_server, comfy_harness):
+    """Reels of toy-world clips in <input>/searchpriors_toy_clips/ and the toy captioner in models/vlm/toy/ (what
+    `make serve` installs for the clip library workflow)."""
+    return comfy_harness.install_toy_clips(comfy_server)
+
+
+@pytest.fixture(scope="session")
 def tiny_grounding_dino(comfy_server, comfy_harness):
     """The tiny random GroundingDINO (tests/tiny_grounding_dino.py) in the server's models/grounding-dino/."""
     return comfy_harness.install_tiny_grounding_dino(comfy_server)

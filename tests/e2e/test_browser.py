@@ -79,7 +79,15 @@ TEST_SIZE = {
     },
 }
 # Further session fixtures a generation workflow needs on the server before it is queued.
-NEEDS_FIXTURES = {"search_then_tune": ("tiny_grounding_dino",), "motion_lora_apply": ("tiny_motion_lora",)}
+NEEDS_FIXTURES = {"search_then_tune": ("tiny_grounding_dino",), "motion_lora_apply": ("tiny_motion_lora",),
+                  "clip_library_pos": ("toy_clip_reels",)}
+# index my clips -> POS: pos_modelscope's sizes, the Clip Library Builder on the toy reels with the toy captioner
+TEST_SIZE["clip_library_pos"] = {
+    **{key: value for key, value in TEST_SIZE["pos_modelscope"].items() if key[0] != "SearchPriors_MotionIndexLoader"},
+    ("SearchPriors_ClipLibraryBuilder", None, "clips_folder"): "searchpriors_toy_clips",
+    ("SearchPriors_ClipLibraryBuilder", None, "index_name"): "searchpriors_toy_clips",
+    ("SearchPriors_ClipLibraryBuilder", None, "captioner"): "toy",
+}
 LOAD_ONLY = {"pos_wan21": "Wan 2.1's model files (1.3B, umt5-xxl) cannot be had here: loaded and checked, not "
                           "queued (tests/e2e/test_pos_workflows.py checks its graph against /object_info)"}
 # POS on Wan 2.2 A14B, HunyuanVideo 1.5 and LTX-Video: their model files are not in this server; the graphs are

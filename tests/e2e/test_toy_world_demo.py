@@ -68,7 +68,8 @@ def _saved_path(server, entry, graph) -> Path:
 
 def test_serve_writes_toy_world_ui_workflows(toy_world, comfy_harness):
     written = comfy_harness.write_toy_world_user_workflows(toy_world)
-    assert [p.name for p in written] == ["toy_world_pos.json", "toy_world_search_then_tune.json"]
+    assert [p.name for p in written] == ["toy_world_pos.json", "toy_world_search_then_tune.json",
+                                         "toy_world_clips_pos.json"]
     listed = toy_world.get_json("/userdata?dir=workflows")
     for path in written:
         assert path.name in listed
@@ -76,7 +77,13 @@ def test_serve_writes_toy_world_ui_workflows(toy_world, comfy_harness):
         loaders = [n for n in ui["nodes"] if n["type"] == "SearchPriors_ModelScopeLoader"]
         assert loaders and loaders[0]["widgets_values"][:2] == [comfy_harness.TOY_T2V_FOLDER, "fp32"]
         index = [n for n in ui["nodes"] if n["type"] == "SearchPriors_MotionIndexLoader"]
-        assert index[0]["widgets_values"] == [comfy_harness.TOY_WORLD_INDEX_NAME]
+        builder = [n for n in ui["nodes"] if n["type"] == "SearchPriors_ClipLibraryBuilder"]
+        if builder:   # toy_world_clips_pos indexes the toy reels itself
+            assert builder[0]["widgets_values"][:3] == [comfy_harness.TOY_CLIPS_INPUT_FOLDER,
+                                                        comfy_harness.TOY_CLIPS_INDEX_NAME,
+                                                        comfy_harness.TOY_CAPTIONER_FOLDER]
+        else:
+            assert index[0]["widgets_values"] == [comfy_harness.TOY_WORLD_INDEX_NAME]
     # the bundled templates keep their defaults for the real ModelScope model
     bundled = comfy_harness.load_json(comfy_harness.POS_MODELSCOPE_WORKFLOW)
     assert bundled["24"]["inputs"]["folder"] == "text-to-video-ms-1.7b"

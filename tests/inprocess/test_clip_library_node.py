@@ -90,5 +90,4 @@ def test_validate_names_an_empty_captioner_list(pack_nodes, comfy, monkeypatch):
     from comfyui_searchpriors.retrieval.errors import SearchPriorsError
 
     with pytest.raises(SearchPriorsError, match="No captioner in models/vlm yet"):
-        pack_nodes.ClipLibraryBuilder.validate_inputs(captioner=None, spacy_model="en_core_web_sm",
-                                                      sentence_model="all-MiniLM-L6-v2")
+        pack_nodes.ClipLibraryBuilder.validate_inputs(captioner=None)
