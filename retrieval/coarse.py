@@ -41,7 +41,7 @@ import numpy as np
 from .errors import MotionIndexError, SearchPriorsError
 
 COMPRESS_MIN = 500_000
-NPROBE_POS = 48
+NPROBE_POS = 64          # 48 gave recall@10 0.948 at 1M (benchmarks/README.md); 64 not re-measured
 NPROBE_T2V = 64
 POS_RERANK = 10          # pos re-scores the best k * POS_RERANK (at least 100) rows of the coarse pass exactly
 EXACT_SUBSET = 40_000    # search_t2v candidate sets up to this size are decided exactly from the mapped vectors
