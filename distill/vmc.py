@@ -124,6 +124,87 @@ def find_projections(network: torch.nn.Module, targets: str = "qkv", blocks: str
     return found
 
 
+TEMPORAL_BLOCKS = "temporal"   # blocks widget: the blocks whose attention looks most across frames (see below)
+
+
+def temporal_blocks_count(spec: str, count: int) -> Optional[int]:
+    """How many blocks 'temporal' (half of them) or 'temporal:N' asks for; None for any other spec."""
+    text = (spec or "").strip().lower().replace(" ", "")
+    if not text.startswith(TEMPORAL_BLOCKS):
+        return None
+    rest = text[len(TEMPORAL_BLOCKS):]
+    if not rest:
+        return max(1, count // 2)
+    if rest.startswith(":") and rest[1:].isdigit() and 1 <= int(rest[1:]) <= count:
+        return int(rest[1:])
+    raise VMCError(f"blocks '{spec}': write 'temporal' (half of the {count} blocks) or 'temporal:N' with N from 1 "
+                   f"to {count}.")
+
+
+def cross_frame_attention(network: torch.nn.Module, run_forward: Callable[[], None], frames: int,
+                          max_queries: int = 256) -> torch.Tensor:
+    """[blocks, heads]: the share of each Wan self-attention head's attention that goes to tokens of OTHER latent
+    frames, averaged over up to ``max_queries`` query tokens spread over the clip, during one ``run_forward()``.
+
+    In the spirit of Follow-Your-Motion (the heads whose attention varies along time carry the motion): a head that
+    attends within its own frame draws appearance, one that attends across frames relates the frames. Tokens are
+    laid out frame by frame (Wan's patchify keeps the time axis outermost), so a token's frame is its index
+    divided by the tokens per frame. q and k are read after their RMS norms and before the rotary embedding (the
+    content match; the rotary phase would add a distance preference the same for every clip)."""
+    if model_family(network) != "wan":
+        raise VMCError("Choosing blocks by their attention across frames works on Wan models only.")
+    blocks = list(network.blocks)
+    shares: list[Optional[torch.Tensor]] = [None] * len(blocks)
+
+    def make_hook(i: int):
+        def hook(attn, args):
+            x = args[0]
+            b, length = x.shape[:2]
+            if length % frames:
+                raise VMCError(f"{length} tokens do not split into {frames} latent frames.")
+            n, d = attn.num_heads, attn.head_dim
+            q = attn.norm_q(attn.q(x)).view(b, length, n, d)
+            k = attn.norm_k(attn.k(x)).view(b, length, n, d)
+            rows = torch.linspace(0, length - 1, min(length, max_queries), device=x.device).round().long()
+            probs = torch.einsum("bqnd,bknd->bnqk", q[:, rows].float(), k.float()).mul(d ** -0.5).softmax(-1)
+            per = length // frames
+            same = (rows[:, None] // per) == (torch.arange(length, device=x.device)[None, :] // per)
+            shares[i] = (1.0 - (probs * same).sum(-1)).mean(dim=(0, 2)).cpu()
+        return hook
+
+    handles = [blk.self_attn.register_forward_pre_hook(make_hook(i)) for i, blk in enumerate(blocks)]
+    try:
+        with torch.no_grad():
+            run_forward()
+    finally:
+        for h in handles:
+            h.remove()
+    if any(s is None for s in shares):
+        raise VMCError("The model's forward did not run every block's self-attention.")
+    return torch.stack(shares)
+
+
+def most_temporal_blocks(shares: torch.Tensor, count: int) -> str:
+    """The ``count`` blocks with the highest mean cross-frame share, as a ``blocks`` spec ('3,7,12')."""
+    order = torch.argsort(shares.mean(dim=1), descending=True)[:count]
+    return ",".join(str(int(i)) for i in sorted(order.tolist()))
+
+
+def choose_temporal_blocks(network: torch.nn.Module, latents: torch.Tensor, context: torch.Tensor, noiser,
+                           count: int, seed: int = 0) -> tuple[str, torch.Tensor]:
+    """('i,j,...', shares): the ``count`` Wan blocks whose self-attention looks most across frames on this clip,
+    read from one forward of the clip noised to the middle of ``noiser``'s schedule (see cross_frame_attention)."""
+    device = next(network.parameters()).device
+    noiser.to(device)
+    x0 = latents.to(device=device, dtype=torch.float32)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(seed))).to(device)
+    t = noiser.steps // 2
+    shares = cross_frame_attention(
+        network, lambda: noiser.predicted_noise(network, noiser.noisy(x0, noise, t), t, context.to(device)),
+        frames=int(latents.shape[2]))
+    return most_temporal_blocks(shares, count), shares
+
+
 def find_temporal_projections(unet: torch.nn.Module, targets: str = "qkv") -> dict[str, torch.nn.Linear]:
     """{module path: Linear} of the temporal attention projections named by ``targets`` (see TARGETS)."""
     if targets not in TARGETS:

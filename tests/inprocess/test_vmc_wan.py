@@ -274,3 +274,42 @@ def test_cancel_and_a_nan_loss_on_wan_stop_as_on_the_unet3d(wan, tiny, nan_loss_
     _, motion_lora, _, report, _ = train(wan, tiny, steps=10)
     assert "2 of 10 steps" in report and "STOPPED: loss became nan at step 3" in report
     assert all(torch.isfinite(v).all() for v in motion_lora["state_dict"].values())
+
+
+def _attention_within_or_across(model, across: int) -> None:
+    """Block ``across``: q = 0, so its attention is uniform (3 of 4 latent frames are other frames: share 0.75);
+    the other block: q = k = x with large norms, so each token attends to itself (share ~0)."""
+    with torch.inference_mode():
+        for i, block in enumerate(model.model.diffusion_model.blocks):
+            attn = block.self_attn
+            if i == across:
+                attn.q.weight.zero_()
+                attn.q.bias.zero_()
+                continue
+            for lin, norm in ((attn.q, attn.norm_q), (attn.k, attn.norm_k)):
+                lin.weight.copy_(torch.eye(lin.weight.shape[0]))
+                lin.bias.zero_()
+                norm.weight.fill_(10.0)
+
+
+@pytest.mark.parametrize("across", [0, 1])
+def test_temporal_blocks_tune_the_block_whose_attention_looks_across_frames(tiny, across):
+    from comfyui_searchpriors.distill import vmc
+
+    model = tiny.load_tiny_wan21(seed=0)
+    _attention_within_or_across(model, across)
+    network = model.model.diffusion_model
+    latent = moving_blob()["samples"]
+    context = tiny.wan_conditioning(7)[0][0]
+    from comfyui_searchpriors.nodes.motion_lora import sampler_space_noiser
+
+    chosen, shares = vmc.choose_temporal_blocks(network, latent, context, sampler_space_noiser(model), 1)
+    assert chosen == str(across)
+    assert shares[across].tolist() == pytest.approx([0.75] * shares.shape[1], abs=1e-4)
+    assert float(shares[1 - across].max()) < 0.05
+    _, motion_lora, _, report, _ = train(model, tiny, steps=1, blocks="temporal:1")
+    assert {k.split(".")[2] for k in motion_lora["state_dict"]} == {str(across)}
+    assert f"blocks temporal:1 -> {across}" in report
+    assert motion_lora["metadata"]["searchpriors.blocks"] == str(across)
+    with pytest.raises(vmc.VMCError, match="'temporal:N' with N from 1 to 2"):
+        train(model, tiny, steps=1, blocks="temporal:5")
