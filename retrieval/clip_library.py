@@ -87,9 +87,10 @@ class ClipSettings:
                 or not 16 <= self.sample_long_side <= 4096:
             raise ClipLibraryError(f"sample_long_side must be 16 to 4096 pixels, got {self.sample_long_side!r}.")
         try:
-            CutSettings(threshold=float(self.threshold), ratio=float(self.ratio), min_shot_s=float(self.min_shot_s)).check()
+            cut = CutSettings(threshold=float(self.threshold), ratio=float(self.ratio), min_shot_s=float(self.min_shot_s))
         except (TypeError, ValueError) as exc:
             raise ClipLibraryError(f"cut settings must be numbers ({exc}).") from exc
+        cut.check()
 
     def key(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

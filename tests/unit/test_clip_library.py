@@ -204,3 +204,18 @@ def test_remove_entries_rewrites_segments_and_keeps_the_old_ones_for_readers(tmp
     assert all(os.path.isdir(os.path.join(folder, n)) for n in old_names)   # in their grace period
     assert load_index(folder).count == 2
     assert remove_entries(folder, set()).removed == 0
+
+
+def test_bad_settings_are_refused_before_any_clip_is_read(tmp_path, clips, nlp, hash_encoder):
+    from comfyui_searchpriors.retrieval.clip_library import ClipSettings
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
+    captioner = FakeCaptioner()
+    for settings, message in ((ClipSettings(frames_per_shot=0), "frames_per_shot"),
+                              (ClipSettings(ratio=float("nan")), "cut ratio must be a finite number"),
+                              (ClipSettings(threshold="x"), "cut settings must be numbers")):
+        with pytest.raises(SearchPriorsError, match=message):
+            build(clips, tmp_path / "index", captioner, nlp=nlp, encoder=hash_encoder, settings=settings)
+    with pytest.raises(ClipLibraryError, match="batch_size"):
+        build(clips, tmp_path / "index", captioner, nlp=nlp, encoder=hash_encoder, batch_size=0)
+    assert captioner.shots_seen == 0 and not os.path.exists(tmp_path / "index")
