@@ -28,6 +28,14 @@ NODE_SPEC = {
         "outputs": [("index", "MOTION_INDEX"), ("report", "STRING")],
         "output_node": True,
     },
+    "SearchPriors_ClipLibraryBuilder": {
+        "required": [("clips_folder", "STRING"), ("index_name", "STRING"), ("captioner", "COMBO"), ("prompt", "STRING"),
+                     ("spacy_model", "COMBO"), ("sentence_model", "COMBO")],
+        "optional": [("frames_per_shot", "INT"), ("cut_threshold", "FLOAT"), ("cut_ratio", "FLOAT"),
+                     ("min_shot_seconds", "FLOAT"), ("batch_size", "INT"), ("lock_timeout", "INT")],
+        "outputs": [("index", "MOTION_INDEX"), ("library", "STRING"), ("report", "STRING")],
+        "output_node": True,
+    },
     "SearchPriors_MotionIndexLoader": {
         "required": [("index_name", "COMBO")],
         "optional": [],
