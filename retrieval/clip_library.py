@@ -189,10 +189,8 @@ def shot_id(relpath: str, start_s: float, end_s: float) -> str:
 
 def make_entry(video_id: str, caption: str, path: Optional[str], start_s: Optional[float],
                end_s: Optional[float]) -> LibraryEntry:
-    """A library entry with the shot's times (where LibraryEntry carries them)."""
-    names = {f.name for f in dataclasses.fields(LibraryEntry)}
-    extra = {"start_s": start_s, "end_s": end_s} if {"start_s", "end_s"} <= names else {}
-    return LibraryEntry(video_id, caption, path, **extra)
+    """A library entry for a shot: its video file and its start and end times."""
+    return LibraryEntry(video_id, caption, path, start_s=start_s, end_s=end_s)
 
 
 # ------------------------------------------------------------------------------------------------ the state

@@ -84,8 +84,8 @@ def test_every_shot_gets_an_index_row_with_its_times(tmp_path, clips, nlp, hash_
                        "nested/deeper/four.mkv#2.00-3.00", "nested/deeper/four.mkv#3.00-4.00"]
     assert ids[4:] == [f"six.mp4#{k}.00-{k + 1}.00" for k in range(6)]
     assert all(os.path.isfile(e.video_path) for e in entries)
-    if hasattr(entries[0], "start_s"):   # the index keeps the shot's times (LibraryEntry.start_s / end_s)
-        assert sorted((e.start_s, e.end_s) for e in entries)[-1] == (5.0, 6.0)
+    times = {e.video_id: (e.start_s, e.end_s) for e in entries}   # the index keeps every shot's times
+    assert times["six.mp4#5.00-6.00"] == (5.0, 6.0) and times["nested/deeper/four.mkv#0.00-1.00"] == (0.0, 1.0)
     rows = library_rows(index)
     assert [(r["source"], float(r["start_s"]), float(r["end_s"])) for r in rows][:2] == [
         ("nested/deeper/four.mkv", 0.0, 1.0), ("nested/deeper/four.mkv", 1.0, 2.0)]
