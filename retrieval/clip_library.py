@@ -13,7 +13,7 @@
    kill or Cancel loses at most the clip in progress, and the next run picks up from there. A clip that
    cannot be read (not a video, damaged, no frames) or whose shots cannot be captioned gets its own error
    row; the others go on.
-4. **Publish**: the captioned shots of every clip now in the folder are added to the motion index (the
+4. **Publish** (at the end, and every ``publish_every`` clips): the captioned shots of every clip now in the folder are added to the motion index (the
    index's own atomic, lock-safe ``build_index``; shots already indexed are skipped), then the captions of
    clips that were deleted or changed are removed from it (``index.remove_entries``), and the library file
    (``<index>/clip_library/library.csv``: video_id, video, caption, start_s, end_s, source, shot) is replaced
@@ -280,12 +280,14 @@ def build_clip_library(clips_root: str, index_folder: str, captioner, nlp, sente
                        prompt: Optional[str] = None, settings: Optional[ClipSettings] = None,
                        batch_size: int = 4, progress: Optional[Progress] = None,
                        lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
-                       detect=None) -> ClipReport:
+                       detect=None, publish_every: int = 100) -> ClipReport:
     """Cut, caption and index the clips under ``clips_root`` into the motion index at ``index_folder``
     (see the module docstring). ``captioner``: an object with ``caption(shots, prompt, batch_size)`` ->
     one str or exception per shot and a ``family`` (``retrieval.captioner``). ``progress(done, total)``:
     clips done out of clips to do; called often (also within a clip) and may raise to cancel, which
-    keeps every finished clip. ``detect``: the shot detector (``distill.shots.detect_shots`` by default)."""
+    keeps every finished clip. ``detect``: the shot detector (``distill.shots.detect_shots`` by default).
+    ``publish_every``: during a long build, publish to the index after every this many clips (0: at the end only),
+    so a large folder becomes searchable as it goes."""
     started = time.perf_counter()
     clips_root = check_clips_folder(clips_root)
     index_folder = os.path.abspath(index_folder)
@@ -320,7 +322,7 @@ def build_clip_library(clips_root: str, index_folder: str, captioner, nlp, sente
         state = ClipState(state_folder)
         try:
             _build(clips_root, index_folder, state_folder, clips, state, captioner, nlp, sentence_model, prompt,
-                   settings, batch_size, progress, lock_timeout, detect, report)
+                   settings, batch_size, progress, lock_timeout, detect, report, publish_every)
         finally:
             state.close()
     finally:
@@ -336,7 +338,10 @@ def _captioner_name(captioner) -> str:
 
 
 def _build(clips_root, index_folder, state_folder, clips, state, captioner, nlp, sentence_model, prompt, settings,
-           batch_size, progress, lock_timeout, detect, report: ClipReport) -> None:
+           batch_size, progress, lock_timeout, detect, report: ClipReport, publish_every: int = 0) -> None:
+    if not clips:   # before anything is forgotten: a wrong folder must not empty the state
+        raise ClipLibraryError(f"No video files ({', '.join(CLIP_EXTENSIONS)}) in '{clips_root}' or its "
+                               f"subfolders: put the clips there, or choose the folder that holds them.")
     known = state.clips()
     present = {c.relpath for c in clips}
     gone = sorted(set(known) - present)
@@ -370,28 +375,33 @@ def _build(clips_root, index_folder, state_folder, clips, state, captioner, nlp,
     for done, (clip, sha) in enumerate(todo):
         _one_clip(clip, sha, state, captioner, prompt, settings, batch_size, detect, report,
                   (lambda *_: progress(done, total)) if progress else None)
+        if publish_every and (done + 1) % publish_every == 0 and done + 1 < total and state.captioned_shots():
+            _publish(clips_root, index_folder, state_folder, state, nlp, sentence_model, lock_timeout, report)
         if progress:
             progress(done + 1, total)
 
-    rows = state.captioned_shots()
-    report.shots_total = len(rows)
-    if not rows:
+    if not state.captioned_shots():
         broken = f" ({'; '.join(f'{c}: {w}' for c, w in report.errors[:3])})" if report.errors else ""
-        if not clips:
-            raise ClipLibraryError(f"No video files ({', '.join(CLIP_EXTENSIONS)}) in '{clips_root}' or its "
-                                   f"subfolders: put the clips there, or choose the folder that holds them.")
         raise ClipLibraryError(f"No shots found in the {len(clips)} clips of '{clips_root}'{broken}: nothing was "
                                f"indexed. Check that the files play in a video player and that the captioner "
                                f"works on them.")
+    _publish(clips_root, index_folder, state_folder, state, nlp, sentence_model, lock_timeout, report)
+
+
+def _publish(clips_root, index_folder, state_folder, state, nlp, sentence_model, lock_timeout, report) -> None:
+    """Every captioned shot of the clips in the state into the index, the shots of deleted and changed clips out
+    of it, and the library file replaced (also every ``publish_every`` clips during a long build)."""
+    rows = state.captioned_shots()
+    report.shots_total = len(rows)
     entries = [make_entry(vid, caption, os.path.join(clips_root, *rel.split("/")), start, end)
                for rel, _, vid, start, end, caption in rows]
     build = build_index(index_folder, entries, nlp, sentence_model, progress=None, lock_timeout=lock_timeout,
                         source={"path": clips_root, "format": "clip_library"})
-    report.shots_added = build.added
+    report.shots_added += build.added
     wanted = {e.key for e in entries}
     stale = state.published() - wanted
     removed = remove_entries(index_folder, stale, lock_timeout=lock_timeout) if stale else None
-    report.removed_from_index = removed.removed if removed else 0
+    report.removed_from_index += removed.removed if removed else 0
     state.set_published(wanted)
     report.index_summary = build.summary() if removed is None else f"{build.summary()}\n{removed.summary()}"
     report.library_path = os.path.join(state_folder, LIBRARY_FILE)

@@ -219,3 +219,28 @@ def test_bad_settings_are_refused_before_any_clip_is_read(tmp_path, clips, nlp, 
     with pytest.raises(ClipLibraryError, match="batch_size"):
         build(clips, tmp_path / "index", captioner, nlp=nlp, encoder=hash_encoder, batch_size=0)
     assert captioner.shots_seen == 0 and not os.path.exists(tmp_path / "index")
+
+
+def test_a_long_build_publishes_as_it_goes_and_an_empty_folder_keeps_the_state(tmp_path, clips, nlp, hash_encoder):
+    index = tmp_path / "index"
+
+    class Cancelled(Exception):
+        pass
+
+    def progress(done, total):
+        if done >= 1:
+            raise Cancelled()
+
+    captioner = FakeCaptioner()
+    with pytest.raises(Cancelled):
+        build(clips, index, captioner, nlp=nlp, encoder=hash_encoder, progress=progress, publish_every=1)
+    assert load_index(str(index)).count == captioner.shots_seen   # the first clip was published before Cancel
+    assert len(library_rows(index)) == captioner.shots_seen
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ClipLibraryError, match="No video files"):
+        build(empty, index, nlp=nlp, encoder=hash_encoder)
+    rerun = FakeCaptioner()
+    report = build(clips, index, rerun, nlp=nlp, encoder=hash_encoder)   # the state survived the wrong folder
+    assert report.unchanged == 1 and rerun.shots_seen == 10 - captioner.shots_seen
+    assert load_index(str(index)).count == 10
