@@ -1,7 +1,7 @@
 """Reconstruction error of DDIM Video Invert vs steps and refine iterations, for an eps and a flow model.
 
 For every model x cfg x steps x refine_iterations: invert a smooth video-like latent with the node's code
-path (``nodes.inversion_sampler.invert_latent``: core CFGGuider + the inversion SAMPLER), regenerate from
+path (``nodes.comfy_internals.inversion_sampler.invert_latent``: core CFGGuider + the inversion SAMPLER), regenerate from
 the noise with core euler on the same sigmas from an empty latent (what SamplerCustomAdvanced does with a
 NOISE), and report ``|x_rec - x| / |x|`` in the VAE latent space, the inversion's model calls and time.
 
@@ -62,7 +62,7 @@ def main() -> None:
     import comfy.model_management
     import comfy.samplers
     from comfy_extras.nodes_model_advanced import ModelSamplingSD3
-    from comfyui_searchpriors.nodes.inversion_sampler import invert_latent
+    from comfyui_searchpriors.nodes.comfy_internals.inversion_sampler import invert_latent
 
     tiny = load_tiny_models()
     wan = tiny.load_tiny_wan21(seed=0)

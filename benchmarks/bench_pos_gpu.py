@@ -127,7 +127,7 @@ def zeroscope_part(args, torch, rows: list, facts: dict) -> None:
     from diffusers import TextToVideoSDPipeline
 
     from comfyui_searchpriors.distill.group_norm import use_few_rows_group_norm
-    from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder
+    from comfyui_searchpriors.nodes.comfy_internals.modelscope_model import load_modelscope_folder
 
     frames, height, width, steps, cfg = (4, 64, 64, 3, 9.0) if args.tiny else (24, 320, 576, args.steps, 9.0)
     dtype = torch.float32 if args.tiny else torch.bfloat16
@@ -173,10 +173,10 @@ def native_and_pos(args, torch, model, clip, vae, init_frames, generator, kind, 
     import comfy.samplers
     import nodes as comfy_nodes
 
-    from comfyui_searchpriors.nodes.hybrid_guider import make_guider as make_hybrid_guider
-    from comfyui_searchpriors.nodes.inversion_sampler import invert_latent
-    from comfyui_searchpriors.nodes.modelscope_model import modelscope_ddim_sigmas
-    from comfyui_searchpriors.nodes.noise_objects import MixedInvertedNoise
+    from comfyui_searchpriors.nodes.comfy_internals.hybrid_guider import make_guider as make_hybrid_guider
+    from comfyui_searchpriors.nodes.comfy_internals.inversion_sampler import invert_latent
+    from comfyui_searchpriors.nodes.comfy_internals.modelscope_model import modelscope_ddim_sigmas
+    from comfyui_searchpriors.nodes.comfy_internals.noise_objects import MixedInvertedNoise
 
     frames, height, width = init_frames.shape[0], init_frames.shape[2] * 8, init_frames.shape[3] * 8
     steps, cfg = (3, 9.0) if args.tiny else (args.steps, 9.0)
@@ -257,8 +257,8 @@ def wan_part(args, torch, rows: list, facts: dict) -> None:
     import comfy.samplers
     import comfy.sd
 
-    from comfyui_searchpriors.nodes.hybrid_guider import make_guider as make_hybrid_guider
-    from comfyui_searchpriors.nodes.noise_objects import MixedInvertedNoise, SeededRandomNoise
+    from comfyui_searchpriors.nodes.comfy_internals.hybrid_guider import make_guider as make_hybrid_guider
+    from comfyui_searchpriors.nodes.comfy_internals.noise_objects import MixedInvertedNoise, SeededRandomNoise
 
     tiny = load_test_helper("tiny_models")
     start = time.perf_counter()
@@ -391,9 +391,9 @@ def wan22_part(args, torch, rows: list, facts: dict) -> None:
     import comfy.samplers
 
     bare_nodes_package()
-    from comfyui_searchpriors.nodes.hybrid_guider import make_guider as make_hybrid_guider
-    from comfyui_searchpriors.nodes.inversion_sampler import expert_split, invert_latent, sample_two_stage
-    from comfyui_searchpriors.nodes.noise_objects import MixedInvertedNoise, SeededRandomNoise
+    from comfyui_searchpriors.nodes.comfy_internals.hybrid_guider import make_guider as make_hybrid_guider
+    from comfyui_searchpriors.nodes.comfy_internals.inversion_sampler import expert_split, invert_latent, sample_two_stage
+    from comfyui_searchpriors.nodes.comfy_internals.noise_objects import MixedInvertedNoise, SeededRandomNoise
 
     tiny = load_test_helper("tiny_models")
     if torch.cuda.is_available():

@@ -108,8 +108,8 @@ def main(argv=None) -> int:
     import comfy.samplers
 
     from comfyui_searchpriors.distill.group_norm import use_few_rows_group_norm
-    from comfyui_searchpriors.nodes.inversion_sampler import invert_latent
-    from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder, modelscope_ddim_sigmas
+    from comfyui_searchpriors.nodes.comfy_internals.inversion_sampler import invert_latent
+    from comfyui_searchpriors.nodes.comfy_internals.modelscope_model import load_modelscope_folder, modelscope_ddim_sigmas
 
     size = "tiny" if args.tiny else "zeroscope"
     frames, height, width = (4, 64, 64) if args.tiny else (24, 320, 576)

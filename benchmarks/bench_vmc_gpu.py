@@ -2,7 +2,7 @@
 memory do not depend on the values of the weights). Needs CUDA; on a machine without it, prints "skipped: ..."
 and exits 0.
 
-The pack's own entry is called as the VMC Temporal LoRA node calls it (``nodes.motion_lora.train_motion_lora``:
+The pack's own entry is called as the VMC Temporal LoRA node calls it (``nodes.comfy_internals.motion_lora.train_motion_lora``:
 the native MODEL of ``load_modelscope_folder``, loaded to the GPU by ComfyUI's memory manager, training under
 ``torch.inference_mode(False)`` inside the node), outside ComfyUI's executor but under ``torch.inference_mode()``
 as the executor runs nodes. bf16, 24 keyframes at 576x320 (latents [24, 4, 40, 72]), rank 32, loss vmc_abs.
@@ -147,7 +147,7 @@ def timed_tuning(torch, model, keyframes, conditioning, steps: int, warmup: int,
                  checkpointing: str) -> dict:
     """The node's training call, timed per step by a StepClock; an error (an OOM: the node's VMCError says so)
     is a result here, not a crash."""
-    from comfyui_searchpriors.nodes.motion_lora import train_motion_lora
+    from comfyui_searchpriors.nodes.comfy_internals.motion_lora import train_motion_lora
 
     gc.collect()
     if torch.cuda.is_available():
@@ -221,8 +221,8 @@ def whole_run(args, torch, folder: str, facts: dict) -> dict:
     emulated card of ``args.card_gib`` (ballast tensor); each stage's time and peak VRAM."""
     import nodes as comfy_nodes
 
-    from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder
-    from comfyui_searchpriors.nodes.motion_lora import train_motion_lora
+    from comfyui_searchpriors.nodes.comfy_internals.modelscope_model import load_modelscope_folder
+    from comfyui_searchpriors.nodes.comfy_internals.motion_lora import train_motion_lora
 
     frames, height, width = (4, 64, 64) if args.tiny else (24, 320, 576)
     steps, sample_steps = (2, 2) if args.tiny else (args.whole_steps, args.sample_steps)
@@ -349,7 +349,7 @@ def main(argv=None) -> int:
     with torch.inference_mode():
         folder = ensure_folder(args, facts)
         if args.configs:
-            from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder
+            from comfyui_searchpriors.nodes.comfy_internals.modelscope_model import load_modelscope_folder
 
             start = time.perf_counter()
             model, clip, _vae = load_modelscope_folder(folder, dtype="fp32" if args.tiny else "bf16")

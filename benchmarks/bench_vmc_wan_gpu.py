@@ -2,7 +2,7 @@
 memory do not depend on the values of the weights). Needs CUDA; on a machine without it, prints "skipped: ..."
 and exits 0 (``--tiny`` runs every path on the CPU with a tiny model; its numbers mean nothing).
 
-The pack's own entry is called as the VMC Temporal LoRA node calls it (``nodes.motion_lora.train_motion_lora``,
+The pack's own entry is called as the VMC Temporal LoRA node calls it (``nodes.comfy_internals.motion_lora.train_motion_lora``,
 the MODEL loaded to the GPU by ComfyUI's memory manager), under ``torch.inference_mode()`` as the executor runs
 nodes. bf16, rank 32, targets q/k/v of every block's self-attention, loss vmc_abs, the reference caption as a
 [1, 512, 4096] text state. Side by side in one run, each against one forward of the same batch (``apply_model``

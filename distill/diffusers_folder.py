@@ -6,7 +6,7 @@ its JSON files alone (cheap: the loader's dropdown and the node's validation use
 missing or unknown; `read_state_dict` reads a component's weights (safetensors or .bin, sharded or not,
 fp16 variants); `load_unet` builds the diffusers UNet3D in a dtype (the native MODEL wraps it) and
 `load_modules` all of the folder's diffusers/transformers modules; `ddim_sigmas` gives the sigmas of the
-diffusers DDIM timesteps. No ComfyUI import here: the ComfyUI objects are built in nodes/modelscope_model.py.
+diffusers DDIM timesteps. No ComfyUI import here: the ComfyUI objects are built in nodes/comfy_internals/modelscope_model.py.
 """
 
 from __future__ import annotations

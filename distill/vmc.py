@@ -1,7 +1,7 @@
 """VMC motion distillation (Search-T2V Sec. 4.3, Eq. 10; VMC, Jeong et al. 2023) on diffusers' UNet3D and on
 Wan's DiT (ComfyUI's WanModel: Wan 2.1, Wan 2.2 5B and each A14B expert).
 
-Plain torch + diffusers, no ComfyUI import (nodes/motion_lora.py binds it to a ComfyUI MODEL).
+Plain torch + diffusers, no ComfyUI import (nodes/comfy_internals/motion_lora.py binds it to a ComfyUI MODEL).
 
 - ``model_family``: 'unet3d' (a separate temporal attention: ModelScope, ZeroScope, Show-1) or 'wan' (one
   self-attention over the whole clip, every token of every latent frame; no temporal layers of its own).
@@ -315,7 +315,7 @@ class MotionAdapters(torch.nn.Module):
 
     def comfy_state_dict(self, prefix: str) -> dict[str, torch.Tensor]:
         """The adapters in ComfyUI's native LoRA key form (core LoraLoaderModelOnly reads it): ``prefix`` + module
-        path + .lora_up/.lora_down/.alpha (or .diff/.diff_b); the prefix is ComfyUI's (nodes/motion_lora.py)."""
+        path + .lora_up/.lora_down/.alpha (or .diff/.diff_b); the prefix is ComfyUI's (nodes/comfy_internals/motion_lora.py)."""
         out: dict[str, torch.Tensor] = {}
         for name, delta in zip(self.names, self.deltas):
             out.update(delta.comfy_entries(prefix + name))

@@ -10,7 +10,7 @@ import logging
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
-from .comfy_glue import install_number_checks, register_model_folders
+from .comfy_internals.glue import install_number_checks, register_model_folders
 from .index_nodes import MotionIndexBuilder, MotionIndexLoader
 from .clip_library_nodes import ClipLibraryBuilder
 from .keyframe_nodes import KeyframeExtractor
@@ -30,7 +30,7 @@ NODES.append(ReferenceRewriter)
 NODES += [VMCTemporalLoRA, EncodeKeyframes, SaveMotionLoRA, LoadMotionLoRA]
 NODES.append(KeyframeExtractor)
 NODES.append(ClipLibraryBuilder)
-for _node in NODES:   # every INT/FLOAT input: finite and within its declared range (comfy_glue says why)
+for _node in NODES:   # every INT/FLOAT input: finite and within its declared range (comfy_internals/glue.py says why)
     install_number_checks(_node)
 
 

@@ -12,7 +12,7 @@ from ..retrieval.captioner import DEFAULT_CAPTION_PROMPT, load_captioner
 from ..retrieval.clip_library import LIBRARY_FILE, ClipSettings, build_clip_library, scan_clips
 from ..retrieval.index import CLIP_LIBRARY_DIR, DEFAULT_LOCK_TIMEOUT, index_fingerprint
 from ..retrieval.models import load_sentence_model, load_spacy
-from . import comfy_glue as glue
+from .comfy_internals import glue
 from .index_nodes import cached_index
 from .sockets import MotionIndexType
 

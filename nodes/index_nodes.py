@@ -11,7 +11,7 @@ from comfy_api.v0_0_2 import io
 from ..retrieval.index import DEFAULT_LOCK_TIMEOUT, build_index, index_fingerprint, load_index
 from ..retrieval.library import FORMATS, read_library
 from ..retrieval.models import load_sentence_model, load_spacy
-from . import comfy_glue as glue
+from .comfy_internals import glue
 from .sockets import MotionIndexType
 
 

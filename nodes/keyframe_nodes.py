@@ -27,8 +27,8 @@ from ..distill.memory_budget import check_allocation
 from ..distill.video_frames import SCAN_MAX_FRAMES, read_frames_at, scan_clip
 from ..retrieval.errors import SearchPriorsError
 from ..retrieval.unit_matching import detection_captions
-from . import comfy_glue as glue
-from .modelscope_model import FullLoadModelPatcher
+from .comfy_internals import glue
+from .comfy_internals.modelscope_model import FullLoadModelPatcher
 from .sockets import AtomizedPrompt, RetrievalType
 
 CATEGORY = "SearchPriors/search_t2v"

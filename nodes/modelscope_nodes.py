@@ -14,7 +14,7 @@ import folder_paths
 from comfy_api.v0_0_2 import io
 
 from ..distill.diffusers_folder import DiffusersFolderError, inspect_folder, list_t2v_folders
-from . import comfy_glue as glue
+from .comfy_internals import glue
 
 CATEGORY = "SearchPriors/models"
 DIFFUSERS_FOLDER = "diffusers"
@@ -65,7 +65,7 @@ def folder_stamp(path: str) -> str:
 
 
 def load_folder(name: str, dtype: str):
-    from .modelscope_model import load_clip, load_model, load_vae
+    from .comfy_internals.modelscope_model import load_clip, load_model, load_vae
 
     folder = inspect_folder(folder_path(name))
     embeddings = folder_paths.get_folder_paths("embeddings") if "embeddings" in folder_paths.folder_names_and_paths \
@@ -134,6 +134,6 @@ class DiffusersSchedulerSigmas(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, steps: int) -> io.NodeOutput:
-        from .modelscope_model import modelscope_ddim_sigmas
+        from .comfy_internals.modelscope_model import modelscope_ddim_sigmas
 
         return io.NodeOutput(modelscope_ddim_sigmas(model, int(steps)))

@@ -21,10 +21,10 @@ from ..distill.inversion import InversionError
 from ..distill.noise_mix import check_eta, mixed_std, noise_stats
 from ..distill.pos_presets import CUSTOM, DEFAULT_ETA, DEFAULT_GAMMA, PRESET_CHOICES, resolve
 from ..retrieval.errors import SearchPriorsError
-from . import comfy_glue as glue
-from .hybrid_guider import make_guider, sample_hybrid
-from .inversion_sampler import invert_latent
-from .noise_objects import MixedInvertedNoise, noise_of
+from .comfy_internals import glue
+from .comfy_internals.hybrid_guider import make_guider, sample_hybrid
+from .comfy_internals.inversion_sampler import invert_latent
+from .comfy_internals.noise_objects import MixedInvertedNoise, noise_of
 
 CATEGORY = "SearchPriors/pos"
 

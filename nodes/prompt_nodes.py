@@ -8,7 +8,7 @@ from ..retrieval.atomizer import MAX_PROMPT_CHARS, clean_prompt
 from ..retrieval.embedding import atomize, atomize_many
 from ..retrieval.errors import SearchPriorsError
 from ..retrieval.models import load_sentence_model, load_spacy
-from . import comfy_glue as glue
+from .comfy_internals import glue
 from .sockets import AtomizedPrompt
 
 

@@ -17,7 +17,7 @@ from comfy_api.v0_0_2 import io
 from ..distill.video_frames import (CROP_MODES, MAX_FRAMES, MAX_SIDE, check_frames_budget, check_request,
                                     read_reference_frames)
 from ..retrieval.errors import SearchPriorsError
-from . import comfy_glue as glue
+from .comfy_internals import glue
 from .sockets import RetrievalType
 
 CATEGORY = "SearchPriors/video"

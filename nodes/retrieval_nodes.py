@@ -6,7 +6,7 @@ from comfy_api.v0_0_2 import io, ui
 
 from ..retrieval.search import (MODES, THRESHOLD_CHOICES, THRESHOLD_PRESETS, THRESHOLDS_CUSTOM, SearchParams,
                                 preset_label, search, thresholds_for_choice)
-from . import comfy_glue as glue
+from .comfy_internals import glue
 from .sockets import AtomizedPrompt, MotionIndexType, RetrievalType
 
 _DEFAULTS = SearchParams()

@@ -26,8 +26,8 @@ from ..retrieval.rewriter import (MAX_REFERENCE_FIELDS, PAPER_TEMPLATE, RewriteC
                                   cache_key, chat_messages, check_rewrite, check_text_length, clean_answer,
                                   eq6_references,
                                   reference_lines, validate_template)
-from . import comfy_glue as glue
-from . import local_lm
+from .comfy_internals import glue
+from .comfy_internals import local_lm
 from .sockets import RetrievalType
 
 CATEGORY = "SearchPriors/pos"

@@ -1,6 +1,6 @@
 """VMC Temporal LoRA, Save Motion LoRA and Load Motion LoRA nodes (Search-T2V Sec. 4.3, Eq. 10).
 
-Thin adapters over nodes/motion_lora.py (ComfyUI binding) and distill/vmc.py (adapters, loss, loop).
+Thin adapters over nodes/comfy_internals/motion_lora.py (ComfyUI binding) and distill/vmc.py (adapters, loss, loop).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from comfy_api.v0_0_2 import io
 
 from ..distill import vmc
 from ..retrieval.errors import SearchPriorsError
-from . import comfy_glue as glue
+from .comfy_internals import glue
 from .sockets import MotionLoraType
 
 CATEGORY = "SearchPriors/search_t2v"
@@ -21,25 +21,6 @@ TARGET_CHOICES = list(vmc.TARGETS)
 LOSS_CHOICES = list(vmc.LOSSES)
 CHECKPOINT_CHOICES = list(vmc.CHECKPOINT_MODES)
 log = logging.getLogger(__name__)
-
-
-def _progress_with_loss():
-    """Progress bar + Cancel per step, and the current loss as the node's progress text."""
-    advance = glue.progress_callback()
-
-    def on_step(done: int, total: int, loss: float) -> None:
-        advance(done, total)
-        try:
-            from comfy_execution.utils import get_executing_context
-            from server import PromptServer
-
-            context = get_executing_context()
-            if context is not None and PromptServer.instance is not None:
-                PromptServer.instance.send_progress_text(f"step {done}/{total}  loss {loss:.4f}", context.node_id)
-        except Exception:  # progress text is a nicety; training goes on without a UI
-            pass
-
-    return on_step
 
 
 class VMCTemporalLoRA(io.ComfyNode):
@@ -116,11 +97,11 @@ class VMCTemporalLoRA(io.ComfyNode):
     def execute(cls, model, keyframes, conditioning, steps=400, lr=1e-4, rank=32, targets="qkv", loss="vmc_abs",
                 seed=0, gradient_checkpointing=vmc.DEFAULT_CHECKPOINTING, caption="", blocks="all",
                 high_noise_model=None, boundary=0.875) -> io.NodeOutput:
-        from .motion_lora import loss_curve_image, train_motion_lora
+        from .comfy_internals.motion_lora import loss_curve_image, train_motion_lora
 
         tuned, motion_lora, losses, stopped = train_motion_lora(
             model, keyframes, conditioning, steps=steps, lr=lr, rank=rank, targets=targets, loss=loss, seed=seed,
-            gradient_checkpointing=gradient_checkpointing, caption=caption or "", on_step=_progress_with_loss(),
+            gradient_checkpointing=gradient_checkpointing, caption=caption or "", on_step=glue.progress_with_loss(),
             blocks=blocks or "all", high_noise_model=high_noise_model, boundary=boundary)
         report = (f"{len(losses)} of {steps * (2 if high_noise_model is not None else 1)} steps, {targets}, "
                   f"rank {rank}, loss {loss}, blocks {_blocks_text(blocks, motion_lora)}, checkpointing "
@@ -154,7 +135,7 @@ class EncodeKeyframes(io.ComfyNode):
 
     @classmethod
     def execute(cls, keyframes, vae) -> io.NodeOutput:
-        from .motion_lora import encode_keyframes
+        from .comfy_internals.motion_lora import encode_keyframes
 
         return io.NodeOutput({"samples": encode_keyframes(vae, keyframes)})
 
@@ -218,7 +199,7 @@ class SaveMotionLoRA(io.ComfyNode):
 
 
 def _save_one(motion_lora: dict, prefix: str, root: str) -> str:
-    from .motion_lora import save_motion_lora
+    from .comfy_internals.motion_lora import save_motion_lora
 
     try:
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, root)
@@ -260,7 +241,7 @@ class LoadMotionLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name, strength=1.0) -> io.NodeOutput:
-        from .motion_lora import check_base_model, patched_clone, read_motion_lora
+        from .comfy_internals.motion_lora import check_base_model, patched_clone, read_motion_lora
 
         path = folder_paths.get_full_path("loras", lora_name or "")
         if not path:

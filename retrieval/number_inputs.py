@@ -3,7 +3,7 @@
 ComfyUI checks a widget's min/max only for inputs that the node's ``validate_inputs`` does not name (and for
 none once it takes ``**kwargs``), never for a linked value, and never refuses NaN (``NaN < min`` is false)
 or, for an input without a max, an infinity. The nodes therefore run this check themselves, from their own
-schema, before they do anything (``nodes.comfy_glue.install_number_checks``). No ComfyUI import.
+schema, before they do anything (``nodes.comfy_internals.glue.install_number_checks``). No ComfyUI import.
 """
 
 from __future__ import annotations

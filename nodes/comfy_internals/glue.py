@@ -15,9 +15,9 @@ from typing import Any, Callable, Optional, Union
 
 import folder_paths
 
-from ..retrieval.errors import SearchPriorsError
-from ..retrieval.number_inputs import NumberSpec, check_numbers, first_number_problem
-from ..retrieval.models import (DEFAULT_SENTENCE_MODEL, DEFAULT_SPACY_MODEL, list_sentence_models,
+from ...retrieval.errors import SearchPriorsError
+from ...retrieval.number_inputs import NumberSpec, check_numbers, first_number_problem
+from ...retrieval.models import (DEFAULT_SENTENCE_MODEL, DEFAULT_SPACY_MODEL, list_sentence_models,
                                 list_spacy_models)
 
 CATEGORY = "SearchPriors/retrieval"
@@ -51,14 +51,14 @@ def sentence_choices() -> list[str]:
 
 def captioner_choices() -> list[str]:
     """Folders under models/vlm/ that hold a config.json (retrieval.captioner checks the family on load)."""
-    from ..retrieval.captioner import list_captioner_folders
+    from ...retrieval.captioner import list_captioner_folders
 
     return list_captioner_folders(model_folders(VLM_FOLDER))
 
 
 def captioner_folder(name: str) -> str:
     """The path of models/vlm/<name>; a clear error when no such folder exists."""
-    from ..retrieval.captioner import find_captioner_folder
+    from ...retrieval.captioner import find_captioner_folder
 
     return find_captioner_folder(name, model_folders(VLM_FOLDER))
 
@@ -364,3 +364,22 @@ def check_expert_pair(model, high_noise_model) -> None:
         shown = ", ".join(f"{key} {high_config.get(key)!r} vs {low_config.get(key)!r}" for key in differ[:4])
         raise SearchPriorsError(f"high_noise_model has another size or architecture than model ({shown}; high vs low): it "
                      f"is not the other expert of this model; {fix}.")
+
+
+def progress_with_loss():
+    """Progress bar + Cancel per step, and the current loss as the node's progress text."""
+    advance = progress_callback()
+
+    def on_step(done: int, total: int, loss: float) -> None:
+        advance(done, total)
+        try:
+            from comfy_execution.utils import get_executing_context
+            from server import PromptServer
+
+            context = get_executing_context()
+            if context is not None and PromptServer.instance is not None:
+                PromptServer.instance.send_progress_text(f"step {done}/{total}  loss {loss:.4f}", context.node_id)
+        except Exception:  # progress text is a nicety; training goes on without a UI
+            pass
+
+    return on_step

@@ -17,7 +17,7 @@ import torch
 
 import comfy.samplers
 
-from ..distill.hybrid_semantics import (check_gamma, describe_schedule, describe_stage, stage_offset, switch_step,
+from ...distill.hybrid_semantics import (check_gamma, describe_schedule, describe_stage, stage_offset, switch_step,
                                         uses_rewritten)
 
 REWRITTEN_KEY = "positive_rewritten"

@@ -28,8 +28,8 @@ import comfy.model_sampling
 import comfy.sample
 import comfy.samplers
 
-from ..distill.experts import DEFAULT_BOUNDARY, NUM_TRAIN_TIMESTEPS, describe_split, high_noise_steps
-from ..distill.inversion import (InversionError, InversionResult, StepRecord, invert, inversion_sigmas, relative_error,
+from ...distill.experts import DEFAULT_BOUNDARY, NUM_TRAIN_TIMESTEPS, describe_split, high_noise_steps
+from ...distill.inversion import (InversionError, InversionResult, StepRecord, invert, inversion_sigmas, relative_error,
                                 to_unit_noise)
 
 

@@ -12,7 +12,7 @@ import os
 import threading
 from typing import Callable, Optional, Sequence
 
-from ..retrieval import llm_backends as llm
+from ...retrieval import llm_backends as llm
 
 _lock = threading.Lock()
 _loaded: dict[str, tuple[str, object, object]] = {}   # folder -> (stamp, ModelPatcher, tokenizer)

@@ -3,7 +3,7 @@
 Usage from Python (ComfyUI importable, e.g. a benchmark):
 
     import torch, comfy.sample, comfy.samplers
-    from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder, modelscope_ddim_sigmas
+    from comfyui_searchpriors.nodes.comfy_internals.modelscope_model import load_modelscope_folder, modelscope_ddim_sigmas
     model, clip, vae = load_modelscope_folder(".../models/diffusers/zeroscope_v2_576w", dtype="bf16")
     pos = clip.encode_from_tokens_scheduled(clip.tokenize("a corgi running on the beach"))
     neg = clip.encode_from_tokens_scheduled(clip.tokenize(""))
@@ -50,11 +50,11 @@ import comfy.sd
 import comfy.sd1_clip
 import comfy.supported_models_base
 
-from ..distill.diffusers_folder import (DTYPES, DiffusersFolderError, T2VFolder, beta_schedule,
+from ...distill.diffusers_folder import (DTYPES, DiffusersFolderError, T2VFolder, beta_schedule,
                                         check_vae_structure, ddim_sigmas, inspect_folder, key_differences,
                                         load_unet, read_state_dict)
-from ..distill.device_copy import to_device_without_wait
-from ..distill.group_norm import use_few_rows_group_norm
+from ...distill.device_copy import to_device_without_wait
+from ...distill.group_norm import use_few_rows_group_norm
 
 
 # ------------------------------------------------------------------ MODEL

@@ -25,10 +25,10 @@ import comfy.lora
 import comfy.model_management
 import comfy.utils
 
-from ..distill import vmc
-from ..distill.experts import check_boundary, high_noise_steps
-from ..retrieval.errors import SearchPriorsError
-from .comfy_glue import check_expert_pair
+from ...distill import vmc
+from ...distill.experts import check_boundary, high_noise_steps
+from ...retrieval.errors import SearchPriorsError
+from .glue import check_expert_pair
 
 META_PREFIX = "searchpriors."
 # ComfyUI's key layout for a LoRA on the diffusion model: comfy.lora.model_lora_keys_unet maps
@@ -230,7 +230,7 @@ def patched_clone(model, state_dict: dict[str, torch.Tensor], strength: float = 
 
 # ------------------------------------------------------------------ training
 def check_experts(model, high_noise_model, boundary: float) -> None:
-    """Both experts of one Wan model (comfy_glue.check_expert_pair, as DDIM Video Invert checks them), boundary
+    """Both experts of one Wan model (glue.check_expert_pair, as DDIM Video Invert checks them), boundary
     in (0, 1) (distill/experts.py)."""
     try:
         check_boundary(boundary)

@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from ..distill.noise_mix import check_eta, fit_inverted, mix_noise
+from ...distill.noise_mix import check_eta, fit_inverted, mix_noise
 
 
 class SeededRandomNoise:

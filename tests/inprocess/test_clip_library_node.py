@@ -84,7 +84,7 @@ def test_bad_clips_folders_are_refused_with_the_fix(toy_setup, pack_nodes, folde
 
 
 def test_validate_names_an_empty_captioner_list(pack_nodes, comfy, monkeypatch):
-    from comfyui_searchpriors.nodes import comfy_glue
+    from comfyui_searchpriors.nodes.comfy_internals import glue as comfy_glue
 
     monkeypatch.setattr(comfy_glue, "captioner_choices", lambda: [])
     from comfyui_searchpriors.retrieval.errors import SearchPriorsError

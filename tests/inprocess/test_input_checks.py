@@ -1,6 +1,6 @@
 """validate_inputs and fingerprint_inputs of the pack's nodes with inputs missing, empty or unknown: the
 node's own message (raised when ComfyUI passed no value, since it would drop a returned one), ComfyUI's
-own checks left to ComfyUI, never a TypeError (see the pattern in nodes/comfy_glue.py)."""
+own checks left to ComfyUI, never a TypeError (see the pattern in nodes/comfy_internals/glue.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 @pytest.fixture
 def glue(pack_nodes):
-    from comfyui_searchpriors.nodes import comfy_glue
+    from comfyui_searchpriors.nodes.comfy_internals import glue as comfy_glue
 
     return comfy_glue
 

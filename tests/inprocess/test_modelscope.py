@@ -329,7 +329,7 @@ def test_context_per_chunk_moves_only_the_first_row_of_each_chunk(monkeypatch):
     in the model's dtype, and a batch that does not split into the chunks is refused."""
     import comfy.model_management
 
-    from comfyui_searchpriors.nodes import modelscope_model as msm
+    from comfyui_searchpriors.nodes.comfy_internals import modelscope_model as msm
 
     cond, uncond = torch.randn(1, 7, 16), torch.randn(1, 7, 16)
     repeated = torch.cat([uncond.repeat(FRAMES, 1, 1), cond.repeat(FRAMES, 1, 1)])  # as cond_cat builds it

@@ -10,7 +10,7 @@ import pytest
 
 
 def _number_inputs(pack_nodes):
-    from comfyui_searchpriors.nodes import comfy_glue
+    from comfyui_searchpriors.nodes.comfy_internals import glue as comfy_glue
 
     cases = []
     for node in pack_nodes.NODES:
@@ -25,7 +25,7 @@ def cases(pack_nodes):
 
 
 def test_every_node_has_the_check_installed(pack_nodes):
-    from comfyui_searchpriors.nodes import comfy_glue
+    from comfyui_searchpriors.nodes.comfy_internals import glue as comfy_glue
 
     assert len(pack_nodes.NODES) >= 16
     for node in pack_nodes.NODES:
@@ -92,7 +92,7 @@ def test_validators_that_receive_numbers_check_their_ranges(pack_nodes):
 def test_no_validator_swallows_number_inputs(pack_nodes):
     """validate_inputs with **kwargs, or naming a number input, makes ComfyUI skip its range check: the node
     must then check numbers itself (number_inputs_problem)."""
-    from comfyui_searchpriors.nodes import comfy_glue
+    from comfyui_searchpriors.nodes.comfy_internals import glue as comfy_glue
 
     for node in pack_nodes.NODES:
         validate = node.__dict__.get("validate_inputs")

@@ -116,7 +116,7 @@ def test_boundary_rule_is_wans_on_the_shifted_schedule(pos, experts, tiny, laten
 
 
 def test_two_expert_progress_counts_the_whole_schedule(pos, experts, tiny, latent, monkeypatch):
-    from comfyui_searchpriors.nodes import comfy_glue
+    from comfyui_searchpriors.nodes.comfy_internals import glue as comfy_glue
 
     seen = []
     monkeypatch.setattr(comfy_glue, "progress_callback", lambda: (lambda done, total: seen.append((done, total))))

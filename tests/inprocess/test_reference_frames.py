@@ -238,7 +238,7 @@ def test_a_symbolic_link_out_of_the_input_folder_is_refused(node, comfy, videos)
 def test_custom_nodes_is_not_an_allowed_root(node, comfy, pack_nodes):
     import folder_paths
 
-    from comfyui_searchpriors.nodes import comfy_glue
+    from comfyui_searchpriors.nodes.comfy_internals import glue as comfy_glue
     from comfyui_searchpriors.retrieval.errors import SearchPriorsError
 
     custom = os.path.realpath(folder_paths.get_folder_paths("custom_nodes")[0])

@@ -188,7 +188,7 @@ def test_local_backend_through_the_memory_manager(pack_nodes, comfy):
                             cache="memory", seed=1, unload_after=True)
     assert "unloaded after" in report
     assert not any(getattr(lm.model.model, "lm", None) is not None for lm in mm.current_loaded_models)
-    assert pack_nodes.local_lm._loaded == {} and not pack_nodes.local_lm.is_loaded()
+    assert pack_nodes.comfy_internals.local_lm._loaded == {} and not pack_nodes.comfy_internals.local_lm.is_loaded()
     from comfyui_searchpriors.retrieval.errors import SearchPriorsError
 
     with pytest.raises(SearchPriorsError, match="No language model folder 'absent'"):

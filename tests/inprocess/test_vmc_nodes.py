@@ -38,7 +38,7 @@ def folders(comfy, tmp_path_factory):
 
 
 def load(folder):
-    from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder
+    from comfyui_searchpriors.nodes.comfy_internals.modelscope_model import load_modelscope_folder
 
     with torch.inference_mode():  # as the loader node runs
         return load_modelscope_folder(str(folder), dtype="fp32")

@@ -301,7 +301,7 @@ def test_temporal_blocks_tune_the_block_whose_attention_looks_across_frames(tiny
     network = model.model.diffusion_model
     latent = moving_blob()["samples"]
     context = tiny.wan_conditioning(7)[0][0]
-    from comfyui_searchpriors.nodes.motion_lora import sampler_space_noiser
+    from comfyui_searchpriors.nodes.comfy_internals.motion_lora import sampler_space_noiser
 
     chosen, shares = vmc.choose_temporal_blocks(network, latent, context, sampler_space_noiser(model), 1)
     assert chosen == str(across)
