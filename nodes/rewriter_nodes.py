@@ -20,21 +20,23 @@ import folder_paths
 from comfy_api.v0_0_2 import io, ui
 
 from ..retrieval import llm_backends as llm
+from ..retrieval import rewriter_backends as backends
 from ..retrieval.errors import SearchPriorsError
 from ..retrieval.models import DEFAULT_SPACY_MODEL, load_spacy
 from ..retrieval.rewriter import (MAX_REFERENCE_FIELDS, PAPER_TEMPLATE, RewriteCache, build_instruction,
-                                  cache_key, chat_messages, check_rewrite, check_text_length, clean_answer,
-                                  eq6_references,
-                                  reference_lines, validate_template)
+                                  chat_messages, check_rewrite, clean_answer, eq6_references, reference_lines,
+                                  validate_template)
 from .comfy_internals import glue
 from .comfy_internals import local_lm
 from .sockets import RetrievalType
 
 CATEGORY = "SearchPriors/pos"
 LLM_FOLDER = "LLM"   # the folder name other LLM node packs use (models/LLM/<model folder>)
+# the dropdown: every name is a backend registered in retrieval.rewriter_backends (this module registers
+# local_transformers below; a new backend is one module calling register_backend, imported here, plus its name)
 BACKENDS = ("openai_compatible", "local_transformers", "manual")
 ON_FAILED_CHECK = ("warn", "use_original_prompt")
-CACHE_MODES = ("memory_and_disk", "memory", "refresh")
+CACHE_MODES = backends.CACHE_MODES
 NO_LOCAL_MODEL = "(no model folder in models/LLM)"
 CACHE_FILE = os.path.join("searchpriors", "rewrite_cache.json")
 
@@ -221,16 +223,13 @@ class ReferenceRewriter(io.ComfyNode):
         else:
             lines.append("template: custom")
 
-        if backend == "manual":
-            answer, how = manual_rewrite or "", "manual: your rewrite, checked like a model's"
-            if not answer.strip():
-                raise SearchPriorsError("Backend 'manual' passes your own rewrite through: type it into "
-                                        "manual_rewrite (the 'instruction' output is the text to give a chat "
-                                        "model if you want the paper's rewrite).")
-            check_text_length(answer, "manual_rewrite", "Type the rewrite of the prompt alone: one sentence.")
-        else:
-            answer, how = cls._answer(backend, messages, base_url, model, api_key_env, local_model, seed,
-                                      temperature, timeout_s, retries, max_new_tokens, cache, unload_after)
+        settings = backends.RewriteSettings(
+            seed=seed, temperature=temperature, max_new_tokens=max_new_tokens,
+            widgets=dict(base_url=base_url, model=model, api_key_env=api_key_env, local_model=local_model,
+                         timeout_s=timeout_s, retries=retries, unload_after=unload_after,
+                         manual_rewrite=manual_rewrite))
+        answer, how = backends.answer(backend, messages, settings, store=rewrite_cache(), cache_mode=cache,
+                                      cancel=_check_cancel, start_progress=_progress_bar)
         lines.insert(0, f"backend: {how}")
 
         rewrite, notes = clean_answer(answer)
@@ -257,55 +256,51 @@ class ReferenceRewriter(io.ComfyNode):
         report = "\n".join(lines)
         return io.NodeOutput(result, instruction, report, ui=ui.PreviewText(f"{result}\n\n{report}"))
 
-    @classmethod
-    def _answer(cls, backend, messages, base_url, model, api_key_env, local_model, seed, temperature,
-                timeout_s, retries, max_new_tokens, cache_mode, unload_after) -> tuple[str, str]:
-        import comfy.utils
 
-        store = rewrite_cache()
-        use_disk = cache_mode == "memory_and_disk"
-        if backend == "openai_compatible":
-            identity = f"{llm.chat_completions_url(base_url)}|{(model or '').strip()}"
-        else:
-            folder = local_model_folder(local_model)
-            identity = f"{folder}|{local_lm.folder_stamp(folder)}"
-        key = cache_key(backend, identity, messages, seed, temperature, max_new_tokens)
-        if cache_mode != "refresh":
-            hit = store.get(key, use_disk=use_disk)
-            if hit is not None:
-                return hit["answer"], f"{backend} ({hit.get('model', '')}), answer from the cache"
-        bar = comfy.utils.ProgressBar(1 if backend == "openai_compatible" else int(max_new_tokens))
-        if backend == "openai_compatible":
-            api_key, key_line = llm.api_key_from_env(api_key_env)
-            client = llm.ChatCompletionsClient(base_url, model, api_key=api_key, timeout_s=timeout_s,
-                                               retries=retries, check_cancel=_check_cancel)
-            answer = client.complete(messages, temperature=temperature, seed=seed, max_tokens=max_new_tokens)
-            bar.update_absolute(1, 1)
-            text, name = answer.text, answer.model
-            how = (f"openai_compatible ({name} at {client.url}; {key_line}; {answer.attempts} attempt(s), "
-                   f"{answer.seconds:.2f} s)")
-        else:
-            text, name, how = cls._local_answer(folder, local_model, messages, seed, temperature,
-                                                max_new_tokens, bar, unload_after)
-        store.put(key, {"answer": text, "model": name, "backend": backend, "at": time.time()}, use_disk=use_disk)
-        return text, how
+def _progress_bar(total: int):
+    import comfy.utils
 
-    @classmethod
-    def _local_answer(cls, folder, name, messages, seed, temperature, max_new_tokens, bar, unload_after):
+    return comfy.utils.ProgressBar(int(total)).update_absolute
+
+
+class LocalTransformersBackend:
+    """A transformers causal LM folder under models/LLM, run inside ComfyUI's memory manager
+    (nodes/comfy_internals/local_lm.py); registered in retrieval.rewriter_backends' registry."""
+
+    name = "local_transformers"
+    widgets = ("local_model", "unload_after")
+    cached = True
+
+    def identity(self, settings: backends.RewriteSettings) -> str:
+        folder = local_model_folder(settings.get("local_model", ""))
+        return f"{folder}|{local_lm.folder_stamp(folder)}"
+
+    def progress_total(self, settings: backends.RewriteSettings) -> int:
+        return int(settings.max_new_tokens)
+
+    def answer(self, messages, settings, cancel, progress) -> backends.BackendAnswer:
+        name = settings.get("local_model", "")
+        folder = local_model_folder(name)
+        unload_after = bool(settings.get("unload_after", False))
+
         def on_token(done: int, total: int) -> None:
-            _check_cancel()
-            bar.update_absolute(min(done, total), total)
+            cancel()
+            progress(min(done, total), total)
 
         t0 = time.monotonic()
         try:
-            text, facts = local_lm.generate(folder, messages, temperature, seed, max_new_tokens, on_token)
+            text, facts = local_lm.generate(folder, messages, settings.temperature, settings.seed,
+                                            settings.max_new_tokens, on_token)
         finally:
             if unload_after:
                 local_lm.unload_local(folder)
         how = (f"local_transformers ({name} on {facts['device']}; chat template "
                f"{'used' if facts['chat_template'] else 'absent: plain text'}; {facts['new_tokens']} tokens in "
                f"{time.monotonic() - t0:.2f} s{'; unloaded after' if unload_after else ''})")
-        return text, name, how
+        return backends.BackendAnswer(text, name, how)
+
+
+backends.register_backend(LocalTransformersBackend())
 
 
 __all__ = ["ReferenceRewriter", "PAPER_TEMPLATE"]
