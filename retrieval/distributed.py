@@ -33,10 +33,12 @@ runs on plain Python processes that this pack's tests can start and kill on a 2-
 from __future__ import annotations
 
 import os
+import platform
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
+from . import index as ix
 from . import index_files as files
 from .embedding import BATCH_TOKENS, PhraseTable, embedding_dim, sentence_model_identity
 from .errors import MissingDependencyError, MotionIndexError, SearchPriorsError
@@ -100,7 +102,7 @@ def _worker_models(spec: ModelSpec):
         model = load_sentence_model(spec.sentence_name, device=device)
     got = (spacy_identity(nlp), sentence_model_identity(model))
     if got != (spec.spacy_id, spec.sentence_id):
-        raise MotionIndexError(f"Worker {os.uname().nodename} loads models {got[1]} / {got[0]}, not the driver's "
+        raise MotionIndexError(f"Worker {platform.node()} loads models {got[1]} / {got[0]}, not the driver's "
                                f"{spec.sentence_id} / {spec.spacy_id}: install the same models on every worker.")
     return nlp, model
 
@@ -110,8 +112,6 @@ def build_shard(folder: str, shard: int, entries: Sequence[LibraryEntry], spec: 
                 parse_helpers: int = 0) -> dict:
     """A worker's task: parse, embed and stage one shard of captions as segments of the index at ``folder``
     (a build of its own: claim, segments, staging file; no publishing). Returns what it staged."""
-    from . import index as ix
-
     started = time.perf_counter()
     fault = os.environ.get(SHARD_FAULT_ENV, "")
     if fault.partition(":")[0] == str(shard):
@@ -142,7 +142,7 @@ def build_shard(folder: str, shard: int, entries: Sequence[LibraryEntry], spec: 
         claim.release()
     return {"shard": shard, "build": claim.id, "segments": staging["segments"], "captions": len(entries),
             "phrases": len(table), "seconds": time.perf_counter() - started, "device": str(model.device)
-            if hasattr(model, "device") else "cpu", "worker": os.uname().nodename, "notes": report.notes}
+            if hasattr(model, "device") else "cpu", "worker": platform.node(), "notes": report.notes}
 
 
 @dataclass
@@ -181,16 +181,15 @@ def build_index_distributed(folder: str, entries: Sequence[LibraryEntry], nlp, s
                             ship_encoder: bool = False,
                             source: Optional[dict] = None, resources: Optional[dict] = None,
                             progress: Optional[Callable[[int, int], None]] = None,
-                            lock_timeout: Optional[float] = None) -> DistributedReport:
+                            lock_timeout: Optional[float] = ix.DEFAULT_LOCK_TIMEOUT) -> DistributedReport:
     """Add ``entries`` to the index at ``folder`` with the workers of the Dask ``client`` (see the module
     docstring). ``nlp`` and ``sentence_model`` are the driver's models (loaded by name, as the workers load
     them; their identities are the index's). A shard that fails (its worker died, its task raised) is
     reported, the others are published; running the same build again indexes what is missing.
     ``ship_encoder``: see ``ModelSpec.of``. ``resources``: Dask resources each task needs (e.g. ``{"GPU": 1}`` for workers started with
     ``--resources GPU=1``). ``progress(done, total)`` after each finished shard; it may raise to cancel (the
-    published index is unchanged; shards that workers finish are taken over by the next build)."""
-    from . import index as ix
-
+    published index is unchanged; shards that workers finish are taken over by the next build).
+    ``lock_timeout``: as ``index.build_index``'s (None: wait as long as it takes)."""
     distributed = require_dask()
     if shard_size < 1:
         raise SearchPriorsError(f"shard_size must be at least 1, got {shard_size}.")
@@ -198,7 +197,6 @@ def build_index_distributed(folder: str, entries: Sequence[LibraryEntry], nlp, s
     spec = ModelSpec.of(nlp, sentence_model, device, ship_encoder)
     dim = embedding_dim(sentence_model)
     started, started_wall = time.perf_counter(), time.time()
-    lock_timeout = ix.DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
     try:
         claim = ix._open_build(folder, spec.sentence_id, spec.spacy_id, dim)
         try:
@@ -280,8 +278,6 @@ def build_index_distributed(folder: str, entries: Sequence[LibraryEntry], nlp, s
 
 def _still_missing(folder: str, manifest: dict, start_names: set, shards: Sequence[Sequence[LibraryEntry]]) -> int:
     """How many captions of ``shards`` the published index lacks (only segments added since the start are read)."""
-    from . import index as ix
-
     keys = {e.key for shard in shards for e in shard}
     for seg in manifest["segments"]:
         if seg["name"] not in start_names and keys:

@@ -174,3 +174,18 @@ def test_a_worker_dying_after_staging_its_shard_costs_nothing(tmp_path, client, 
     assert [f.shard for f in report.failures] == [2] and report.still_missing == 0  # its staged segment is taken over
     assert "the workers had staged them" in report.summary()
     assert_same_index(folder, hash_reference, nlp, shipped_hash_encoder)
+
+
+def test_bad_input_is_refused_before_any_work(tmp_path, nlp, hash_encoder):
+    import spacy
+
+    from comfyui_searchpriors.retrieval.errors import SearchPriorsError
+
+    folder = tmp_path / "idx"
+    with pytest.raises(SearchPriorsError, match="shard_size must be at least 1"):
+        dist.build_index_distributed(str(folder), ENTRIES, nlp, hash_encoder, None, shard_size=0)
+    with pytest.raises(SearchPriorsError, match="device 'tpu'"):
+        dist.ModelSpec.of(nlp, hash_encoder, device="tpu")
+    with pytest.raises(SearchPriorsError, match="loaded by name or folder"):
+        dist.ModelSpec.of(spacy.blank("en"), hash_encoder)   # a pipeline built in code: workers cannot load it
+    assert not folder.exists()
