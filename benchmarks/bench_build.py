@@ -169,7 +169,8 @@ def main() -> int:
                + f"; spaCy pipe alone {rate['p1']:.0f}/s (1 proc), {rate['pN']:.0f}/s ({cpus} procs); "
                f"tokenizer {rate['t']:.0f}/s; {cpus} CPUs, n={n}")
     C.write_result(NAME, {"environment": C.environment(), "origin": origin, "n": n, "distinct": len(distinct),
-                          "rounds": rounds, "seconds": seconds, "load_average": loads, "median_s": median, "captions_per_s": rate,
+                          "rounds": rounds, "seconds": seconds, "load_average": loads, "median_s": median,
+                          "captions_per_s": rate,
                           "summary": summary}, quick=args.quick)
     print(summary)
     return 0

@@ -27,11 +27,11 @@ Usage on the GPU machine (prints a table and ``SUMMARY build_gpu: ...``; ``--jso
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import random
 import time
+
+import _common as C  # the script's own folder is on sys.path
 
 # Token lengths (with [CLS]/[SEP]) of the distinct MSR-VTT train+val captions under all-MiniLM-L6-v2's tokenizer.
 MSRVTT_TOKEN_LENGTHS = {
@@ -138,20 +138,21 @@ def main() -> int:
     print(header)
     print("-" * len(header))
     for r in results:
-        print(f"{r['dtype']:>9} {r['batch_tokens']:>12} {r['batches']:>8} {r['seconds']:>8.2f} {r['captions_per_s']:>11.0f}")
+        print(f"{r['dtype']:>9} {r['batch_tokens']:>12} {r['batches']:>8} {r['seconds']:>8.2f} "
+              f"{r['captions_per_s']:>11.0f}")
     fp32 = [r for r in results if r["dtype"] == "float32"]
     best = max(results, key=lambda r: r["captions_per_s"])
     default = next((r for r in fp32 if r["batch_tokens"] == 2048), None)
-    summary = (f"SUMMARY build_gpu: MiniLM-L6 encoder alone on {gpu}: best {best['captions_per_s']:.0f} captions/s "
+    summary = (f"SUMMARY build_gpu: MiniLM-L6 encoder alone on {gpu}: "
+               f"best {best['captions_per_s']:.0f} captions/s "
                f"({best['dtype']}, {best['batch_tokens']} tokens/batch)"
-               + (f"; the pack's default (float32, 2048 tokens/batch) {default['captions_per_s']:.0f}/s" if default else "")
+               + (f"; the pack's default (float32, 2048 tokens/batch) {default['captions_per_s']:.0f}/s"
+                  if default else "")
                + f"; n={args.n}")
     print(summary)
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"device": device, "gpu": gpu, "torch": torch.__version__, "n": args.n, "rows": results,
-                       "summary": summary}, fh, indent=1)
+        C.write_result("bench_build_gpu", {"device": device, "gpu": gpu, "torch": torch.__version__, "n": args.n,
+                                           "rows": results, "summary": summary}, out=args.json)
     return 0
 
 

@@ -186,9 +186,10 @@ def build_index_distributed(folder: str, entries: Sequence[LibraryEntry], nlp, s
     docstring). ``nlp`` and ``sentence_model`` are the driver's models (loaded by name, as the workers load
     them; their identities are the index's). A shard that fails (its worker died, its task raised) is
     reported, the others are published; running the same build again indexes what is missing.
-    ``ship_encoder``: see ``ModelSpec.of``. ``resources``: Dask resources each task needs (e.g. ``{"GPU": 1}`` for workers started with
-    ``--resources GPU=1``). ``progress(done, total)`` after each finished shard; it may raise to cancel (the
-    published index is unchanged; shards that workers finish are taken over by the next build).
+    ``ship_encoder``: see ``ModelSpec.of``. ``resources``: Dask resources each task needs (e.g.
+    ``{"GPU": 1}`` for workers started with ``--resources GPU=1``). ``progress(done, total)`` after each
+    finished shard; it may raise to cancel (the published index is unchanged; shards that workers finish are
+    taken over by the next build).
     ``lock_timeout``: as ``index.build_index``'s (None: wait as long as it takes)."""
     distributed = require_dask()
     if shard_size < 1:

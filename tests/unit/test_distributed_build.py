@@ -23,8 +23,9 @@ from comfyui_searchpriors.retrieval.search import SearchParams, search  # noqa: 
 SUBJECTS = ["a man", "a dog", "two girls", "the chef", "a panda", "a cat", "a car", "the crowd"]
 ACTIONS = ["rides a horse", "runs on the beach", "is cutting paper with scissors", "throws a ball to a boy",
            "drives down the road at night", "cooks pasta in the kitchen", "dances and sings", "chases a mouse"]
-ENTRIES = [LibraryEntry(f"v{i}", f"{s} {a}", None) for i, (s, a) in
-           enumerate((s, a) for s in SUBJECTS for a in ACTIONS)] + [LibraryEntry("v-dup", "a dog runs on the beach", None)]
+ENTRIES = ([LibraryEntry(f"v{i}", f"{s} {a}", None)
+            for i, (s, a) in enumerate((s, a) for s in SUBJECTS for a in ACTIONS)]
+           + [LibraryEntry("v-dup", "a dog runs on the beach", None)])
 SHARD = 20   # 65 entries: 4 shards
 PROMPTS = ["a dog runs along the shore", "a woman rides a horse", "someone cooks in a kitchen"]
 
