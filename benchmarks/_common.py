@@ -34,17 +34,33 @@ SPACY_MODEL = "en_core_web_sm"
 
 # -------------------------------------------------------------------------------------------- ComfyUI
 
-def comfyui_dir() -> str:
-    """Where ComfyUI is, found as scripts/comfy_server.py finds it for the tests, the demo and `make serve`
-    (COMFYUI_PATH, else SEARCHPRIORS_COMFYUI, else the set-up's copy under SEARCHPRIORS_CACHE). That module
-    is loaded by file path: the repository root never goes on sys.path."""
+def harness():
+    """scripts/comfy_server.py (standard library only), loaded by file path once: the repository root never goes
+    on sys.path. It is the one place that says where ComfyUI is and how helper modules are loaded by path, for
+    the tests, the scripts and the benchmarks alike."""
     name = "searchpriors_comfy_server"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "comfy_server.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
-    return str(sys.modules[name].default_comfyui_dir())
+    return sys.modules[name]
+
+
+def comfyui_dir() -> str:
+    """Where ComfyUI is, found as scripts/comfy_server.py finds it for the tests, the demo and `make serve`
+    (COMFYUI_PATH, else SEARCHPRIORS_COMFYUI, else the set-up's copy under SEARCHPRIORS_CACHE)."""
+    return str(harness().default_comfyui_dir())
+
+
+def load_by_path(name: str, path):
+    """The module at ``path``, loaded once as ``sys.modules[name]`` (scripts/comfy_server.py's ``load_by_path``)."""
+    return harness().load_by_path(name, path)
+
+
+def load_test_helper(name: str):
+    """``tests/<name>.py`` (fake servers, tiny models, clip writers), loaded once by file path."""
+    return harness().load_test_helper(name)
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -122,11 +138,7 @@ def paper_prompts(root: Path) -> list[str]:
 
 def load_reference():
     """tests/reference_ranking.py, imported by file path (the repository root is not put on sys.path)."""
-    path = REPO / "tests" / "reference_ranking.py"
-    spec = importlib.util.spec_from_file_location("searchpriors_reference_ranking", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_test_helper("reference_ranking")
 
 
 # ----------------------------------------------------------------------------------------------- models
@@ -313,14 +325,30 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def write_result(name: str, data: dict, quick: bool = False) -> Path:
-    """``bench_out/<name>.json``; a --quick smoke run writes ``<name>.quick.json`` and keeps the full one."""
-    BENCH_OUT.mkdir(parents=True, exist_ok=True)
-    path = BENCH_OUT / (f"{name}.quick.json" if quick else f"{name}.json")
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_json_default), encoding="utf-8")
+def write_result(name: str, data: dict, quick: bool = False, out=None, indent: int = 1,
+                 unknown_as_str: bool = False) -> Path:
+    """``bench_out/<name>.json``; a --quick smoke run writes ``<name>.quick.json`` and keeps the full one.
+
+    ``out`` (a script's ``--out``) writes to that path instead, its folder made as needed. Written whole or not
+    at all (a temporary file beside it, then a rename). NumPy numbers and arrays and paths become JSON; with
+    ``unknown_as_str`` anything else (a torch dtype, a device) is written as its ``str``, else it is an error."""
+    if out is not None:
+        path = Path(out).expanduser().absolute()
+    else:
+        path = BENCH_OUT / (f"{name}.quick.json" if quick else f"{name}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    default = _json_default_or_str if unknown_as_str else _json_default
+    tmp.write_text(json.dumps(data, indent=indent, default=default), encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def _json_default_or_str(obj):
+    try:
+        return _json_default(obj)
+    except TypeError:
+        return str(obj)
 
 
 def _json_default(obj):

@@ -23,12 +23,13 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
-import json
 import sys
 import tempfile
 import time
 import types
 from pathlib import Path
+
+import _common as C  # noqa: E402 (the script's own folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_OUT = REPO / "bench_out"
@@ -51,10 +52,7 @@ def pack_module(name: str):
 
 
 def tiny_vlms():
-    spec = importlib.util.spec_from_file_location("searchpriors_tiny_vlms", REPO / "tests" / "tiny_vlms.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return C.load_test_helper("tiny_vlms")
 
 
 def clips(n: int, frames: int, side: int, seed: int = 0):
@@ -155,10 +153,10 @@ def main(argv=None) -> int:
         parts.append(f"{family} {many['clips_per_s']:.2f} clips/s at batch {many['batch']} "
                      f"({many['clips_per_s'] / one['clips_per_s']:.2f}x one at a time), peak "
                      f"{many['peak_vram_gib']:.1f} GiB")
-    BENCH_OUT.mkdir(exist_ok=True)
-    (BENCH_OUT / "bench_captioner_gpu.json").write_text(json.dumps(
-        {"device": device, "transformers": transformers.__version__, "torch": torch.__version__,
-         "quick": args.quick, "new_tokens": args.new_tokens, "rows": rows}, indent=1))
+    C.write_result("bench_captioner_gpu", {"device": device, "transformers": transformers.__version__,
+                                           "torch": torch.__version__, "quick": args.quick,
+                                           "new_tokens": args.new_tokens, "rows": rows},
+                   out=BENCH_OUT / "bench_captioner_gpu.json")
     log(f"SUMMARY bench_captioner_gpu: {device}, {args.new_tokens} new tokens a clip: " + "; ".join(parts))
     return 0
 

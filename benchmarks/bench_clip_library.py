@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import importlib.util
 import json
 import random
 import time
@@ -48,10 +47,7 @@ MIN_SHOT_S = 0.4
 
 
 def _helper(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", C.REPO / "tests" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return C.load_test_helper(name)
 
 
 def real_videos() -> list[str]:
@@ -251,8 +247,7 @@ def main() -> int:
           f"({sampling:.0f} s of video/s), caption {caption_s / 60:.1f} min ({caption_rate:.2f} shots/s, "
           f"{caption_source}), index {index_s / 60:.1f} min ({indexing:.0f} captions/s): {total / 60:.1f} min "
           f"in all (captioning runs after cutting, one clip at a time)")
-    (C.BENCH_OUT / "bench_clip_library.json").write_text(json.dumps(dict(results=results, prediction=prediction),
-                                                                    indent=1))
+    C.write_result("bench_clip_library", dict(results=results, prediction=prediction))
     toy_pack, toy_sd = results["toy/pack"], results.get("toy/sd-adaptive")
     real_pack, real_sd = results.get("real/pack"), results.get("real/sd-content")
     parts = [f"toy P/R {toy_pack['precision']:.2f}/{toy_pack['recall']:.2f} at {toy_pack['rate']:.0f} s/s"]

@@ -17,12 +17,12 @@ Prints two tables and one ``SUMMARY`` line; writes bench_out/bench_group_norm_gp
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
+
+import _common as C  # noqa: E402 (the script's own folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_OUT = REPO / "bench_out"
@@ -156,10 +156,9 @@ def main(argv=None) -> int:
           f"{med[1]['pytorch'] / med[1]['pack']:.3f}x, b2 {med[2]['pytorch'] / med[2]['pack']:.3f}x faster; "
           f"b1/b2 {ratio_before:.3f} -> {ratio_after:.3f}; forward max |diff| {facts['forward_b1_max_abs_diff']:.3g} "
           f"(outputs up to {facts['forward_b1_ref_max']:.3g})")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
     out_path = args.out.replace(".json", ".tiny.json") if args.tiny else args.out
-    with open(out_path, "w", encoding="utf-8") as fh:
-        json.dump({"micro": micro, "forward": forward, "facts": facts}, fh, indent=2)
+    C.write_result("bench_group_norm_gpu", {"micro": micro, "forward": forward, "facts": facts}, out=out_path,
+                   indent=2)
     return 0
 
 

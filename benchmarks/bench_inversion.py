@@ -19,7 +19,6 @@ Writes bench_out/bench_inversion.json (``--quick``: .quick.json) and prints a ta
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -41,11 +40,7 @@ def load_comfy(device: str):
 
 
 def load_tiny_models():
-    spec = importlib.util.spec_from_file_location("searchpriors_tests_tiny_models",
-                                                  C.REPO / "tests" / "tiny_models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return C.load_test_helper("tiny_models")
 
 
 def main() -> None:

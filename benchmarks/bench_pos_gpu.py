@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
-import json
 import os
 import statistics
 import sys
@@ -58,11 +57,8 @@ def log(msg: str) -> None:
 
 
 def load_test_helper(name: str):
-    """tests/<name>.py by file path (tests/ is never on sys.path)."""
-    spec = importlib.util.spec_from_file_location(f"searchpriors_{name}", REPO / "tests" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """tests/<name>.py by file path (tests/ is never on sys.path), once: _common's ``load_test_helper``."""
+    return importlib.import_module("_common").load_test_helper(name)
 
 
 class Meter:
@@ -538,9 +534,8 @@ def main(argv=None) -> int:
                        f"peak {a14['(c)'][2]:.1f} GiB")
     facts["wall_s"] = round(time.perf_counter() - wall, 1)
     log(f"SUMMARY pos gpu ({facts['device']}, {facts['date']}): " + "; ".join(summary) + f"; wall {facts['wall_s']} s")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as fh:
-        json.dump({"rows": rows, "facts": facts}, fh, indent=2)
+    importlib.import_module("_common").write_result("bench_pos_gpu", {"rows": rows, "facts": facts}, out=args.out,
+                                                    indent=2)
     return 0
 
 

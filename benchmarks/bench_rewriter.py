@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import statistics
 import sys
@@ -50,11 +49,7 @@ def instruction_key(system: str, instruction: str) -> str:
 
 
 def load_fake_server():
-    spec = importlib.util.spec_from_file_location("searchpriors_fake_chat_server",
-                                                  C.REPO / "tests" / "fake_chat_server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return C.load_test_helper("fake_chat_server")
 
 
 def references_for(prompts, nlp, model, index):

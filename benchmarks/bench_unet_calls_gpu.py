@@ -20,7 +20,6 @@ writes bench_out/bench_unet_calls_gpu.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -29,6 +28,8 @@ from pathlib import Path
 
 from bench_pos_gpu import ensure_folder, log, use_comfyui  # the script's own folder is on sys.path
 from bench_vmc_gpu import import_pack
+
+import _common as C  # noqa: E402 (the script's own folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_OUT = REPO / "bench_out"
@@ -188,9 +189,8 @@ def main(argv=None) -> int:
         f"({spread(kind, 'inversion', 'wall_s')} s), sampling {spread(kind, 'sampling', 'gpu_ms_median')} ms/call"
         for kind in KINDS)
     log(f"SUMMARY unet calls gpu ({facts['device']}, {facts['date']}): GroupNorm {summary}")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as fh:
-        json.dump({"rows": rows, "facts": facts, "profiles": profiles}, fh, indent=2)
+    C.write_result("bench_unet_calls_gpu", {"rows": rows, "facts": facts, "profiles": profiles}, out=args.out,
+                   indent=2)
     return 0
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
@@ -45,6 +44,8 @@ import time
 from pathlib import Path
 
 from bench_pos_gpu import GIB, Meter as PosMeter, ensure_folder, free_all, log, use_comfyui  # the script's own folder is on sys.path
+
+import _common as C  # noqa: E402 (the script's own folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_OUT = REPO / "bench_out"
@@ -418,9 +419,7 @@ def main(argv=None) -> int:
         summary.append("whole run skipped (time budget)")
     facts["wall_s"] = round(time.perf_counter() - started, 1)
     log(f"SUMMARY vmc gpu ({device_name}, {facts['date']}): " + "; ".join(summary) + f"; wall {facts['wall_s']} s")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as fh:
-        json.dump({"rows": rows, "whole": whole, "facts": facts}, fh, indent=2)
+    C.write_result("bench_vmc_gpu", {"rows": rows, "whole": whole, "facts": facts}, out=args.out, indent=2)
     return 0
 
 

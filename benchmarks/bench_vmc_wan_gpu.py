@@ -26,8 +26,6 @@ Prints a table and one ``SUMMARY`` line; writes bench_out/bench_vmc_wan_gpu.json
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
@@ -35,6 +33,8 @@ from pathlib import Path
 
 from bench_pos_gpu import bare_nodes_package, free_all, log, random_wan_on_device, use_comfyui
 from bench_vmc_gpu import import_pack, timed_tuning
+
+import _common as C  # noqa: E402 (the script's own folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_OUT = REPO / "bench_out"
@@ -145,9 +145,7 @@ def main(argv=None) -> int:
     if args.tiny:
         summary.append("tiny CPU smoke run, every path ran")
     print(" ".join(summary))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump({"facts": facts, "rows": rows}, f, indent=1, default=str)
+    C.write_result("bench_vmc_wan_gpu", {"facts": facts, "rows": rows}, out=args.out, unknown_as_str=True)
     return 0
 
 

@@ -38,7 +38,14 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACK_DIR_NAME = "ComfyUI-SearchPriors"
-CACHE_DIR = Path(os.environ.get("SEARCHPRIORS_CACHE", Path.home() / ".cache" / "comfyui-searchpriors"))
+
+
+def cache_dir() -> Path:
+    """SEARCHPRIORS_CACHE, else ~/.cache/comfyui-searchpriors: where scripts/setup_env.sh puts everything."""
+    return Path(os.environ.get("SEARCHPRIORS_CACHE") or Path.home() / ".cache" / "comfyui-searchpriors").expanduser()
+
+
+CACHE_DIR = cache_dir()
 
 # Model hubs cannot be reached here and must never be tried behind a user's back.
 OFFLINE_ENV = {
@@ -71,8 +78,47 @@ class PromptRejected(RuntimeError):
 
 
 def default_comfyui_dir() -> Path:
+    """Where ComfyUI is, for the tests, the scripts and the benchmarks alike (they all ask this function), read
+    as scripts/setup_env.sh reads it: COMFYUI_PATH (a checkout of your own, or the folder the GPU machine
+    extracts), else SEARCHPRIORS_COMFYUI, else <SEARCHPRIORS_CACHE>/comfyui-0.3.75. An empty variable counts as
+    unset, as in the shell script."""
     explicit = os.environ.get("COMFYUI_PATH") or os.environ.get("SEARCHPRIORS_COMFYUI")
-    return Path(explicit) if explicit else CACHE_DIR / "comfyui-0.3.75"
+    return Path(explicit).expanduser() if explicit else cache_dir() / "comfyui-0.3.75"
+
+
+def load_by_path(name: str, path) -> Any:
+    """The module at ``path``, imported once and kept in ``sys.modules`` as ``name``.
+
+    tests/, scripts/ and benchmarks/ are no packages, and the repository root never goes on sys.path (the
+    pack's nodes/ would shadow ComfyUI's own ``nodes`` module), so their helpers are loaded by file path: with
+    this function, everywhere. A module already loaded under ``name`` from the same file is returned as it is;
+    one from another file is an error."""
+    import importlib.util
+
+    path = Path(path).resolve()
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        where = getattr(loaded, "__file__", None)
+        if where and Path(where).resolve() == path:
+            return loaded
+        raise ImportError(f"module name {name!r} is taken by {where}; cannot load {path} under it")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path} (not a Python file?)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module   # before running it: dataclasses and pickling look the module up by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def load_test_helper(name: str) -> Any:
+    """``tests/<name>.py`` (a helper of the tests: fake servers, tiny models, clip writers) as
+    ``searchpriors_tests_<name>``."""
+    return load_by_path(f"searchpriors_tests_{name.replace('/', '_')}", REPO_ROOT / "tests" / f"{name}.py")
 
 
 # The newest frontend the pack is tested with, beside the one ComfyUI 0.3.75 pins (1.32.9, in the venv):
@@ -562,14 +608,9 @@ SEARCH_THEN_TUNE_WORKFLOW = API_WORKFLOWS_DIR / "search_then_tune.json"
 def install_tiny_grounding_dino(server: ComfyServer) -> Path:
     """Writes the tiny random GroundingDINO of tests/tiny_grounding_dino.py (transformers' real classes, built
     in this process) into <models>/grounding-dino/<TINY_GROUNDING_DINO_FOLDER> (once)."""
-    import importlib.util
-
     target = server.models_dir / "grounding-dino" / TINY_GROUNDING_DINO_FOLDER
     if not (target / "config.json").is_file():
-        spec = importlib.util.spec_from_file_location("searchpriors_tests_tiny_grounding_dino",
-                                                      REPO_ROOT / "tests" / "tiny_grounding_dino.py")
-        builder = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(builder)
+        builder = load_test_helper("tiny_grounding_dino")
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         builder.save_tiny_grounding_dino(partial)
@@ -808,12 +849,7 @@ def write_toy_world_user_workflows(server: ComfyServer, **settings) -> list[Path
     (toy_world_graph), as UI workflows in <user>/default/workflows/, where the frontend's Workflows sidebar
     lists them; one already there is left as it is (the user may have changed it). Needs the running server
     (its /object_info lays the widgets out)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("searchpriors_make_ui_workflow",
-                                                  REPO_ROOT / "scripts" / "make_ui_workflow.py")
-    maker = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(maker)
+    maker = load_by_path("searchpriors_make_ui_workflow", REPO_ROOT / "scripts" / "make_ui_workflow.py")
     info = server.object_info(refresh=True)
     folder = server.user_dir / "default" / "workflows"
     folder.mkdir(parents=True, exist_ok=True)
@@ -847,11 +883,8 @@ def install_toy_clips(server: ComfyServer) -> Path:
     """Reels of the toy world's clips in <input>/searchpriors_toy_clips/ (written once; a partial folder is
     redone) and the toy captioner in <models>/vlm/toy/, for the clip library workflow."""
     import csv
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location("searchpriors_shot_clips", REPO_ROOT / "tests" / "shot_clips.py")
-    clips = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(clips)
+    clips = load_test_helper("shot_clips")
     target = server.input_dir / TOY_CLIPS_INPUT_FOLDER
     if not target.is_dir():
         with open(TOY_WORLD_DIR / "library.csv", newline="", encoding="utf-8") as fh:

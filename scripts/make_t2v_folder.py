@@ -10,7 +10,6 @@ because the repository root must never go on sys.path (its nodes/ would shadow C
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 
@@ -18,11 +17,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def load_writer():
-    path = os.path.join(HERE, "..", "distill", "synthetic_t2v.py")
-    spec = importlib.util.spec_from_file_location("searchpriors_synthetic_t2v", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from comfy_server import load_by_path  # this file's folder is sys.path[0]
+
+    return load_by_path("searchpriors_synthetic_t2v", os.path.join(HERE, "..", "distill", "synthetic_t2v.py"))
 
 
 if __name__ == "__main__":

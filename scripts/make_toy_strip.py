@@ -12,7 +12,6 @@ Needs numpy, Pillow, PyAV and torch (the probe): the pack's virtual environment 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -24,13 +23,9 @@ LABEL_WIDTH = 150   # the label column, left of each row
 
 
 def _probe_module():
-    name = "searchpriors_toy_probe"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "distill" / "toy_probe.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    from comfy_server import load_by_path  # this file's folder is sys.path[0] (run directly or by run_demo.py)
+
+    return load_by_path("searchpriors_toy_probe", REPO / "distill" / "toy_probe.py")
 
 
 def render_strip(rows, title: str = "", scale: int = SCALE):

@@ -9,7 +9,6 @@ repository root must never go on sys.path (its nodes/ would shadow ComfyUI's).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 
@@ -17,12 +16,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def load_writer():
-    path = os.path.join(HERE, "..", "distill", "toy_world_writer.py")
-    spec = importlib.util.spec_from_file_location("searchpriors_toy_world_writer", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module   # the forked writer processes find their functions by module name
-    spec.loader.exec_module(module)
-    return module
+    from comfy_server import load_by_path  # this file's folder is sys.path[0]
+
+    # kept in sys.modules: the forked writer processes find their functions by module name
+    return load_by_path("searchpriors_toy_world_writer", os.path.join(HERE, "..", "distill", "toy_world_writer.py"))
 
 
 if __name__ == "__main__":

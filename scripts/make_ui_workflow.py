@@ -16,7 +16,6 @@ cards.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import urllib.request
@@ -229,10 +228,12 @@ def _lay_out(api: dict, nodes: list[dict], with_note: bool) -> list[dict]:
 def _notes() -> dict[str, str]:
     """scripts/workflow_notes.py's NOTES, loaded by path (scripts/ is no package; comfy_server.py loads this file
     by path too)."""
-    spec = importlib.util.spec_from_file_location("searchpriors_workflow_notes", SCRIPTS_DIR / "workflow_notes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.NOTES
+    # comfy_server.py is loaded already when it loaded this file (by tests as searchpriors_comfy_server, by the
+    # scripts as comfy_server); run directly, this file's folder is sys.path[0]
+    harness = sys.modules.get("searchpriors_comfy_server") or sys.modules.get("comfy_server")
+    if harness is None:
+        import comfy_server as harness
+    return harness.load_by_path("searchpriors_workflow_notes", SCRIPTS_DIR / "workflow_notes.py").NOTES
 
 
 def write(api_path: Path, ui_path: Path, object_info: dict) -> None:

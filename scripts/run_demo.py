@@ -99,17 +99,7 @@ def print_results(graph: dict, entry: dict) -> bool:
     return ok
 
 
-def load_by_path(name: str, path: Path):
-    """A module of the pack loaded by file path (the repository root never goes on sys.path)."""
-    import importlib.util
-
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+load_by_path = harness.load_by_path   # a module of the pack by file path (the root never goes on sys.path)
 
 
 def asked_for(prompt: str) -> tuple[str, str, str]:

@@ -38,12 +38,19 @@ REPO = os.path.dirname(HERE)
 SHARD_BYTES = 15 * 1024 * 1024
 
 
+def _harness():
+    """scripts/comfy_server.py (standard library only), loaded by file path once: it says where ComfyUI is and
+    loads helpers by path for every script, test and benchmark (this file is itself loaded by path in tests)."""
+    name = "searchpriors_comfy_server"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, "comfy_server.py"))
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
 def _load(name: str, rel: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, rel))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return _harness().load_by_path(name, os.path.join(REPO, rel))
 
 
 world = _load("searchpriors_toy_world", "distill/toy_world.py")
@@ -355,7 +362,7 @@ TOY_TEXT_ENCODER = os.path.join(REPO, "sample_data", "models", "searchpriors-toy
 def use_comfyui_source() -> None:
     """ComfyUI's source importable, found as everything else finds it (scripts/comfy_server.py's
     default_comfyui_dir: COMFYUI_PATH, SEARCHPRIORS_COMFYUI, the set-up's copy); CPU mode without CUDA."""
-    path = str(_load("searchpriors_comfy_server", "scripts/comfy_server.py").default_comfyui_dir())
+    path = str(_harness().default_comfyui_dir())
     if path not in sys.path:
         sys.path.insert(0, path)
     import comfy.cli_args

@@ -7,12 +7,13 @@ Playwright's own browser download cannot work here, so the system Chromium is us
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
 import pytest
+
+import searchpriors_comfy_server as harness  # scripts/comfy_server.py, loaded by tests/conftest.py
 
 CHROMIUM = Path(os.environ.get("SEARCHPRIORS_CHROMIUM", "/usr/bin/chromium"))
 TESTS_DIR = Path(__file__).resolve().parents[1]
@@ -325,15 +326,7 @@ def tiny_motion_lora(comfy_server, comfy_harness):
 @pytest.fixture(scope="session")
 def tests_module():
     """tests/<name>.py by file path, loaded once (tests/ is no package): tests_module("e2e_text_node")."""
-    def load(name: str):
-        key = f"searchpriors_tests_{name}"
-        if key not in sys.modules:
-            spec = importlib.util.spec_from_file_location(key, TESTS_DIR / f"{name}.py")
-            sys.modules[key] = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(sys.modules[key])
-        return sys.modules[key]
-
-    return load
+    return harness.load_test_helper
 
 
 @pytest.fixture(scope="session")

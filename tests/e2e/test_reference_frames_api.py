@@ -3,19 +3,18 @@ text, and bad inputs failing on the node while the server keeps serving."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
 
+import searchpriors_comfy_server as harness  # scripts/comfy_server.py, loaded by tests/conftest.py
+
 pytestmark = pytest.mark.e2e
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("searchpriors_tests_video_clips", os.path.join(TESTS, "video_clips.py"))
-clips = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(clips)
+clips = harness.load_test_helper("video_clips")
 
 
 @pytest.fixture(scope="module")

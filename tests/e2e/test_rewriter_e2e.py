@@ -6,12 +6,13 @@ workflow, not the PNG metadata. Re-queuing never calls the language model again.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import time
 from pathlib import Path
 
 import pytest
+
+import searchpriors_comfy_server as harness  # scripts/comfy_server.py, loaded by tests/conftest.py
 
 pytestmark = pytest.mark.e2e
 
@@ -22,10 +23,7 @@ CLEAN = "A cheerful panda rides a shiny bicycle past the Eiffel Tower on a sunny
 
 
 def _fake_server_module():
-    spec = importlib.util.spec_from_file_location("searchpriors_tests_fake_chat_server", TESTS / "fake_chat_server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return harness.load_test_helper("fake_chat_server")
 
 
 @pytest.fixture()

@@ -5,12 +5,12 @@ colour and shape as the probe reads them, and the UI workflows `make serve` puts
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+import searchpriors_comfy_server as harness  # scripts/comfy_server.py, loaded by tests/conftest.py
 
 pytestmark = pytest.mark.e2e
 
@@ -25,13 +25,7 @@ def toy_world(comfy_server, comfy_harness):
 
 
 def probe_module():
-    name = "searchpriors_toy_probe"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "distill" / "toy_probe.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return harness.load_by_path("searchpriors_toy_probe", REPO / "distill" / "toy_probe.py")
 
 
 def options(server, node_class: str, name: str) -> list:

@@ -3,34 +3,24 @@
 ComfyUI is found as scripts/comfy_server.py's ``default_comfyui_dir()`` finds it for the server, the demo and the
 benchmarks (COMFYUI_PATH, else SEARCHPRIORS_COMFYUI, else the copy that scripts/setup_env.sh unpacks under
 SEARCHPRIORS_CACHE). Its root goes on sys.path (ComfyUI's own `nodes` module must win; the pack's repository
-root is never put there, so the harness is loaded by file path).
+root is never put there, so the harness is loaded by file path, by tests/conftest.py, and helpers with its
+``load_test_helper``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
+import searchpriors_comfy_server as harness  # scripts/comfy_server.py, loaded by tests/conftest.py
+
 TESTS = Path(__file__).resolve().parents[1]
 
 
-def _load_once(name: str, path: Path):
-    """The module at ``path``, loaded by file path once per session (kept in sys.modules as ``name``)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-# the one copy tests/conftest.py loads, whichever asks first
-COMFYUI = str(_load_once("searchpriors_comfy_server", TESTS.parent / "scripts" / "comfy_server.py")
-              .default_comfyui_dir())
+COMFYUI = str(harness.default_comfyui_dir())
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +73,7 @@ def ncs(comfy):
 def tiny(comfy, one_torch_thread):
     """tests/tiny_models.py (tiny random models of ComfyUI's own classes), loaded once per session; the module
     that uses it runs on one torch thread (tiny ops on a shared 2-core machine are much faster so)."""
-    return _load_once("searchpriors_tests_tiny_models", TESTS / "tiny_models.py")
+    return harness.load_test_helper("tiny_models")
 
 
 def _recording(model, prompts: dict, keys: list | None = None):

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 
 import pytest
+
+import searchpriors_comfy_server as harness  # scripts/comfy_server.py, loaded by tests/conftest.py
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _shot_clips():
-    spec = importlib.util.spec_from_file_location("searchpriors_tests_shot_clips", os.path.join(TESTS, "shot_clips.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return harness.load_test_helper("shot_clips")
 
 
 def run(node_cls, **inputs):

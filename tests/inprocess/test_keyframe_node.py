@@ -4,7 +4,6 @@ followed by a stub detector, bad input, Cancel."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import re
@@ -15,14 +14,13 @@ import torch
 
 from comfyui_searchpriors.retrieval.errors import SearchPriorsError
 
+import searchpriors_comfy_server as harness  # scripts/comfy_server.py, loaded by tests/conftest.py
+
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _helper(name):
-    spec = importlib.util.spec_from_file_location(f"searchpriors_tests_{name}", os.path.join(TESTS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return harness.load_test_helper(name)
 
 
 tiny_gd = _helper("tiny_grounding_dino")

@@ -3,7 +3,6 @@ validation and fingerprint contracts, Cancel."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 
@@ -11,10 +10,10 @@ import pytest
 
 from comfyui_searchpriors.retrieval.errors import SearchPriorsError
 
+import searchpriors_comfy_server as harness  # scripts/comfy_server.py, loaded by tests/conftest.py
+
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("searchpriors_tests_video_clips", os.path.join(TESTS, "video_clips.py"))
-clips = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(clips)
+clips = harness.load_test_helper("video_clips")
 
 WIDGETS = dict(frame_count=4, width=32, height=24, start_seconds=1.0, stride=2, fps=8.0, crop="center")
 

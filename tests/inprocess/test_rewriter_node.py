@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
 import pytest
+
+import searchpriors_comfy_server as harness  # scripts/comfy_server.py, loaded by tests/conftest.py
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECRET = "sk-inproc-SECRET-9876543210fedcba"
@@ -15,10 +16,7 @@ PROMPT = "A panda rides a bicycle past the Eiffel Tower"
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"searchpriors_tests_{name}", os.path.join(TESTS, *name.split("/")) + ".py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return harness.load_test_helper(name)
 
 
 fake = _load("fake_chat_server")

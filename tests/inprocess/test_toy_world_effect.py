@@ -9,11 +9,11 @@ see MEASURED below; the full table is benchmarks/bench_toy_world.py.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 
 import pytest
+
+import searchpriors_comfy_server as harness  # scripts/comfy_server.py, loaded by tests/conftest.py
 
 TESTS = os.path.join(os.path.dirname(__file__), "..")
 PROMPTS = 8
@@ -24,12 +24,7 @@ MARGIN = 3          # POS must beat base by at least 3 of 8 prompts (measured: 4
 
 
 def _harness():
-    spec = importlib.util.spec_from_file_location("searchpriors_toy_world_harness",
-                                                  os.path.join(TESTS, "toy_world_harness.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return harness.load_by_path("searchpriors_toy_world_harness", os.path.join(TESTS, "toy_world_harness.py"))
 
 
 @pytest.fixture(scope="module")

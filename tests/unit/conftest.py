@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 
 import numpy as np
 import pytest
+
+import searchpriors_comfy_server as harness  # scripts/comfy_server.py, loaded by tests/conftest.py
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.environ.get("SEARCHPRIORS_SHARED_DATA") or os.path.join(TESTS, "..", "..", "shared", "data")
@@ -15,10 +16,7 @@ SHARED_DATA = os.environ.get("SEARCHPRIORS_SHARED_DATA") or os.path.join(TESTS, 
 
 def load_test_module(name: str):
     """Import a helper module of tests/ by path (tests/ is never put on sys.path)."""
-    spec = importlib.util.spec_from_file_location(f"searchpriors_tests_{name}", os.path.join(TESTS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return harness.load_test_helper(name)
 
 
 class HashEncoder:

@@ -3,7 +3,6 @@ local transformers backend on a tiny randomly initialised Llama with a tokenizer
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import time
@@ -13,20 +12,14 @@ import pytest
 from comfyui_searchpriors.retrieval import llm_backends as llm
 from comfyui_searchpriors.retrieval.errors import SearchPriorsError
 
+import searchpriors_comfy_server as harness  # scripts/comfy_server.py, loaded by tests/conftest.py
+
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECRET = "sk-test-SECRET-0123456789abcdef"
 MESSAGES = [{"role": "user", "content": "Rewrite: a dog runs"}]
 
 
-def _load_fake_server():
-    spec = importlib.util.spec_from_file_location("searchpriors_tests_fake_chat_server",
-                                                  os.path.join(TESTS, "fake_chat_server.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fake = _load_fake_server()
+fake = harness.load_test_helper("fake_chat_server")
 
 
 @pytest.fixture()

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 
 import torch
+
+import searchpriors_comfy_server as harness  # scripts/comfy_server.py, loaded by tests/conftest.py
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "train_toy_world.py")
 
 
 def _trainer():
-    spec = importlib.util.spec_from_file_location("searchpriors_train_toy_world", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return harness.load_by_path("searchpriors_train_toy_world", SCRIPT)
 
 
 def test_shards_stay_under_the_limit_and_round_trip(tmp_path):
