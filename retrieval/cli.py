@@ -102,6 +102,10 @@ def cmd_index_build_distributed(args) -> int:
     from .library import file_fingerprint, read_library
 
     distributed = require_dask()
+    if not args.verbose:  # Dask's own log lines (workers closing); a failed shard is in the summary
+        import logging
+
+        logging.getLogger("distributed").setLevel(logging.ERROR)
     if args.shard_size < 1:
         raise SearchPriorsError(f"--shard-size must be at least 1, got {args.shard_size}.")
     entries, report = read_library(args.library, args.format, args.videos)
