@@ -293,6 +293,25 @@ class MotionIndex:
         """float64 vectors of ``core_role_distinct(role)``."""
         return self._memo(("block", role), lambda: self.phrases[self.core_role_distinct(role)].astype(np.float64))
 
+    def video_groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Captions grouped by video id: (video number of each row, perm, starts); video v's rows are
+        ``perm[starts[v]:starts[v + 1]]``. Read once per load from the segments' entries tables."""
+        def make():
+            numbers: dict[str, int] = {}
+            of_row = np.empty(self.count, dtype=np.int64)
+            for seg, start in zip(self.segments, self._segment_starts.tolist()):
+                path = os.path.join(self.folder, seg.name, "entries.sqlite")
+                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                try:
+                    ids = [numbers.setdefault(v, len(numbers))
+                           for (v,) in con.execute("SELECT video_id FROM entries ORDER BY row")]
+                finally:
+                    con.close()
+                of_row[start:start + len(ids)] = ids
+            perm = np.argsort(of_row, kind="stable")
+            return of_row, perm, np.searchsorted(of_row[perm], np.arange(len(numbers) + 1))
+        return self._memo(("videos",), make)
+
     def entries(self, rows: Sequence[int]) -> list[LibraryEntry]:
         """Metadata of the given global rows, in order."""
         out: list[Optional[LibraryEntry]] = [None] * len(rows)

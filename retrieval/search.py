@@ -44,6 +44,19 @@ PART_NAMES = ("total", "motion", "actor", "units", "score")
 # vectors are Sentence-Transformers' too. The default stays the paper's: on the MSR-VTT benchmark it is
 # as good or better on every measure (R@1 0.200 vs 0.198, motion agreement 0.962 vs 0.936), the
 # calibrated t_atr 0.69 refusing same-video captions that the paper's 0.4 keeps.
+# The ranking of the candidates the coarse filter keeps. "paper": Eqs. 6-9 exactly. "video_support":
+# Eq. 6's score plus VIDEO_SUPPORT_WEIGHT times the caption's video support, the mean sentence similarity
+# of the best VIDEO_SUPPORT_TOP captions of its video (all of the video's captions in the index, kept or
+# not; a video with fewer captions averages those it has). A library with several captions per video
+# (MSR-VTT: 20) holds several wordings of one clip; a video that several of them match is likelier to
+# show the prompt than one caption that happens to share its verb and actor. With one caption per video
+# (WebVid) the support is the caption's own sentence similarity. Chosen on half of the MSR-VTT queries
+# (benchmarks/README.md, docs/fidelity.md).
+RANKINGS = ("paper", "video_support")
+VIDEO_SUPPORT_WEIGHT = 2.0
+VIDEO_SUPPORT_TOP = 3
+DEFAULT_RANKING = "paper"
+
 THRESHOLD_PRESETS = {
     "paper": {"t_total": 0.3, "t_mot": 0.9, "t_atr": 0.4},
     "calibrated": {"t_total": 0.3, "t_mot": 0.54, "t_atr": 0.69},
@@ -93,10 +106,13 @@ class SearchParams:
     beta: float = 1.0
     gamma: float = 0.5
     min_keep: int = 10
+    ranking: str = DEFAULT_RANKING
 
     def validate(self) -> "SearchParams":
         if self.mode not in MODES:
             raise SearchPriorsError(f"Unknown retrieval mode '{self.mode}': choose one of {', '.join(MODES)}.")
+        if self.ranking not in RANKINGS:
+            raise SearchPriorsError(f"Unknown ranking '{self.ranking}': choose one of {', '.join(RANKINGS)}.")
         if not 1 <= int(self.top_k) <= 1000:
             raise SearchPriorsError(f"top_k must be between 1 and 1000, got {self.top_k}.")
         if int(self.min_keep) < 1:
@@ -166,9 +182,10 @@ class Retrieval:
         lines = [f'{self.mode} retrieval for "{self.prompt}" over {self.index_count} captions ({self.index_name})', ""]
         if self.rounds:
             lines += ["filter: " + " -> ".join(_round_text(*r) for r in self.rounds), ""]
+        support = bool(self.hits) and "video" in self.hits[0].parts   # the video_support ranking's term
         if self.mode == "search_t2v":
-            lines += ["| # | score | total | motion | actor | units | video | caption |",
-                      "|--:|--:|--:|--:|--:|--:|---|---|"]
+            lines += ["| # | score | total | motion | actor | units |" + (" support |" if support else "")
+                      + " video | caption |", "|--:|--:|--:|--:|--:|--:|" + ("--:|" if support else "") + "---|---|"]
         else:
             lines += ["| # | cosine | video | caption |", "|--:|--:|---|---|"]
         for h in self.hits:
@@ -177,7 +194,8 @@ class Retrieval:
             if self.mode == "search_t2v":
                 p = h.parts
                 lines.append(f"| {h.rank} | {h.score:.3f} | {p['total']:.3f} | {p['motion']:.3f} | {p['actor']:.3f} "
-                             f"| {p['units']:.3f} | {where} | {caption} |")
+                             f"| {p['units']:.3f} |" + (f" {p['video']:.3f} |" if support else "")
+                             + f" {where} | {caption} |")
             else:
                 lines.append(f"| {h.rank} | {h.score:.3f} | {where} | {caption} |")
         if not self.hits:
@@ -397,6 +415,25 @@ def _unit_similarity(index: MotionIndex, flat_units: np.ndarray, rows: np.ndarra
     return best.mean(axis=1)
 
 
+def video_support(index: MotionIndex, vectors: np.ndarray, rows: np.ndarray, q: np.ndarray,
+                  top: int = VIDEO_SUPPORT_TOP) -> np.ndarray:
+    """For each row: the mean sentence similarity with ``q`` of the ``top`` best captions of its video (all
+    of the video's captions in the index; fewer when the video has fewer). Aligned with ``rows``."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.float64)
+    of_row, perm, starts = index.video_groups()
+    videos, local = np.unique(of_row[rows], return_inverse=True)
+    lengths = starts[videos + 1] - starts[videos]
+    place = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    members = perm[np.repeat(starts[videos], lengths) + place]   # every caption of those videos
+    sims = _dot64(vectors, members, q)
+    group = np.repeat(np.arange(len(videos)), lengths)
+    order = np.lexsort((-sims, group))  # each video's captions, best first
+    best = order[place < top]
+    support = np.bincount(group[best], weights=sims[best], minlength=len(videos)) / np.minimum(lengths, top)
+    return support[local.reshape(-1)]
+
+
 def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.ndarray, core_index: int,
                     params: SearchParams) -> tuple[np.ndarray, np.ndarray, dict, list[tuple[str, int, int]]]:
     """Rows of the top-k captions, their scores, score parts (arrays aligned with rows) and rounds."""
@@ -486,9 +523,13 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
     s_atr = core_sims(1, candidates)
     s_units = _unit_similarity(index, flat_units, candidates, m)
     score = s_total + params.alpha * s_mot + params.beta * s_atr + params.gamma * s_units
+    parts = {"total": s_total, "motion": s_mot, "actor": s_atr, "units": s_units}
+    if params.ranking == "video_support":
+        parts["video"] = video_support(index, vectors, candidates, q)
+        score = score + VIDEO_SUPPORT_WEIGHT * parts["video"]
     order = np.lexsort((candidates, -score))[: params.top_k]
-    parts = {"total": s_total[order], "motion": s_mot[order], "actor": s_atr[order], "units": s_units[order],
-             "score": score[order]}
+    parts = {name: values[order] for name, values in parts.items()}
+    parts["score"] = score[order]
     return candidates[order], score[order], parts, rounds
 
 

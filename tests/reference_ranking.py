@@ -111,3 +111,11 @@ def captions_from_index(index) -> list[Caption]:
 def caption_from_atomized(atomized) -> Caption:
     units = [tuple(atomized.unit_vectors[u, r] for r in range(3)) for u in range(len(atomized.units))]
     return Caption(atomized.v_total, units, atomized.core_index if units else -1)
+
+
+def video_support(captions, videos, prompt: Caption, row: int, top: int = 3) -> float:
+    """The "video_support" ranking's extra term: the mean sentence cosine with the prompt of the ``top``
+    best captions of row's video (all of them when it has fewer); ``videos[i]`` is caption i's video."""
+    sims = sorted((cosine(c.v_total, prompt.v_total) for c, v in zip(captions, videos) if v == videos[row]),
+                  reverse=True)
+    return sum(sims[:top]) / len(sims[:top])
