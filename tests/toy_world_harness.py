@@ -29,11 +29,12 @@ OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "up_ri
 
 def comfyui_path() -> str:
     """Where ComfyUI is, resolved as the server harness does (COMFYUI_PATH, SEARCHPRIORS_COMFYUI, the cache)."""
-    spec = importlib.util.spec_from_file_location("searchpriors_comfy_server", REPO / "scripts" / "comfy_server.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return str(module.default_comfyui_dir())
+    name = "searchpriors_comfy_server"   # the one copy tests/conftest.py and benchmarks/_common.py load
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "comfy_server.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return str(sys.modules[name].default_comfyui_dir())
 
 
 def use_comfyui(cpu: bool = True) -> None:
