@@ -20,7 +20,7 @@ import pytest
 
 import comfyui_searchpriors.retrieval.index_files as index_files
 from comfyui_searchpriors.retrieval.errors import MotionIndexError
-from comfyui_searchpriors.retrieval.index import MANIFEST, STAGING, build_index, load_index, read_manifest
+from comfyui_searchpriors.retrieval.index import MANIFEST, STAGING, VERSION, build_index, load_index, read_manifest
 from comfyui_searchpriors.retrieval.index_files import FAULT_ENV, FAULT_EXIT, IndexBusyError
 from comfyui_searchpriors.retrieval.library import LibraryEntry
 
@@ -411,7 +411,7 @@ def test_version_1_index_and_staging_load_and_are_upgraded(tmp_path, nlp, hash_e
     report = build_index(folder, entries(CAPTIONS[6:10], "old"), nlp, hash_encoder, segment_size=2)
     assert report.resumed == 2 and report.total == 10
     upgraded = read_manifest(folder)
-    assert upgraded["version"] == 2 and all(set(s["files"]) == set(index_files_segment_files())
+    assert upgraded["version"] == VERSION and all(set(s["files"]) == set(index_files_segment_files())
                                             for s in upgraded["segments"])
     assert_exactly(folder, entries(CAPTIONS[:6], "base") + entries(CAPTIONS[6:10], "old"))
     assert_tidy(folder)
