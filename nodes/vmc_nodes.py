@@ -72,10 +72,7 @@ class VMCTemporalLoRA(io.ComfyNode):
                                         "metadata only"),
                 io.String.Input("blocks", default="all", optional=True,
                                 tooltip="Wan only: the transformer blocks whose self-attention is tuned, 'all' or "
-                                        "0-based numbers and ranges such as '0-9, 20', or 'temporal' / "
-                                        "'temporal:N': the half (N) of the blocks whose attention looks most "
-                                        "across frames on this clip (Follow-Your-Motion-style; measured in "
-                                        "docs/toy_world.md). ModelScope: 'all'"),
+                                        "0-based numbers and ranges such as '0-9, 20'. ModelScope: 'all'"),
                 io.Model.Input("high_noise_model", optional=True,
                                tooltip="Wan 2.2 A14B: the high-noise expert. Both experts are tuned, each on the "
                                        "timesteps it samples (steps each); Save Motion LoRA writes the pair"),
@@ -104,7 +101,7 @@ class VMCTemporalLoRA(io.ComfyNode):
             gradient_checkpointing=gradient_checkpointing, caption=caption or "", on_step=glue.progress_with_loss(),
             blocks=blocks or "all", high_noise_model=high_noise_model, boundary=boundary)
         report = (f"{len(losses)} of {steps * (2 if high_noise_model is not None else 1)} steps, {targets}, "
-                  f"rank {rank}, loss {loss}, blocks {_blocks_text(blocks, motion_lora)}, checkpointing "
+                  f"rank {rank}, loss {loss}, blocks {blocks or 'all'}, checkpointing "
                   f"{vmc.checkpoint_mode(gradient_checkpointing)}: "
                   f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else f"no step finished ({targets}, {loss})")
         high = motion_lora.get("high_noise")
@@ -250,10 +247,3 @@ class LoadMotionLoRA(io.ComfyNode):
         state_dict, metadata = read_motion_lora(path)
         check_base_model(model, state_dict, metadata, lora_name)
         return io.NodeOutput(patched_clone(model, state_dict, float(strength)))
-
-
-def _blocks_text(spec: str, motion_lora: dict) -> str:
-    """The blocks as asked, and for 'temporal' the blocks it chose (recorded in the LoRA's metadata)."""
-    spec = spec or "all"
-    chosen = str(motion_lora.get("metadata", {}).get("searchpriors.blocks", spec))
-    return spec if chosen == spec else f"{spec} -> {chosen}"

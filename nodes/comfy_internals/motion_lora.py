@@ -294,9 +294,6 @@ def _train_one(model, latent, conditioning, steps, lr, rank, targets, loss, seed
         # like core's Train LoRA: free the other models, load this one whole
         comfy.model_management.load_models_gpu([model], memory_required=1e20, force_full_load=True)
         make_weights_trainable(network)
-        wanted = vmc.temporal_blocks_count(blocks, len(network.blocks)) if family == "wan" else None
-        if wanted is not None:   # 'temporal': the blocks whose attention looks most across frames on this clip
-            blocks, _ = vmc.choose_temporal_blocks(network, latents, context, schedule, wanted, seed)
         adapters = vmc.MotionAdapters(network, targets, rank=rank, seed=seed, blocks=blocks)
         config = vmc.VMCConfig(steps=int(steps), lr=float(lr), loss=loss, seed=int(seed),
                                gradient_checkpointing=checkpointing, timestep_range=tuple(timestep_range))
