@@ -214,9 +214,6 @@ def main(argv=None) -> int:
                     f"tuned {wan_tuned['motion']:.3f} (colour {wan_base['colour']:.3f}/{wan_pos['colour']:.3f}/"
                     f"{wan_tuned['colour']:.3f}, shape {wan_base['shape']:.3f}/{wan_pos['shape']:.3f}/"
                     f"{wan_tuned['shape']:.3f})")
-        wan_temporal = get(f"wan tuned VMC vmc_abs, blocks 'temporal' ({vmc_steps} steps)")
-        if wan_temporal:
-            summary += f"; tuned on the 'temporal' half of the blocks {wan_temporal['motion']:.3f}"
     print(summary)
     out = _common.write_result("toy_world", {"rows": data_rows, "references": [{"set": s, "k": k, **v} for (s, k), v
                                                                                 in refs.items()],
@@ -242,8 +239,6 @@ def wan_rows(harness, prompts, refs, add, steps, vmc_steps, n_seeds, quick, t_st
         inv = pipe.invert(ref)
         inv_s = time.perf_counter() - t0
         tuned, _, tune_s = pipe.tune(ref, caption, loss="vmc_abs", steps=vmc_steps)
-        # Follow-Your-Motion-style: only the half of the blocks whose attention looks most across frames
-        tuned_temporal, _, tune_temporal_s = pipe.tune(ref, caption, loss="vmc_abs", steps=vmc_steps, blocks="temporal")
         extra = {}
         if not quick:
             wrong_motion = harness.OPPOSITE[motion]
@@ -256,9 +251,6 @@ def wan_rows(harness, prompts, refs, add, steps, vmc_steps, n_seeds, quick, t_st
             add("wan POS search_t2v-retrieved eta 1.0", "held-out", g.video, prow, g.seconds + inv_s)
             g = pipe.base(prompt, seed, model=tuned)
             add(f"wan tuned VMC vmc_abs ({vmc_steps} steps)", "held-out", g.video, prow, g.seconds + tune_s)
-            g = pipe.base(prompt, seed, model=tuned_temporal)
-            add(f"wan tuned VMC vmc_abs, blocks 'temporal' ({vmc_steps} steps)", "held-out", g.video, prow,
-                g.seconds + tune_temporal_s)
             if not quick:
                 g = pipe.pos(prompt, seed, extra["oracle"], 1.0)
                 add("wan POS oracle ref eta 1.0", "held-out", g.video, prow, g.seconds + inv_s)
