@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from comfy_api.v0_0_2 import io, ui
 
-from ..retrieval.search import (MODES, THRESHOLD_CHOICES, THRESHOLD_PRESETS, THRESHOLDS_CUSTOM, SearchParams,
-                                preset_label, search, thresholds_for_choice)
+from ..retrieval.search import (MODES, RANKINGS, THRESHOLD_CHOICES, THRESHOLD_PRESETS, THRESHOLDS_CUSTOM,
+                                VIDEO_SUPPORT_TOP, VIDEO_SUPPORT_WEIGHT, SearchParams, preset_label, search,
+                                thresholds_for_choice)
 from .comfy_internals import glue
 from .sockets import AtomizedPrompt, MotionIndexType, RetrievalType
 
@@ -59,6 +60,14 @@ class MotionRetriever(io.ComfyNode):
                                        "space t_mot 0.9 passes only the identical verb); calibrated = chosen for "
                                        "the pack's vectors from labelled synonym pairs (benchmarks/README.md). A "
                                        "preset replaces the three widgets" + _SEARCH_T2V_ONLY),
+                io.Combo.Input("ranking", options=list(RANKINGS), default=_DEFAULTS.ranking, optional=True,
+                               tooltip="paper: Search-T2V's Eq. 9 exactly (Score = sim_total + alpha*sim_mot + "
+                                       "beta*sim_atr + gamma*sim'). video_support: that score plus "
+                                       f"{VIDEO_SUPPORT_WEIGHT:g} x the mean sentence similarity of the best "
+                                       f"{VIDEO_SUPPORT_TOP} captions of the candidate's video, so a "
+                                       "video that several of its captions match wins over one caption that "
+                                       "shares the verb (for libraries with several captions per video, e.g. "
+                                       "MSR-VTT; benchmarks/README.md)" + _SEARCH_T2V_ONLY),
             ],
             outputs=[
                 RetrievalType.Output("retrieval", display_name="retrieval"),
@@ -71,12 +80,12 @@ class MotionRetriever(io.ComfyNode):
     @classmethod
     def execute(cls, atomized, index, mode: str, top_k: int, t_total: float, t_mot: float, t_atr: float,
                 alpha: float, beta: float, gamma: float, min_keep: int,
-                thresholds: str = THRESHOLDS_CUSTOM) -> io.NodeOutput:
+                thresholds: str = THRESHOLDS_CUSTOM, ranking: str = _DEFAULTS.ranking) -> io.NodeOutput:
         preset = thresholds_for_choice(thresholds)
         if preset is not None:
             t_total, t_mot, t_atr = preset["t_total"], preset["t_mot"], preset["t_atr"]
         params = SearchParams(mode=mode, top_k=top_k, t_total=t_total, t_mot=t_mot, t_atr=t_atr, alpha=alpha,
-                              beta=beta, gamma=gamma, min_keep=min_keep)
+                              beta=beta, gamma=gamma, min_keep=min_keep, ranking=ranking)
         result = search(index, atomized, params)
         if preset is not None:
             result.notes.append(f"thresholds from the preset {preset_label(thresholds)}")

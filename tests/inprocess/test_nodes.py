@@ -34,14 +34,16 @@ def test_extension_lists_every_node_with_prefixed_ids(pack_nodes):
     assert len(ids) == len(set(ids))
     retriever = pack_nodes.MotionRetriever.define_schema()
     assert [i.id for i in retriever.inputs] == ["atomized", "index", "mode", "top_k", "t_total", "t_mot", "t_atr",
-                                                "alpha", "beta", "gamma", "min_keep", "thresholds"]
-    assert [bool(getattr(i, "optional", False)) for i in retriever.inputs] == [False] * 11 + [True]
-    from comfyui_searchpriors.retrieval.search import DEFAULT_THRESHOLDS
+                                                "alpha", "beta", "gamma", "min_keep", "thresholds", "ranking"]
+    assert [bool(getattr(i, "optional", False)) for i in retriever.inputs] == [False] * 11 + [True, True]
+    from comfyui_searchpriors.retrieval.search import DEFAULT_RANKING, DEFAULT_THRESHOLDS
 
     defaults = {i.id: i.default for i in retriever.inputs[2:]}
     assert defaults == {"mode": "search_t2v", "top_k": 5, **DEFAULT_THRESHOLDS,
-                        "alpha": 1.0, "beta": 1.0, "gamma": 0.5, "min_keep": 10, "thresholds": "custom"}
-    assert retriever.inputs[-1].options == ["custom", "paper", "calibrated"]
+                        "alpha": 1.0, "beta": 1.0, "gamma": 0.5, "min_keep": 10, "thresholds": "custom",
+                        "ranking": DEFAULT_RANKING}
+    assert retriever.inputs[-2].options == ["custom", "paper", "calibrated"]
+    assert retriever.inputs[-1].options == ["paper", "video_support"]
     atomizer = pack_nodes.PromptAtomizer.define_schema()
     spacy_input = next(i for i in atomizer.inputs if i.id == "spacy_model")
     assert "en_core_web_sm" in spacy_input.options
@@ -89,6 +91,14 @@ def test_atomize_load_retrieve(built, pack_nodes):
     (loose, _, _, _), _ = run(pack_nodes.MotionRetriever, t_total=-1.0, t_mot=-1.0, t_atr=-1.0, **common)
     assert refs_preset == refs_widgets and by_preset.rounds == by_widgets.rounds != loose.rounds
     assert "thresholds from the preset paper: t_total 0.3, t_mot 0.9, t_atr 0.4" in report
+    # the ranking is chosen on the node: the paper's Eq. 9, or with the video's support (its own column)
+    (paper, _, _, paper_report), _ = run(pack_nodes.MotionRetriever, t_total=0.3, t_mot=0.9, t_atr=0.4,
+                                         ranking="paper", **common)
+    (support, _, _, support_report), _ = run(pack_nodes.MotionRetriever, t_total=0.3, t_mot=0.9, t_atr=0.4,
+                                             ranking="video_support", **common)
+    assert paper.params.ranking == "paper" and support.params.ranking == "video_support"
+    assert "support" not in paper_report and "| units | support |" in support_report
+    assert all("video" in h.parts for h in support.hits) and not any("video" in h.parts for h in paper.hits)
 
 
 @pytest.mark.parametrize("library, message", [
