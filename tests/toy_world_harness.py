@@ -62,7 +62,7 @@ class ToyPipeline:
     def __init__(self, folder: str | os.PathLike = TOY_MODEL, steps: int = 20, cfg: float = 7.5, dtype: str = "fp32"):
         import torch
 
-        from comfyui_searchpriors.nodes.modelscope_model import load_modelscope_folder, modelscope_ddim_sigmas
+        from comfyui_searchpriors.nodes.comfy_internals.modelscope_model import load_modelscope_folder, modelscope_ddim_sigmas
 
         self.torch = torch
         self.model, self.clip, self.vae = load_modelscope_folder(str(folder), dtype=dtype)
@@ -78,7 +78,7 @@ class ToyPipeline:
     def _sample(self, model, prompt: str, noise, rewritten: str | None = None, gamma: float = 0.0):
         import comfy.samplers
 
-        from comfyui_searchpriors.nodes.hybrid_guider import make_guider
+        from comfyui_searchpriors.nodes.comfy_internals.hybrid_guider import make_guider
 
         original = self.encode(prompt)
         guider = make_guider(model, self.encode(rewritten) if rewritten else original, original, self.negative,
@@ -91,7 +91,7 @@ class ToyPipeline:
         return self.vae.decode(latent)
 
     def base(self, prompt: str, seed: int, model=None) -> Generated:
-        from comfyui_searchpriors.nodes.noise_objects import SeededRandomNoise
+        from comfyui_searchpriors.nodes.comfy_internals.noise_objects import SeededRandomNoise
 
         t0 = time.perf_counter()
         noise = SeededRandomNoise(seed).generate_noise({"samples": self.empty})
@@ -100,7 +100,7 @@ class ToyPipeline:
 
     def invert(self, reference, key: str | None = None):
         """DDIM Video Invert of a reference clip (IMAGE [F, H, W, 3]) with the empty prompt, cfg 1 (POS Eq. 2)."""
-        from comfyui_searchpriors.nodes.inversion_sampler import invert_latent
+        from comfyui_searchpriors.nodes.comfy_internals.inversion_sampler import invert_latent
 
         if key is not None and key in self._inverted:
             return self._inverted[key]
@@ -113,7 +113,7 @@ class ToyPipeline:
     def pos(self, prompt: str, seed: int, inverted, eta: float, gamma: float = 0.0, rewritten: str | None = None,
             model=None) -> Generated:
         """POS: noise (eps + eta eps_inv) / sqrt(1 + eta^2) (Eq. 4), the hybrid switch at gamma (Eq. 8)."""
-        from comfyui_searchpriors.nodes.noise_objects import MixedInvertedNoise
+        from comfyui_searchpriors.nodes.comfy_internals.noise_objects import MixedInvertedNoise
 
         t0 = time.perf_counter()
         noise = MixedInvertedNoise(inverted, eta, seed=seed).generate_noise({"samples": self.empty})
@@ -123,7 +123,7 @@ class ToyPipeline:
     def tune(self, reference, caption: str, loss: str = "vmc_abs", steps: int = 100, lr: float = 1e-3,
              rank: int = 8, seed: int = 0):
         """VMC motion LoRA (Eq. 10) on the reference's latents with its caption: (tuned MODEL, losses, seconds)."""
-        from comfyui_searchpriors.nodes.motion_lora import encode_keyframes, train_motion_lora
+        from comfyui_searchpriors.nodes.comfy_internals.motion_lora import encode_keyframes, train_motion_lora
 
         t0 = time.perf_counter()
         latent = {"samples": encode_keyframes(self.vae, reference[..., :3])}   # Encode Keyframes: the VAE's own count

@@ -166,7 +166,7 @@ NODE_SPEC = {
 }
 
 COMBO_OPTIONS = {
-    ("SearchPriors_MotionIndexBuilder", "format"): ["auto", "csv", "jsonl", "webvid", "msrvtt"],
+    ("SearchPriors_MotionIndexBuilder", "format"): ["auto", "csv", "jsonl", "webvid", "msrvtt", "openvid", "panda70m"],
     ("SearchPriors_MotionRetriever", "mode"): ["search_t2v", "pos"],
     ("SearchPriors_MotionRetriever", "thresholds"): ["custom", "paper", "calibrated"],
     ("SearchPriors_MotionRetriever", "ranking"): ["paper", "video_support"],
