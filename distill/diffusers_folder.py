@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from ..retrieval.errors import SearchPriorsError
+from ..errors import SearchPriorsError
 
 PIPELINE_CLASSES = ("TextToVideoSDPipeline", "VideoToVideoSDPipeline")
 SUPPORTED_MODELS = "ModelScope text-to-video-ms-1.7b and ZeroScope (zeroscope_v2_576w / _XL), diffusers format"

@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from ..retrieval.errors import SearchPriorsError
+from ..errors import SearchPriorsError
 from .keyframes import FrameDetections
 
 FOLDER_NAME = "grounding-dino"

@@ -47,7 +47,7 @@ from typing import Callable, List, Optional, Sequence
 
 import torch
 
-from ..retrieval.errors import SearchPriorsError
+from ..errors import SearchPriorsError
 
 Denoise = Callable[[torch.Tensor, float], torch.Tensor]
 OnStep = Callable[[int, int], None]

@@ -39,7 +39,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..retrieval.errors import SearchPriorsError
+from ..errors import SearchPriorsError
 
 TIE_TOLERANCE = 1e-6
 DEFAULT_MARGIN = 0.1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from ..retrieval.errors import SearchPriorsError
+from ..errors import SearchPriorsError
 
 BUDGET_ENV = "SEARCHPRIORS_MAX_ALLOC_MB"
 FALLBACK_BYTES = 8 * 1024 ** 3     # when the machine's memory cannot be read

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..retrieval.errors import SearchPriorsError
+from ..errors import SearchPriorsError
 
 
 class NoiseShapeError(SearchPriorsError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..retrieval.errors import SearchPriorsError
+from ..errors import SearchPriorsError
 
 CUSTOM = "custom"
 

@@ -33,7 +33,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from ..retrieval.errors import MissingDependencyError, SearchPriorsError
+from ..errors import MissingDependencyError, SearchPriorsError
 from .memory_budget import check_allocation
 
 CROP_MODES = ("center", "pad", "stretch")

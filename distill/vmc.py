@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from ..retrieval.errors import SearchPriorsError
+from ..errors import SearchPriorsError
 from .device_copy import to_device_without_wait
 
 TARGETS = {"qkv": ("to_q", "to_k", "to_v"), "qkv+out": ("to_q", "to_k", "to_v", "to_out.0"),

@@ -34,7 +34,7 @@ import re
 import unicodedata
 from typing import Iterable, Iterator, Optional, Sequence
 
-from .errors import SearchPriorsError
+from ..errors import SearchPriorsError
 
 # Nouns that only say when something happens; a preposition whose object is one of these is a temporal
 # state ("at night", "in the morning"), not a recipient.

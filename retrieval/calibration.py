@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import SearchPriorsError
+from ..errors import SearchPriorsError
 
 ROLES = ("motion", "actor")
 GRID_STEP = 0.01

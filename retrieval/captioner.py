@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import MissingDependencyError, SearchPriorsError
+from ..errors import MissingDependencyError, SearchPriorsError
 
 # Asks for the shape the atomizer reads best: one subject, its motion (with direction), its object or place.
 DEFAULT_CAPTION_PROMPT = (

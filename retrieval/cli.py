@@ -27,7 +27,7 @@ import sys
 from typing import Optional
 
 from .atomizer import MAX_PROMPT_CHARS
-from .errors import SearchPriorsError
+from ..errors import SearchPriorsError
 from .library import FORMATS
 
 EXIT_BAD_INPUT = 2

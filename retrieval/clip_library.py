@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from . import index_files as files
-from .errors import SearchPriorsError
+from ..errors import SearchPriorsError
 from .index import CLIP_LIBRARY_DIR, DEFAULT_LOCK_TIMEOUT, build_index, remove_entries
 from .library import LibraryEntry
 

@@ -38,7 +38,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .errors import MotionIndexError, SearchPriorsError
+from ..errors import MotionIndexError, SearchPriorsError
 
 COMPRESS_MIN = 500_000
 NPROBE_POS = 64          # 48 gave recall@10 0.948 at 1M (benchmarks/README.md); 64 not re-measured

@@ -15,7 +15,7 @@ import numpy as np
 
 from .atomizer import (MAX_PROMPT_CHARS, ParsedPrompt, Unit, prompt_failure, check_language, clean_prompt, english_words_of,
                        parse_doc, parse_prompts, split_modifiers, verb_forms_of)
-from .errors import SearchPriorsError
+from ..errors import SearchPriorsError
 from .models import spacy_identity
 from .parse_worker import start_parse_worker
 

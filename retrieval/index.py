@@ -53,7 +53,7 @@ import numpy as np
 from .atomizer import parse_texts
 from .embedding import BATCH_TOKENS, PhraseTable, embedding_dim, encode_batch, length_batches, sentence_model_identity
 from . import index_files as files
-from .errors import MotionIndexError, SearchPriorsError
+from ..errors import MotionIndexError, SearchPriorsError
 from .library import LibraryEntry
 from .models import spacy_identity
 from .parse_worker import EncoderThreads, ParseWorker, start_parse_worker
@@ -75,7 +75,7 @@ def _faiss():
     try:
         import faiss
     except ImportError as exc:  # pragma: no cover
-        from .errors import MissingDependencyError
+        from ..errors import MissingDependencyError
 
         raise MissingDependencyError("faiss-cpu", "The motion index") from exc
     return faiss

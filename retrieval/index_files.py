@@ -22,7 +22,7 @@ import uuid
 import zlib
 from typing import Optional
 
-from .errors import MotionIndexError
+from ..errors import MotionIndexError
 
 try:
     import fcntl

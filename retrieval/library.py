@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .errors import SearchPriorsError
+from ..errors import SearchPriorsError
 
 FORMATS = ("auto", "csv", "jsonl", "webvid", "msrvtt", "openvid", "panda70m")
 VIDEO_COLUMNS = ("video", "video_path", "path", "file", "filename", "video_file")

@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from .errors import MissingDependencyError, SearchPriorsError
+from ..errors import MissingDependencyError, SearchPriorsError
 
 # The widget holds a variable name, never a key. Only the names on an allowlist are read, so that a workflow
 # from a stranger cannot make the node send, say, AWS_SECRET_ACCESS_KEY, GITHUB_TOKEN or HF_TOKEN to the

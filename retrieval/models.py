@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .errors import MissingDependencyError, SearchPriorsError
+from ..errors import MissingDependencyError, SearchPriorsError
 
 DEFAULT_SENTENCE_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_SPACY_MODEL = "en_core_web_sm"

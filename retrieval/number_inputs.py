@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
 
-from .errors import SearchPriorsError
+from ..errors import SearchPriorsError
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def result_to_wire(result) -> list:
 
 def parsed_from_wire(data: list):
     from .atomizer import ParsedPrompt, Unit
-    from .errors import SearchPriorsError
+    from ..errors import SearchPriorsError
 
     if data and data[0] == "error" and len(data) == 2:  # a parse's first field is its text: never this pair
         return SearchPriorsError(data[1])
@@ -307,7 +307,15 @@ def _main() -> int:
     sys.stdin.reconfigure(encoding="utf-8")
     import importlib.util
 
-    name = "_searchpriors_parse_helper"
+    import types
+
+    # The pack's folder as a bare parent package (its __init__ is not run: it belongs to ComfyUI), so that the
+    # retrieval modules' imports of the pack's root (``..errors``) resolve in this process too.
+    parent = "_searchpriors_parse_pack"
+    pack = types.ModuleType(parent)
+    pack.__path__ = [os.path.dirname(here)]
+    sys.modules[parent] = pack
+    name = f"{parent}.retrieval"
     spec = importlib.util.spec_from_file_location(name, os.path.join(here, "__init__.py"),
                                                   submodule_search_locations=[here])
     package = importlib.util.module_from_spec(spec)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from .atomizer import MAX_PROMPT_CHARS, ParsedPrompt, _lemma, _verb_lemma, parse_doc, verb_forms_of
-from .errors import SearchPriorsError
+from ..errors import SearchPriorsError
 
 # POS Sec. 5.2, word for word; [Ref1], ..., [Ref5] become {references}, [Input Text Prompt] {prompt}, and
 # the two "5"s and the "20" become {k} and {max_words}.

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 from . import llm_backends as llm
-from .errors import SearchPriorsError
+from ..errors import SearchPriorsError
 from .rewriter import RewriteCache, cache_key, check_text_length
 
 CACHE_MODES = ("memory_and_disk", "memory", "refresh")

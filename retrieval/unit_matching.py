@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .atomizer import Unit
-from .errors import SearchPriorsError
+from ..errors import SearchPriorsError
 
 MAX_CAPTIONS = 8
 
