@@ -2,7 +2,8 @@
 lists every bundled workflow with a thumbnail, what to run first first, and each card loads its graph; every
 bundled UI-format workflow opens readable (titles drawn at its opening zoom, its note and first stage on
 screen, every node in a titled stage group, none over another) and loads with no missing or broken node
-and, queued from the page, runs to completion; the text
+and, queued from the page, runs to completion with its result on each output node (a saved video of the
+frames asked for, shown on the page; preview images; non-empty texts); the text
 of the pack's nodes reads line by line; the search nodes added by hand on a server with no index yet
 answer with the pack's message."""
 
@@ -166,6 +167,60 @@ def test_ui_workflow_loads_and_runs(frontend, comfy_server, sample_index, comfy_
     assert not overlaps, f"nodes that grew over a neighbour with their results: {overlaps}"
 
     check_pack_text_reads_line_by_line(frontend, workflow, entry, comfy_harness)
+    check_results_on_output_nodes(frontend, workflow, entry, comfy_server, comfy_harness,
+                                  TEST_SIZE.get(workflow_path.stem, {}))
+
+
+OUTPUT_TYPES = {"SaveVideo", "PreviewImage", "SaveImage", "PreviewAny"}
+
+
+def shown_on_node(frontend, node_id: int) -> str:
+    """Everything the page holds as a node's displayed output: the frontend's record of its outputs, its
+    images and the sources of the <video>/<img> elements on the page, as one string to search."""
+    return frontend.page.evaluate("""(id) => {
+        const node = window.app.graph.getNodeById(id);
+        const parts = [JSON.stringify(window.app.nodeOutputs?.[String(id)] ?? null)];
+        for (const img of node?.imgs ?? []) parts.push(img.src);
+        for (const el of document.querySelectorAll('video, img, source')) parts.push(el.currentSrc || el.src || '');
+        return parts.join('\\n');
+    }""", node_id)
+
+
+def check_results_on_output_nodes(frontend, workflow: dict, entry: dict, server, harness, sizes: dict) -> None:
+    """Each output node of the workflow has its result in /history and on the page: SaveVideo an mp4 of the
+    frames and size asked for (read back), shown on the node; Preview Image / Save Image images shown on the
+    node; Preview as Text a non-empty text."""
+    frames = sizes.get(("PrimitiveInt", "Frames", "value"))
+    width, height = sizes.get(("PrimitiveInt", "Width", "value")), sizes.get(("PrimitiveInt", "Height", "value"))
+    outputs = entry.get("outputs") or {}
+    checked = []
+    for node in workflow["nodes"]:
+        kind, key = node["type"], str(node["id"])
+        if kind not in OUTPUT_TYPES or node.get("mode", 0) != 0:
+            continue
+        name = f"{node.get('title') or kind} (node {key})"
+        ui = outputs.get(key)
+        assert ui, f"{name} has no output in /history: {sorted(outputs)}"
+        if kind == "PreviewAny":
+            texts = [t for t in harness.history_texts(entry, key) if t.strip()]
+            assert texts, f"{name} shows no text: {ui}"
+        elif kind == "SaveVideo":
+            video = harness.saved_video_frames(server, entry, {key: {"class_type": "SaveVideo"}})
+            assert video, f"{name} saved an mp4 with no frames"
+            if frames is not None:
+                assert len(video) == frames, f"{name} saved {len(video)} frames, the workflow asks for {frames}"
+            if width is not None and height is not None:
+                assert video[0].shape[:2] == (height, width), f"{name} saved frames of {video[0].shape}"
+            files = ui.get("images", []) + ui.get("videos", []) + ui.get("gifs", [])
+            shown = shown_on_node(frontend, node["id"])
+            assert files[0]["filename"] in shown, f"{name}: the page does not show {files[0]['filename']}"
+        else:
+            images = ui.get("images", [])
+            assert images, f"{name} put out no image: {ui}"
+            shown = shown_on_node(frontend, node["id"])
+            assert any(image["filename"] in shown for image in images), f"{name}: the page shows none of {images}"
+        checked.append(kind)
+    assert checked, "the workflow has no output node to read"
 
 
 def canvas_layout(frontend) -> dict:
@@ -175,6 +230,7 @@ def canvas_layout(frontend) -> dict:
         const canvas = window.app.canvas, ds = canvas.ds, H = window.LiteGraph.NODE_TITLE_HEIGHT;
         const rect = canvas.canvas.getBoundingClientRect();
         return {scale: ds.scale, low_quality: canvas.low_quality,
+                title_text_size: window.LiteGraph.NODE_TEXT_SIZE,
                 view: [-ds.offset[0], -ds.offset[1], rect.width / ds.scale, rect.height / ds.scale],
                 nodes: window.app.graph._nodes.map(n => ({id: n.id, type: n.type, title: n.title,
                     box: [n.pos[0], n.pos[1] - H, n.size[0], n.size[1] + H]})),
@@ -200,10 +256,17 @@ def check_readable_at_opening(frontend, workflow: dict) -> None:
     layout = canvas_layout(frontend)
     assert layout["scale"] == pytest.approx(workflow["extra"]["ds"]["scale"]), "the saved view was not restored"
     assert not layout["low_quality"], f"opens at {layout['scale']:.2f}, where the frontend draws no titles"
+    assert layout["title_text_size"], "the page's LiteGraph has no NODE_TEXT_SIZE to size titles by"
+    title_px = layout["title_text_size"] * layout["scale"]
+    assert title_px >= 10, f"node titles are {title_px:.1f} px high at the opening zoom: not readable"
+    view = layout["view"]
+    on_screen = [n for n in layout["nodes"] if _inside(n["box"][:2] + [min(n["box"][2], 200), 30], view)]
+    assert on_screen, "no node title on screen at opening"
+    untitled = [n["id"] for n in on_screen if not (n["title"] or "").strip()]
+    assert not untitled, f"nodes on screen with no title: {untitled}"
     notes = [n for n in layout["nodes"] if n["type"] in ("Note", "MarkdownNote")]
     assert len(notes) == 1, "no note (or more than one) saying what the workflow does"
     assert layout["groups"] and all(g["title"] for g in layout["groups"]), "stages are not titled groups"
-    view = layout["view"]
     assert _inside(notes[0]["box"][:2] + [notes[0]["box"][2], 60], view), "the note's title is off screen"
     first = min(layout["groups"], key=lambda g: g["box"][0])
     assert _inside(first["box"][:2] + [min(first["box"][2], 300), 40], view), f"{first['title']!r} is off screen"
