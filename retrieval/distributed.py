@@ -41,12 +41,12 @@ from typing import Callable, Optional, Sequence
 from . import index as ix
 from . import index_files as files
 from .embedding import BATCH_TOKENS, PhraseTable, embedding_dim, sentence_model_identity
-from .errors import MissingDependencyError, MotionIndexError, SearchPriorsError
+from ..errors import MissingDependencyError, MotionIndexError, SearchPriorsError
 from .library import LibraryEntry
 from .models import spacy_identity
 
-# Test hook: SEARCHPRIORS_DIST_FAULT=<shard>:<step> makes the worker of that shard stop like a power cut at
-# index_files fault point <step> (a worker process killed mid-shard).
+# Test hook: SEARCHPRIORS_DIST_FAULT=<shard>:<step> in the driver's environment makes the worker that runs
+# that shard stop like a power cut at index_files fault point <step> (a worker process killed mid-shard).
 SHARD_FAULT_ENV = "SEARCHPRIORS_DIST_FAULT"
 DEFAULT_SHARD_SIZE = 20000
 
@@ -69,7 +69,7 @@ class ModelSpec:
     sentence_name: str           # model name or folder (``models.load_sentence_model``)
     sentence_id: str
     device: str = "auto"         # the workers' encoder device: auto (a GPU when the worker has one), cpu, cuda
-    encoder: object = None       # an encoder object sent to the workers as it is, instead of loading by name
+    encoder: Optional[bytes] = None  # an encoder object, pickled (cloudpickle), sent instead of loading by name
 
     @classmethod
     def of(cls, nlp, sentence_model, device: str = "auto", ship_encoder: bool = False) -> "ModelSpec":
@@ -83,8 +83,13 @@ class ModelSpec:
                                     "the same ones.")
         if device not in ("auto", "cpu") and not device.startswith("cuda"):
             raise SearchPriorsError(f"device '{device}' is not one of auto, cpu, cuda, cuda:N.")
+        encoder = None
+        if ship_encoder:  # pickled here, unpickled inside the task: a failure is that task's error, not the worker's
+            import cloudpickle
+
+            encoder = cloudpickle.dumps(sentence_model)
         return cls(source["location"], spacy_identity(nlp), name, sentence_model_identity(sentence_model), device,
-                   sentence_model if ship_encoder else None)
+                   encoder)
 
 
 def _worker_models(spec: ModelSpec):
@@ -92,7 +97,9 @@ def _worker_models(spec: ModelSpec):
 
     nlp = load_spacy(spec.spacy_location)
     if spec.encoder is not None:
-        model = spec.encoder
+        import pickle
+
+        model = pickle.loads(spec.encoder)
     else:
         device = spec.device
         if device == "auto":
@@ -109,13 +116,13 @@ def _worker_models(spec: ModelSpec):
 
 def build_shard(folder: str, shard: int, entries: Sequence[LibraryEntry], spec: ModelSpec,
                 segment_size: int = DEFAULT_SHARD_SIZE, batch_tokens: int = BATCH_TOKENS,
-                parse_helpers: int = 0) -> dict:
+                parse_helpers: int = 0, fault: Optional[str] = None) -> dict:
     """A worker's task: parse, embed and stage one shard of captions as segments of the index at ``folder``
-    (a build of its own: claim, segments, staging file; no publishing). Returns what it staged."""
+    (a build of its own: claim, segments, staging file; no publishing). Returns what it staged. ``fault``:
+    the tests' ``SHARD_FAULT_ENV`` step for this shard."""
     started = time.perf_counter()
-    fault = os.environ.get(SHARD_FAULT_ENV, "")
-    if fault.partition(":")[0] == str(shard):
-        os.environ[files.FAULT_ENV] = fault.partition(":")[2]
+    if fault:
+        os.environ[files.FAULT_ENV] = fault
         files._fault_hits.clear()
     nlp, model = _worker_models(spec)
     dim = embedding_dim(model)
@@ -215,38 +222,42 @@ def build_index_distributed(folder: str, entries: Sequence[LibraryEntry], nlp, s
             # that dies holds one shard, not a queue of them; a cluster that grows gets more at once.
             waiting = list(range(len(shards)))
             futures: dict = {}
-            running = distributed.as_completed()
+            fault_shard, _, fault_step = os.environ.get(SHARD_FAULT_ENV, "").partition(":")
+            running = [distributed.as_completed()]
 
             def hand_out() -> None:
                 slots = max(1, sum(client.nthreads().values()))
                 while waiting and sum(not f.done() for f in futures) < slots:
                     i = waiting.pop(0)
                     future = client.submit(build_shard, folder, i, shards[i], spec, segment_size or shard_size,
-                                           batch_tokens, parse_helpers, key=f"searchpriors-shard-{claim.id}-{i}",
+                                           batch_tokens, parse_helpers, fault_step if fault_shard == str(i) else None,
+                                           key=f"searchpriors-shard-{claim.id}-{i}",
                                            resources=resources, pure=False)
                     futures[future] = i
-                    running.add(future)
+                    running[0].add(future)
 
             done_captions = 0
             order: dict[str, tuple] = {}   # segment name -> (shard, position): published in the library's order
             try:
-                hand_out()
-                for future in running:
-                    i = futures[future]
-                    try:
-                        result = future.result()
-                        report.shards_done += 1
-                        order.update({seg["name"]: (i, k) for k, seg in enumerate(result["segments"])})
-                        report.devices.append(result["device"])
-                        report.shard_seconds.append(result["seconds"])
-                        build.phrases_embedded += result["phrases"]
-                        build.notes.extend(result["notes"])
-                    except Exception as exc:  # this shard only: the others go on
-                        report.failures.append(ShardFailure(i, len(shards[i]), f"{type(exc).__name__}: {exc}"))
-                    done_captions += len(shards[i])
-                    if progress:
-                        progress(done_captions, len(todo))
+                while waiting:  # (a round ends when every shard handed out has ended; more may wait)
+                    running[0] = distributed.as_completed()
                     hand_out()
+                    for future in running[0]:
+                        i = futures[future]
+                        try:
+                            result = future.result()
+                            report.shards_done += 1
+                            order.update({seg["name"]: (i, k) for k, seg in enumerate(result["segments"])})
+                            report.devices.append(result["device"])
+                            report.shard_seconds.append(result["seconds"])
+                            build.phrases_embedded += result["phrases"]
+                            build.notes.extend(result["notes"])
+                        except Exception as exc:  # this shard only: the others go on
+                            report.failures.append(ShardFailure(i, len(shards[i]), f"{type(exc).__name__}: {exc}"))
+                        done_captions += len(shards[i])
+                        if progress:
+                            progress(done_captions, len(todo))
+                        hand_out()
             except BaseException:
                 waiting.clear()
                 client.cancel(list(futures))
@@ -284,15 +295,6 @@ def _still_missing(folder: str, manifest: dict, start_names: set, shards: Sequen
         if seg["name"] not in start_names and keys:
             keys.difference_update(ix._segment_keys(os.path.join(folder, seg["name"])))
     return len(keys)
-
-
-def set_worker_env(name: str, value: Optional[str]) -> None:
-    """Set (or with None, remove) an environment variable in this process; run on every worker with
-    ``client.run(set_worker_env, name, value)`` (the tests set ``SHARD_FAULT_ENV`` so)."""
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
 
 
 def local_cluster(workers: Optional[int] = None, threads_per_worker: int = 1):

@@ -139,16 +139,13 @@ def test_cli_builds_on_a_running_scheduler_the_index_that_index_build_makes(tmp_
 
 
 def test_a_killed_worker_loses_only_its_shard_and_a_rerun_finishes_it(tmp_path, client, hash_reference, nlp,
-                                                                     shipped_hash_encoder):
+                                                                     shipped_hash_encoder, monkeypatch):
     folder = str(tmp_path / "idx")
     encoder = shipped_hash_encoder
     # the worker of shard 1 dies like a power cut with its segment written but not yet listed as staged
-    client.run(dist.set_worker_env, dist.SHARD_FAULT_ENV, "1:segment-renamed")
-    try:
-        report = dist.build_index_distributed(folder, ENTRIES, nlp, encoder, client, shard_size=SHARD,
-                                              ship_encoder=True)
-    finally:
-        client.run(dist.set_worker_env, dist.SHARD_FAULT_ENV, None)
+    monkeypatch.setenv(dist.SHARD_FAULT_ENV, "1:segment-renamed")
+    report = dist.build_index_distributed(folder, ENTRIES, nlp, encoder, client, shard_size=SHARD, ship_encoder=True)
+    monkeypatch.delenv(dist.SHARD_FAULT_ENV)
     assert [f.shard for f in report.failures] == [1] and report.shards_done == 3
     assert report.still_missing == SHARD and "run the same build again" in report.summary()
     assert read_manifest(folder)["count"] == len(ENTRIES) - SHARD
@@ -163,16 +160,13 @@ def test_a_killed_worker_loses_only_its_shard_and_a_rerun_finishes_it(tmp_path, 
 
 
 def test_a_worker_dying_after_staging_its_shard_costs_nothing(tmp_path, client, hash_reference, nlp,
-                                                              shipped_hash_encoder):
+                                                              shipped_hash_encoder, monkeypatch):
     folder = str(tmp_path / "idx")
-    client.wait_for_workers(2, timeout=120)
-    client.run(dist.set_worker_env, dist.SHARD_FAULT_ENV, "2:staging-written")
-    try:
-        report = dist.build_index_distributed(folder, ENTRIES, nlp, shipped_hash_encoder, client, shard_size=SHARD,
-                                              ship_encoder=True)
-    finally:
-        client.run(dist.set_worker_env, dist.SHARD_FAULT_ENV, None)
-    assert [f.shard for f in report.failures] == [2] and report.still_missing == 0  # its staged segment is taken over
+    monkeypatch.setenv(dist.SHARD_FAULT_ENV, "2:staging-written")  # this worker dies after listing its segment
+    report = dist.build_index_distributed(folder, ENTRIES, nlp, shipped_hash_encoder, client, shard_size=SHARD,
+                                          ship_encoder=True)
+    assert [f.shard for f in report.failures] == [2] and report.shards_done == 3
+    assert report.still_missing == 0  # its staged segment is taken over
     assert "the workers had staged them" in report.summary()
     assert_same_index(folder, hash_reference, nlp, shipped_hash_encoder)
 
