@@ -34,6 +34,7 @@ NOTES = {
         "`Qwen/Qwen2.5-VL-3B-Instruct` in `models/vlm/Qwen2.5-VL-3B-Instruct/` (config.json, the safetensors "
         "shards, preprocessor_config.json, tokenizer files) or `microsoft/Florence-2-large`. `make serve` has "
         "the toy world's reels and the `toy` captioner ready (workflow **toy_world_clips_pos**).\n\n"
+        "**Settings that matter**: `clips_folder` (under ComfyUI's input folder) and `index_name` on the builder; its `prompt` (how shots are captioned: one subject, its motion, its object reads best); `cut_threshold` / `cut_ratio` / `min_shot_seconds` if shots are cut too often or too rarely; then the POS settings: the prompt, frames / width / height, eta on Gaussian Noise Mix and gamma on the sampler.\n\n"
         + _MODELSCOPE + " " + _TEXT_MODELS),
     "build_sample_index": (
         "## Build the sample index: run this first\n\n"

@@ -20,6 +20,7 @@ API_WORKFLOWS = sorted((WORKFLOWS_DIR / "api").glob("*.json"))
 NEEDS_MODELS = {"pos_modelscope.json", "pos_wan21.json", "search_then_tune.json", "motion_lora_apply.json"}
 NEEDS_MODELS |= {"pos_wan22_a14b.json", "pos_hunyuan15.json", "pos_ltxv.json"}   # POS on DiT models: test_pos_workflows.py
 NEEDS_MODELS |= {"search_then_tune_wan21.json"}   # test_search_then_tune_wan.py
+NEEDS_MODELS |= {"clip_library_pos.json"}   # a VLM captioner and ModelScope: test_clip_library_e2e.py (toy world)
 UI_WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))
 # Frontend-only nodes that never reach the API format.
 FRONTEND_ONLY_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
