@@ -205,7 +205,7 @@ def build_index_distributed(folder: str, entries: Sequence[LibraryEntry], nlp, s
     spec = ModelSpec.of(nlp, sentence_model, device, ship_encoder)
     dim = embedding_dim(sentence_model)
     started, started_wall = time.perf_counter(), time.time()
-    try:
+    with files.os_errors_as_index_errors(folder):
         claim = ix._open_build(folder, spec.sentence_id, spec.spacy_id, dim)
         try:
             build = ix.BuildReport(folder)
@@ -277,11 +277,6 @@ def build_index_distributed(folder: str, entries: Sequence[LibraryEntry], nlp, s
                                                       [shards[f.shard] for f in report.failures])
         finally:
             claim.release()
-    except OSError as exc:
-        translated = files.translate_os_error(exc, folder)
-        if translated is None:
-            raise
-        raise translated from exc
     build.total = manifest["count"]
     build.missing_videos = manifest["missing_videos"]
     build.seconds = time.perf_counter() - started

@@ -963,14 +963,9 @@ def build_index(folder: str, entries: Sequence[LibraryEntry], nlp, sentence_mode
     while taking over interrupted work and while publishing.
     """
     folder = os.path.abspath(folder)
-    try:
+    with files.os_errors_as_index_errors(folder):
         return _build(folder, entries, nlp, sentence_model, progress, source, segment_size, batch_tokens,
                       parse_helper, lock_timeout, parse_helpers)
-    except OSError as exc:
-        translated = files.translate_os_error(exc, folder)
-        if translated is None:
-            raise
-        raise translated from exc
 
 
 class _BuildPlan(NamedTuple):
@@ -1117,7 +1112,7 @@ def remove_entries(folder: str, keys, lock_timeout: Optional[float] = DEFAULT_LO
     report = RemoveReport(folder)
     if not drop or not os.path.isfile(os.path.join(folder, MANIFEST)):
         return report
-    try:
+    with files.os_errors_as_index_errors(folder):
         claim = files.BuildClaim(folder)
         try:
             with files.WriterLock(folder, lock_timeout):
@@ -1150,11 +1145,6 @@ def remove_entries(folder: str, keys, lock_timeout: Optional[float] = DEFAULT_LO
                 report.total = int(manifest.get("count", 0))
         finally:
             claim.release()
-    except OSError as exc:
-        translated = files.translate_os_error(exc, folder)
-        if translated is None:
-            raise
-        raise translated from exc
     return report
 
 

@@ -14,6 +14,7 @@ holder dies, so a killed build never leaves a lock that blocks the next one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -88,6 +89,19 @@ def translate_os_error(exc: OSError, folder: str, what: str = "") -> Optional[Mo
 
 
 # ----------------------------------------------------------------------------------------------- writes
+
+@contextlib.contextmanager
+def os_errors_as_index_errors(folder: str):
+    """Inside: an OSError that ``translate_os_error`` knows (disk full, read-only, no permission...) becomes the
+    MotionIndexError that names it and the fix; any other is raised as it is."""
+    try:
+        yield
+    except OSError as exc:
+        translated = translate_os_error(exc, folder)
+        if translated is None:
+            raise
+        raise translated from exc
+
 
 def checksum(data: bytes) -> dict:
     """Size and CRC-32 of a file's bytes (CRC-32 runs at several GB/s: loading stays I/O-bound)."""
