@@ -20,7 +20,6 @@ bench_out/toy_wan_gpu.json.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -34,12 +33,8 @@ ROWS = ("base", "POS eta 1.0", "control: POS, opposite-motion clip", "VMC vmc_ab
 
 
 def load_harness():
-    spec = importlib.util.spec_from_file_location("searchpriors_toy_world_harness",
-                                                  _common.REPO / "tests" / "toy_world_harness.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """tests/toy_world_harness.py, loaded once by file path (the loader every test helper goes through)."""
+    return _common.load_test_helper("toy_world_harness")
 
 
 def main(argv=None) -> int:

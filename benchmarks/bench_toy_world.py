@@ -39,7 +39,6 @@ Prints a table and a SUMMARY line; writes bench_out/toy_world.json (bench_out/to
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import tempfile
@@ -52,12 +51,8 @@ import _common  # noqa: E402  (benchmarks/ helpers; the repository root itself n
 
 
 def load_harness():
-    spec = importlib.util.spec_from_file_location("searchpriors_toy_world_harness",
-                                                  _common.REPO / "tests" / "toy_world_harness.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module      # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """tests/toy_world_harness.py, loaded once by file path (the loader every test helper goes through)."""
+    return _common.load_test_helper("toy_world_harness")
 
 
 def main(argv=None) -> int:

@@ -295,11 +295,7 @@ def run_toy_pipelines(needed: set[str], cache: Path, refresh: bool = False) -> d
         return out
     import tempfile
 
-    spec = importlib.util.spec_from_file_location("searchpriors_toy_world_harness",
-                                                  REPO / "tests" / "toy_world_harness.py")
-    harness = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = harness      # dataclasses look their module up there
-    spec.loader.exec_module(harness)
+    harness = _comfy_server().load_test_helper("toy_world_harness")
     harness.use_comfyui(cpu=True)
     import torch
 

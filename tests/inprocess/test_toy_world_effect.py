@@ -9,13 +9,10 @@ see MEASURED below; the full table is benchmarks/bench_toy_world.py.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 import searchpriors_comfy_server as harness  # scripts/comfy_server.py, loaded by tests/conftest.py
 
-TESTS = os.path.join(os.path.dirname(__file__), "..")
 PROMPTS = 8
 # Measured on this machine's CPU (2026-12-03): base 4/8, POS 8/8, wrong reference followed 5/8, POS colour
 # and shape 8/8. Base moves the shape in a held-out pair's direction by chance about half the time.
@@ -24,7 +21,7 @@ MARGIN = 3          # POS must beat base by at least 3 of 8 prompts (measured: 4
 
 
 def _harness():
-    return harness.load_by_path("searchpriors_toy_world_harness", os.path.join(TESTS, "toy_world_harness.py"))
+    return harness.load_test_helper("toy_world_harness")
 
 
 @pytest.fixture(scope="module")
