@@ -137,19 +137,22 @@ def test_shots_that_cannot_be_captioned_are_reported_and_the_others_indexed(tmp_
     assert load_index(str(index)).count == 10 - len(report.shot_errors)
 
 
+class Cancelled(Exception):
+    pass
+
+
+def cancel_after_first_clip(done, total):
+    """A progress callback that cancels (as ComfyUI's Cancel does) once the first clip is done."""
+    if done >= 1:
+        raise Cancelled()
+
+
 def test_cancel_midway_keeps_every_finished_clip(tmp_path, clips, nlp, hash_encoder):
     index = tmp_path / "index"
 
-    class Cancelled(Exception):
-        pass
-
-    def progress(done, total):
-        if done >= 1:
-            raise Cancelled()
-
     captioner = FakeCaptioner()
     with pytest.raises(Cancelled):
-        build(clips, index, captioner, nlp=nlp, encoder=hash_encoder, progress=progress)
+        build(clips, index, captioner, nlp=nlp, encoder=hash_encoder, progress=cancel_after_first_clip)
     assert not os.path.exists(index / MANIFEST)   # nothing published, nothing half-written
     first = captioner.shots_seen
     assert first in (4, 6)                        # exactly one clip was done
@@ -224,16 +227,9 @@ def test_bad_settings_are_refused_before_any_clip_is_read(tmp_path, clips, nlp, 
 def test_a_long_build_publishes_as_it_goes_and_an_empty_folder_keeps_the_state(tmp_path, clips, nlp, hash_encoder):
     index = tmp_path / "index"
 
-    class Cancelled(Exception):
-        pass
-
-    def progress(done, total):
-        if done >= 1:
-            raise Cancelled()
-
     captioner = FakeCaptioner()
     with pytest.raises(Cancelled):
-        build(clips, index, captioner, nlp=nlp, encoder=hash_encoder, progress=progress, publish_every=1)
+        build(clips, index, captioner, nlp=nlp, encoder=hash_encoder, progress=cancel_after_first_clip, publish_every=1)
     assert load_index(str(index)).count == captioner.shots_seen   # the first clip was published before Cancel
     assert len(library_rows(index)) == captioner.shots_seen
     empty = tmp_path / "empty"
