@@ -277,9 +277,7 @@ def build_index_distributed(folder: str, entries: Sequence[LibraryEntry], nlp, s
                                                       [shards[f.shard] for f in report.failures])
         finally:
             claim.release()
-    build.total = manifest["count"]
-    build.missing_videos = manifest["missing_videos"]
-    build.seconds = time.perf_counter() - started
+    build.published(manifest, started)
     return report
 
 

@@ -431,6 +431,13 @@ class BuildReport:
     notes: list[str] = field(default_factory=list)
     _ordinal: int = 0                   # segments written by this build
 
+    def published(self, manifest: dict, started: float) -> "BuildReport":
+        """The totals of the manifest a build published, and its seconds since ``started`` (perf_counter)."""
+        self.total = manifest["count"]
+        self.missing_videos = manifest["missing_videos"]
+        self.seconds = time.perf_counter() - started
+        return self
+
     def summary(self) -> str:
         text = (f"index '{self.folder}': {self.total} captions ({self.added} added"
                 + (f", {self.resumed} resumed from an interrupted build" if self.resumed else "")
@@ -1071,10 +1078,7 @@ def _build(folder, entries, nlp, sentence_model, progress, source, segment_size,
                             spacy_id, dim, source, plan.legacy_sums, lock_timeout, started_wall, report)
     finally:
         claim.release()
-    report.total = manifest["count"]
-    report.missing_videos = manifest["missing_videos"]
-    report.seconds = time.perf_counter() - started
-    return report
+    return report.published(manifest, started)
 
 
 # ------------------------------------------------------------------------------------------------ removal
