@@ -230,6 +230,25 @@ def write_library(folder: Path, n: int, seed: int, segment_size: int, real_vecto
             "disk_gb": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e9}
 
 
+def note_written(folder: Path, wrote: dict, upgrade: dict | None = None) -> None:
+    """What --reuse needs to know about a library written here (beside the index, not inside it)."""
+    (folder.parent / f"{folder.name}.written.json").write_text(json.dumps({"written": wrote, "upgrade": upgrade}))
+
+
+def reusable(folder: Path, n: int, real_vectors: bool) -> dict | None:
+    """The note of a complete library of n captions in folder (and its coarse index, if it still matches)."""
+    note, manifest = folder.parent / f"{folder.name}.written.json", folder / "manifest.json"
+    if not (note.exists() and manifest.exists()):
+        return None
+    kept, man = json.loads(note.read_text()), json.loads(manifest.read_text())
+    syn = man.get("synthetic") or {}
+    if syn.get("n") != n or bool(syn.get("real_vectors")) != real_vectors:
+        return None
+    if not man.get("coarse"):
+        kept["upgrade"] = None
+    return kept
+
+
 def queries(count: int, seed: int) -> list[str]:
     gen = Generator(seed)
     d = gen.draw(count)
@@ -312,12 +331,19 @@ def main() -> None:
                     help="largest size measured with the exact in-memory baseline too")
     ap.add_argument("--work", default=str(C.BENCH_OUT / "scale"))
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse a library already written under --work (same size and seed) and its coarse index; "
+                         "implies --keep")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="write the libraries (and their coarse index) under --work and stop; implies --keep")
     ap.add_argument("--child", default=None)
     ap.add_argument("--index", default=None)
     ap.add_argument("--atomized", default=None)
     args = ap.parse_args()
     if args.child:
         return child(args)
+    if args.reuse or args.prepare_only:
+        args.keep = True
     import pickle
 
     from comfyui_searchpriors.retrieval.coarse import upgrade_index
@@ -335,13 +361,27 @@ def main() -> None:
     results, rows = [], []
     for n in sizes:
         folder = work / f"lib-{n}"
-        log(f"writing {n} synthetic captions to {folder} ({'MiniLM' if args.real_vectors else 'composed'} vectors)")
-        wrote = write_library(folder, n, seed=1, segment_size=args.segment_size, real_vectors=args.real_vectors)
-        log(f"  {wrote['captions_per_s']:,.0f} captions/s, {wrote['disk_gb']:.1f} GB on disk; upgrade (coarse index) ...")
-        t0 = time.perf_counter()
-        upgrade_text = upgrade_index(str(folder), compress_min_rows=1, log=log)
-        upgrade_s = time.perf_counter() - t0
-        log(f"  {upgrade_text}")
+        kept = reusable(folder, n, args.real_vectors) if args.reuse else None
+        if kept:
+            wrote = kept["written"]
+            log(f"reusing the library in {folder} (written at {wrote['captions_per_s']:,.0f} captions/s)")
+        else:
+            log(f"writing {n} synthetic captions to {folder} ({'MiniLM' if args.real_vectors else 'composed'} vectors)")
+            wrote = write_library(folder, n, seed=1, segment_size=args.segment_size, real_vectors=args.real_vectors)
+            note_written(folder, wrote)
+            log(f"  {wrote['captions_per_s']:,.0f} captions/s, {wrote['disk_gb']:.1f} GB on disk")
+        if kept and kept.get("upgrade"):
+            upgrade_text, upgrade_s = kept["upgrade"]["text"], kept["upgrade"]["seconds"]
+            log(f"  reusing its coarse index ({upgrade_text})")
+        else:
+            log("  upgrade (coarse index) ...")
+            t0 = time.perf_counter()
+            upgrade_text = upgrade_index(str(folder), compress_min_rows=1, log=log)
+            upgrade_s = time.perf_counter() - t0
+            note_written(folder, wrote, {"text": upgrade_text, "seconds": upgrade_s})
+            log(f"  {upgrade_text}")
+        if args.prepare_only:
+            continue
         comp = run_child("compressed", folder, atom_path)
         if n <= args.exact_limit:
             exact = run_child("exact", folder, atom_path)
@@ -369,6 +409,9 @@ def main() -> None:
         log(f"  n={n}: recall@10 t2v {res['recall_search_t2v']:.3f}, pos {res['recall_pos']:.3f} vs {ref_kind}")
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
+    if not results:
+        log(f"libraries prepared under {work} (--prepare-only)")
+        return
     print()
     print(C.table(["captions", "index", "load s", "RSS MB", "peak MB", "t2v p50/p99 ms", "pos p50/p99 ms",
                    "R@10 t2v", "R@10 pos"], rows,
