@@ -54,9 +54,18 @@ PART_NAMES = ("total", "motion", "actor", "units", "score")
 # the MSR-VTT queries; on the held-out half, R@1 0.193 -> 0.249 at motion agreement 0.964 -> 0.961
 # (benchmarks/README.md). The paper's ranking stays the default: the issue's target (R@1 0.30 at motion
 # agreement 0.93) is not met, the coarse filter's candidates bound R@1 near 0.27 (docs/fidelity.md).
-RANKINGS = ("paper", "video_support")
+# "pool_video_support" (rank_pool) replaces the coarse filter too: the POOL captions nearest to the prompt by
+# sentence similarity (exact top-POOL; a compressed index takes them from its coarse index), those whose core
+# motion matches the prompt's (sim_mot >= t_mot: the same verb at the paper's 0.9) first, each tier ordered
+# by sim_total + POOL_SUPPORT_WEIGHT x video support. t_total, t_atr, min_keep and alpha/beta/gamma do not
+# apply to it. Pool size and weight were chosen on the dev half of MSR-VTT (benchmarks/README.md).
+POOL_RANKING = "pool_video_support"
+RANKINGS = ("paper", "video_support", POOL_RANKING)
 VIDEO_SUPPORT_WEIGHT = 4.0
 VIDEO_SUPPORT_TOP = 3
+POOL_SUPPORT_WEIGHT = 2.0
+DEFAULT_POOL = 300
+MAX_POOL = 100_000
 DEFAULT_RANKING = "paper"
 
 THRESHOLD_PRESETS = {
@@ -109,6 +118,7 @@ class SearchParams:
     gamma: float = 0.5
     min_keep: int = 10
     ranking: str = DEFAULT_RANKING
+    pool: int = DEFAULT_POOL   # pool_video_support: how many nearest captions it ranks (at least top_k)
 
     def validate(self) -> "SearchParams":
         if self.mode not in MODES:
@@ -117,6 +127,9 @@ class SearchParams:
             raise SearchPriorsError(f"Unknown ranking '{self.ranking}': choose one of {', '.join(RANKINGS)}.")
         if not 1 <= int(self.top_k) <= 1000:
             raise SearchPriorsError(f"top_k must be between 1 and 1000, got {self.top_k}.")
+        if not 1 <= int(self.pool) <= MAX_POOL:
+            raise SearchPriorsError(f"pool (the nearest captions the {POOL_RANKING} ranking ranks) must be between "
+                                    f"1 and {MAX_POOL}, got {self.pool}.")
         if int(self.min_keep) < 1:
             raise SearchPriorsError(f"min_keep (the fail-safe) must be at least 1, got {self.min_keep}.")
         for name in ("t_total", "t_mot", "t_atr"):
@@ -436,12 +449,48 @@ def video_support(index: MotionIndex, vectors: np.ndarray, rows: np.ndarray, q: 
     return support[local.reshape(-1)]
 
 
+def rank_pool(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.ndarray, core_index: int,
+              params: SearchParams) -> tuple[np.ndarray, np.ndarray, dict, list[tuple[str, int, int]]]:
+    """The ``pool_video_support`` ranking: the ``max(pool, top_k)`` captions nearest to the prompt by sentence
+    similarity (``rank_pos``: exact, or from the coarse index of a compressed one), those whose core motion
+    similarity reaches ``t_mot`` first (when the prompt has a verb), each tier by
+    Score = sim_total + POOL_SUPPORT_WEIGHT * video_support (ties: lower row). Same return as
+    ``rank_search_t2v``; the parts add ``video`` and ``verb`` (1 for the first tier, else 0)."""
+    m = len(unit_vectors)
+    q = np.asarray(v_total, dtype=np.float64)
+    rows, s_total = rank_pos(index, v_total, max(int(params.pool), int(params.top_k)))
+    flat_units = unit_vectors.reshape(m * 3, -1).astype(np.float64) if m else np.zeros((0, index.dim))
+    zeros = np.zeros(len(rows), dtype=np.float64)
+    s_mot, s_atr = zeros, zeros
+    if m:
+        core = flat_units[3 * core_index:3 * core_index + 3]
+        s_mot = _phrase_sims(index, index.core_role_ids(0)[rows], core[0:1])[:, 0]
+        s_atr = _phrase_sims(index, index.core_role_ids(1)[rows], core[1:2])[:, 0]
+    has_verb = m > 0 and bool(np.any(unit_vectors[core_index, 0]))
+    same_verb = s_mot >= params.t_mot if has_verb else np.zeros(len(rows), dtype=bool)
+    support = video_support(index, index.sentence_vectors(), rows, q)
+    score = s_total + POOL_SUPPORT_WEIGHT * support
+    order = np.lexsort((rows, -score, ~same_verb))[: params.top_k]
+    rounds = [(f"nearest {len(rows)} by sentence similarity", len(rows), len(rows))]
+    if has_verb:
+        passed = int(np.count_nonzero(same_verb))
+        rounds.append((f"motion>={params.t_mot:g} first", passed, passed))
+    parts = {"total": s_total, "motion": s_mot, "actor": s_atr,
+             "units": _unit_similarity(index, flat_units, rows[order], m), "video": support,
+             "verb": same_verb.astype(np.float64)}
+    parts = {name: (values if name == "units" else values[order]) for name, values in parts.items()}
+    parts["score"] = score[order]
+    return rows[order], score[order], parts, rounds
+
+
 def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.ndarray, core_index: int,
                     params: SearchParams) -> tuple[np.ndarray, np.ndarray, dict, list[tuple[str, int, int]]]:
     """Rows of the top-k captions, their scores, score parts (arrays aligned with rows) and rounds."""
     n = index.count
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0), {k: np.zeros(0) for k in PART_NAMES}, []
+    if params.ranking == POOL_RANKING:   # its own candidates: the nearest captions, not the coarse filter
+        return rank_pool(index, v_total, unit_vectors, core_index, params)
     m = len(unit_vectors)
     q = np.asarray(v_total, dtype=np.float64)
     # float64 similarities throughout, so that exact ties (the same phrase, orthogonal vectors) stay
@@ -589,10 +638,13 @@ def search(index: MotionIndex, atomized: AtomizedPrompt, params: SearchParams) -
         rows, scores, parts, rounds = rank_search_t2v(index, atomized.v_total, atomized.unit_vectors,
                                                       atomized.core_index, params)
         core = atomized.units[atomized.core_index] if atomized.units else None
-        if core is None or core.motion is None:
-            notes.append("the prompt has no verb, so the motion round was skipped")
-        if core is None or core.actor is None:
-            notes.append("the prompt's core unit has no actor, so the actor round was skipped")
+        if params.ranking == POOL_RANKING:
+            notes.extend(_pool_notes(core, rounds, params))
+        else:
+            if core is None or core.motion is None:
+                notes.append("the prompt has no verb, so the motion round was skipped")
+            if core is None or core.actor is None:
+                notes.append("the prompt's core unit has no actor, so the actor round was skipped")
     entries = index.entries(rows.tolist())
     hits = []
     for rank, (row, entry) in enumerate(zip(rows.tolist(), entries), 1):
@@ -609,6 +661,18 @@ def search(index: MotionIndex, atomized: AtomizedPrompt, params: SearchParams) -
     return Retrieval(prompt=atomized.text, mode=params.mode, params=params, hits=hits, rounds=rounds,
                      index_count=index.count, index_name=os.path.basename(os.path.normpath(index.folder)),
                      notes=notes)
+
+
+def _pool_notes(core: Optional[Unit], rounds: list[tuple[str, int, int]], params: SearchParams) -> list[str]:
+    """What the pool_video_support ranking did not do: no verb to put first, or no pool caption with it."""
+    if core is None or core.motion is None:
+        return [f"the prompt has no verb: the {rounds[0][1] if rounds else 0} nearest captions are ranked by "
+                f"sentence similarity and video support alone"]
+    if len(rounds) > 1 and rounds[1][1] == 0:
+        return [f"no caption among the {rounds[0][1]} nearest has the prompt's verb '{core.motion}' (motion "
+                f"similarity >= t_mot {params.t_mot:g}): they are ranked by sentence similarity and video support "
+                f"alone; a larger pool may find one"]
+    return []
 
 
 def _fail_safe_notes(rounds: list[tuple[str, int, int]], hits: list[Hit], params: SearchParams) -> list[str]:

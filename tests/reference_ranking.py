@@ -119,3 +119,23 @@ def video_support(captions, videos, prompt: Caption, row: int, top: int = 3) -> 
     sims = sorted((cosine(c.v_total, prompt.v_total) for c, v in zip(captions, videos) if v == videos[row]),
                   reverse=True)
     return sum(sims[:top]) / len(sims[:top])
+
+
+def pool_video_support(captions, videos, prompt: Caption, *, top_k=10, pool=300, t_mot=0.9, weight=2.0, top=3):
+    """The "pool_video_support" ranking: the ``max(pool, top_k)`` captions of the highest sentence cosine
+    (POS Eq. 3's order), those whose core motion cosine with the prompt's reaches ``t_mot`` first when the
+    prompt has a verb, each tier by sentence cosine + weight * video support (ties: lower index).
+    Returns [(index, parts)] best first; parts: total, motion, video, verb, score."""
+    dim = len(prompt.v_total)
+    p_mot = prompt.core(dim)[0]
+    has_verb = bool(np.any(p_mot))
+    nearest = pos(captions, prompt, top_k=max(pool, top_k))
+    scored = []
+    for i, total in nearest:
+        motion = cosine(captions[i].core(dim)[0], p_mot)
+        video = video_support(captions, videos, prompt, i, top)
+        verb = 1.0 if has_verb and motion >= t_mot else 0.0
+        scored.append((i, {"total": total, "motion": motion, "video": video, "verb": verb,
+                           "score": total + weight * video}))
+    scored.sort(key=lambda item: (-item[1]["verb"], -item[1]["score"], item[0]))
+    return scored[:top_k]
