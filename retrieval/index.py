@@ -213,9 +213,9 @@ class MotionIndex:
     sentence_index: object          # faiss.IndexFlatIP with every sentence vector; compressed: the coarse index
     phrases: np.ndarray             # (P + 1, d); last row is the zero vector of a missing role
     phrase_texts: list[str]
-    units: np.ndarray               # (U, 3) int64 into phrases; missing = P
-    unit_offsets: np.ndarray        # (N + 1,)
-    core_units: np.ndarray          # (N,) global unit index, -1 = none
+    units: np.ndarray               # (U, 3) int32 into phrases; missing = P
+    unit_offsets: np.ndarray        # (N + 1,) int32 (int64 past 2**31 units)
+    core_units: np.ndarray          # (N,) global unit index, -1 = none; as unit_offsets
     segments: list[Segment] = field(default_factory=list)
     _segment_starts: np.ndarray = None
     # compressed (coarse.py): the sentence vectors memory-mapped from the segments (``sentence_index`` is
@@ -268,7 +268,7 @@ class MotionIndex:
     def core_role_ids(self, role: int) -> np.ndarray:
         """Phrase id of each caption's core-unit role (0 motion, 1 actor, 2 recipient)."""
         def make():
-            ids = np.full(self.count, self.missing_id, dtype=np.int64)
+            ids = np.full(self.count, self.missing_id, dtype=self.units.dtype)
             has = self.core_units >= 0
             ids[has] = self.units[self.core_units[has], role]
             return ids
@@ -282,7 +282,7 @@ class MotionIndex:
         """Captions grouped by core-role phrase: rows ``perm[starts[d]:ends[d]]`` have phrase distinct[d]."""
         def make():
             ids = self.core_role_ids(role)
-            perm = np.argsort(ids, kind="stable")
+            perm = np.argsort(ids, kind="stable").astype(_small_int(self.count), copy=False)
             sorted_ids = ids[perm]
             distinct = self.core_role_distinct(role)
             return (perm, np.searchsorted(sorted_ids, distinct, side="left"),
@@ -344,6 +344,11 @@ class MotionIndex:
         return text
 
 
+def _small_int(largest: int):
+    """int32 when every value (at most ``largest``) fits in it, else int64."""
+    return np.int32 if largest < 2**31 - 1 else np.int64
+
+
 def load_index(folder: str, compress_min: Optional[int] = None, log=None) -> MotionIndex:
     """Load and validate a published index (staged, unpublished segments are ignored). At or above
     ``compress_min`` captions (default ``coarse.COMPRESS_MIN``) it loads compressed (see coarse.py)."""
@@ -377,19 +382,24 @@ def load_index(folder: str, compress_min: Optional[int] = None, log=None) -> Mot
         if len(fresh):
             phrase_blocks.append(phrases[fresh])
             phrase_texts.extend(texts[i] for i in fresh)
-        unit_blocks.append(remap[units])  # a missing role (-1) picks the trailing -1
+        unit_blocks.append(remap.astype(_small_int(len(phrase_ids)))[units])  # a missing role (-1): the trailing -1
         offset_blocks.append(offsets[:-1].astype(np.int64) + u_total)
         core_blocks.append(np.where(core >= 0, core.astype(np.int64) + u_total, -1))
         segments.append(Segment(name, n))
         starts.append(n_total)
         n_total += n
         u_total += len(units)
+        del seg_index, units, offsets, core
     p_total = len(phrase_ids)
     phrases = np.concatenate(phrase_blocks + [np.zeros((1, dim), np.float32)], axis=0).astype(np.float32)
-    units = np.concatenate(unit_blocks, axis=0) if unit_blocks else np.zeros((0, 3), np.int64)
+    # int32 where the counts allow (always, below 2**31 units): half the memory of int64 at millions of captions
+    units = np.concatenate(unit_blocks, axis=0).astype(_small_int(p_total), copy=False) if unit_blocks \
+        else np.zeros((0, 3), np.int32)
+    del unit_blocks
     units[units < 0] = p_total
-    offsets = np.concatenate(offset_blocks + [np.array([u_total], np.int64)])
-    core = np.concatenate(core_blocks) if core_blocks else np.zeros(0, np.int64)
+    offsets = np.concatenate(offset_blocks + [np.array([u_total], np.int64)]).astype(_small_int(u_total), copy=False)
+    core = np.concatenate(core_blocks).astype(_small_int(u_total), copy=False) if core_blocks else np.zeros(0, np.int32)
+    del offset_blocks, core_blocks
     vectors, notes = None, []
     if compressed:
         vectors = coarse.SegmentVectors(maps, dim)
