@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from comfy_api.v0_0_2 import io, ui
 
-from ..retrieval.search import (MODES, RANKINGS, THRESHOLD_CHOICES, THRESHOLD_PRESETS, THRESHOLDS_CUSTOM,
-                                VIDEO_SUPPORT_TOP, VIDEO_SUPPORT_WEIGHT, SearchParams, preset_label, search,
-                                thresholds_for_choice)
+from ..retrieval.search import (MAX_POOL, MODES, POOL_RANKING, POOL_SUPPORT_WEIGHT, RANKINGS, THRESHOLD_CHOICES,
+                                THRESHOLD_PRESETS, THRESHOLDS_CUSTOM, VIDEO_SUPPORT_TOP, VIDEO_SUPPORT_WEIGHT,
+                                SearchParams, preset_label, search, thresholds_for_choice)
 from .comfy_internals import glue
 from .sockets import AtomizedPrompt, MotionIndexType, RetrievalType
 
@@ -67,7 +67,17 @@ class MotionRetriever(io.ComfyNode):
                                        f"{VIDEO_SUPPORT_TOP} captions of the candidate's video, so a "
                                        "video that several of its captions match wins over one caption that "
                                        "shares the verb (for libraries with several captions per video, e.g. "
-                                       "MSR-VTT; benchmarks/README.md)" + _SEARCH_T2V_ONLY),
+                                       "MSR-VTT; benchmarks/README.md). "
+                                       f"{POOL_RANKING}: replaces the coarse filter too: of the `pool` captions "
+                                       "nearest to the prompt by sentence similarity, those whose core verb "
+                                       "matches the prompt's (motion similarity >= t_mot) come first, each group "
+                                       f"by sentence similarity + {POOL_SUPPORT_WEIGHT:g} x that video support "
+                                       "(t_total, t_atr, min_keep, alpha, beta, gamma unused)" + _SEARCH_T2V_ONLY),
+                io.Int.Input("pool", default=_DEFAULTS.pool, min=1, max=MAX_POOL, optional=True,
+                             tooltip=f"{POOL_RANKING} ranking only: how many captions nearest to the prompt it "
+                                     "ranks (at least top_k). Larger: more captions with the prompt's verb to "
+                                     "choose from (motion agreement up), fewer near wordings of the right "
+                                     "video beaten by them"),
             ],
             outputs=[
                 RetrievalType.Output("retrieval", display_name="retrieval"),
@@ -80,12 +90,13 @@ class MotionRetriever(io.ComfyNode):
     @classmethod
     def execute(cls, atomized, index, mode: str, top_k: int, t_total: float, t_mot: float, t_atr: float,
                 alpha: float, beta: float, gamma: float, min_keep: int,
-                thresholds: str = THRESHOLDS_CUSTOM, ranking: str = _DEFAULTS.ranking) -> io.NodeOutput:
+                thresholds: str = THRESHOLDS_CUSTOM, ranking: str = _DEFAULTS.ranking,
+                pool: int = _DEFAULTS.pool) -> io.NodeOutput:
         preset = thresholds_for_choice(thresholds)
         if preset is not None:
             t_total, t_mot, t_atr = preset["t_total"], preset["t_mot"], preset["t_atr"]
         params = SearchParams(mode=mode, top_k=top_k, t_total=t_total, t_mot=t_mot, t_atr=t_atr, alpha=alpha,
-                              beta=beta, gamma=gamma, min_keep=min_keep, ranking=ranking)
+                              beta=beta, gamma=gamma, min_keep=min_keep, ranking=ranking, pool=pool)
         result = search(index, atomized, params)
         if preset is not None:
             result.notes.append(f"thresholds from the preset {preset_label(thresholds)}")

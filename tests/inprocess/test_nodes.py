@@ -34,16 +34,16 @@ def test_extension_lists_every_node_with_prefixed_ids(pack_nodes):
     assert len(ids) == len(set(ids))
     retriever = pack_nodes.MotionRetriever.define_schema()
     assert [i.id for i in retriever.inputs] == ["atomized", "index", "mode", "top_k", "t_total", "t_mot", "t_atr",
-                                                "alpha", "beta", "gamma", "min_keep", "thresholds", "ranking"]
-    assert [bool(getattr(i, "optional", False)) for i in retriever.inputs] == [False] * 11 + [True, True]
+                                                "alpha", "beta", "gamma", "min_keep", "thresholds", "ranking", "pool"]
+    assert [bool(getattr(i, "optional", False)) for i in retriever.inputs] == [False] * 11 + [True, True, True]
     from comfyui_searchpriors.retrieval.search import DEFAULT_RANKING, DEFAULT_THRESHOLDS
 
     defaults = {i.id: i.default for i in retriever.inputs[2:]}
     assert defaults == {"mode": "search_t2v", "top_k": 5, **DEFAULT_THRESHOLDS,
                         "alpha": 1.0, "beta": 1.0, "gamma": 0.5, "min_keep": 10, "thresholds": "custom",
-                        "ranking": DEFAULT_RANKING}
-    assert retriever.inputs[-2].options == ["custom", "paper", "calibrated"]
-    assert retriever.inputs[-1].options == ["paper", "video_support"]
+                        "ranking": DEFAULT_RANKING, "pool": 300}
+    assert retriever.inputs[-3].options == ["custom", "paper", "calibrated"]
+    assert retriever.inputs[-2].options == ["paper", "video_support", "pool_video_support"]
     atomizer = pack_nodes.PromptAtomizer.define_schema()
     spacy_input = next(i for i in atomizer.inputs if i.id == "spacy_model")
     assert "en_core_web_sm" in spacy_input.options
@@ -99,6 +99,15 @@ def test_atomize_load_retrieve(built, pack_nodes):
     assert paper.params.ranking == "paper" and support.params.ranking == "video_support"
     assert "support" not in paper_report and "| units | support |" in support_report
     assert all("video" in h.parts for h in support.hits) and not any("video" in h.parts for h in paper.hits)
+    # the nearest-captions ranking, its pool size on the node: the three nearest captions only
+    (pooled, _, _, pooled_report), _ = run(pack_nodes.MotionRetriever, t_total=0.3, t_mot=0.9, t_atr=0.4,
+                                           ranking="pool_video_support", pool=3, **common)
+    (nearest, _, _, _), _ = run(pack_nodes.MotionRetriever, t_total=0.3, t_mot=0.9, t_atr=0.4,
+                                **{**common, "mode": "pos", "top_k": 3})
+    assert pooled.params.pool == 3 and pooled.rounds[0] == ("nearest 5 by sentence similarity", 5, 5)
+    assert "nearest 5 by sentence similarity" in pooled_report and all("verb" in h.parts for h in pooled.hits)
+    assert pooled.best.caption == "a dog catches a frisbee in the air"
+    assert {h.row for h in nearest.hits} <= {h.row for h in pooled.hits}
 
 
 @pytest.mark.parametrize("library, message", [
