@@ -189,7 +189,7 @@ def cmd_search(args) -> int:
     manifest = read_manifest(args.index)
     index = load_index(args.index)
     nlp, encoder = _models(args, manifest)
-    params = SearchParams(mode=args.mode, top_k=args.k).validate()
+    params = SearchParams(mode=args.mode, top_k=args.k, ranking=args.ranking, pool=args.pool).validate()
     if not args.queries:
         result = search(index, atomize(args.prompt, nlp, encoder, args.max_chars), params)
         print(json.dumps(result.to_json(), ensure_ascii=False) if args.json else result.report())
@@ -359,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--index", required=True)
     search.add_argument("--mode", default="search_t2v", choices=("search_t2v", "pos"))
     search.add_argument("--k", type=int, default=5)
+    from .search import DEFAULT_POOL, DEFAULT_RANKING, RANKINGS
+
+    search.add_argument("--ranking", default=DEFAULT_RANKING, choices=RANKINGS,
+                        help=f"search_t2v's ranking (default {DEFAULT_RANKING}; see docs/nodes.md, Motion Retriever)")
+    search.add_argument("--pool", type=int, default=DEFAULT_POOL, metavar="N",
+                        help=f"pool_video_support: the N captions nearest to the prompt it ranks (default {DEFAULT_POOL})")
     search.add_argument("--json", action="store_true", help="one JSON object per prompt")
     search.add_argument("--queries", default=None, help="file with one prompt per line ('-' = stdin)")
     search.add_argument("prompt", nargs="?", default=None)

@@ -48,6 +48,18 @@ def test_search_json_single_and_batch(sample_index, tmp_path, capsys):
     assert all(r["hits"][0]["video_id"].startswith("sample") for r in rows)
 
 
+def test_search_ranking_and_pool(sample_index, capsys):
+    assert main(["search", "--index", str(sample_index), "--json", "--k", "2", "--ranking", "pool_video_support",
+                 "--pool", "4", "A dog catches a frisbee"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["params"]["ranking"] == "pool_video_support" and result["params"]["pool"] == 4
+    assert result["rounds"][0] == ["nearest 4 by sentence similarity", 4, 4]
+    assert result["hits"][0]["caption"] == "a dog catches a frisbee in the air" and "verb" in result["hits"][0]["parts"]
+    assert main(["search", "--index", str(sample_index), "--pool", "0", "--ranking", "pool_video_support",
+                 "a dog runs"]) == 2
+    assert "pool (the nearest captions the pool_video_support ranking ranks) must be between 1" in capsys.readouterr().err
+
+
 def test_atomize_json_batch(tmp_path, capsys):
     queries = tmp_path / "q.txt"
     queries.write_text("A panda rides a bicycle\nTime-lapse of clouds\n")
