@@ -915,3 +915,174 @@ def toy_clips_graph(graph: dict, **settings) -> dict:
             node["inputs"].update(clips_folder=TOY_CLIPS_INPUT_FOLDER, index_name=TOY_CLIPS_INDEX_NAME,
                                   captioner=TOY_CAPTIONER_FOLDER)
     return graph
+
+
+# ----------------------------------------------- demo models for the DiT workflows (make serve, the browser test)
+# The bundled DiT workflows name the real model files (as ComfyUI's own templates do), which cannot run on a CPU.
+# Their demo variants, user workflows in the Workflows sidebar like the toy world's, run the same graphs at demo
+# size on demo files that say so in their names (never under the real names):
+# - Wan (pos_wan21, search_then_tune_wan21, and pos_wan22_a14b with the toy as both experts): the trained Wan toy
+#   (sample_data/models/searchpriors-toy-wan: ComfyUI's WanModel and Wan 2.1 VAE, 17 frames at 128, text from the
+#   ModelScope toy's CLIP zero-padded to 4096, flow shift 3), linked in;
+# - HunyuanVideo 1.5 and LTX-Video: no toy exists, so the tiny random models of the e2e tests (ComfyUI's own
+#   classes, tests/tiny_models.py), written once by scripts/make_demo_models.py: their videos are noise.
+# Text encoders (and the HunyuanVideo 1.5 VAE) cannot be built small under ComfyUI's own loaders, so the variants
+# load them with the demo-only nodes of scripts/demo_nodes.py (install_demo_nodes puts them in custom_nodes).
+DEMO_NODES_SOURCE = REPO_ROOT / "scripts" / "demo_nodes.py"
+DEMO_NODES_FOLDER = "searchpriors_demo"              # under custom_nodes
+MAKE_DEMO_MODELS = REPO_ROOT / "scripts" / "make_demo_models.py"
+TOY_WAN_DIR = REPO_ROOT / "sample_data" / "models" / "searchpriors-toy-wan"
+DEMO_TOY_WAN_T2V = "searchpriors-demo-toy-wan-t2v.safetensors"        # under models/diffusion_models
+DEMO_TOY_WAN_VAE = "searchpriors-demo-toy-wan-vae.safetensors"        # under models/vae
+DEMO_RANDOM_HUNYUAN15 = "searchpriors-demo-random-hunyuan15.safetensors"          # under models/diffusion_models
+DEMO_RANDOM_HUNYUAN15_VAE = "searchpriors-demo-random-hunyuan15-vae.safetensors"  # under models/vae
+DEMO_RANDOM_LTXV = "searchpriors-demo-random-ltxv.safetensors"                    # under models/checkpoints
+DEMO_LINKS = {f"diffusion_models/{DEMO_TOY_WAN_T2V}": TOY_WAN_DIR / "searchpriors_toy_wan_t2v.safetensors",
+              f"vae/{DEMO_TOY_WAN_VAE}": TOY_WAN_DIR / "searchpriors_toy_wan_vae.safetensors"}
+DEMO_RANDOM_FILES = (f"diffusion_models/{DEMO_RANDOM_HUNYUAN15}", f"vae/{DEMO_RANDOM_HUNYUAN15_VAE}",
+                     f"checkpoints/{DEMO_RANDOM_LTXV}")
+# What the Wan toy is trained for (TRAINING.json; benchmarks/bench_toy_wan_gpu.py): 17 frames of 128 (at 64 or 9
+# frames it loses colour and shape), shift 3, cfg 5, the inverted reference mixed at eta 1; 10 euler steps (the
+# benchmark's 20 double the CPU time for the same colour and shape); the world's 8-frame clips resampled at 17 fps
+# give 17 frames over the clip's second. The random models: small and few steps (their output is noise whatever).
+DEMO_SETTINGS = {
+    "toy_wan": {"frames": 17, "size": 128, "steps": 10, "cfg": 5.0, "eta": 1.0, "shift": 3.0, "fps": 17.0,
+                "tune_steps": 10, "tune_lr": 1e-3, "tune_rank": 8},
+    "random_hunyuan15": {"frames": 9, "size": 128, "steps": 8, "eta": 1.0, "fps": 9.0},
+    "random_ltxv": {"frames": 9, "size": 128, "steps": 8, "eta": 1.0, "fps": 9.0},
+}
+# user workflow -> (bundled workflow, demo model)
+DEMO_USER_WORKFLOWS = {
+    "toy_world_pos_wan21": ("pos_wan21", "toy_wan"),
+    "toy_world_pos_wan22_a14b": ("pos_wan22_a14b", "toy_wan"),
+    "toy_world_search_then_tune_wan21": ("search_then_tune_wan21", "toy_wan"),
+    "demo_random_pos_hunyuan15": ("pos_hunyuan15", "random_hunyuan15"),
+    "demo_random_pos_ltxv": ("pos_ltxv", "random_ltxv"),
+}
+DEMO_TEXT_NODE, DEMO_VAE_NODE = "SearchPriorsDemo_ToyTextEncoderLoader", "SearchPriorsDemo_VAELoader"
+
+
+def install_demo_nodes(server: ComfyServer) -> Path:
+    """Copies scripts/demo_nodes.py to <custom_nodes>/searchpriors_demo/__init__.py (before the server starts;
+    a copy of an earlier checkout is replaced)."""
+    target = server.custom_nodes_dir / DEMO_NODES_FOLDER / "__init__.py"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name("__init__.py.partial")
+    shutil.copyfile(DEMO_NODES_SOURCE, partial)
+    partial.replace(target)
+    return target
+
+
+def install_demo_models(server: ComfyServer, timeout: float = 600.0) -> list[Path]:
+    """The demo models under their demo names in <models>/: the Wan toy's two files linked (a stale link is
+    replaced, a real file of that name left alone), the random HunyuanVideo 1.5 (and its VAE) and LTX-Video
+    written once by scripts/make_demo_models.py with the server's Python. Returns the paths."""
+    paths = []
+    for name, source in DEMO_LINKS.items():
+        target = server.models_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink() and target.resolve() != source.resolve():
+            target.unlink()
+        if not target.exists() and not target.is_symlink():
+            target.symlink_to(source)
+        paths.append(target)
+    random_files = [server.models_dir / name for name in DEMO_RANDOM_FILES]
+    if not all(p.is_file() for p in random_files):
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env.update(OFFLINE_ENV)
+        done = subprocess.run([server.python, str(MAKE_DEMO_MODELS), "--models-dir", str(server.models_dir),
+                               "--comfyui", str(server.comfyui_dir)], check=False, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise ComfyServerError(f"scripts/make_demo_models.py exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return paths + random_files
+
+
+def demo_graph(graph: dict, model: str, prompt: str = TOY_PROMPT, **settings) -> dict:
+    """A bundled DiT workflow (API format) set for its demo model (DEMO_SETTINGS[model], overridden by
+    ``settings``): the demo files, the demo text encoder (and for HunyuanVideo 1.5 the demo VAE loader), the toy
+    world's index and prompt, the demo size and steps. The bundled files keep the real file names."""
+    s = {**DEMO_SETTINGS[model], **settings}
+    ints = {"Frames": s["frames"], "Reference frames": s["frames"], "Keyframes (4k+1 for Wan's VAE)": s["frames"],
+            "Width": s["size"], "Height": s["size"]}
+    files = {"toy_wan": {"unet_name": DEMO_TOY_WAN_T2V, "vae_name": DEMO_TOY_WAN_VAE},
+             "random_hunyuan15": {"unet_name": DEMO_RANDOM_HUNYUAN15, "vae_name": DEMO_RANDOM_HUNYUAN15_VAE},
+             "random_ltxv": {"ckpt_name": DEMO_RANDOM_LTXV}}[model]
+    for node in graph.values():
+        kind, inputs = node["class_type"], node["inputs"]
+        meta = node.setdefault("_meta", {})
+        title = meta.get("title", "")
+        if kind == "PrimitiveStringMultiline" and title.startswith("Prompt"):
+            inputs["value"] = prompt
+        elif kind == "PrimitiveInt" and title in ints:
+            inputs["value"] = ints[title]
+        elif kind == "SearchPriors_MotionIndexLoader":
+            inputs["index_name"] = TOY_WORLD_INDEX_NAME
+        elif kind == "SearchPriors_ReferenceFrames":
+            inputs["fps"] = s["fps"]
+        elif kind == "SearchPriors_ReferenceRewriter":
+            inputs["manual_rewrite"] = prompt   # no language model here: the rewrite is the prompt itself
+        elif kind == "SearchPriors_KeyframeExtractor":
+            inputs.update(detector=TINY_GROUNDING_DINO_FOLDER, full_frame_above=0.0)
+        elif kind in ("CLIPLoader", "DualCLIPLoader"):
+            node["class_type"] = DEMO_TEXT_NODE
+            node["inputs"] = {"type": inputs["type"]}
+            real = title[title.find("(") + 1:title.rfind(")")] if "(" in title else kind
+            meta["title"] = f"Demo text encoder (the toy world's; stands in for {real})"
+        elif kind in ("UNETLoader", "CheckpointLoaderSimple"):
+            key = "unet_name" if kind == "UNETLoader" else "ckpt_name"
+            inputs[key] = files[key]
+            meta["title"] = f"{'Load Diffusion Model' if kind == 'UNETLoader' else 'Load Checkpoint'} (demo: {files[key]})"
+        elif kind == "VAELoader":
+            inputs["vae_name"] = files["vae_name"]
+            if model == "random_hunyuan15":
+                node["class_type"] = DEMO_VAE_NODE
+            meta["title"] = f"Load VAE (demo: {files['vae_name']})"
+        elif kind == "ModelSamplingSD3" and "shift" in s:
+            inputs["shift"] = s["shift"]
+            meta["title"] = f"ModelSamplingSD3 (shift {s['shift']:g}: the toy's)"
+        elif kind in ("BasicScheduler", "LTXVScheduler", "SearchPriors_DDIMVideoInvert", "KSampler"):
+            inputs["steps"] = s["steps"]
+            if kind == "KSampler" and "cfg" in s:
+                inputs["cfg"] = s["cfg"]
+        elif kind == "SearchPriors_GaussianNoiseMix":
+            inputs["eta"] = s["eta"]
+        elif kind == "SearchPriors_HybridSemanticGuider" and "cfg" in s:
+            inputs["cfg"] = s["cfg"]
+        elif kind == "SearchPriors_VMCTemporalLoRA":
+            inputs.update(steps=s["tune_steps"], lr=s["tune_lr"], rank=s["tune_rank"], gradient_checkpointing="off")
+        elif kind == "SaveVideo":
+            inputs["filename_prefix"] = inputs["filename_prefix"].replace("searchpriors/", "searchpriors/demo_")
+        elif kind == "SearchPriors_SaveMotionLoRA":
+            inputs["filename_prefix"] = inputs["filename_prefix"].replace("motion_lora/", "motion_lora/demo_")
+    return graph
+
+
+def demo_user_workflow(server: ComfyServer, name: str, info: dict | None = None, **settings) -> dict:
+    """The UI workflow of one demo variant (DEMO_USER_WORKFLOWS), with its note (scripts/workflow_notes.py
+    DEMO_NOTES)."""
+    maker = load_by_path("searchpriors_make_ui_workflow", REPO_ROOT / "scripts" / "make_ui_workflow.py")
+    notes = load_by_path("searchpriors_workflow_notes", REPO_ROOT / "scripts" / "workflow_notes.py")
+    bundled, model = DEMO_USER_WORKFLOWS[name]
+    graph = demo_graph(load_json(API_WORKFLOWS_DIR / f"{bundled}.json"), model, **settings)
+    return maker.convert(graph, info or server.object_info(refresh=True), notes.DEMO_NOTES[name])
+
+
+def write_demo_user_workflows(server: ComfyServer, **settings) -> list[Path]:
+    """The demo variants of the DiT workflows as UI workflows in <user>/default/workflows/ (the Workflows
+    sidebar); one already there is left as it is (the user may have changed it). Needs the running server with
+    the demo nodes (install_demo_nodes before start)."""
+    info = server.object_info(refresh=True)
+    folder = server.user_dir / "default" / "workflows"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in DEMO_USER_WORKFLOWS:
+        target = folder / f"{name}.json"
+        written.append(target)
+        if target.exists():
+            continue
+        partial = target.with_name(target.name + ".partial")
+        partial.write_text(json.dumps(demo_user_workflow(server, name, info, **settings), indent=1) + "\n",
+                           encoding="utf-8")
+        partial.replace(target)
+    return written

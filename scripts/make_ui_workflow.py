@@ -51,7 +51,7 @@ STAGE_OF_TYPE = {
     "PrimitiveStringMultiline": "settings", "PrimitiveInt": "settings", "PrimitiveFloat": "settings",
     "SearchPriors_ModelScopeLoader": "models", "SearchPriors_LoadMotionLoRA": "models", "UNETLoader": "models",
     "CLIPLoader": "models", "DualCLIPLoader": "models", "VAELoader": "models", "CheckpointLoaderSimple": "models",
-    "ModelSamplingSD3": "models",
+    "ModelSamplingSD3": "models", "SearchPriorsDemo_ToyTextEncoderLoader": "models", "SearchPriorsDemo_VAELoader": "models",
     "SearchPriors_MotionIndexBuilder": "index", "SearchPriors_ClipLibraryBuilder": "index",
     "SearchPriors_PromptAtomizer": "search", "SearchPriors_MotionIndexLoader": "search",
     "SearchPriors_MotionRetriever": "search",
