@@ -1,23 +1,27 @@
-"""Memory-bounded search for large indexes: sentence vectors memory-mapped from disk, a compressed coarse index.
+"""Memory-bounded search for large indexes: sentence vectors read from disk on demand, a compressed coarse index.
 
 Below ``COMPRESS_MIN`` captions (500,000; ``SEARCHPRIORS_COMPRESS_MIN`` or ``load_index(compress_min=...)``
 change it) an index loads as it always has: every sentence vector as float32 in memory and every search
 exact, bit for bit. At or above it:
 
-- the sentence vectors stay in the segments' ``sentences.faiss`` files, memory-mapped (``SegmentVectors``);
-  a search reads only the rows it re-scores, so they cost page cache, not resident memory;
+- the sentence vectors stay in the segments' ``sentences.faiss`` files and are read with ``pread`` for the
+  rows a search re-scores (``SegmentVectors``): they cost page cache, never this process's resident memory;
 - a coarse index, faiss ``IndexIVFScalarQuantizer`` (8 bits per dimension, inner product, ``nlist`` k-means
   lists; ~d bytes per caption: 3.8 GB at 10M captions of 384 dims instead of 15.4 GB) answers the passes
-  that would otherwise scan every vector:
-  * ``pos``: the best ``k * POS_RERANK`` rows of the probed lists (``NPROBE_POS`` of them), re-scored
-    exactly (float64 from the mapped float32 vectors) and ranked as the exact path ranks;
+  that would otherwise scan every vector, and its codes give every row's sentence similarity to within a
+  bound e computed per prompt (``CodeScores``: ~0.011), so a decision is read exactly only for rows within
+  e of it:
+  * ``pos``: the best ``k * POS_RERANK`` rows of the probed lists (``NPROBE_POS`` of them); those within
+    2e of the k-th are re-scored exactly (float64 of the float32 vectors) and ranked as the exact path ranks;
   * ``search_t2v``: the unit rounds are phrase look-ups (exact, as before); a sentence round over a
-    candidate set of at most ``EXACT_SUBSET`` rows is decided exactly from the mapped vectors. A larger
-    set, or a sentence round over the whole index, is first narrowed to its rows in the ``NPROBE_T2V``
-    lists nearest to the prompt whose 8-bit score is within ``MARGIN`` of the threshold, and those are
-    decided exactly. The final score of every candidate uses exact sentence similarities.
-  So the compressed path can only miss captions in lists it did not probe; benchmarks/bench_scale.py
-  measures recall@10 against the exact ranking.
+    candidate set of at most ``EXACT_SUBSET`` rows is decided from the codes of every row. A larger set,
+    or a sentence round over the whole index, is decided among its rows in the ``NPROBE_T2V`` lists nearest
+    to the prompt. A fail-safe inside the sentence round walks phrases as the exact path does, deciding at
+    most ``WALK_ROWS`` rows from the codes. Of the candidates, only those whose Eq. 9 score (with the
+    8-bit sentence similarity) is within 2e of the k-th best are read and scored exactly (paper ranking).
+  So the top-k equals the exact ranking of the rows the coarse passes see; the compressed path can only
+  miss captions in lists it did not probe (and, past ``WALK_ROWS``, in a fail-safe's walk);
+  benchmarks/bench_scale.py measures recall@10 against the exact ranking.
 
 The coarse index is saved in ``coarse-<id>/coarse.faiss`` and named in the manifest (``"coarse"``: its
 folder, the segments it covers, their row count, its size and CRC-32); ``searchpriors index upgrade``
@@ -45,7 +49,7 @@ NPROBE_POS = 64          # 48 gave recall@10 0.948 at 1M (benchmarks/README.md);
 NPROBE_T2V = 64
 POS_RERANK = 10          # pos re-scores the best k * POS_RERANK (at least 100) rows of the coarse pass exactly
 EXACT_SUBSET = 40_000    # search_t2v candidate sets up to this size are decided exactly from the mapped vectors
-MARGIN = 0.05            # 8-bit scores are within ~0.01 of the exact ones; rows within this of a threshold are re-read
+WALK_ROWS = 100_000      # a fail-safe inside the sentence round decides at most this many rows from the codes
 COARSE_FILE = "coarse.faiss"
 _FLAT_HEADER = 45        # faiss IndexFlat serialisation: 'IxFI', d, ntotal, 2 dummies, is_trained, metric, size
 
@@ -77,8 +81,8 @@ def default_nlist(n: int) -> int:
 
 # ------------------------------------------------------------------------------------- mapped vectors
 
-def flat_vectors(path: str, dim: int, label: str, folder: str) -> np.ndarray:
-    """The float32 (n, dim) vectors of a segment's ``sentences.faiss`` (an IndexFlatIP), memory-mapped."""
+def flat_vectors(path: str, dim: int, label: str, folder: str) -> "FlatVectorFile":
+    """The float32 (n, dim) vectors of a segment's ``sentences.faiss`` (an IndexFlatIP), read on demand."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as fh:
@@ -94,21 +98,69 @@ def flat_vectors(path: str, dim: int, label: str, folder: str) -> np.ndarray:
     if not ok:
         raise MotionIndexError(f"The index at '{folder}' is damaged: {label} is not a flat index of {dim}-dim "
                                f"vectors of the expected size. Rebuild it into a new folder.")
-    if n == 0:
-        return np.zeros((0, dim), np.float32)
-    return np.memmap(path, dtype=np.float32, mode="r", offset=_FLAT_HEADER, shape=(n, d))
+    return FlatVectorFile(path, n, dim, label, folder)
+
+
+class FlatVectorFile:
+    """One segment's vectors, read with ``pread`` at their offsets (not memory-mapped: pages of a mapping
+    that a read touched would count as this process's resident memory for as long as it stays mapped, and
+    after some hundreds of searches a 10M index's whole 15 GB of vectors would be resident; read like this
+    they cost page cache only, shared and reclaimable). The file stays open (a segment replaced by a later
+    build stays readable until this index is dropped, as a mapping would)."""
+
+    def __init__(self, path: str, n: int, dim: int, label: str, folder: str):
+        self.path, self.n, self.dim, self.label, self.folder = path, n, dim, label, folder
+        self.row_bytes = 4 * dim
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __del__(self):
+        fd, self.fd = getattr(self, "fd", None), None
+        if fd is not None:
+            os.close(fd)
+
+    def _read(self, view: memoryview, offset: int) -> None:
+        done = 0
+        while done < len(view):
+            got = os.preadv(self.fd, [view[done:]], offset + done)
+            if got <= 0:
+                raise MotionIndexError(f"The index at '{self.folder}' is damaged: {self.label} ended early. "
+                                       f"Rebuild it into a new folder.")
+            done += got
+
+    def read_slice(self, a: int, b: int, out: np.ndarray) -> None:
+        """Rows a..b into ``out`` (a C-contiguous float32 (b - a, dim) array)."""
+        if b > a:
+            self._read(memoryview(out).cast("B"), _FLAT_HEADER + a * self.row_bytes)
+
+    def read_rows(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """Rows ``rows`` (ascending) into ``out``; consecutive rows are read in one call."""
+        if len(rows) == 0:
+            return
+        view = memoryview(out).cast("B")
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        firsts = np.concatenate([[0], breaks]).tolist()
+        lasts = np.concatenate([breaks, [len(rows)]]).tolist()
+        starts = rows[firsts].tolist()
+        rb = self.row_bytes
+        for i, j, row in zip(firsts, lasts, starts):
+            self._read(view[i * rb:j * rb], _FLAT_HEADER + row * rb)
 
 
 class SegmentVectors:
-    """All segments' sentence vectors as one read-only (N, d) float32 array: rows are read on demand."""
+    """All segments' sentence vectors as one read-only (N, d) float32 array: rows are read on demand
+    (``FlatVectorFile``: no part of the files stays in this process's memory)."""
 
-    def __init__(self, maps: Sequence[np.ndarray], dim: int):
-        self.maps = list(maps)
+    def __init__(self, files: Sequence[FlatVectorFile], dim: int):
+        self.maps = list(files)
         self.dim = dim
         counts = [len(m) for m in self.maps]
         self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.shape = (int(self.starts[-1]), dim)
         self.dtype = np.dtype(np.float32)
+        self.rows_read = 0
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -122,7 +174,8 @@ class SegmentVectors:
             for s, m in enumerate(self.maps):
                 a, b = max(start, self.starts[s]), min(stop, self.starts[s + 1])
                 if a < b:
-                    out[a - start:b - start] = m[a - self.starts[s]:b - self.starts[s]]
+                    m.read_slice(int(a - self.starts[s]), int(b - self.starts[s]), out[a - start:b - start])
+            self.rows_read += len(out)
             return out
         rows = np.asarray(key, dtype=np.int64)
         if rows.ndim == 0:
@@ -136,9 +189,10 @@ class SegmentVectors:
         out = np.empty((len(rows), self.dim), np.float32)
         cuts = np.searchsorted(rows, self.starts)
         for s, m in enumerate(self.maps):
-            a, b = cuts[s], cuts[s + 1]
+            a, b = int(cuts[s]), int(cuts[s + 1])
             if a < b:
-                out[a:b] = m[rows[a:b] - self.starts[s]]
+                m.read_rows(rows[a:b] - self.starts[s], out[a:b])
+        self.rows_read += len(rows)
         if order is not None:
             back = np.empty_like(out)
             back[order] = out
@@ -186,6 +240,73 @@ def extend_coarse(ivf, vectors, start: int, log=None) -> None:
         ivf.add(np.ascontiguousarray(vectors[a:min(a + step, n)], dtype=np.float32))
         if log and (a // step) % 10 == 9:
             log(f"coarse index: {min(a + step, n)}/{n} rows in {time.perf_counter() - began:.0f} s")
+
+
+class CodeScores:
+    """8-bit approximations of the sentence similarity of a prompt with any rows of the coarse index, from
+    the codes themselves (no vector is read), and a bound on their error.
+
+    faiss's 8-bit scalar quantizer stores x_i as code c_i in [0, 255] with x_i ~ vmin_i + (c_i + 0.5) / 255
+    * vdiff_i, so <q, x> ~ const + sum_i c_i w_i with w_i = q_i vdiff_i / 255, and for every value inside
+    the trained range |x_i - x~_i| <= vdiff_i / 510: |<q, x> - approx| <= sum_i |q_i| vdiff_i / 510
+    (``bound``; ~0.011 for MiniLM vectors, where the observed error is below 0.008). A value outside the
+    range seen in training (k-means sample) is clipped and may err more: rare, and it can only move a row
+    near a decision. Rows are found through the index's direct map (8 bytes per caption)."""
+
+    def __init__(self, ivf):
+        faiss = _faiss()
+        base = faiss.downcast_index(ivf)
+        trained = faiss.vector_to_array(base.sq.trained).astype(np.float64)
+        d = base.d
+        if base.sq.qtype != faiss.ScalarQuantizer.QT_8bit or len(trained) != 2 * d:
+            raise SearchPriorsError("The coarse index is not an 8-bit scalar quantizer: run "
+                                    "`searchpriors index upgrade` to rebuild it.")
+        self.vmin, self.vdiff = trained[:d], trained[d:]
+        if base.direct_map.type == faiss.DirectMap.NoMap:
+            base.make_direct_map()
+        n = base.ntotal
+        self.where = faiss.rev_swig_ptr(base.direct_map.array.data(), n) if n else np.zeros(0, np.int64)
+        lists = faiss.downcast_InvertedLists(base.invlists)
+        self.codes = []
+        for lst in range(base.nlist):
+            size = lists.list_size(lst)
+            self.codes.append(faiss.rev_swig_ptr(lists.get_codes(lst), size * d).reshape(size, d) if size
+                              else np.zeros((0, d), np.uint8))
+        self.index = base   # keeps the views' memory alive
+        self.d = d
+
+    def weights(self, q: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """(w, const, bound) for the prompt vector q."""
+        q = np.asarray(q, dtype=np.float64)
+        w = q * self.vdiff / 255.0
+        return w.astype(np.float32), float(q @ self.vmin + 0.5 * w.sum()), float(np.abs(q) @ self.vdiff / 510.0)
+
+    def approx(self, rows: np.ndarray, q: np.ndarray, block: int = 65536) -> np.ndarray:
+        """Approximate sentence similarity (float64) of each of ``rows`` (any order) with q."""
+        rows = np.asarray(rows, dtype=np.int64)
+        w, const, _ = self.weights(q)
+        out = np.empty(len(rows), dtype=np.float64)
+        if len(rows) == 0:
+            return out
+        where = self.where[rows]
+        lists, offsets = where >> 32, where & 0xFFFFFFFF
+        order = np.argsort(lists, kind="stable")
+        sorted_lists = lists[order]
+        bounds = np.flatnonzero(np.diff(sorted_lists)) + 1
+        firsts = np.concatenate([[0], bounds]).tolist()
+        lasts = np.concatenate([bounds, [len(rows)]]).tolist()
+        for a, b in zip(firsts, lasts):
+            sel = order[a:b]
+            lst = int(sorted_lists[a])
+            for c in range(0, len(sel), block):
+                part = sel[c:c + block]
+                out[part] = self.codes[lst][offsets[part]].astype(np.float32) @ w
+        return out + const
+
+
+def code_scores(index) -> CodeScores:
+    """The ``CodeScores`` of a compressed index (made once per load)."""
+    return index._memo(("code_scores",), lambda: CodeScores(index.sentence_index))
 
 
 def _crc_file(path: str) -> dict:

@@ -279,22 +279,81 @@ def _total_round(vectors: np.ndarray, q: np.ndarray, threshold: float, min_keep:
 
 
 def _total_at_least(index: MotionIndex, vectors, rows: np.ndarray, q: np.ndarray, threshold: float) -> np.ndarray:
-    """Mask over ``rows``: exact sentence similarity >= threshold. A compressed index (coarse.py) decides a
-    set larger than ``coarse.EXACT_SUBSET`` among its rows in the probed lists of the coarse index only."""
-    from .coarse import EXACT_SUBSET, MARGIN
+    """Mask over ``rows``: exact sentence similarity >= threshold. A compressed index (coarse.py) decides from
+    the 8-bit codes, reading exactly only the rows within the codes' error bound of the threshold; a set
+    larger than ``coarse.EXACT_SUBSET`` is decided among its rows in the probed lists of the coarse index."""
+    from .coarse import EXACT_SUBSET, code_scores
 
-    if not index.compressed or len(rows) <= EXACT_SUBSET:
+    if not index.compressed:
         return _dot64(vectors, rows, q) >= threshold
-    near = _coarse_range(index, q, threshold - MARGIN, rows)
+    if len(rows) <= EXACT_SUBSET:
+        return _sure_at_least(index, vectors, rows, code_scores(index).approx(rows, q), q, threshold)
+    return _probed_at_least(index, vectors, rows, q, threshold)
+
+
+def _probed_at_least(index: MotionIndex, vectors, rows: np.ndarray, q: np.ndarray, threshold: float) -> np.ndarray:
+    """``_total_at_least`` of a compressed index among the rows in the probed lists of its coarse index (the
+    rest are taken as below the threshold)."""
+    near, approx = _coarse_range(index, q, threshold - _code_bound(index, q), rows)
     order = np.argsort(rows, kind="stable")
     mask = np.zeros(len(rows), dtype=bool)
-    mask[order[np.searchsorted(rows[order], near)]] = _dot64(vectors, near, q) >= threshold
+    mask[order[np.searchsorted(rows[order], near)]] = _sure_at_least(index, vectors, near, approx, q, threshold)
     return mask
 
 
-def _coarse_range(index: MotionIndex, q: np.ndarray, radius: float, rows: Optional[np.ndarray] = None) -> np.ndarray:
+def _code_bound(index: MotionIndex, q: np.ndarray) -> float:
+    """The largest error of an 8-bit sentence similarity of q (coarse.CodeScores), plus a float margin."""
+    from .coarse import code_scores
+
+    return code_scores(index).weights(q)[2] + 1e-6
+
+
+def _sure_at_least(index: MotionIndex, vectors, rows: np.ndarray, approx: np.ndarray, q: np.ndarray,
+                   threshold: float) -> np.ndarray:
+    """Mask over ``rows`` (with 8-bit similarities ``approx``): exact similarity >= threshold. Only rows whose
+    approximation is within the error bound of the threshold are read; the approximations are remembered
+    for this prompt (``_approx_of``)."""
+    bound = _code_bound(index, q)
+    mask = approx >= threshold + bound
+    band = np.flatnonzero(~mask & (approx >= threshold - bound))
+    if len(band):
+        mask[band] = _dot64(vectors, rows[band], q) >= threshold
+    _remember_approx(index, q, rows, approx)
+    return mask
+
+
+def _remember_approx(index: MotionIndex, q: np.ndarray, rows: np.ndarray, approx: np.ndarray) -> None:
+    """Keep the 8-bit similarities of the latest prompt (one prompt at a time; a search of another prompt
+    replaces them)."""
+    key = np.asarray(q, dtype=np.float64).tobytes()
+    old = index.__dict__.get("_approx")
+    if old is not None and old[0] == key:
+        rows, approx = np.concatenate([old[1], rows]), np.concatenate([old[2], approx])
+    rows, first = np.unique(np.asarray(rows, dtype=np.int64), return_index=True)
+    index.__dict__["_approx"] = (key, rows, approx[first])
+
+
+def _approx_of(index: MotionIndex, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """8-bit sentence similarity of each of ``rows``: remembered from this prompt's coarse passes, else
+    computed from the codes."""
+    from .coarse import code_scores
+
+    out = np.full(len(rows), np.nan)
+    known = index.__dict__.get("_approx")
+    if known is not None and known[0] == np.asarray(q, dtype=np.float64).tobytes() and len(known[1]):
+        pos = np.minimum(np.searchsorted(known[1], rows), len(known[1]) - 1)
+        hit = known[1][pos] == rows
+        out[hit] = known[2][pos[hit]]
+    miss = np.flatnonzero(np.isnan(out))
+    if len(miss):
+        out[miss] = code_scores(index).approx(rows[miss], q)
+    return out
+
+
+def _coarse_range(index: MotionIndex, q: np.ndarray, radius: float,
+                  rows: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """Sorted rows (of ``rows``, or all) in the coarse index's ``NPROBE_T2V`` nearest lists whose 8-bit score
-    exceeds ``radius``."""
+    exceeds ``radius``, and those scores."""
     from .coarse import NPROBE_T2V
     from .index import _faiss
 
@@ -307,8 +366,10 @@ def _coarse_range(index: MotionIndex, q: np.ndarray, radius: float, rows: Option
         packed = np.packbits(bits, bitorder="little")
         sel = faiss.IDSelectorBitmap(index.count, faiss.swig_ptr(packed))
     params = faiss.SearchParametersIVF(sel=sel, nprobe=min(NPROBE_T2V, ivf.nlist))
-    _, _, found = ivf.range_search(np.ascontiguousarray(q[None, :], dtype=np.float32), float(radius), params=params)
-    return np.sort(found.astype(np.int64))
+    _, scores, found = ivf.range_search(np.ascontiguousarray(q[None, :], dtype=np.float32), float(radius),
+                                        params=params)
+    order = np.argsort(found, kind="stable")
+    return found[order].astype(np.int64), scores[order].astype(np.float64)
 
 
 def _coarse_top(index: MotionIndex, q: np.ndarray, fetch: int, nprobe: int) -> np.ndarray:
@@ -330,16 +391,38 @@ def _coarse_top(index: MotionIndex, q: np.ndarray, fetch: int, nprobe: int) -> n
 
 def _total_round_compressed(index: MotionIndex, vectors, q: np.ndarray, threshold: float,
                             min_keep: int) -> tuple[np.ndarray, int]:
-    """``_total_round`` on a compressed index: rows of the probed lists near the threshold, decided exactly;
+    """``_total_round`` on a compressed index: rows of the probed lists above the threshold (``_probed_total``);
     the fail-safe takes the best of the coarse index's top rows, re-scored exactly."""
-    from .coarse import MARGIN, NPROBE_T2V
+    from .coarse import NPROBE_T2V
 
-    rows = _coarse_range(index, q, threshold - MARGIN)
-    passed = rows[_dot64(vectors, rows, q) >= threshold]
+    passed = _probed_total(index, vectors, q, threshold)
     if len(passed) >= min_keep:
         return passed, len(passed)
     rows = _coarse_top(index, q, max(4 * min_keep, 64), NPROBE_T2V)
     return _keep_best(rows, _dot64(vectors, rows, q), threshold, min_keep), len(passed)
+
+
+def _probed_total(index: MotionIndex, vectors, q: np.ndarray, threshold: float) -> np.ndarray:
+    """Sorted rows of the coarse index's probed lists whose sentence similarity is >= threshold, decided from
+    the codes (rows within their error bound of the threshold read exactly)."""
+    rows, approx = _coarse_range(index, q, threshold - _code_bound(index, q))
+    return rows[_sure_at_least(index, vectors, rows, approx, q, threshold)]
+
+
+def _compressed_shortlist(index: MotionIndex, q: np.ndarray, candidates: np.ndarray, core_sims, flat_units,
+                          m: int, params: "SearchParams") -> np.ndarray:
+    """Compressed index, paper ranking: the candidates that can still be among the top-k of Eq. 9 when their
+    sentence similarity is known to within the codes' error bound e (coarse.CodeScores): approximate score
+    within 2e of the k-th best. Only these are read and scored exactly, so the top-k is the exact one of the
+    candidates (k rows score at least the k-th approximate score - e, and a row below it - 2e cannot beat them)."""
+    k = int(params.top_k)
+    if len(candidates) <= k:
+        return candidates
+    rest = (params.alpha * core_sims(0, candidates) + params.beta * core_sims(1, candidates)
+            + params.gamma * _unit_similarity(index, flat_units, candidates, m))
+    score = _approx_of(index, q, candidates) + rest
+    kth = np.partition(score, len(score) - k)[len(score) - k]
+    return candidates[score >= kth - 2 * _code_bound(index, q)]
 
 
 def _role_rows(index: MotionIndex, role: int, verdict: np.ndarray) -> np.ndarray:
@@ -380,7 +463,17 @@ def _best_in_total_round(index: MotionIndex, vectors: np.ndarray, q: np.ndarray,
                          sims: np.ndarray, min_keep: int) -> Optional[np.ndarray]:
     """The fail-safe of a unit round inside A = {total >= t_total}: the ``min_keep`` members of A with the
     best core-role similarity (ties: lower row). Walks the distinct phrases from the most similar down and
-    reads only their captions' sentence vectors. None when A itself has fewer than ``min_keep`` members."""
+    reads only their captions' sentence vectors. None when A itself has fewer than ``min_keep`` members.
+    A compressed index decides each phrase's captions from the codes in blocks of ascending rows and stops
+    inside a phrase once enough are found (the lowest rows win the tie); past ``coarse.WALK_ROWS`` rows
+    decided so, the rest are decided in the probed lists of its coarse index only. It takes "A has fewer
+    than ``min_keep`` members" from those lists (``_probed_total``), so that a prompt that few captions
+    resemble does not walk every caption."""
+    from .coarse import WALK_ROWS
+
+    if index.compressed and len(_probed_total(index, vectors, q, t_total)) < min_keep:
+        return None
+    walked = 0
     perm, starts, ends = index.core_role_groups(role)
     order = np.argsort(-sims, kind="stable")
     kept_rows, kept_sims, count, i = [], [], 0, 0
@@ -389,7 +482,17 @@ def _best_in_total_round(index: MotionIndex, vectors: np.ndarray, q: np.ndarray,
         while j < len(order) and sims[order[j]] == sims[order[i]]:
             j += 1  # phrases with exactly the same similarity are one tie group
         rows = np.concatenate([perm[starts[d]:ends[d]] for d in order[i:j]])
-        members = rows[_total_at_least(index, vectors, rows, q, t_total)]
+        if index.compressed and walked < WALK_ROWS:
+            members, decided = _first_members(index, vectors, np.sort(rows), q, t_total, min_keep - count,
+                                              WALK_ROWS - walked)
+            walked += decided
+            if decided < len(rows) and len(members) < min_keep - count:   # the budget ended inside it
+                rest = np.sort(rows)[decided:]
+                members = np.concatenate([members, rest[_probed_at_least(index, vectors, rest, q, t_total)]])
+        elif index.compressed:
+            members = rows[_probed_at_least(index, vectors, rows, q, t_total)]
+        else:
+            members = rows[_total_at_least(index, vectors, rows, q, t_total)]
         kept_rows.append(members)
         kept_sims.append(np.full(len(members), sims[order[i]]))
         count += len(members)
@@ -400,6 +503,23 @@ def _best_in_total_round(index: MotionIndex, vectors: np.ndarray, q: np.ndarray,
     ascending = np.argsort(rows, kind="stable")
     # only members below the threshold are here (else the caller had enough), so this is the top-min_keep
     return _keep_best(rows[ascending], values[ascending], np.inf, min_keep)
+
+
+def _first_members(index: MotionIndex, vectors, rows: np.ndarray, q: np.ndarray, threshold: float,
+                   need: int, budget: int, block: int = 32768) -> tuple[np.ndarray, int]:
+    """Members (sentence similarity >= threshold) of the ascending ``rows``, decided from the codes block by
+    block from the lowest until at least ``need`` are found (they include the ``need`` lowest-row members)
+    or ``budget`` rows are decided; and how many rows were decided."""
+    from .coarse import code_scores
+
+    found, count, done = [], 0, 0
+    while done < len(rows) and count < need and done < budget:
+        part = rows[done:done + min(block, budget - done)]
+        members = part[_sure_at_least(index, vectors, part, code_scores(index).approx(part, q), q, threshold)]
+        found.append(members)
+        count += len(members)
+        done += len(part)
+    return (np.concatenate(found) if found else rows[:0]), done
 
 
 def _phrase_sims(index: MotionIndex, ids: np.ndarray, prompt_roles: np.ndarray) -> np.ndarray:
@@ -569,6 +689,8 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
         for name, role, t in cheap:
             candidates, passed_count = _unit_round(candidates, core_sims(role, candidates), t, params.min_keep)
             rounds.append((f"{name}>={t:g}", len(candidates), passed_count))
+    if index.compressed and params.ranking == "paper":   # read and score only those that can reach the top-k
+        candidates = _compressed_shortlist(index, q, candidates, core_sims, flat_units, m, params)
     s_total = _dot64(vectors, candidates, q)
     s_mot = core_sims(0, candidates)
     s_atr = core_sims(1, candidates)
@@ -596,10 +718,13 @@ def rank_pos(index: MotionIndex, v_total: np.ndarray, k: int, spare: int = 32) -
     k = min(k, n)
     q = np.asarray(v_total, dtype=np.float64)
     vectors = index.sentence_vectors()
-    if index.compressed:  # the coarse index's best k * POS_RERANK, re-scored exactly (coarse.py)
+    if index.compressed:  # the coarse index's best k * POS_RERANK; those that can reach the top-k re-scored exactly
         from .coarse import NPROBE_POS, POS_RERANK
 
         rows = _coarse_top(index, q, max(k * POS_RERANK, 100), NPROBE_POS)
+        if len(rows) > k:
+            approx = _approx_of(index, q, rows)
+            rows = rows[approx >= np.partition(approx, len(rows) - k)[len(rows) - k] - 2 * _code_bound(index, q)]
         exact = _dot64(vectors, rows, q)
         order = np.lexsort((rows, -exact))[:k]
         return rows[order], exact[order]
