@@ -282,21 +282,22 @@ def child(args) -> None:
     load_s = time.perf_counter() - t0
     if args.child == "reference-all-lists":
         coarse.NPROBE_POS = coarse.NPROBE_T2V = index.sentence_index.nlist
-        coarse.EXACT_SUBSET = 1 << 62
+        coarse.EXACT_SUBSET = coarse.WALK_ROWS = 1 << 62
         coarse.POS_RERANK = 100
     rss_load = _status_mb("VmRSS")
     out = {"kind": args.child, "load_s": load_s, "rss_base_mb": base, "rss_after_load_mb": rss_load, "modes": {}}
     for mode in ("search_t2v", "pos"):
         params = SearchParams(mode=mode, top_k=10)
         search(index, atomized[0], params)   # warm-up: derived arrays, first page reads
-        times, rows = [], []
+        times, rows, rounds = [], [], []
         for a in atomized:
             t0 = time.perf_counter()
             r = search(index, a, params)
             times.append((time.perf_counter() - t0) * 1e3)
             rows.append([h.row for h in r.hits])
+            rounds.append([list(x) for x in r.rounds])
         out["modes"][mode] = {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)),
-                              "rows": rows}
+                              "rows": rows, "ms": times, "rounds": rounds}
     out["rss_after_search_mb"] = _status_mb("VmRSS")
     out["vmhwm_mb"] = _status_mb("VmHWM")
     out["rss_anon_mb"] = _status_mb("RssAnon")
@@ -315,7 +316,32 @@ def run_child(kind: str, index: Path, atomized: Path, timeout: float = 7200) -> 
 
 
 def recall(got: list, want: list) -> float:
-    return float(np.mean([len(set(g) & set(w)) / max(len(w), 1) for g, w in zip(got, want)]))
+    return float(np.mean([len(set(g) & set(w)) / max(len(w), 1) for g, w in zip(got, want)])) if got else float("nan")
+
+
+def query_classes(atomized: list, rounds: list) -> list[str]:
+    """Each query's search_t2v class: verb / no verb, actor or not, and '/fail-safe' when a round of the
+    reference search kept more than passed."""
+    out = []
+    for a, r in zip(atomized, rounds):
+        core = a.units[a.core_index] if a.units else None
+        name = ("verb" if core is not None and core.motion else "no verb") + \
+            (" + actor" if core is not None and core.actor else "")
+        out.append(name + (" / fail-safe" if any(passed < kept for _, kept, passed in r) else ""))
+    return out
+
+
+def class_rows(n: int, classes: list[str], comp: dict, ref: dict) -> list[list[str]]:
+    """search_t2v per query class: count, p50 / p99 of the compressed index, recall@10 against ref."""
+    out = []
+    got, want, ms = (comp["modes"]["search_t2v"]["rows"], ref["modes"]["search_t2v"]["rows"],
+                     comp["modes"]["search_t2v"]["ms"])
+    for name in sorted(set(classes)) + ["all"]:
+        idx = [i for i, c in enumerate(classes) if name in ("all", c)]
+        t = [ms[i] for i in idx]
+        out.append([f"{n:,}", name, str(len(idx)), f"{np.percentile(t, 50):.1f}", f"{np.percentile(t, 99):.1f}",
+                    f"{max(t):.1f}", f"{recall([got[i] for i in idx], [want[i] for i in idx]):.3f}"])
+    return out
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -393,15 +419,16 @@ def main() -> None:
                "exact": exact, "reference": ref_kind}
         for mode in ("search_t2v", "pos"):
             res[f"recall_{mode}"] = recall(comp["modes"][mode]["rows"], ref["modes"][mode]["rows"])
+        res["classes"] = class_rows(n, query_classes(atomized, ref["modes"]["search_t2v"]["rounds"]), comp, ref)
         if ref_kind != "exact in memory":
             res["reference_p50"] = {m: ref["modes"][m]["p50"] for m in ("search_t2v", "pos")}
         results.append(res)
         for label, r in (("exact (today)", exact), ("compressed", comp)):
             if r is None:
-                rows.append([f"{n:,}", label, "not run (~16 GB of vectors)", "", "", "", "", "", ""])
+                rows.append([f"{n:,}", label, "not run (~16 GB of vectors)", "", "", "", "", "", "", ""])
                 continue
             rows.append([f"{n:,}", label, f"{r['load_s']:.1f}", f"{r['rss_after_search_mb']:,.0f}",
-                         f"{r['vmhwm_mb']:,.0f}",
+                         f"{r['rss_anon_mb']:,.0f} / {r['rss_file_mb']:,.0f}", f"{r['vmhwm_mb']:,.0f}",
                          f"{r['modes']['search_t2v']['p50']:.1f} / {r['modes']['search_t2v']['p99']:.1f}",
                          f"{r['modes']['pos']['p50']:.1f} / {r['modes']['pos']['p99']:.1f}",
                          "1.000" if r is exact else f"{res['recall_search_t2v']:.3f}",
@@ -413,10 +440,15 @@ def main() -> None:
         log(f"libraries prepared under {work} (--prepare-only)")
         return
     print()
-    print(C.table(["captions", "index", "load s", "RSS MB", "peak MB", "t2v p50/p99 ms", "pos p50/p99 ms",
+    print(C.table(["captions", "index", "load s", "RSS MB", "anon / file MB", "peak MB", "t2v p50/p99 ms",
+                   "pos p50/p99 ms",
                    "R@10 t2v", "R@10 pos"], rows,
                   title=f"scale ({'MiniLM' if args.real_vectors else 'composed'} sentence vectors, {args.queries} "
                         f"queries, top-10; RSS after searching, peak = VmHWM)"))
+    print()
+    print(C.table(["captions", "search_t2v query class", "queries", "p50 ms", "p99 ms", "max ms", "R@10"],
+                  [row for r in results for row in r["classes"]],
+                  title="search_t2v of the compressed index per query class (class from the reference's rounds)"))
     for r in results:
         w = r["write"]
         print(f"{r['n']:,}: library written at {w['captions_per_s']:,.0f} captions/s (no parsing: synthetic units; "
@@ -426,7 +458,8 @@ def main() -> None:
     last = results[-1]
     c = last["compressed"]
     print(f"SUMMARY scale: {last['n']:,} captions ({'MiniLM' if args.real_vectors else 'composed'} vectors): "
-          f"RSS {c['rss_after_search_mb']:,.0f} MB; search_t2v p50 {c['modes']['search_t2v']['p50']:.1f} ms "
+          f"RSS {c['rss_after_search_mb']:,.0f} MB (anon {c['rss_anon_mb']:,.0f}, file {c['rss_file_mb']:,.0f}, "
+          f"peak {c['vmhwm_mb']:,.0f}); search_t2v p50 {c['modes']['search_t2v']['p50']:.1f} ms "
           f"p99 {c['modes']['search_t2v']['p99']:.1f} ms R@10 {last['recall_search_t2v']:.3f}; pos p50 "
           f"{c['modes']['pos']['p50']:.1f} ms p99 {c['modes']['pos']['p99']:.1f} ms R@10 {last['recall_pos']:.3f}")
     if not args.keep:
