@@ -10,7 +10,10 @@ workflows look. The toy world comes ready too (DESIGN.md "The toy world"): the t
 loader lists it), the world's 288-clip library in input/searchpriors_toy_world/ with its motion index
 searchpriors_toy_world (built on the first start), and the POS and search-then-tune workflows set for them
 (toy model, world index, 8 frames of 64x64, 20 steps, eta 1.0) in the Workflows sidebar as toy_world_pos and
-toy_world_search_then_tune. The bundled templates keep their defaults for the real ModelScope model. The
+toy_world_search_then_tune. The DiT workflows get demo variants there too (toy_world_pos_wan21,
+toy_world_pos_wan22_a14b, toy_world_search_then_tune_wan21 on the Wan toy; demo_random_pos_hunyuan15 and
+demo_random_pos_ltxv on tiny random models, whose video is noise), on demo files under demo names and the
+demo-only nodes of scripts/demo_nodes.py. The bundled templates keep their defaults for the real models. The
 server's log goes to <base>/comfyui.log. Run it with the virtual environment that scripts/setup_env.sh made
 (`make serve` does both).
 """
@@ -56,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Starting ComfyUI ({server.comfyui_dir}) with ComfyUI-SearchPriors; log: {server.log_path}", flush=True)
     try:
         harness.install_toy_t2v(server)
+        harness.install_demo_nodes(server)   # the demo text encoder and VAE loader of the DiT demo variants
+        harness.install_demo_models(server)  # the Wan toy and the random HunyuanVideo 1.5 / LTX-Video, demo names
         server.start()
         harness.install_sample_library(server)
         # the search-then-tune workflow needs a GroundingDINO; on the world's clips it keeps the full frame,
@@ -65,12 +70,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  built the toy world's motion index {harness.TOY_WORLD_INDEX_NAME} (288 clips)", flush=True)
         harness.install_toy_clips(server)   # reels of world clips + the toy captioner (toy_world_clips_pos)
         workflows = harness.write_toy_world_user_workflows(server)
+        demos = harness.write_demo_user_workflows(server)
         print(f"\n  ComfyUI is ready: {server.url}\n", flush=True)
         print("  First visit: the Templates dialog opens. Pick Extensions -> ComfyUI-SearchPriors, run\n"
               "  build_sample_index once (Run), then open search_t2v_retrieval and Run.\n"
               f"  The toy world: the Workflows sidebar (W) has {', '.join(w.stem for w in workflows)}: the trained\n"
               f"  toy model ({harness.TOY_T2V_FOLDER}) and the world's index ({harness.TOY_WORLD_INDEX_NAME}), prompt\n"
               f"  {harness.TOY_PROMPT!r}; Run makes a 64x64, 8-frame video of the shape moving.\n"
+              f"  The DiT workflows at demo size, in the same sidebar: {', '.join(w.stem for w in demos)}.\n"
+              "  toy_world_*wan*: the Wan toy (17 frames of 128; for pos_wan22_a14b both experts are the toy);\n"
+              "  demo_random_*: tiny random models, so their video is noise (it shows the graph runs). The\n"
+              "  templates pos_wan21, pos_hunyuan15, ... name the real model files: their notes say where to get them.\n"
               "  Stop the server with Ctrl-C.\n", flush=True)
         code = server.wait()
         print(f"ComfyUI exited with code {code}; log tail:\n{server.log_tail(30)}", file=sys.stderr)
