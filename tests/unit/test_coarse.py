@@ -156,3 +156,73 @@ def test_compress_min_from_environment(monkeypatch):
     monkeypatch.setenv("SEARCHPRIORS_COMPRESS_MIN", "lots")
     with pytest.raises(Exception, match="SEARCHPRIORS_COMPRESS_MIN"):
         coarse.compress_min()
+
+
+# ------------------------------------------------------------------ issue 26, second pass: bounded reads and memory
+
+def _every_list(monkeypatch, comp):
+    monkeypatch.setattr(coarse, "NPROBE_POS", comp.sentence_index.nlist)
+    monkeypatch.setattr(coarse, "NPROBE_T2V", comp.sentence_index.nlist)
+
+
+def test_code_decisions_equal_exact_with_every_list_probed(built, monkeypatch):
+    """Sentence rounds decided from the 8-bit codes (reading only rows within the error bound) and the
+    shortlist of Eq. 9 give the exact ranking when no list is skipped."""
+    folder, _, _, atomized = built
+    plain, comp = load_index(str(folder)), load_index(str(folder), compress_min=1)
+    _every_list(monkeypatch, comp)
+    for kw in ({}, {"t_total": -1.0}):
+        want = [(rows, scores) for rows, scores, _ in _results(plain, atomized, **kw)]
+        assert [(rows, scores) for rows, scores, _ in _results(comp, atomized, **kw)] == want
+
+
+def test_fail_safe_walk_past_its_budget_equals_exact_with_every_list_probed(built, monkeypatch):
+    from comfyui_searchpriors.retrieval import search as search_module
+
+    folder, _, _, atomized = built
+    plain, comp = load_index(str(folder)), load_index(str(folder), compress_min=1)
+    _every_list(monkeypatch, comp)
+    monkeypatch.setattr(coarse, "WALK_ROWS", 60)
+    probed = []
+    real = search_module._probed_at_least
+    monkeypatch.setattr(search_module, "_probed_at_least", lambda *a: probed.append(1) or real(*a))
+    kw = {"min_keep": 40, "t_total": 0.6}
+    want = [(rows, scores) for rows, scores, _ in _results(plain, atomized, **kw)]
+    assert [(rows, scores) for rows, scores, _ in _results(comp, atomized, **kw)] == want
+    assert probed   # the walk ran out of its budget and went on in the probed lists
+
+
+def test_code_scores_stay_within_their_bound(built):
+    folder, _, _, atomized = built
+    comp = load_index(str(folder), compress_min=1)
+    scores = coarse.code_scores(comp)
+    vectors = comp.sentence_vectors()[0:comp.count].astype(np.float64)
+    rows = np.arange(comp.count)[::-1]
+    for a in atomized:
+        exact = vectors[rows] @ a.v_total
+        approx = scores.approx(rows, a.v_total)
+        _, _, bound = scores.weights(a.v_total)
+        assert 0 < bound < 0.05
+        assert np.max(np.abs(approx - exact)) <= bound
+        assert np.max(np.abs(approx - exact)) > 1e-7          # they are approximations, not the vectors
+    assert scores.approx(np.zeros(0, np.int64), atomized[0].v_total).shape == (0,)
+
+
+def test_search_reads_few_vectors_and_maps_none(built, monkeypatch):
+    """A sentence round that every caption passes reads only the rows that can reach the top-k; the vector
+    files are read, never memory-mapped (mapped pages would count as the process's resident memory)."""
+    folder, _, _, atomized = built
+    comp = load_index(str(folder), compress_min=1)
+    _every_list(monkeypatch, comp)
+    vectors = comp.sentence_vectors()
+    no_roles = [a for a in atomized if not a.units] or atomized[:1]
+    for a in atomized:
+        before = vectors.rows_read
+        r = search(comp, a, SearchParams(mode="search_t2v", top_k=5, t_total=-1.0, t_mot=-1.0, t_atr=-1.0))
+        assert r.rounds[0][1] == comp.count                  # every caption is a candidate
+        assert 5 <= vectors.rows_read - before < comp.count // 4
+    assert no_roles
+    if os.path.exists("/proc/self/maps"):
+        with open("/proc/self/maps") as fh:
+            assert "sentences.faiss" not in fh.read()
+    assert comp.units.dtype == np.int32 and comp.unit_offsets.dtype == np.int32 and comp.core_units.dtype == np.int32
