@@ -1035,9 +1035,10 @@ def demo_graph(graph: dict, model: str, prompt: str = TOY_PROMPT, **settings) ->
             meta["title"] = f"{'Load Diffusion Model' if kind == 'UNETLoader' else 'Load Checkpoint'} (demo: {files[key]})"
         elif kind == "VAELoader":
             inputs["vae_name"] = files["vae_name"]
+            meta["title"] = f"Load VAE (demo: {files['vae_name']})"
             if model == "random_hunyuan15":
                 node["class_type"] = DEMO_VAE_NODE
-            meta["title"] = f"Load VAE (demo: {files['vae_name']})"
+                meta["title"] = f"Load VAE (demo size; demo: {files['vae_name']})"
         elif kind == "ModelSamplingSD3" and "shift" in s:
             inputs["shift"] = s["shift"]
             meta["title"] = f"ModelSamplingSD3 (shift {s['shift']:g}: the toy's)"

@@ -79,6 +79,7 @@ def _running_server(base_dir, label: str, env: dict | None = None):
     test_nodes = Path(base_dir) / "custom_nodes" / "searchpriors_e2e_text"
     test_nodes.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(__file__).parent / "e2e_text_node.py", test_nodes / "__init__.py")
+    harness.install_demo_nodes(server)   # make serve's demo-only nodes (scripts/demo_nodes.py): the DiT demo variants
     server.start()
     # Keep the frontend from opening its template browser over the canvas on a new user's first visit.
     server.set_setting("Comfy.TutorialCompleted", True)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import searchpriors_comfy_server as harness  # scripts/comfy_server.py, loaded by tests/conftest.py
+
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
@@ -89,17 +91,37 @@ TEST_SIZE["clip_library_pos"] = {
     ("SearchPriors_ClipLibraryBuilder", None, "index_name"): "searchpriors_toy_clips",
     ("SearchPriors_ClipLibraryBuilder", None, "captioner"): "toy",
 }
-LOAD_ONLY = {"pos_wan21": "Wan 2.1's model files (1.3B, umt5-xxl) cannot be had here: loaded and checked, not "
-                          "queued (tests/e2e/test_pos_workflows.py checks its graph against /object_info)"}
-# POS on Wan 2.2 A14B, HunyuanVideo 1.5 and LTX-Video: their model files are not in this server; the graphs are
-# checked against /object_info in tests/e2e/test_pos_workflows.py and run with tiny models under those file names
-# (and test-only stand-ins for the text encoders) in test_pos_dit_e2e.py and test_pos_dit_more_e2e.py.
-LOAD_ONLY.update({name: f"{name}: the model files are not in this server: loaded here, run with tiny models in {test}"
-                  for name, test in (("pos_wan22_a14b", "test_pos_dit_e2e.py"),
-                                     ("pos_hunyuan15", "test_pos_dit_more_e2e.py"),
-                                     ("pos_ltxv", "test_pos_dit_more_e2e.py"))})
-LOAD_ONLY["search_then_tune_wan21"] = ("Wan 2.1's model files are not in this server: loaded here, run with tiny models "
-                                       "in test_search_then_tune_wan.py")
+# The DiT workflows name the real model files (Wan, HunyuanVideo 1.5, LTX-Video), which are not in this server: the
+# bundled file is opened and checked, then its demo variant (what `make serve` puts in the Workflows sidebar: the Wan
+# toy or a tiny random model under demo names, the demo-only text encoder; scripts/comfy_server.py
+# DEMO_USER_WORKFLOWS) is loaded, set to test size on the page and queued. The bundled graphs also run with tiny
+# models under the real file names through the API (test_pos_dit_e2e.py, test_pos_dit_more_e2e.py,
+# test_search_then_tune_wan.py).
+DEMO_VARIANTS = {bundled: name for name, (bundled, _model) in harness.DEMO_USER_WORKFLOWS.items()}
+_SMALL = {("PrimitiveInt", "Width", "value"): 64, ("PrimitiveInt", "Height", "value"): 64}
+_TINY = {**_SMALL, ("SearchPriors_DDIMVideoInvert", None, "steps"): 3}
+DEMO_TEST_SIZE = {
+    "toy_world_pos_wan21": {**_TINY, ("PrimitiveInt", "Frames", "value"): 5, ("BasicScheduler", None, "steps"): 3},
+    "toy_world_pos_wan22_a14b": {**_TINY, ("PrimitiveInt", "Frames", "value"): 5,
+                                 ("BasicScheduler", None, "steps"): 3},
+    "toy_world_search_then_tune_wan21": {   # no inversion here: the tuned model samples from plain noise
+        **_SMALL, ("PrimitiveInt", "Reference frames", "value"): 9,   # VMC's motion loss needs 3 latent frames
+        ("PrimitiveInt", "Keyframes (4k+1 for Wan's VAE)", "value"): 9,
+        ("SearchPriors_VMCTemporalLoRA", None, "steps"): 3, ("SearchPriors_VMCTemporalLoRA", None, "rank"): 4,
+        ("KSampler", None, "steps"): 3},
+    "demo_random_pos_hunyuan15": {**_TINY, ("PrimitiveInt", "Frames", "value"): 5, ("BasicScheduler", None, "steps"): 3},
+    "demo_random_pos_ltxv": {**_TINY, ("PrimitiveInt", "Frames", "value"): 9, ("LTXVScheduler", None, "steps"): 3},
+}
+
+
+@pytest.fixture(scope="session")
+def demo_workflows(comfy_server, comfy_harness, tiny_grounding_dino) -> dict:
+    """{name: path} of the demo variants, written into the server's Workflows sidebar as `make serve` does, with the
+    demo models, the toy text encoder's folder and the toy world's index in place."""
+    comfy_harness.install_toy_t2v(comfy_server)
+    comfy_harness.install_demo_models(comfy_server)
+    comfy_harness.build_toy_world_index(comfy_server)
+    return {path.stem: path for path in comfy_harness.write_demo_user_workflows(comfy_server)}
 
 
 def set_widget(frontend, node_type: str, title, widget: str, value) -> None:
@@ -121,7 +143,7 @@ def test_ui_workflows_exist():
 
 
 @pytest.mark.parametrize("workflow_path", UI_WORKFLOWS, ids=lambda p: p.name)
-def test_ui_workflow_loads_and_runs(frontend, comfy_server, sample_index, comfy_harness, workflow_path,
+def test_ui_workflow_loads_and_runs(frontend, comfy_server, sample_index, comfy_harness, demo_workflows, workflow_path,
                                     tmp_path, request):
     workflow = json.loads(workflow_path.read_text(encoding="utf-8"))
     if workflow_path.stem in TEST_SIZE:  # a generation workflow: the tiny model and the real-clip index
@@ -129,20 +151,14 @@ def test_ui_workflow_loads_and_runs(frontend, comfy_server, sample_index, comfy_
         request.getfixturevalue("clip_index")
     for fixture in NEEDS_FIXTURES.get(workflow_path.stem, ()):
         request.getfixturevalue(fixture)
-    frontend.load_workflow(workflow)
-
-    nodes = frontend.graph_nodes()
-    assert sorted(n["id"] for n in nodes) == sorted(n["id"] for n in workflow["nodes"]), "nodes lost on load"
-    broken = [n for n in nodes if n["has_errors"] or not n["registered"]]
-    assert not broken, f"nodes the frontend could not create (red, missing): {broken}"
-    missing_dialogs = [t for t in frontend.dialog_texts() if "missing nodes" in t.lower()]
-    assert not missing_dialogs, f"the frontend reports missing nodes: {missing_dialogs}"
-    check_readable_at_opening(frontend, workflow)
-    frontend.page.screenshot(path=str(tmp_path / f"opening-{workflow_path.stem}.png"))
-
-    if workflow_path.stem in LOAD_ONLY:
-        pytest.skip(LOAD_ONLY[workflow_path.stem])
-    for (node_type, title, widget), value in TEST_SIZE.get(workflow_path.stem, {}).items():
+    load_and_check(frontend, workflow, tmp_path / f"opening-{workflow_path.stem}.png")
+    sizes = TEST_SIZE.get(workflow_path.stem, {})
+    if workflow_path.stem in DEMO_VARIANTS:   # names the real model files: queue its demo variant
+        name = DEMO_VARIANTS[workflow_path.stem]
+        workflow = json.loads(demo_workflows[name].read_text(encoding="utf-8"))
+        load_and_check(frontend, workflow, tmp_path / f"opening-{name}.png")
+        sizes = DEMO_TEST_SIZE[name]
+    for (node_type, title, widget), value in sizes.items():
         set_widget(frontend, node_type, title, widget, value(request) if callable(value) else value)
 
     before = set(comfy_server.history())
@@ -168,7 +184,20 @@ def test_ui_workflow_loads_and_runs(frontend, comfy_server, sample_index, comfy_
 
     check_pack_text_reads_line_by_line(frontend, workflow, entry, comfy_harness)
     check_results_on_output_nodes(frontend, workflow, entry, comfy_server, comfy_harness,
-                                  TEST_SIZE.get(workflow_path.stem, {}))
+                                  sizes)
+
+
+def load_and_check(frontend, workflow: dict, screenshot: Path) -> None:
+    """Loads a UI workflow into the page: every node created (none red or missing), readable at its opening zoom."""
+    frontend.load_workflow(workflow)
+    nodes = frontend.graph_nodes()
+    assert sorted(n["id"] for n in nodes) == sorted(n["id"] for n in workflow["nodes"]), "nodes lost on load"
+    broken = [n for n in nodes if n["has_errors"] or not n["registered"]]
+    assert not broken, f"nodes the frontend could not create (red, missing): {broken}"
+    missing_dialogs = [t for t in frontend.dialog_texts() if "missing nodes" in t.lower()]
+    assert not missing_dialogs, f"the frontend reports missing nodes: {missing_dialogs}"
+    check_readable_at_opening(frontend, workflow)
+    frontend.page.screenshot(path=str(screenshot))
 
 
 OUTPUT_TYPES = {"SaveVideo", "PreviewImage", "SaveImage", "PreviewAny"}
@@ -190,7 +219,10 @@ def check_results_on_output_nodes(frontend, workflow: dict, entry: dict, server,
     """Each output node of the workflow has its result in /history and on the page: SaveVideo an mp4 of the
     frames and size asked for (read back), shown on the node; Preview Image / Save Image images shown on the
     node; Preview as Text a non-empty text."""
-    frames = sizes.get(("PrimitiveInt", "Frames", "value"))
+    # as many frames as asked for: the keyframes where a workflow has them (its start noise is the keyframes')
+    frames = next((value for (kind, title, _), value in sizes.items()
+                   if kind == "PrimitiveInt" and (title or "").startswith("Keyframes")),
+                  sizes.get(("PrimitiveInt", "Frames", "value")))
     width, height = sizes.get(("PrimitiveInt", "Width", "value")), sizes.get(("PrimitiveInt", "Height", "value"))
     outputs = entry.get("outputs") or {}
     checked = []
