@@ -41,7 +41,7 @@ def test_extension_lists_every_node_with_prefixed_ids(pack_nodes):
     defaults = {i.id: i.default for i in retriever.inputs[2:]}
     assert defaults == {"mode": "search_t2v", "top_k": 5, **DEFAULT_THRESHOLDS,
                         "alpha": 1.0, "beta": 1.0, "gamma": 0.5, "min_keep": 10, "thresholds": "custom",
-                        "ranking": DEFAULT_RANKING, "pool": 300}
+                        "ranking": DEFAULT_RANKING, "pool": 1000}
     assert retriever.inputs[-3].options == ["custom", "paper", "calibrated"]
     assert retriever.inputs[-2].options == ["paper", "video_support", "pool_video_support"]
     atomizer = pack_nodes.PromptAtomizer.define_schema()
