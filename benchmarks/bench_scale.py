@@ -286,6 +286,7 @@ def child(args) -> None:
         coarse.POS_RERANK = 100
     rss_load = _status_mb("VmRSS")
     out = {"kind": args.child, "load_s": load_s, "rss_base_mb": base, "rss_after_load_mb": rss_load, "modes": {}}
+    read_before = index.sentence_vectors().rows_read if index.compressed else 0
     for mode in ("search_t2v", "pos"):
         params = SearchParams(mode=mode, top_k=10)
         search(index, atomized[0], params)   # warm-up: derived arrays, first page reads
@@ -298,6 +299,9 @@ def child(args) -> None:
             rounds.append([list(x) for x in r.rounds])
         out["modes"][mode] = {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)),
                               "rows": rows, "ms": times, "rounds": rounds}
+        if index.compressed:   # sentence vectors read from disk per search (the rest come from the codes)
+            out["modes"][mode]["vectors_read"] = (index.sentence_vectors().rows_read - read_before) / len(atomized)
+            read_before = index.sentence_vectors().rows_read
     out["rss_after_search_mb"] = _status_mb("VmRSS")
     out["vmhwm_mb"] = _status_mb("VmHWM")
     out["rss_anon_mb"] = _status_mb("RssAnon")
@@ -450,6 +454,9 @@ def main() -> None:
                   [row for r in results for row in r["classes"]],
                   title="search_t2v of the compressed index per query class (class from the reference's rounds)"))
     for r in results:
+        reads = {m: r["compressed"]["modes"][m].get("vectors_read") for m in ("search_t2v", "pos")}
+        print(f"{r['n']:,}: the compressed index read {reads['search_t2v']:.0f} (search_t2v) and {reads['pos']:.0f} (pos) "
+              f"sentence vectors per search (the warm-up included)")
         w = r["write"]
         print(f"{r['n']:,}: library written at {w['captions_per_s']:,.0f} captions/s (no parsing: synthetic units; "
               f"{w['disk_gb']:.1f} GB), coarse index {r['upgrade_s']:.0f} s; recall reference: {r['reference']}")

@@ -471,7 +471,8 @@ def _best_in_total_round(index: MotionIndex, vectors: np.ndarray, q: np.ndarray,
     resemble does not walk every caption."""
     from .coarse import WALK_ROWS
 
-    if index.compressed and len(_probed_total(index, vectors, q, t_total)) < min_keep:
+    probed_a = _probed_total(index, vectors, q, t_total) if index.compressed else None
+    if probed_a is not None and len(probed_a) < min_keep:
         return None
     walked = 0
     perm, starts, ends = index.core_role_groups(role)
@@ -487,10 +488,9 @@ def _best_in_total_round(index: MotionIndex, vectors: np.ndarray, q: np.ndarray,
                                               WALK_ROWS - walked)
             walked += decided
             if decided < len(rows) and len(members) < min_keep - count:   # the budget ended inside it
-                rest = np.sort(rows)[decided:]
-                members = np.concatenate([members, rest[_probed_at_least(index, vectors, rest, q, t_total)]])
-        elif index.compressed:
-            members = rows[_probed_at_least(index, vectors, rows, q, t_total)]
+                members = np.concatenate([members, _sorted_common(np.sort(rows)[decided:], probed_a)])
+        elif index.compressed:   # past the budget: the members of A in the probed lists
+            members = _sorted_common(rows, probed_a)
         else:
             members = rows[_total_at_least(index, vectors, rows, q, t_total)]
         kept_rows.append(members)
@@ -503,6 +503,14 @@ def _best_in_total_round(index: MotionIndex, vectors: np.ndarray, q: np.ndarray,
     ascending = np.argsort(rows, kind="stable")
     # only members below the threshold are here (else the caller had enough), so this is the top-min_keep
     return _keep_best(rows[ascending], values[ascending], np.inf, min_keep)
+
+
+def _sorted_common(rows: np.ndarray, sorted_members: np.ndarray) -> np.ndarray:
+    """The rows (in their order) that are in the ascending ``sorted_members``."""
+    if len(sorted_members) == 0:
+        return rows[:0]
+    pos = np.minimum(np.searchsorted(sorted_members, rows), len(sorted_members) - 1)
+    return rows[sorted_members[pos] == rows]
 
 
 def _first_members(index: MotionIndex, vectors, rows: np.ndarray, q: np.ndarray, threshold: float,
