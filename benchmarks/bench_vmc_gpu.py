@@ -217,6 +217,22 @@ def keyframe_stage(args, reference, frames: int, width: int, height: int):
     return crop_keyframes(reference, plan, width, height), {"frames_detected": len(detections), "boxes": boxes}
 
 
+def emulated_card(torch, card_gib: float):
+    """(ballast tensor or None, its bytes): a tensor that takes all of the GPU but ``card_gib``, so ComfyUI's memory
+    manager and VAE batching see what a card of that size would, and an allocation beyond it fails. MemoryError
+    when the GPU has not that much free."""
+    if not torch.cuda.is_available() or card_gib <= 0:
+        return None, 0
+    free, total = torch.cuda.mem_get_info()
+    ballast_bytes = max(0, int(total - card_gib * GIB))
+    if ballast_bytes > free:
+        raise MemoryError(f"cannot emulate a {card_gib} GiB card: only {free / GIB:.1f} GiB free")
+    ballast = torch.empty(ballast_bytes, dtype=torch.uint8, device="cuda") if ballast_bytes else None
+    log(f"whole run on an emulated {card_gib} GiB card (ballast {ballast_bytes / GIB:.1f} GiB of "
+        f"{total / GIB:.1f}; ComfyUI now sees {torch.cuda.mem_get_info()[0] / GIB:.1f} GiB free)")
+    return ballast, ballast_bytes
+
+
 def whole_run(args, torch, folder: str, facts: dict) -> dict:
     """VAE Encode -> VMC Temporal LoRA (node defaults) -> KSampler with the tuned MODEL -> VAE Decode, on an
     emulated card of ``args.card_gib`` (ballast tensor); each stage's time and peak VRAM."""
@@ -228,17 +244,11 @@ def whole_run(args, torch, folder: str, facts: dict) -> dict:
     frames, height, width = (4, 64, 64) if args.tiny else (24, 320, 576)
     steps, sample_steps = (2, 2) if args.tiny else (args.whole_steps, args.sample_steps)
     free_all(torch)
-    ballast, ballast_bytes = None, 0
-    if torch.cuda.is_available() and args.card_gib > 0:
-        free, total = torch.cuda.mem_get_info()
-        ballast_bytes = max(0, int(total - args.card_gib * GIB))
-        if ballast_bytes > free:
-            return {"error": f"cannot emulate a {args.card_gib} GiB card: only {free / GIB:.1f} GiB free", "stages": {},
-                    "seconds": 0.0, "peak_gib": 0.0, "card_gib": args.card_gib, "vmc_steps": 0, "sample_steps": 0}
-        if ballast_bytes:
-            ballast = torch.empty(ballast_bytes, dtype=torch.uint8, device="cuda")
-        log(f"whole run on an emulated {args.card_gib} GiB card (ballast {ballast_bytes / GIB:.1f} GiB of "
-            f"{total / GIB:.1f}; ComfyUI now sees {torch.cuda.mem_get_info()[0] / GIB:.1f} GiB free)")
+    try:
+        ballast, ballast_bytes = emulated_card(torch, args.card_gib)
+    except MemoryError as exc:
+        return {"error": str(exc), "stages": {}, "seconds": 0.0, "peak_gib": 0.0, "card_gib": args.card_gib,
+                "vmc_steps": 0, "sample_steps": 0}
     out: dict = {"card_gib": args.card_gib if ballast_bytes else None, "stages": {}, "vmc_steps": steps,
                  "sample_steps": sample_steps}
     generator = torch.Generator("cpu").manual_seed(0)
