@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
               f"  The toy world: the Workflows sidebar (W) has {', '.join(w.stem for w in workflows)}: the trained\n"
               f"  toy model ({harness.TOY_T2V_FOLDER}) and the world's index ({harness.TOY_WORLD_INDEX_NAME}), prompt\n"
               f"  {harness.TOY_PROMPT!r}; Run makes a 64x64, 8-frame video of the shape moving.\n"
-              f"  The DiT workflows at demo size, in the same sidebar: {', '.join(w.stem for w in demos)}.\n"
-              "  toy_world_*wan*: the Wan toy (17 frames of 128; for pos_wan22_a14b both experts are the toy);\n"
+              f"  The DiT workflows at demo size, in the same sidebar:\n  {', '.join(w.stem for w in demos)}:\n"
+              "  toy_world_*wan*: the Wan toy (17 frames of 128, 1-2 minutes a run on 2 CPU cores; for\n"
+              "  pos_wan22_a14b both experts are the toy);\n"
               "  demo_random_*: tiny random models, so their video is noise (it shows the graph runs). The\n"
               "  templates pos_wan21, pos_hunyuan15, ... name the real model files: their notes say where to get them.\n"
               "  Stop the server with Ctrl-C.\n", flush=True)

@@ -157,7 +157,7 @@ def _demo_note(title: str, bundled: str, model: str, extra: str = "") -> str:
 
 DEMO_NOTES = {
     "toy_world_pos_wan21": _demo_note("POS on the Wan toy", "pos_wan21", _DEMO_WAN,
-                                      "About a minute on 2 CPU cores."),
+                                      "One to two minutes on 2 CPU cores."),
     "toy_world_pos_wan22_a14b": _demo_note(
         "POS with two experts, on the Wan toy", "pos_wan22_a14b", _DEMO_WAN,
         "**Both experts are the Wan toy** (the same file in both loaders): no two-expert toy exists, so the "
