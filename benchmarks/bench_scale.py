@@ -418,7 +418,14 @@ def main() -> None:
             ref, ref_kind = exact, "exact in memory"
         else:
             exact = None
-            ref, ref_kind = run_child("reference-all-lists", folder, atom_path), "all lists probed"
+            saved = work / f"reference-{n}.json"   # --reuse: the reference of the same library and queries
+            if args.reuse and saved.exists() and json.loads(saved.read_text()).get("queries") == prompts:
+                ref = json.loads(saved.read_text())["reference"]
+                log(f"  reusing the all-lists reference in {saved}")
+            else:
+                ref = run_child("reference-all-lists", folder, atom_path)
+                saved.write_text(json.dumps({"queries": prompts, "reference": ref}))
+            ref_kind = "all lists probed"
         res = {"n": n, "write": wrote, "upgrade_s": upgrade_s, "upgrade": upgrade_text, "compressed": comp,
                "exact": exact, "reference": ref_kind}
         for mode in ("search_t2v", "pos"):
