@@ -942,7 +942,8 @@ DEMO_LINKS = {f"diffusion_models/{DEMO_TOY_WAN_T2V}": TOY_WAN_DIR / "searchprior
 DEMO_RANDOM_FILES = (f"diffusion_models/{DEMO_RANDOM_HUNYUAN15}", f"vae/{DEMO_RANDOM_HUNYUAN15_VAE}",
                      f"checkpoints/{DEMO_RANDOM_LTXV}")
 # What the Wan toy is trained for (TRAINING.json; benchmarks/bench_toy_wan_gpu.py): 17 frames of 128 (at 64 or 9
-# frames it loses colour and shape), shift 3, cfg 5, the inverted reference mixed at eta 1; 10 euler steps (the
+# frames it gets the colour wrong more often: benchmarks/README.md), shift 3, cfg 5, the inverted reference mixed
+# at eta 1; 10 euler steps (the
 # benchmark's 20 double the CPU time for the same colour and shape); the world's 8-frame clips resampled at 17 fps
 # give 17 frames over the clip's second. The random models: small and few steps (their output is noise whatever).
 DEMO_SETTINGS = {
