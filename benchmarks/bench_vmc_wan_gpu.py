@@ -9,9 +9,10 @@ nodes. bf16, rank 32, targets q/k/v of every block's self-attention, loss vmc_ab
 without gradients, median of 5):
 
 - Wan 2.1 1.3B (dim 1536, 30 blocks), 832x480x33 (latent [1, 16, 9, 60, 104]): every gradient checkpointing mode
-  (distill.vmc.CHECKPOINT_MODES on a DiT: all = whole blocks recomputed; outer, the node's default = every
-  block recomputed except its attention kernel, whose outputs are kept; outermost = that on every other block;
-  off = nothing). Targets (issue 22, node defaults): a step <= 3.6x one forward, peak <= 10 GiB.
+  (distill.vmc.CHECKPOINT_MODES on a DiT: compiled, the node's default = compiled blocks, AOTAutograd keeping
+  what is costly to recompute under a memory budget; all = whole blocks recomputed; outer = every block
+  recomputed except its attention kernel, whose outputs are kept; outermost = that on every other block; off =
+  nothing). Targets (issue 22, node defaults): a step <= 3.6x one forward, peak <= 10 GiB.
 - Wan 2.2 5B (dim 3072, 30 blocks, 48-channel latent) at 1280x704x33 (latent [1, 48, 9, 44, 80]) and one Wan 2.2
   A14B expert (dim 5120, 40 blocks) at 832x480x33, node defaults: step time and peak, reported.
 
@@ -228,7 +229,8 @@ def run_part(torch, name: str, args, rows: list, facts: dict) -> None:
     with torch.inference_mode():
         forward = one_forward_s(torch, model, latent, context, 2 if args.tiny else 5)
         # the default is not the first row: the first tuning call of a process pays for growing the allocator's pool
-        modes = ["all", "outer", "outermost", "off"] if name == "wan21" else ["outer"]
+        default = vmc_default()
+        modes = ["all", "outer", "compiled", "outermost", "off"] if name == "wan21" else ["outer", default]
         for mode in modes:
             result = timed_tuning(torch, model, {"samples": latent}, [[context, {}]], args.steps, args.warmup, 32,
                                   "qkv", mode)
@@ -244,6 +246,12 @@ def run_part(torch, name: str, args, rows: list, facts: dict) -> None:
             log_row(label, mode, forward, result)
     del model
     free_all(torch)
+
+
+def vmc_default() -> str:
+    from comfyui_searchpriors.distill import vmc
+
+    return vmc.DEFAULT_CHECKPOINTING
 
 
 def log_row(label, mode, forward, result) -> None:
@@ -301,7 +309,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['label']:44s} {r['mode']:28s} {r['s_per_step']:8.3f} {r['forward_s']:8.3f} {r['ratio']:6.2f} "
               f"{r['peak_gib']:9.2f}" + ("  " + r["error"][:60] if "error" in r else ""))
-    default = next((r for r in rows if r["mode"] == "outer" and r["part"] == "wan21"), None)
+    default = next((r for r in rows if r["mode"] == vmc_default() and r["part"] == "wan21"), None)
     summary = ["SUMMARY vmc_wan:"]
     if default is not None and not args.tiny:
         ok = default["ratio"] <= TARGET_RATIO and default["peak_gib"] <= TARGET_PEAK_GIB and "error" not in default

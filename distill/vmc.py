@@ -272,12 +272,13 @@ def motion_loss(predicted_noise: torch.Tensor, true_noise: torch.Tensor, kind: s
 # halves with every level down while the compute per block stays about the same, so checkpointing only the
 # outer (high-resolution) levels keeps most of the VRAM saving for a fraction of the recomputation.
 CHECKPOINT_MODES = {
+    "compiled": 1,    # Wan on a CUDA GPU with Triton: compiled blocks (see COMPILED_MEMORY_BUDGET); else as 'outer'
     "all": None,      # every block: least VRAM, one extra forward per step
     "outer": 1,       # the two highest-resolution levels
     "outermost": 0,   # only the highest-resolution level
     "off": -1,        # nothing: fastest, most VRAM
 }
-DEFAULT_CHECKPOINTING = "outer"
+DEFAULT_CHECKPOINTING = "compiled"
 
 
 def checkpoint_mode(value) -> str:
@@ -356,15 +357,98 @@ def _dit_blocks_to_wrap(network: torch.nn.Module, mode: str) -> list[tuple[torch
     return [(b, True) for i, b in enumerate(blocks) if i % 2 == 0]   # outermost
 
 
+# 'compiled' (Wan on CUDA with Triton): every block's forward is compiled once (torch.compile, inductor) and
+# AOTAutograd's partitioner decides what to keep for backward under an activation memory budget: it keeps the
+# matmul and attention outputs and recomputes the fused elementwise chains (ComfyUI's Wan block runs its residual
+# stream and modulation in float32: many cheap passes whose outputs are most of a block's activations). Measured
+# (benchmarks/README.md, Wan 2.1 1.3B, 832x480x33, H200): 3.26x a forward at 7.5 GiB against 'outer' 3.83-3.86x at
+# 7.7 GiB; the first step pays the compile (~15-30 s). Elsewhere (no CUDA, no Triton, a UNet3D) it is 'outer'.
+COMPILED_MEMORY_BUDGET = 0.05
+COMPILE_BACKEND = "inductor"
+_COMPILED_FORWARDS: dict = {}   # one compiled function per block class: its cache is reused across runs
+
+
+def compiled_blocks_available(network: torch.nn.Module, device=None) -> bool:
+    """Whether 'compiled' compiles here: a Wan network on a CUDA device (``device``, else its weights') with
+    Triton (else it runs as 'outer')."""
+    if not _is_wan(network):
+        return False
+    if COMPILE_BACKEND != "inductor":   # tests: another backend runs anywhere
+        return True
+    try:
+        from torch.utils._triton import has_triton
+    except ImportError:
+        return False
+    device = torch.device(device) if device is not None else next(network.parameters()).device
+    return device.type == "cuda" and has_triton()
+
+
+def effective_checkpointing(network: torch.nn.Module, mode, device=None) -> str:
+    """The mode that runs: 'compiled' reads as 'outer' where compiled_blocks_available is False."""
+    mode = checkpoint_mode(mode)
+    if mode == "compiled" and not compiled_blocks_available(network, device):
+        return "outer"
+    return mode
+
+
+def _wrap_compiled(module: torch.nn.Module) -> None:
+    """Forward through the block class's compiled forward while gradients are on; if compiling fails, this block
+    falls back to 'outer' (attention kept, the rest recomputed) for the rest of the run."""
+    cls = type(module)
+    if cls not in _COMPILED_FORWARDS:
+        _COMPILED_FORWARDS[cls] = torch.compile(cls.forward, backend=COMPILE_BACKEND, dynamic=False)
+    compiled, state = _COMPILED_FORWARDS[cls], {"failed": False}
+    original = module.forward
+
+    def forward(*args, _module=module, **kwargs):
+        if not torch.is_grad_enabled():
+            return original(*args, **kwargs)
+        if not state["failed"]:
+            try:
+                return compiled(_module, *args, **kwargs)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as exc:  # a compiler that does not work here: run this block as 'outer'
+                state["failed"] = True
+                import logging
+                logging.getLogger(__name__).warning("VMC: compiling a block failed (%s: %s); it runs as 'outer'",
+                                                    type(exc).__name__, str(exc)[:200])
+        return torch.utils.checkpoint.checkpoint(original, *args, use_reentrant=False,
+                                                 context_fn=_keep_attention_context, **kwargs)
+
+    module.forward = forward
+
+
+def _compile_settings(blocks: int):
+    """The partitioner's memory budget and room in dynamo's cache for every block, while training runs."""
+    import torch._dynamo
+    import torch._functorch.config
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch._functorch.config.patch(activation_memory_budget=COMPILED_MEMORY_BUDGET))
+    limit = max(torch._dynamo.config.cache_size_limit, 2 * blocks + 8)
+    stack.enter_context(torch._dynamo.config.patch(cache_size_limit=limit))
+    return stack
+
+
 @contextlib.contextmanager
 def checkpointed_blocks(unet: torch.nn.Module, mode="all") -> Iterator[int]:
     """Recompute blocks in backward instead of keeping their activations. UNet3D: transformer / resnet /
     temporal-conv blocks, every one (``mode`` 'all' or True), those of the outer resolution levels ('outer',
-    'outermost'), or none ('off' or False). Wan: see ATTENTION_KERNELS' comment. Yields how many blocks are
+    'outermost'; 'compiled' is 'outer' there), or none ('off' or False). Wan: see ATTENTION_KERNELS' and
+    COMPILED_MEMORY_BUDGET's comments. Yields how many blocks are
     wrapped."""
-    mode = checkpoint_mode(mode)
+    mode = effective_checkpointing(unet, mode)
     wrapped = []
     try:
+        if mode == "compiled":
+            for block in unet.blocks:
+                if "forward" not in vars(block):
+                    _wrap_compiled(block)
+                    wrapped.append(block)
+            with _compile_settings(len(unet.blocks)):
+                yield len(wrapped)
+            return
         if _is_wan(unet):
             for block, selective in _dit_blocks_to_wrap(unet, mode):
                 if "forward" not in vars(block):

@@ -62,11 +62,14 @@ class VMCTemporalLoRA(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
                              tooltip="Seeds the adapter init, timesteps and noise"),
                 io.Combo.Input("gradient_checkpointing", options=CHECKPOINT_CHOICES, default=vmc.DEFAULT_CHECKPOINTING,
-                               tooltip="Blocks recomputed in backward instead of kept in VRAM. all: every "
-                                       "transformer/resnet block (least VRAM, about one extra forward per step); "
-                                       "outer: those of the two highest-resolution levels (most of the saving, "
-                                       "less recomputation); outermost: the highest level only; off: none "
-                                       "(fastest, most VRAM). benchmarks/README.md: measured VRAM and speed of each"),
+                               tooltip="What is recomputed in backward instead of kept in VRAM. compiled: Wan on "
+                                       "a CUDA GPU with Triton compiles each block and keeps only what is costly "
+                                       "to recompute (fastest at low VRAM; the first step compiles, ~15-30 s); "
+                                       "elsewhere it runs as outer. all: every transformer/resnet block (least "
+                                       "VRAM, about one extra forward per step); outer: those of the two "
+                                       "highest-resolution levels (Wan: every block but its attention); "
+                                       "outermost: the highest level only (Wan: every other block); off: none "
+                                       "(most VRAM). benchmarks/README.md: measured VRAM and speed of each"),
                 io.String.Input("caption", default="", optional=True,
                                 tooltip="The text that was encoded into conditioning; recorded in the LoRA's "
                                         "metadata only"),
@@ -94,7 +97,7 @@ class VMCTemporalLoRA(io.ComfyNode):
     def execute(cls, model, keyframes, conditioning, steps=400, lr=1e-4, rank=32, targets="qkv", loss="vmc_abs",
                 seed=0, gradient_checkpointing=vmc.DEFAULT_CHECKPOINTING, caption="", blocks="all",
                 high_noise_model=None, boundary=0.875) -> io.NodeOutput:
-        from .comfy_internals.motion_lora import loss_curve_image, train_motion_lora
+        from .comfy_internals.motion_lora import checkpointing_that_runs, loss_curve_image, train_motion_lora
 
         tuned, motion_lora, losses, stopped = train_motion_lora(
             model, keyframes, conditioning, steps=steps, lr=lr, rank=rank, targets=targets, loss=loss, seed=seed,
@@ -102,7 +105,7 @@ class VMCTemporalLoRA(io.ComfyNode):
             blocks=blocks or "all", high_noise_model=high_noise_model, boundary=boundary)
         report = (f"{len(losses)} of {steps * (2 if high_noise_model is not None else 1)} steps, {targets}, "
                   f"rank {rank}, loss {loss}, blocks {blocks or 'all'}, checkpointing "
-                  f"{vmc.checkpoint_mode(gradient_checkpointing)}: "
+                  f"{checkpointing_that_runs(model, gradient_checkpointing)}: "
                   f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else f"no step finished ({targets}, {loss})")
         high = motion_lora.get("high_noise")
         if high is not None:

@@ -283,6 +283,14 @@ def train_motion_lora(model, latent, conditioning, steps: int = 400, lr: float =
     return tuned, motion_lora, losses_high + losses, "; ".join(stops) or None
 
 
+def checkpointing_that_runs(model, gradient_checkpointing) -> str:
+    """The gradient checkpointing the tuning runs with on this MODEL and its load device, for the node's report:
+    'compiled' runs as 'outer' where it cannot compile (no CUDA, no Triton, not a Wan model), and says so."""
+    requested = vmc.checkpoint_mode(gradient_checkpointing)
+    ran = vmc.effective_checkpointing(motion_network(model)[0], requested, device=model.load_device)
+    return ran if ran == requested else f"{ran} ({requested} needs a Wan model on a CUDA GPU with Triton)"
+
+
 def _train_one(model, latent, conditioning, steps, lr, rank, targets, loss, seed, gradient_checkpointing, caption,
                on_step, blocks, timestep_range=(0, 1000), expert: str = ""):
     checkpointing = vmc.checkpoint_mode(gradient_checkpointing)

@@ -129,7 +129,44 @@ def test_checkpointed_dit_blocks_by_mode(wan):
         with vmc.checkpointed_blocks(network, mode) as n:
             counts[mode] = n
         assert not any("forward" in vars(b) for b in network.blocks)   # put back afterwards
-    assert counts == {"all": 2, "outer": 2, "outermost": 1, "off": 0}
+    assert counts == {"compiled": 2, "all": 2, "outer": 2, "outermost": 1, "off": 0}   # compiled: as outer here
+
+
+def test_compiled_runs_as_outer_without_a_cuda_gpu_and_says_so(wan, tiny):
+    from comfyui_searchpriors.distill import vmc
+
+    assert vmc.effective_checkpointing(wan.model.diffusion_model, "compiled") == "outer"   # CPU weights
+    report = train(wan, tiny, steps=1, gradient_checkpointing="compiled")[3]
+    assert "checkpointing outer (compiled needs a Wan model on a CUDA GPU with Triton)" in report
+
+
+def test_compiled_blocks_train_as_uncompiled_ones(wan, tiny, monkeypatch):
+    """The 'compiled' wiring (one compiled forward per block class, the partitioner's settings, blocks put back),
+    with a compiler that runs on the CPU (aot_eager; inductor needs Triton and a GPU): the same losses as 'off'."""
+    from comfyui_searchpriors.distill import vmc
+
+    monkeypatch.setattr(vmc, "COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(vmc, "_COMPILED_FORWARDS", {})
+    losses = {mode: json.loads(train(wan, tiny, steps=3, gradient_checkpointing=mode)[1]["metadata"]
+                               ["searchpriors.losses"]) for mode in ("off", "compiled")}
+    assert losses["compiled"] == pytest.approx(losses["off"], rel=1e-4, abs=1e-6)
+    assert len(vmc._COMPILED_FORWARDS) == 1   # every block shares its class's compiled forward
+    assert not any("forward" in vars(b) for b in wan.model.diffusion_model.blocks)
+
+
+def test_a_block_that_does_not_compile_runs_as_outer(wan, tiny, monkeypatch, caplog):
+    from comfyui_searchpriors.distill import vmc
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(vmc, "COMPILE_BACKEND", "aot_eager")
+    block_class = type(wan.model.diffusion_model.blocks[0])
+    monkeypatch.setattr(vmc, "_COMPILED_FORWARDS", {block_class: broken})
+    losses = {mode: json.loads(train(wan, tiny, steps=2, gradient_checkpointing=mode)[1]["metadata"]
+                               ["searchpriors.losses"]) for mode in ("outer", "compiled")}
+    assert losses["compiled"] == pytest.approx(losses["outer"], rel=1e-4, abs=1e-6)
+    assert "compiling a block failed (RuntimeError: no compiler here)" in caplog.text
 
 
 def test_block_selection(wan, tiny):

@@ -207,7 +207,8 @@ def test_checkpoint_modes_pick_blocks_by_resolution_level():
     outer = wrapped_names(unet, "outer")  # levels 0 and 1; level 2 (2x2) and the mid block are not recomputed
     assert outer == {n for n in every if not n.startswith(("down_blocks.2.", "up_blocks.0.", "mid_block"))}
     assert outermost < outer < every
-    with pytest.raises(vmc.VMCError, match="'some' is not one of all, outer, outermost, off"):
+    assert wrapped_names(unet, "compiled") == outer   # a UNet3D is not compiled: 'compiled' runs as 'outer'
+    with pytest.raises(vmc.VMCError, match="'some' is not one of compiled, all, outer, outermost, off"):
         wrapped_names(unet, "some")
 
 
