@@ -281,7 +281,7 @@ def child(args) -> None:
     index = load_index(args.index, compress_min=limit)
     load_s = time.perf_counter() - t0
     if args.child == "reference-all-lists":
-        coarse.NPROBE_POS = coarse.NPROBE_T2V = index.sentence_index.nlist
+        coarse.NPROBE_POS = coarse.NPROBE_T2V = coarse.NPROBE_SUBSET = index.sentence_index.nlist
         coarse.EXACT_SUBSET = coarse.WALK_ROWS = 1 << 62
         coarse.POS_RERANK = 100
     rss_load = _status_mb("VmRSS")

@@ -14,9 +14,9 @@ exact, bit for bit. At or above it:
   * ``pos``: the best ``k * POS_RERANK`` rows of the probed lists (``NPROBE_POS`` of them); those within
     2e of the k-th are re-scored exactly (float64 of the float32 vectors) and ranked as the exact path ranks;
   * ``search_t2v``: the unit rounds are phrase look-ups (exact, as before); a sentence round over a
-    candidate set of at most ``EXACT_SUBSET`` rows is decided from the codes of every row. A larger set,
-    or a sentence round over the whole index, is decided among its rows in the ``NPROBE_T2V`` lists nearest
-    to the prompt. A fail-safe inside the sentence round walks phrases as the exact path does, deciding at
+    candidate set of at most ``EXACT_SUBSET`` rows is decided from the codes of every row; a larger set
+    among its rows in the ``NPROBE_SUBSET`` lists nearest to the prompt, and a sentence round over the whole
+    index in the ``NPROBE_T2V`` nearest lists. A fail-safe inside the sentence round walks phrases as the exact path does, deciding at
     most ``WALK_ROWS`` rows from the codes. Of the candidates, only those whose Eq. 9 score (with the
     8-bit sentence similarity) is within 2e of the k-th best are read and scored exactly (paper ranking).
   So the top-k equals the exact ranking of the rows the coarse passes see; the compressed path can only
@@ -47,6 +47,8 @@ from ..errors import MotionIndexError, SearchPriorsError
 COMPRESS_MIN = 500_000
 NPROBE_POS = 64          # 48 gave recall@10 0.948 at 1M (benchmarks/README.md); 64 not re-measured
 NPROBE_T2V = 64
+NPROBE_SUBSET = 512      # search_t2v: lists searched for a candidate set too large to decide row by row (only
+                         # its rows are scored: at 10M, 200k rows in 512 of 2048 lists cost ~30 ms, all lists ~100)
 POS_RERANK = 10          # pos re-scores the best k * POS_RERANK (at least 100) rows of the coarse pass exactly
 EXACT_SUBSET = 40_000    # search_t2v candidate sets up to this size are decided exactly from the mapped vectors
 WALK_ROWS = 100_000      # a fail-safe inside the sentence round decides at most this many rows from the codes

@@ -58,7 +58,9 @@ PART_NAMES = ("total", "motion", "actor", "units", "score")
 # sentence similarity (exact top-POOL; a compressed index takes them from its coarse index), those whose core
 # motion matches the prompt's (sim_mot >= t_mot: the same verb at the paper's 0.9) first, each tier ordered
 # by sim_total + POOL_SUPPORT_WEIGHT x video support. t_total, t_atr, min_keep and alpha/beta/gamma do not
-# apply to it. Pool size and weight were chosen on the dev half of MSR-VTT (benchmarks/README.md).
+# apply to it. Pool size and weight were chosen on the dev half of MSR-VTT; on the held-out half R@1 0.296 at
+# motion agreement 0.961 (paper 0.193 / 0.964). It stays an option: the target R@1 0.30 at agreement 0.93 is
+# missed by 0.004 there (benchmarks/README.md, docs/fidelity.md).
 POOL_RANKING = "pool_video_support"
 RANKINGS = ("paper", "video_support", POOL_RANKING)
 VIDEO_SUPPORT_WEIGHT = 4.0
@@ -352,9 +354,10 @@ def _approx_of(index: MotionIndex, q: np.ndarray, rows: np.ndarray) -> np.ndarra
 
 def _coarse_range(index: MotionIndex, q: np.ndarray, radius: float,
                   rows: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted rows (of ``rows``, or all) in the coarse index's ``NPROBE_T2V`` nearest lists whose 8-bit score
-    exceeds ``radius``, and those scores."""
-    from .coarse import NPROBE_T2V
+    """Sorted rows (of ``rows``, or all) in the coarse index's nearest lists whose 8-bit score exceeds
+    ``radius``, and those scores: ``NPROBE_SUBSET`` lists for given rows (only theirs are scored),
+    ``NPROBE_T2V`` for all rows."""
+    from .coarse import NPROBE_SUBSET, NPROBE_T2V
     from .index import _faiss
 
     faiss = _faiss()
@@ -365,7 +368,7 @@ def _coarse_range(index: MotionIndex, q: np.ndarray, radius: float,
         bits[rows] = True
         packed = np.packbits(bits, bitorder="little")
         sel = faiss.IDSelectorBitmap(index.count, faiss.swig_ptr(packed))
-    params = faiss.SearchParametersIVF(sel=sel, nprobe=min(NPROBE_T2V, ivf.nlist))
+    params = faiss.SearchParametersIVF(sel=sel, nprobe=min(NPROBE_T2V if rows is None else NPROBE_SUBSET, ivf.nlist))
     _, scores, found = ivf.range_search(np.ascontiguousarray(q[None, :], dtype=np.float32), float(radius),
                                         params=params)
     order = np.argsort(found, kind="stable")
