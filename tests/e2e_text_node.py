@@ -12,25 +12,17 @@ the text's hash (equal texts give equal conditionings), shaped as the real encod
   (no pooled vector, no attention mask: ComfyUI drops an all-ones one) and, for text in double quotes, byT5 glyph
   tokens [1, n, 1472] under ``conditioning_byt5small``, as ComfyUI's tokenizer adds them.
 
-One more stand-in, for a VAE ComfyUI cannot load small: ``E2ETinyVAELoader`` is VAELoader as is (comfy.sd.VAE detects
-the model from the file's keys), except that for a HunyuanVideo 1.5 VAE it builds ComfyUI's own encoder and decoder
-at the block widths the file holds instead of the fixed [128, 256, 512, 1024, 1024] (1.26 B parameters) that
-comfy/sd.py sets whatever the file holds.
+The HunyuanVideo 1.5 VAE, which ComfyUI builds at full size whatever the file holds, is loaded by make serve's demo
+VAE loader (``SearchPriorsDemo_VAELoader``, scripts/demo_nodes.py, which tests/conftest.py puts in the same servers):
+``tiny_vae_graph`` swaps it in.
 
 Core CLIPTextEncode and everything else in such a workflow run as shipped.
 """
 
-import contextlib
-import functools
 import hashlib
 import re
 
 import torch
-
-# ComfyUI's HunyuanVideo 1.5 VAE widths (comfy/sd.py) and latent channels
-HUNYUAN15_VAE_WIDTHS = [128, 256, 512, 1024, 1024]
-HUNYUAN15_LATENT_CHANNELS = 32
-
 
 def _seed(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
@@ -109,68 +101,7 @@ class E2ETinyDualCLIPLoader:
         return (_TinyTextEncoder(3584, "hunyuan_video_15"),)
 
 
-def _hunyuan15_vae_widths(path: str):
-    """The block widths of the HunyuanVideo 1.5 VAE in the safetensors file at ``path`` (None if it is not one)."""
-    import safetensors
-
-    with safetensors.safe_open(path, framework="pt") as f:
-        keys = set(f.keys())
-        if "decoder.conv_in.conv.weight" not in keys:
-            return None
-        if f.get_slice("decoder.conv_in.conv.weight").get_shape()[1] != HUNYUAN15_LATENT_CHANNELS:
-            return None
-        widths, i = [], 0
-        while f"encoder.down.{i}.block.0.conv1.conv.weight" in keys:
-            widths.append(f.get_slice(f"encoder.down.{i}.block.0.conv1.conv.weight").get_shape()[0])
-            i += 1
-    return widths
-
-
-@contextlib.contextmanager
-def _vae_widths(widths):
-    """comfy.sd.VAE builds the HunyuanVideo 1.5 VAE's encoder and decoder at ``widths`` inside (it looks the classes
-    up by name in comfy.ldm.hunyuan_video.vae_refiner when it builds one)."""
-    import comfy.ldm.hunyuan_video.vae_refiner as refiner
-
-    encoder, decoder = refiner.Encoder, refiner.Decoder
-
-    def at(cls):
-        @functools.wraps(cls)
-        def build(**params):
-            return cls(**{**params, "block_out_channels": list(widths)})
-        return build
-
-    refiner.Encoder, refiner.Decoder = at(encoder), at(decoder)
-    try:
-        yield
-    finally:
-        refiner.Encoder, refiner.Decoder = encoder, decoder
-
-
-class E2ETinyVAELoader:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"vae_name": ("STRING", {"default": ""})}}
-
-    RETURN_TYPES = ("VAE",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
-
-    def load(self, vae_name):
-        import folder_paths
-
-        import nodes
-
-        path = folder_paths.get_full_path("vae", vae_name)
-        widths = _hunyuan15_vae_widths(path) if path and path.endswith(".safetensors") else None
-        if not widths or widths == HUNYUAN15_VAE_WIDTHS:
-            return nodes.VAELoader().load_vae(vae_name)
-        with _vae_widths(widths):
-            return nodes.VAELoader().load_vae(vae_name)
-
-
-NODE_CLASS_MAPPINGS = {"E2ETinyCLIPLoader": E2ETinyCLIPLoader, "E2ETinyDualCLIPLoader": E2ETinyDualCLIPLoader,
-                       "E2ETinyVAELoader": E2ETinyVAELoader}
+NODE_CLASS_MAPPINGS = {"E2ETinyCLIPLoader": E2ETinyCLIPLoader, "E2ETinyDualCLIPLoader": E2ETinyDualCLIPLoader}
 
 
 def tiny_text_graph(graph: dict) -> dict:
@@ -185,8 +116,9 @@ def tiny_text_graph(graph: dict) -> dict:
 
 
 def tiny_vae_graph(graph: dict) -> dict:
-    """``graph`` (API format) with every VAELoader replaced by E2ETinyVAELoader (same input)."""
+    """``graph`` (API format) with every VAELoader replaced by the demo VAE loader of scripts/demo_nodes.py (same
+    input; it builds a HunyuanVideo 1.5 VAE at the widths its file holds)."""
     for node in graph.values():
         if node["class_type"] == "VAELoader":
-            node["class_type"] = "E2ETinyVAELoader"
+            node["class_type"] = "SearchPriorsDemo_VAELoader"
     return graph

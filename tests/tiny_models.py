@@ -271,7 +271,7 @@ def smooth_video_latent(shape, seed: int = 0, scale: float = 1.0) -> torch.Tenso
 # latent channels, 16x in space, 4x in time, frames 4k+1). comfy.sd.VAE detects it by its keys
 # (``decoder.conv_in.conv.weight`` with 32 input channels) but builds it at the fixed widths [128, 256, 512, 1024,
 # 1024] whatever the file holds (1.26 B parameters), so a tiny one needs those widths swapped in at load time:
-# tests/e2e_text_node.py's E2ETinyVAELoader (VAELoader as is, with the widths read from the file's keys).
+# scripts/demo_nodes.py's SearchPriorsDemo_VAELoader (VAELoader as is, with the widths read from the file's keys).
 HUNYUAN15_VAE_WIDTHS = (8, 16, 32, 64, 64)   # the last a multiple of 2 x 32 (the encoder's skip, the decoder's repeat)
 
 

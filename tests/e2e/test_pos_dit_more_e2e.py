@@ -12,9 +12,10 @@ frames, VAE encode, DDIM inversion, mix, hybrid guider, SamplerCustomAdvanced, V
 
 The stand-ins (tests/e2e_text_node.py, in the session server's custom_nodes): DualCLIPLoader (Qwen2.5-VL 7B + byT5)
 -> E2ETinyDualCLIPLoader and CLIPLoader (T5-XXL) -> E2ETinyCLIPLoader, because ComfyUI builds those encoders at full
-size whatever the file holds; VAELoader -> E2ETinyVAELoader for HunyuanVideo 1.5, because comfy/sd.py builds that VAE
-at fixed widths (1.26 B parameters) whatever the file holds (the stand-in is VAELoader with the file's widths). The
-rest runs as shipped, at 64 x 64 and a few steps."""
+size whatever the file holds; VAELoader -> SearchPriorsDemo_VAELoader (make serve's demo VAE loader,
+scripts/demo_nodes.py, in the same servers) for HunyuanVideo 1.5, because comfy/sd.py builds that VAE at fixed widths
+(1.26 B parameters) whatever the file holds (the stand-in is VAELoader with the file's widths). The rest runs as
+shipped, at 64 x 64 and a few steps."""
 
 from __future__ import annotations
 
