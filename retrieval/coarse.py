@@ -51,6 +51,7 @@ NPROBE_SUBSET = 512      # search_t2v: lists searched for a candidate set too la
                          # its rows are scored: at 10M, 200k rows in 512 of 2048 lists cost ~30 ms, all lists ~100)
 POS_RERANK = 10          # pos re-scores the best k * POS_RERANK (at least 100) rows of the coarse pass exactly
 EXACT_SUBSET = 40_000    # search_t2v candidate sets up to this size are decided exactly from the mapped vectors
+LAZY_FROM = 1_000        # a sentence round with this many sure members reads its band rows only if they are shortlisted
 WALK_ROWS = 100_000      # a fail-safe inside the sentence round decides at most this many rows from the codes
 COARSE_FILE = "coarse.faiss"
 _FLAT_HEADER = 45        # faiss IndexFlat serialisation: 'IxFI', d, ntotal, 2 dummies, is_trained, metric, size
@@ -103,6 +104,20 @@ def flat_vectors(path: str, dim: int, label: str, folder: str) -> "FlatVectorFil
     return FlatVectorFile(path, n, dim, label, folder)
 
 
+READ_THREADS = 8              # concurrent reads of scattered rows (a disk serves several at once)
+PARALLEL_READS_FROM = 64      # runs of consecutive rows from which a read is spread over threads
+_POOL = None
+
+
+def _reader_pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="searchpriors-read")
+    return _POOL
+
+
 class FlatVectorFile:
     """One segment's vectors, read with ``pread`` at their offsets (not memory-mapped: pages of a mapping
     that a read touched would count as this process's resident memory for as long as it stays mapped, and
@@ -147,8 +162,16 @@ class FlatVectorFile:
         lasts = np.concatenate([breaks, [len(rows)]]).tolist()
         starts = rows[firsts].tolist()
         rb = self.row_bytes
-        for i, j, row in zip(firsts, lasts, starts):
-            self._read(view[i * rb:j * rb], _FLAT_HEADER + row * rb)
+
+        def read(k0: int, k1: int) -> None:
+            for i, j, row in zip(firsts[k0:k1], lasts[k0:k1], starts[k0:k1]):
+                self._read(view[i * rb:j * rb], _FLAT_HEADER + row * rb)
+
+        if len(firsts) < PARALLEL_READS_FROM:
+            return read(0, len(firsts))
+        # rows scattered over a file larger than the page cache are disk reads: several at once
+        step = -(-len(firsts) // READ_THREADS)
+        list(_reader_pool().map(lambda k: read(k, k + step), range(0, len(firsts), step)))
 
 
 class SegmentVectors:

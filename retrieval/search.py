@@ -315,13 +315,49 @@ def _sure_at_least(index: MotionIndex, vectors, rows: np.ndarray, approx: np.nda
     """Mask over ``rows`` (with 8-bit similarities ``approx``): exact similarity >= threshold. Only rows whose
     approximation is within the error bound of the threshold are read; the approximations are remembered
     for this prompt (``_approx_of``)."""
+    from .coarse import LAZY_FROM
+
     bound = _code_bound(index, q)
     mask = approx >= threshold + bound
     band = np.flatnonzero(~mask & (approx >= threshold - bound))
-    if len(band):
+    if len(band) and np.count_nonzero(mask) >= LAZY_FROM:
+        # so many sure members that no count decision hinges on the band: taken in for now, read only if
+        # they reach the shortlist (``_compressed_candidates``)
+        mask[band] = True
+        _remember_maybe(index, q, threshold, rows[band])
+    elif len(band):
         mask[band] = _dot64(vectors, rows[band], q) >= threshold
     _remember_approx(index, q, rows, approx)
     return mask
+
+
+def _remember_maybe(index: MotionIndex, q: np.ndarray, threshold: float, rows: np.ndarray) -> None:
+    """Rows taken in by ``_sure_at_least`` without reading them (within the bound of ``threshold``)."""
+    key = np.asarray(q, dtype=np.float64).tobytes()
+    old = index.__dict__.get("_maybe")
+    table = dict(old[1]) if old is not None and old[0] == key else {}
+    table[threshold] = np.union1d(table.get(threshold, np.zeros(0, np.int64)), rows.astype(np.int64))
+    index.__dict__["_maybe"] = (key, table)
+
+
+def _compressed_candidates(index: MotionIndex, vectors, q: np.ndarray, candidates: np.ndarray, core_sims,
+                           flat_units, m: int, params: "SearchParams") -> np.ndarray:
+    """The candidates a compressed index reads and scores: for the paper's ranking its shortlist
+    (``_compressed_shortlist``); rows taken into the sentence round without reading (``_remember_maybe``)
+    are read now where they remain, and dropped below t_total."""
+    known = index.__dict__.get("_maybe")
+    maybe = np.zeros(0, np.int64)
+    if known is not None and known[0] == np.asarray(q, dtype=np.float64).tobytes():
+        maybe = known[1].get(params.t_total, maybe)
+    is_maybe = np.isin(candidates, maybe) if len(maybe) else np.zeros(len(candidates), dtype=bool)
+    if params.ranking == "paper":
+        keep = _compressed_shortlist(index, q, candidates, core_sims, flat_units, m, params, ~is_maybe)
+        candidates, is_maybe = candidates[keep], is_maybe[keep]
+    if is_maybe.any():
+        check = np.flatnonzero(is_maybe)
+        drop = check[_dot64(vectors, candidates[check], q) < params.t_total]
+        candidates = np.delete(candidates, drop)
+    return candidates
 
 
 def _remember_approx(index: MotionIndex, q: np.ndarray, rows: np.ndarray, approx: np.ndarray) -> None:
@@ -413,19 +449,22 @@ def _probed_total(index: MotionIndex, vectors, q: np.ndarray, threshold: float) 
 
 
 def _compressed_shortlist(index: MotionIndex, q: np.ndarray, candidates: np.ndarray, core_sims, flat_units,
-                          m: int, params: "SearchParams") -> np.ndarray:
+                          m: int, params: "SearchParams", sure: np.ndarray) -> np.ndarray:
     """Compressed index, paper ranking: the candidates that can still be among the top-k of Eq. 9 when their
     sentence similarity is known to within the codes' error bound e (coarse.CodeScores): approximate score
     within 2e of the k-th best. Only these are read and scored exactly, so the top-k is the exact one of the
-    candidates (k rows score at least the k-th approximate score - e, and a row below it - 2e cannot beat them)."""
+    candidates (k rows score at least the k-th approximate score - e, and a row below it - 2e cannot beat them).
+    The k-th is taken among the ``sure`` members only (not rows of the sentence round's band that were not
+    read). Returns a mask over the candidates."""
     k = int(params.top_k)
-    if len(candidates) <= k:
-        return candidates
+    if int(np.count_nonzero(sure)) < k:
+        return np.ones(len(candidates), dtype=bool)
     rest = (params.alpha * core_sims(0, candidates) + params.beta * core_sims(1, candidates)
             + params.gamma * _unit_similarity(index, flat_units, candidates, m))
     score = _approx_of(index, q, candidates) + rest
-    kth = np.partition(score, len(score) - k)[len(score) - k]
-    return candidates[score >= kth - 2 * _code_bound(index, q)]
+    ranked = score[sure]
+    kth = np.partition(ranked, len(ranked) - k)[len(ranked) - k]
+    return score >= kth - 2 * _code_bound(index, q)
 
 
 def _role_rows(index: MotionIndex, role: int, verdict: np.ndarray) -> np.ndarray:
@@ -523,13 +562,24 @@ def _first_members(index: MotionIndex, vectors, rows: np.ndarray, q: np.ndarray,
     or ``budget`` rows are decided; and how many rows were decided."""
     from .coarse import code_scores
 
+    bound = _code_bound(index, q)
     found, count, done = [], 0, 0
     while done < len(rows) and count < need and done < budget:
         part = rows[done:done + min(block, budget - done)]
-        members = part[_sure_at_least(index, vectors, part, code_scores(index).approx(part, q), q, threshold)]
+        approx = code_scores(index).approx(part, q)
+        _remember_approx(index, q, part, approx)
+        sure = np.flatnonzero(approx >= threshold + bound)
+        # rows past the (need - count)-th sure member cannot be among the lowest: their band is not read
+        stop = int(sure[need - count - 1]) + 1 if len(sure) >= need - count else len(part)
+        band = np.flatnonzero((approx[:stop] >= threshold - bound) & (approx[:stop] < threshold + bound))
+        keep = np.zeros(stop, dtype=bool)
+        keep[sure[sure < stop]] = True
+        if len(band):
+            keep[band] = _dot64(vectors, part[band], q) >= threshold
+        members = part[:stop][keep]
         found.append(members)
         count += len(members)
-        done += len(part)
+        done += len(part) if stop == len(part) or count < need else stop
     return (np.concatenate(found) if found else rows[:0]), done
 
 
@@ -700,8 +750,8 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
         for name, role, t in cheap:
             candidates, passed_count = _unit_round(candidates, core_sims(role, candidates), t, params.min_keep)
             rounds.append((f"{name}>={t:g}", len(candidates), passed_count))
-    if index.compressed and params.ranking == "paper":   # read and score only those that can reach the top-k
-        candidates = _compressed_shortlist(index, q, candidates, core_sims, flat_units, m, params)
+    if index.compressed:   # read and score only those that can reach the top-k (coarse.py)
+        candidates = _compressed_candidates(index, vectors, q, candidates, core_sims, flat_units, m, params)
     s_total = _dot64(vectors, candidates, q)
     s_mot = core_sims(0, candidates)
     s_atr = core_sims(1, candidates)

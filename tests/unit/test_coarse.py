@@ -176,6 +176,31 @@ def test_code_decisions_equal_exact_with_every_list_probed(built, monkeypatch):
         assert [(rows, scores) for rows, scores, _ in _results(comp, atomized, **kw)] == want
 
 
+def test_band_read_only_when_shortlisted_equals_exact(built, monkeypatch):
+    """LAZY_FROM 1: rows within the bound of t_total are read only if they reach the shortlist; with every
+    list probed the ranking is the exact one wherever no unit round needed its fail-safe (a fail-safe could
+    keep a row of the band that is then dropped: why LAZY_FROM is far above min_keep), and fewer vectors are read."""
+    folder, _, _, atomized = built
+    plain, comp = load_index(str(folder)), load_index(str(folder), compress_min=1)
+    _every_list(monkeypatch, comp)
+    vectors = comp.sentence_vectors()
+    params = SearchParams(mode="search_t2v", top_k=10, t_total=0.0, t_mot=-1.0, t_atr=-1.0)
+    reads, default = {}, coarse.LAZY_FROM
+    for lazy in (default, 1):
+        monkeypatch.setattr(coarse, "LAZY_FROM", lazy)
+        before, checked = vectors.rows_read, 0
+        for a in atomized:
+            want = search(plain, a, params)
+            if any(passed < kept for _, kept, passed in want.rounds):
+                continue
+            got = search(comp, a, params)
+            assert [(h.row, h.score) for h in got.hits] == [(h.row, h.score) for h in want.hits]
+            checked += 1
+        reads[lazy] = vectors.rows_read - before
+        assert checked >= 5
+    assert reads[1] < reads[default]
+
+
 def test_fail_safe_walk_past_its_budget_equals_exact_with_every_list_probed(built, monkeypatch):
     from comfyui_searchpriors.retrieval import search as search_module
 
