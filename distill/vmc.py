@@ -272,13 +272,13 @@ def motion_loss(predicted_noise: torch.Tensor, true_noise: torch.Tensor, kind: s
 # halves with every level down while the compute per block stays about the same, so checkpointing only the
 # outer (high-resolution) levels keeps most of the VRAM saving for a fraction of the recomputation.
 CHECKPOINT_MODES = {
-    "compiled": 1,    # Wan on a CUDA GPU with Triton: compiled blocks (see COMPILED_MEMORY_BUDGET); else as 'outer'
     "all": None,      # every block: least VRAM, one extra forward per step
     "outer": 1,       # the two highest-resolution levels
     "outermost": 0,   # only the highest-resolution level
     "off": -1,        # nothing: fastest, most VRAM
+    "compiled": 1,    # Wan on a CUDA GPU with Triton: compiled blocks (see COMPILED_MEMORY_BUDGET); else as 'outer'
 }
-DEFAULT_CHECKPOINTING = "compiled"
+DEFAULT_CHECKPOINTING = "outer"
 
 
 def checkpoint_mode(value) -> str:
@@ -361,8 +361,9 @@ def _dit_blocks_to_wrap(network: torch.nn.Module, mode: str) -> list[tuple[torch
 # AOTAutograd's partitioner decides what to keep for backward under an activation memory budget: it keeps the
 # matmul and attention outputs and recomputes the fused elementwise chains (ComfyUI's Wan block runs its residual
 # stream and modulation in float32: many cheap passes whose outputs are most of a block's activations). Measured
-# (benchmarks/README.md, Wan 2.1 1.3B, 832x480x33, H200): 3.26x a forward at 7.5 GiB against 'outer' 3.83-3.86x at
-# 7.7 GiB; the first step pays the compile (~15-30 s). Elsewhere (no CUDA, no Triton, a UNet3D) it is 'outer'.
+# through the node (benchmarks/README.md, Wan 2.1 1.3B, 832x480x33, H200): 3.84x a forward at 5.5 GiB, against
+# 'outer' 3.88x at 7.7 GiB and 'all' 4.39x at 5.4 GiB: all's memory at outer's speed; the first step pays the
+# compile (~15-30 s), so it is not the default. Elsewhere (no CUDA, no Triton, a UNet3D) it is 'outer'.
 COMPILED_MEMORY_BUDGET = 0.05
 COMPILE_BACKEND = "inductor"
 _COMPILED_FORWARDS: dict = {}   # one compiled function per block class: its cache is reused across runs

@@ -62,14 +62,15 @@ class VMCTemporalLoRA(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
                              tooltip="Seeds the adapter init, timesteps and noise"),
                 io.Combo.Input("gradient_checkpointing", options=CHECKPOINT_CHOICES, default=vmc.DEFAULT_CHECKPOINTING,
-                               tooltip="What is recomputed in backward instead of kept in VRAM. compiled: Wan on "
-                                       "a CUDA GPU with Triton compiles each block and keeps only what is costly "
-                                       "to recompute (fastest at low VRAM; the first step compiles, ~15-30 s); "
-                                       "elsewhere it runs as outer. all: every transformer/resnet block (least "
-                                       "VRAM, about one extra forward per step); outer: those of the two "
-                                       "highest-resolution levels (Wan: every block but its attention); "
-                                       "outermost: the highest level only (Wan: every other block); off: none "
-                                       "(most VRAM). benchmarks/README.md: measured VRAM and speed of each"),
+                               tooltip="What is recomputed in backward instead of kept in VRAM. all: every "
+                                       "transformer/resnet block (least VRAM, about one extra forward per step); "
+                                       "outer: those of the two highest-resolution levels (Wan: every block but "
+                                       "its attention); outermost: the highest level only (Wan: every other "
+                                       "block); off: none (most VRAM); compiled: Wan on a CUDA GPU with Triton "
+                                       "compiles each block and keeps only what is costly to recompute (about "
+                                       "all's VRAM at outer's speed; the first step compiles, ~15-30 s), "
+                                       "elsewhere it runs as outer. benchmarks/README.md: measured VRAM and "
+                                       "speed of each"),
                 io.String.Input("caption", default="", optional=True,
                                 tooltip="The text that was encoded into conditioning; recorded in the LoRA's "
                                         "metadata only"),

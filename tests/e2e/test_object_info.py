@@ -176,7 +176,7 @@ COMBO_OPTIONS = {
     ("SearchPriors_ReferenceRewriter", "on_failed_check"): ["warn", "use_original_prompt"],
     ("SearchPriors_VMCTemporalLoRA", "targets"): ["qkv", "qkv+out", "full_qkv"],
     ("SearchPriors_VMCTemporalLoRA", "loss"): ["vmc_abs", "eq10_pairs"],
-    ("SearchPriors_VMCTemporalLoRA", "gradient_checkpointing"): ["compiled", "all", "outer", "outermost", "off"],
+    ("SearchPriors_VMCTemporalLoRA", "gradient_checkpointing"): ["all", "outer", "outermost", "off", "compiled"],
 }
 
 

@@ -206,7 +206,7 @@ def test_bad_inputs_say_what_to_do(loaded, inputs, monkeypatch):
     with pytest.raises(VMCError, match=r"\(gradient_checkpointing 'all'\): use fewer"):
         VMCTemporalLoRA.execute(model=loaded[0], keyframes=inputs[0], conditioning=inputs[1], steps=1,
                                 targets="full_qkv", gradient_checkpointing="all")
-    with pytest.raises(VMCError, match="gradient_checkpointing 'some' is not one of compiled, all, outer, outermost, off"):
+    with pytest.raises(VMCError, match="gradient_checkpointing 'some' is not one of all, outer, outermost, off, compiled"):
         VMCTemporalLoRA.execute(model=loaded[0], keyframes=inputs[0], conditioning=inputs[1], steps=1,
                                 gradient_checkpointing="some")
 

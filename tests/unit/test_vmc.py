@@ -208,7 +208,7 @@ def test_checkpoint_modes_pick_blocks_by_resolution_level():
     assert outer == {n for n in every if not n.startswith(("down_blocks.2.", "up_blocks.0.", "mid_block"))}
     assert outermost < outer < every
     assert wrapped_names(unet, "compiled") == outer   # a UNet3D is not compiled: 'compiled' runs as 'outer'
-    with pytest.raises(vmc.VMCError, match="'some' is not one of compiled, all, outer, outermost, off"):
+    with pytest.raises(vmc.VMCError, match="'some' is not one of all, outer, outermost, off, compiled"):
         wrapped_names(unet, "some")
 
 
