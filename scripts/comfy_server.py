@@ -850,6 +850,7 @@ def write_toy_world_user_workflows(server: ComfyServer, **settings) -> list[Path
     lists them; one already there is left as it is (the user may have changed it). Needs the running server
     (its /object_info lays the widgets out)."""
     maker = load_by_path("searchpriors_make_ui_workflow", REPO_ROOT / "scripts" / "make_ui_workflow.py")
+    notes = load_by_path("searchpriors_workflow_notes", REPO_ROOT / "scripts" / "workflow_notes.py")
     info = server.object_info(refresh=True)
     folder = server.user_dir / "default" / "workflows"
     folder.mkdir(parents=True, exist_ok=True)
@@ -862,7 +863,7 @@ def write_toy_world_user_workflows(server: ComfyServer, **settings) -> list[Path
         partial = target.with_name(target.name + ".partial")
         graph = (toy_clips_graph if api_path.name == CLIP_LIBRARY_POS_WORKFLOW.name else toy_world_graph)(
             load_json(api_path), **settings)
-        partial.write_text(json.dumps(maker.convert(graph, info),
+        partial.write_text(json.dumps(maker.convert(graph, info, notes.TOY_NOTES[name]),
                                       indent=1) + "\n", encoding="utf-8")
         partial.replace(target)
     return written

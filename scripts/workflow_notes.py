@@ -174,3 +174,36 @@ DEMO_NOTES = {
         "(1.26 B parameters) whatever the file holds."),
     "demo_random_pos_ltxv": _demo_note("POS on LTX-Video (random demo model: noise)", "pos_ltxv", _DEMO_RANDOM),
 }
+
+
+# The notes of make serve's toy-world variants of the ModelScope workflows (scripts/comfy_server.py
+# TOY_USER_WORKFLOWS): the bundled graph set for the trained toy model and the world's library.
+_TOY_MODEL = ("**Model**: the toy text-to-video model (`sample_data/models/searchpriors-toy-t2v`, docs/toy_world.md): "
+              "the real ModelScope classes trained here on the toy world, 8 frames of 64 x 64, linked into "
+              "`models/diffusers/`; 20 DDIM steps, eta 1. Prompts it knows: a colour (red, green, blue, yellow, purple, "
+              "cyan), a shape (circle, square, triangle) and a motion (moves left / right / up / down, grows, "
+              "circles). **Index**: `searchpriors_toy_world`, the world's 288 captioned clips, built on the first start.")
+
+
+def _toy_note(title: str, bundled: str, extra: str = "") -> str:
+    return (f"## Toy world: {title}\n\n"
+            f"The bundled **{bundled}** workflow (Templates dialog) set for the toy world: the same graph and nodes "
+            "at the toy's size, with the held-out prompt \"a red square moves to the left\" (a pair the model never "
+            "saw in training). " + extra + "\n\n" + _TOY_MODEL + "\n\n"
+            f"**For real videos** open **{bundled}** from the Templates dialog: its note names the model files, "
+            "where to get them and where they go.")
+
+
+TOY_NOTES = {
+    "toy_world_pos": _toy_note("POS", "pos_modelscope", "A few seconds a video on 2 CPU cores."),
+    "toy_world_search_then_tune": _toy_note(
+        "search-then-tune", "search_then_tune",
+        "The keyframe detector is a tiny **random** GroundingDINO (`grounding-dino-tiny-test`); on the world's clips "
+        "it keeps the full frame. VMC runs 40 steps here (the real workflow: 400); on the toy 100-300 steps are "
+        "needed before the tuned model follows the clip (docs/toy_world.md)."),
+    "toy_world_clips_pos": _toy_note(
+        "POS from your own clips", "clip_library_pos",
+        "The Clip Library Builder cuts the reels of toy-world clips in `input/searchpriors_toy_clips/` into shots "
+        "and captions each with the toy captioner (`models/vlm/toy`: the world's probe, which reads colour, shape "
+        "and motion), then POS searches that index."),
+}

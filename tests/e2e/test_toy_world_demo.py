@@ -78,6 +78,8 @@ def test_serve_writes_toy_world_ui_workflows(toy_world, comfy_harness):
                                                         comfy_harness.TOY_CAPTIONER_FOLDER]
         else:
             assert index[0]["widgets_values"] == [comfy_harness.TOY_WORLD_INDEX_NAME]
+        notes = [n for n in ui["nodes"] if n["type"] == "MarkdownNote"]
+        assert notes and notes[0]["widgets_values"][0].startswith("## Toy world: "), path.name
     # the bundled templates keep their defaults for the real ModelScope model
     bundled = comfy_harness.load_json(comfy_harness.POS_MODELSCOPE_WORKFLOW)
     assert bundled["24"]["inputs"]["folder"] == "text-to-video-ms-1.7b"

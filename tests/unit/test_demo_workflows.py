@@ -57,6 +57,15 @@ def test_each_variant_has_a_note_that_says_what_the_model_is(comfy_harness):
     assert "Both experts are the Wan toy" in notes["toy_world_pos_wan22_a14b"]
 
 
+def test_each_toy_world_workflow_has_a_note_naming_its_bundled_workflow(comfy_harness):
+    notes = comfy_harness.load_by_path("searchpriors_workflow_notes",
+                                       harness.REPO_ROOT / "scripts" / "workflow_notes.py").TOY_NOTES
+    assert set(notes) == set(harness.TOY_USER_WORKFLOWS)
+    for name, api_path in harness.TOY_USER_WORKFLOWS.items():
+        assert f"**{api_path.stem}**" in notes[name], name
+        assert "searchpriors-toy-t2v" in notes[name] and "searchpriors_toy_world" in notes[name]
+
+
 def test_install_demo_models_links_the_wan_toy_under_demo_names(tmp_path):
     server = SimpleNamespace(models_dir=tmp_path / "models")
     for name in harness.DEMO_RANDOM_FILES:   # already written: no maker process is started
