@@ -633,13 +633,21 @@ def video_support(index: MotionIndex, vectors: np.ndarray, rows: np.ndarray, q: 
 def rank_pool(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.ndarray, core_index: int,
               params: SearchParams) -> tuple[np.ndarray, np.ndarray, dict, list[tuple[str, int, int]]]:
     """The ``pool_video_support`` ranking: the ``max(pool, top_k)`` captions nearest to the prompt by sentence
-    similarity (``rank_pos``: exact, or from the coarse index of a compressed one), those whose core motion
+    similarity (exact; a compressed index takes them from its coarse index, ``rank_pos``), those whose core motion
     similarity reaches ``t_mot`` first (when the prompt has a verb), each tier by
     Score = sim_total + POOL_SUPPORT_WEIGHT * video_support (ties: lower row). Same return as
     ``rank_search_t2v``; the parts add ``video`` and ``verb`` (1 for the first tier, else 0)."""
     m = len(unit_vectors)
     q = np.asarray(v_total, dtype=np.float64)
-    rows, s_total = rank_pos(index, v_total, max(int(params.pool), int(params.top_k)))
+    size = min(max(int(params.pool), int(params.top_k)), index.count)
+    if index.compressed:   # from the coarse index, re-scored exactly
+        rows, s_total = rank_pos(index, v_total, size)
+    else:   # the exact top-size: one float32 scan (faiss's heap is slow for a large k), float64 decisions
+        vectors = index.sentence_vectors()
+        rows = _near_top(vectors @ q.astype(np.float32), size)
+        exact = _dot64(vectors, rows, q)
+        order = np.lexsort((rows, -exact))[:size]
+        rows, s_total = rows[order], exact[order]
     flat_units = unit_vectors.reshape(m * 3, -1).astype(np.float64) if m else np.zeros((0, index.dim))
     zeros = np.zeros(len(rows), dtype=np.float64)
     s_mot, s_atr = zeros, zeros
