@@ -35,6 +35,7 @@ through a temporary link to this checkout when it is not on the path).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import statistics
@@ -233,11 +234,53 @@ def emulated_card(torch, card_gib: float):
     return ballast, ballast_bytes
 
 
+class StagedRun:
+    """A whole run's stages, each timed with its peak VRAM (the emulated card's ballast left out) into
+    ``out["stages"]``; ``with run.stage(name):`` one stage. ``run.failed(exc)`` records the first error (not fitting
+    the emulated card is a result); ``run.finish()`` adds the wall time and the peak of all stages."""
+
+    def __init__(self, torch, out: dict, ballast_bytes: int):
+        self.torch, self.out, self.ballast = torch, out, ballast_bytes
+        self.current = "start"
+        self.wall = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        self.current = name
+        with Meter(self.torch, self.ballast) as m:
+            yield m
+        self.out["stages"][name] = (m.seconds, m.peak_gib)
+
+    def failed(self, exc: BaseException) -> None:
+        self.out["error"] = f"{self.current}: {type(exc).__name__}: {str(exc)[:300]}"
+        log(f"whole run failed in {self.out['error']}")
+
+    def finish(self) -> dict:
+        if self.torch.cuda.is_available():
+            self.torch.cuda.synchronize()
+        self.out["seconds"] = time.perf_counter() - self.wall
+        self.out["peak_gib"] = max([p for _, p in self.out["stages"].values()], default=0.0)
+        return self.out
+
+
+def sample_and_decode(run: StagedRun, tuned, vae, positive, negative, empty: dict, steps: int, cfg: float,
+                      sampler: str, scheduler: str) -> None:
+    """The last two stages of a whole run: KSampler with the tuned MODEL, then VAE Decode."""
+    import nodes as comfy_nodes
+
+    with run.stage("KSampler (tuned MODEL)"):
+        samples = comfy_nodes.common_ksampler(tuned, 0, steps, cfg, sampler, scheduler, positive, negative,
+                                              empty)[0]["samples"]
+    with run.stage("VAE Decode"):
+        video = vae.decode(samples)
+    run.out["video_shape"] = list(video.shape)
+
+
 def whole_run(args, torch, folder: str, facts: dict) -> dict:
     """VAE Encode -> VMC Temporal LoRA (node defaults) -> KSampler with the tuned MODEL -> VAE Decode, on an
     emulated card of ``args.card_gib`` (ballast tensor); each stage's time and peak VRAM."""
-    import nodes as comfy_nodes
-
     from comfyui_searchpriors.nodes.comfy_internals.modelscope_model import load_modelscope_folder
     from comfyui_searchpriors.nodes.comfy_internals.motion_lora import train_motion_lora
 
@@ -252,50 +295,28 @@ def whole_run(args, torch, folder: str, facts: dict) -> dict:
     out: dict = {"card_gib": args.card_gib if ballast_bytes else None, "stages": {}, "vmc_steps": steps,
                  "sample_steps": sample_steps}
     generator = torch.Generator("cpu").manual_seed(0)
-    wall = time.perf_counter()
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    stage = "load"
+    run = StagedRun(torch, out, ballast_bytes)
+    model = clip = vae = tuned = None
     try:
-        with Meter(torch, ballast_bytes) as m:
+        with run.stage("load + text encode"):
             model, clip, vae = load_modelscope_folder(folder, dtype="fp32" if args.tiny else "bf16")
             positive = clip.encode_from_tokens_scheduled(clip.tokenize(PROMPT))
             negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
-        out["stages"]["load + text encode"] = (m.seconds, m.peak_gib)
-        stage = "Keyframe Extractor (GroundingDINO)"
         reference = torch.rand(frames, height, width, 3, generator=generator)  # Reference Video Frames' IMAGE
-        with Meter(torch, ballast_bytes) as m:
-            pixels, detected = keyframe_stage(args, reference, frames, width, height)
-        out["stages"][stage] = (m.seconds, m.peak_gib)
-        out["detector"] = detected
-        stage = "VAE Encode"
-        with Meter(torch, ballast_bytes) as m:
+        with run.stage("Keyframe Extractor (GroundingDINO)"):
+            pixels, out["detector"] = keyframe_stage(args, reference, frames, width, height)
+        with run.stage("VAE Encode"):
             keyframes = {"samples": vae.encode(pixels)}
-        out["stages"][stage] = (m.seconds, m.peak_gib)
-        stage = "VMC Temporal LoRA"
-        with Meter(torch, ballast_bytes) as m:
+        with run.stage("VMC Temporal LoRA"):
             tuned, _, losses, stopped = train_motion_lora(model, keyframes, positive, steps=steps, caption=PROMPT)
-        out["stages"][stage] = (m.seconds, m.peak_gib)
-        out["vmc_s_per_step"] = m.seconds / max(1, len(losses))
+        out["vmc_s_per_step"] = out["stages"]["VMC Temporal LoRA"][0] / max(1, len(losses))
         out["vmc_stopped"] = stopped
-        stage = "KSampler (tuned MODEL)"
-        empty = {"samples": torch.zeros(frames, 4, height // 8, width // 8)}
-        with Meter(torch, ballast_bytes) as m:
-            samples = comfy_nodes.common_ksampler(tuned, 0, sample_steps, 9.0, "ddim", "ddim_uniform", positive,
-                                                  negative, empty)[0]["samples"]
-        out["stages"][stage] = (m.seconds, m.peak_gib)
-        stage = "VAE Decode"
-        with Meter(torch, ballast_bytes) as m:
-            video = vae.decode(samples)
-        out["stages"][stage] = (m.seconds, m.peak_gib)
-        out["video_shape"] = list(video.shape)
+        sample_and_decode(run, tuned, vae, positive, negative,
+                          {"samples": torch.zeros(frames, 4, height // 8, width // 8)}, sample_steps, 9.0, "ddim",
+                          "ddim_uniform")
     except Exception as exc:  # not fitting the emulated card is a result
-        out["error"] = f"{stage}: {type(exc).__name__}: {str(exc)[:300]}"
-        log(f"whole run failed in {out['error']}")
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    out["seconds"] = time.perf_counter() - wall
-    out["peak_gib"] = max([p for _, p in out["stages"].values()], default=0.0)
+        run.failed(exc)
+    run.finish()
     model = clip = vae = tuned = None  # noqa: F841
     free_all(torch)
     del ballast

@@ -44,7 +44,8 @@ import time
 from pathlib import Path
 
 from bench_pos_gpu import bare_nodes_package, free_all, log, random_wan_on_device, use_comfyui, with_flow_shift
-from bench_vmc_gpu import Meter, detector_folder, emulated_card, import_pack, keyframe_stage, timed_tuning
+from bench_vmc_gpu import (StagedRun, detector_folder, emulated_card, import_pack, keyframe_stage, sample_and_decode,
+                           timed_tuning)
 
 import _common as C  # noqa: E402 (the script's own folder is on sys.path)
 
@@ -98,8 +99,6 @@ def whole_run(torch, name: str, args, facts: dict) -> dict:
     detector on the reference frames, Encode Keyframes (the model's VAE), VMC Temporal LoRA (node defaults,
     ``--whole-steps``), KSampler with the tuned MODEL, VAE Decode. Text encoding (umt5-xxl, run and offloaded before
     the diffusion model loads) is left out: the text states are random [1, 512, 4096]."""
-    import nodes as comfy_nodes
-
     from comfyui_searchpriors.nodes.comfy_internals.motion_lora import encode_keyframes, train_motion_lora
 
     label, dims, _ = TINY if args.tiny else PARTS[name]
@@ -116,48 +115,27 @@ def whole_run(torch, name: str, args, facts: dict) -> dict:
     generator = torch.Generator().manual_seed(3)
     context = torch.randn(1, 8 if args.tiny else 512, 4096, generator=generator)
     positive, negative = [[context, {}]], [[torch.zeros_like(context), {}]]
-    wall = time.perf_counter()
-    stage = "load (weights on the host)"
+    run = StagedRun(torch, out, ballast_bytes)
     model = vae = tuned = None
     try:
-        with Meter(torch, ballast_bytes) as m:
+        with run.stage("load (weights on the host)"):
             model = with_flow_shift(random_wan_on_device(torch, seed=0, dims=dims, dtype=dtype, device="cpu"), shift)
             vae = random_wan_vae(torch, vae_version)
-        out["stages"][stage] = (m.seconds, m.peak_gib)
-        stage = "Keyframe Extractor (GroundingDINO)"
         reference = torch.rand(frames, height, width, 3, generator=generator)   # Reference Video Frames' IMAGE
-        with Meter(torch, ballast_bytes) as m:
-            pixels, detected = keyframe_stage(args, reference, frames, width, height)
-        out["stages"][stage] = (m.seconds, m.peak_gib)
-        stage = "Encode Keyframes (VAE)"
-        with Meter(torch, ballast_bytes) as m:
+        with run.stage("Keyframe Extractor (GroundingDINO)"):
+            pixels, _ = keyframe_stage(args, reference, frames, width, height)
+        with run.stage("Encode Keyframes (VAE)"):
             latent = encode_keyframes(vae, pixels)
-        out["stages"][stage] = (m.seconds, m.peak_gib)
         out["latent"] = list(latent.shape)
-        stage = "VMC Temporal LoRA"
-        with Meter(torch, ballast_bytes) as m:
+        with run.stage("VMC Temporal LoRA"):
             tuned, _, losses, stopped = train_motion_lora(model, {"samples": latent}, positive, steps=steps)
-        out["stages"][stage] = (m.seconds, m.peak_gib)
-        out["vmc_s_per_step"] = m.seconds / max(1, len(losses))
+        out["vmc_s_per_step"] = out["stages"]["VMC Temporal LoRA"][0] / max(1, len(losses))
         out["vmc_stopped"] = stopped
-        stage = "KSampler (tuned MODEL)"
-        empty = {"samples": torch.zeros_like(latent)}
-        with Meter(torch, ballast_bytes) as m:
-            samples = comfy_nodes.common_ksampler(tuned, 0, sample_steps, cfg, "uni_pc", "simple", positive, negative,
-                                                  empty)[0]["samples"]
-        out["stages"][stage] = (m.seconds, m.peak_gib)
-        stage = "VAE Decode"
-        with Meter(torch, ballast_bytes) as m:
-            video = vae.decode(samples)
-        out["stages"][stage] = (m.seconds, m.peak_gib)
-        out["video_shape"] = list(video.shape)
+        sample_and_decode(run, tuned, vae, positive, negative, {"samples": torch.zeros_like(latent)}, sample_steps,
+                          cfg, "uni_pc", "simple")
     except Exception as exc:  # not fitting the emulated card is a result
-        out["error"] = f"{stage}: {type(exc).__name__}: {str(exc)[:300]}"
-        log(f"whole run failed in {out['error']}")
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    out["seconds"] = time.perf_counter() - wall
-    out["peak_gib"] = max([p for _, p in out["stages"].values()], default=0.0)
+        run.failed(exc)
+    run.finish()
     model = vae = tuned = None  # noqa: F841
     free_all(torch)
     del ballast
