@@ -24,6 +24,12 @@ list probed and every candidate set decided exactly, which the unit tests show e
 Usage: ``python benchmarks/bench_scale.py --quick`` (100k, composed vectors, ~5-10 minutes on 2 cores),
 ``python benchmarks/bench_scale.py --sizes 1000000`` (~25 min), ``--sizes 10000000`` (hours, ~25 GB of
 disk: run once). Work folder ``--work`` (default bench_out/scale, removed at the end unless ``--keep``).
+``--prepare-only`` writes the libraries and their coarse index under ``--work`` and stops; ``--reuse`` measures
+them again (and re-uses a 10M run's all-lists reference, ``reference-N.json``), e.g. after a change to search.
+
+Reported per size: resident memory after searching split into anonymous and file-backed pages, the peak,
+p50/p99 per mode, recall@10, sentence vectors read per search, and search_t2v per query class (verb or not,
+actor or not, fail-safe in the reference's rounds).
 """
 
 from __future__ import annotations
