@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import threading
 import time
 import uuid
 import zlib
@@ -106,7 +107,11 @@ def flat_vectors(path: str, dim: int, label: str, folder: str) -> "FlatVectorFil
 
 READ_THREADS = 8              # concurrent reads of scattered rows (a disk serves several at once)
 PARALLEL_READS_FROM = 64      # runs of consecutive rows from which a read is spread over threads
+MAX_OPEN_FILES = 256          # vector files kept open at once (an index of 20,000-caption segments has 500 per
+                              # 10M captions); past it a file is opened for each read (the usual limit is 1024)
 _POOL = None
+_OPEN_LOCK = threading.Lock()
+_OPEN_COUNT = 0
 
 
 def _reader_pool():
@@ -128,20 +133,39 @@ class FlatVectorFile:
     def __init__(self, path: str, n: int, dim: int, label: str, folder: str):
         self.path, self.n, self.dim, self.label, self.folder = path, n, dim, label, folder
         self.row_bytes = 4 * dim
-        self.fd = os.open(path, os.O_RDONLY)
+        self.fd = None
 
     def __len__(self) -> int:
         return self.n
 
     def __del__(self):
+        global _OPEN_COUNT
         fd, self.fd = getattr(self, "fd", None), None
         if fd is not None:
             os.close(fd)
+            with _OPEN_LOCK:
+                _OPEN_COUNT -= 1
 
-    def _read(self, view: memoryview, offset: int) -> None:
+    def _open(self) -> tuple[int, bool]:
+        """A descriptor of the file, and whether to close it after this read (past ``MAX_OPEN_FILES``)."""
+        global _OPEN_COUNT
+        if self.fd is not None:
+            return self.fd, False
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise MotionIndexError(f"The index at '{self.folder}' changed or is damaged: {self.label} could not be "
+                                   f"opened ({exc}). Load the index again.") from exc
+        with _OPEN_LOCK:
+            if self.fd is None and _OPEN_COUNT < MAX_OPEN_FILES:
+                self.fd, _OPEN_COUNT = fd, _OPEN_COUNT + 1
+                return fd, False
+        return fd, True
+
+    def _read(self, fd: int, view: memoryview, offset: int) -> None:
         done = 0
         while done < len(view):
-            got = os.preadv(self.fd, [view[done:]], offset + done)
+            got = os.preadv(fd, [view[done:]], offset + done)
             if got <= 0:
                 raise MotionIndexError(f"The index at '{self.folder}' is damaged: {self.label} ended early. "
                                        f"Rebuild it into a new folder.")
@@ -150,7 +174,12 @@ class FlatVectorFile:
     def read_slice(self, a: int, b: int, out: np.ndarray) -> None:
         """Rows a..b into ``out`` (a C-contiguous float32 (b - a, dim) array)."""
         if b > a:
-            self._read(memoryview(out).cast("B"), _FLAT_HEADER + a * self.row_bytes)
+            fd, close = self._open()
+            try:
+                self._read(fd, memoryview(out).cast("B"), _FLAT_HEADER + a * self.row_bytes)
+            finally:
+                if close:
+                    os.close(fd)
 
     def read_rows(self, rows: np.ndarray, out: np.ndarray) -> None:
         """Rows ``rows`` (ascending) into ``out``; consecutive rows are read in one call."""
@@ -163,15 +192,21 @@ class FlatVectorFile:
         starts = rows[firsts].tolist()
         rb = self.row_bytes
 
+        fd, close = self._open()
+
         def read(k0: int, k1: int) -> None:
             for i, j, row in zip(firsts[k0:k1], lasts[k0:k1], starts[k0:k1]):
-                self._read(view[i * rb:j * rb], _FLAT_HEADER + row * rb)
+                self._read(fd, view[i * rb:j * rb], _FLAT_HEADER + row * rb)
 
-        if len(firsts) < PARALLEL_READS_FROM:
-            return read(0, len(firsts))
-        # rows scattered over a file larger than the page cache are disk reads: several at once
-        step = -(-len(firsts) // READ_THREADS)
-        list(_reader_pool().map(lambda k: read(k, k + step), range(0, len(firsts), step)))
+        try:
+            if len(firsts) < PARALLEL_READS_FROM:
+                read(0, len(firsts))
+            else:   # rows scattered over a file larger than the page cache are disk reads: several at once
+                step = -(-len(firsts) // READ_THREADS)
+                list(_reader_pool().map(lambda k: read(k, k + step), range(0, len(firsts), step)))
+        finally:
+            if close:
+                os.close(fd)
 
 
 class SegmentVectors:

@@ -256,3 +256,13 @@ def test_search_reads_few_vectors_and_maps_none(built, monkeypatch):
         with open("/proc/self/maps") as fh:
             assert "sentences.faiss" not in fh.read()
     assert comp.units.dtype == np.int32 and comp.unit_offsets.dtype == np.int32 and comp.core_units.dtype == np.int32
+
+
+def test_vector_files_past_the_open_limit_are_opened_per_read(built, monkeypatch):
+    folder = built[0]
+    monkeypatch.setattr(coarse, "MAX_OPEN_FILES", 0)
+    plain, comp = load_index(str(folder)), load_index(str(folder), compress_min=1)
+    want, got = plain.sentence_vectors(), comp.sentence_vectors()
+    rows = np.arange(0, comp.count, 3)[::-1]
+    assert np.array_equal(got[rows], want[rows]) and np.array_equal(got[5:420], want[5:420])
+    assert all(f.fd is None for f in got.maps)          # nothing kept open
