@@ -331,13 +331,21 @@ def _sure_at_least(index: MotionIndex, vectors, rows: np.ndarray, approx: np.nda
     return mask
 
 
+def _prompt_cache(index: MotionIndex):
+    """What a compressed index's search learned about its current prompt (8-bit similarities, rows taken in
+    unread), per thread: searches of the same index in several threads do not see each other's."""
+    import threading
+
+    return index.__dict__.setdefault("_prompt_cache", threading.local())
+
+
 def _remember_maybe(index: MotionIndex, q: np.ndarray, threshold: float, rows: np.ndarray) -> None:
     """Rows taken in by ``_sure_at_least`` without reading them (within the bound of ``threshold``)."""
     key = np.asarray(q, dtype=np.float64).tobytes()
-    old = index.__dict__.get("_maybe")
+    old = getattr(_prompt_cache(index), "maybe", None)
     table = dict(old[1]) if old is not None and old[0] == key else {}
     table[threshold] = np.union1d(table.get(threshold, np.zeros(0, np.int64)), rows.astype(np.int64))
-    index.__dict__["_maybe"] = (key, table)
+    _prompt_cache(index).maybe = (key, table)
 
 
 def _compressed_candidates(index: MotionIndex, vectors, q: np.ndarray, candidates: np.ndarray, core_sims,
@@ -345,7 +353,7 @@ def _compressed_candidates(index: MotionIndex, vectors, q: np.ndarray, candidate
     """The candidates a compressed index reads and scores: for the paper's ranking its shortlist
     (``_compressed_shortlist``); rows taken into the sentence round without reading (``_remember_maybe``)
     are read now where they remain, and dropped below t_total."""
-    known = index.__dict__.get("_maybe")
+    known = getattr(_prompt_cache(index), "maybe", None)
     maybe = np.zeros(0, np.int64)
     if known is not None and known[0] == np.asarray(q, dtype=np.float64).tobytes():
         maybe = known[1].get(params.t_total, maybe)
@@ -364,11 +372,11 @@ def _remember_approx(index: MotionIndex, q: np.ndarray, rows: np.ndarray, approx
     """Keep the 8-bit similarities of the latest prompt (one prompt at a time; a search of another prompt
     replaces them)."""
     key = np.asarray(q, dtype=np.float64).tobytes()
-    old = index.__dict__.get("_approx")
+    old = getattr(_prompt_cache(index), "approx", None)
     if old is not None and old[0] == key:
         rows, approx = np.concatenate([old[1], rows]), np.concatenate([old[2], approx])
     rows, first = np.unique(np.asarray(rows, dtype=np.int64), return_index=True)
-    index.__dict__["_approx"] = (key, rows, approx[first])
+    _prompt_cache(index).approx = (key, rows, approx[first])
 
 
 def _approx_of(index: MotionIndex, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -377,7 +385,7 @@ def _approx_of(index: MotionIndex, q: np.ndarray, rows: np.ndarray) -> np.ndarra
     from .coarse import code_scores
 
     out = np.full(len(rows), np.nan)
-    known = index.__dict__.get("_approx")
+    known = getattr(_prompt_cache(index), "approx", None)
     if known is not None and known[0] == np.asarray(q, dtype=np.float64).tobytes() and len(known[1]):
         pos = np.minimum(np.searchsorted(known[1], rows), len(known[1]) - 1)
         hit = known[1][pos] == rows

@@ -34,7 +34,7 @@ def _results(index, atomized, **kw):
     out = []
     for mode in ("search_t2v", "pos"):
         for a in atomized:
-            r = search(index, a, SearchParams(mode=mode, top_k=10, **kw))
+            r = search(index, a, SearchParams(mode=mode, top_k=10, **{"ranking": "paper", **kw}))
             out.append(([h.row for h in r.hits], [h.score for h in r.hits], r.rounds))
     return out
 
@@ -184,7 +184,7 @@ def test_band_read_only_when_shortlisted_equals_exact(built, monkeypatch):
     plain, comp = load_index(str(folder)), load_index(str(folder), compress_min=1)
     _every_list(monkeypatch, comp)
     vectors = comp.sentence_vectors()
-    params = SearchParams(mode="search_t2v", top_k=10, t_total=0.0, t_mot=-1.0, t_atr=-1.0)
+    params = SearchParams(mode="search_t2v", top_k=10, t_total=0.0, t_mot=-1.0, t_atr=-1.0, ranking="paper")
     reads, default = {}, coarse.LAZY_FROM
     for lazy in (default, 1):
         monkeypatch.setattr(coarse, "LAZY_FROM", lazy)
@@ -248,7 +248,7 @@ def test_search_reads_few_vectors_and_maps_none(built, monkeypatch):
     no_roles = [a for a in atomized if not a.units] or atomized[:1]
     for a in atomized:
         before = vectors.rows_read
-        r = search(comp, a, SearchParams(mode="search_t2v", top_k=5, t_total=-1.0, t_mot=-1.0, t_atr=-1.0))
+        r = search(comp, a, SearchParams(mode="search_t2v", top_k=5, t_total=-1.0, t_mot=-1.0, t_atr=-1.0, ranking="paper"))
         assert r.rounds[0][1] == comp.count                  # every caption is a candidate
         assert 5 <= vectors.rows_read - before < comp.count // 4
     assert no_roles
