@@ -224,11 +224,14 @@ class WorldRetriever:
         build_index(str(index_dir), entries, self.nlp, self.sentence, parse_helper=False)
         self.index = load_index(str(index_dir))
 
-    def search(self, prompt: str, mode: str = "pos", rank: int = 1):
+    def search(self, prompt: str, mode: str = "pos", rank: int = 1, ranking: str = "paper"):
+        """The ``rank``-th hit; search_t2v with the paper's ranking by default (bench_toy_world's numbers were
+        measured with it)."""
         from comfyui_searchpriors.retrieval.embedding import atomize
         from comfyui_searchpriors.retrieval.search import SearchParams, search
 
-        result = search(self.index, atomize(prompt, self.nlp, self.sentence), SearchParams(mode=mode, top_k=rank))
+        result = search(self.index, atomize(prompt, self.nlp, self.sentence),
+                        SearchParams(mode=mode, top_k=rank, ranking=ranking))
         return result.hits[rank - 1]
 
     @staticmethod

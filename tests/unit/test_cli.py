@@ -37,7 +37,11 @@ def test_search_json_single_and_batch(sample_index, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["mode"] == "search_t2v" and len(result["hits"]) == 3
     assert result["hits"][0]["caption"] == "a dog catches a frisbee in the air"
-    assert set(result["hits"][0]["parts"]) == {"total", "motion", "actor", "units", "score"}
+    assert set(result["hits"][0]["parts"]) == {"total", "motion", "actor", "units", "score", "verb", "video"}
+    assert main(["search", "--index", str(sample_index), "--json", "--k", "3", "--ranking", "paper",
+                 "A dog catches a frisbee"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["hits"][0]["parts"]) == {"total", "motion", "actor", "units",
+                                                                            "score"}
     queries = tmp_path / "q.txt"
     queries.write_text("a man rides a bicycle\n\nscissors cut paper\n")
     assert main(["search", "--index", str(sample_index), "--queries", str(queries), "--json", "--mode", "pos"]) == 0

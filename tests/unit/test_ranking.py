@@ -15,6 +15,12 @@ from comfyui_searchpriors.retrieval.atomizer import parse_texts
 from comfyui_searchpriors.retrieval.models import spacy_identity
 from comfyui_searchpriors.retrieval.search import SearchParams, search
 
+
+def PaperParams(**kw) -> SearchParams:  # noqa: N802 (reads as the class it makes)
+    """SearchParams with the paper's Eq. 9 ranking, which this file checks (the default ranking is
+    pool_video_support: tests/unit/test_ranking_pool.py)."""
+    return SearchParams(**{"ranking": "paper", **kw})
+
 ACTORS = ["man", "woman", "dog", "cat", "horse", "child", "robot", "bear", "girl", "boy", "car", "bird"]
 VERBS = ["rides", "eats", "jumps over", "pushes", "carries", "chases", "kicks", "throws", "climbs", "paints"]
 OBJECTS = ["bicycle", "ball", "tree", "fence", "box", "apple", "wall", "kite", "rope", "door"]
@@ -60,12 +66,12 @@ PROMPTS = ["a man rides a bicycle", "a dog chases a cat in the park", "a robot p
 
 
 @pytest.mark.parametrize("params", [
-    SearchParams(top_k=10),                                                     # paper defaults
-    SearchParams(top_k=10, min_keep=3, t_total=0.2, t_mot=0.5, t_atr=0.2),      # fast path taken
-    SearchParams(top_k=10, min_keep=25, t_total=0.6, t_mot=0.95, t_atr=0.9),    # fail-safe rounds
-    SearchParams(top_k=10, alpha=0.3, beta=2.0, gamma=1.5, min_keep=5, t_total=0.0, t_mot=0.0, t_atr=0.0),
-    SearchParams(top_k=10, min_keep=10, t_total=0.95, t_mot=0.99, t_atr=0.99),  # sentence round fail-safe
-    SearchParams(top_k=10, min_keep=40, t_total=0.2, t_mot=0.99, t_atr=0.1),    # phrase walk inside A
+    PaperParams(top_k=10),                                                     # paper defaults
+    PaperParams(top_k=10, min_keep=3, t_total=0.2, t_mot=0.5, t_atr=0.2),      # fast path taken
+    PaperParams(top_k=10, min_keep=25, t_total=0.6, t_mot=0.95, t_atr=0.9),    # fail-safe rounds
+    PaperParams(top_k=10, alpha=0.3, beta=2.0, gamma=1.5, min_keep=5, t_total=0.0, t_mot=0.0, t_atr=0.0),
+    PaperParams(top_k=10, min_keep=10, t_total=0.95, t_mot=0.99, t_atr=0.99),  # sentence round fail-safe
+    PaperParams(top_k=10, min_keep=40, t_total=0.2, t_mot=0.99, t_atr=0.1),    # phrase walk inside A
 ])
 def test_search_t2v_matches_literal_implementation(hash_index, nlp, reference, params):
     index, encoder, captions = hash_index
@@ -89,7 +95,7 @@ def test_pos_matches_literal_cosine(hash_index, nlp, reference):
     literal_captions = independent_captions(reference, nlp, encoder, captions)
     for prompt in PROMPTS:
         atomized = atomize(prompt, nlp, encoder)
-        fast = search(index, atomized, SearchParams(mode="pos", top_k=10))
+        fast = search(index, atomized, PaperParams(mode="pos", top_k=10))
         want = reference.pos(literal_captions, reference.caption_from_atomized(atomized), top_k=10)
         assert [round(h.score, 5) for h in fast.hits] == [round(s, 5) for _, s in want]
         assert {h.row for h in fast.hits if h.score > want[-1][1] + 1e-6} <= {i for i, _ in want}
@@ -97,7 +103,7 @@ def test_pos_matches_literal_cosine(hash_index, nlp, reference):
 
 def test_argmax_is_the_first_hit_and_scores_are_sorted(hash_index, nlp):
     index, encoder, _ = hash_index
-    result = search(index, atomize("a man rides a bicycle", nlp, encoder), SearchParams(top_k=20))
+    result = search(index, atomize("a man rides a bicycle", nlp, encoder), PaperParams(top_k=20))
     scores = [h.score for h in result.hits]
     assert scores == sorted(scores, reverse=True)
     assert result.best is result.hits[0]
@@ -114,25 +120,25 @@ def test_real_minilm_on_the_sample_library(tmp_path, nlp, minilm, reference, sam
     for prompt in ["A panda rides a bicycle past the Eiffel Tower", "Scissors cutting through paper.",
                    "A dog is catching a ball", "Time-lapse of clouds"]:
         atomized = atomize(prompt, nlp, minilm)
-        for params in (SearchParams(top_k=10), SearchParams(top_k=10, min_keep=2)):
+        for params in (PaperParams(top_k=10), PaperParams(top_k=10, min_keep=2)):
             fast = search(index, atomized, params)
             want = reference.search_t2v(literal, reference.caption_from_atomized(atomized), top_k=10,
                                         min_keep=params.min_keep)
             assert [h.row for h in fast.hits] == [i for i, _ in want], prompt
-    best = search(index, atomize("A panda rides a bicycle past the Eiffel Tower", nlp, minilm), SearchParams()).best
+    best = search(index, atomize("A panda rides a bicycle past the Eiffel Tower", nlp, minilm), PaperParams()).best
     assert best.caption == "a man rides a bicycle along a city street"  # motion beats appearance
-    pos_best = search(index, atomize("A panda rides a bicycle past the Eiffel Tower", nlp, minilm), SearchParams(mode="pos")).best
+    pos_best = search(index, atomize("A panda rides a bicycle past the Eiffel Tower", nlp, minilm), PaperParams(mode="pos")).best
     assert pos_best.caption == "a panda eats bamboo in the forest"
 
 
 def test_model_mismatch_is_a_clear_error(hash_index, nlp, minilm):
     index, _, _ = hash_index
     with pytest.raises(SearchPriorsError, match="built with sentence model hash-encoder/48"):
-        search(index, atomize("a man rides a bicycle", nlp, minilm), SearchParams())
+        search(index, atomize("a man rides a bicycle", nlp, minilm), PaperParams())
 
 
-@pytest.mark.parametrize("bad", [SearchParams(mode="nope"), SearchParams(top_k=0), SearchParams(t_mot=1.5),
-                                 SearchParams(min_keep=0)])
+@pytest.mark.parametrize("bad", [PaperParams(mode="nope"), PaperParams(top_k=0), PaperParams(t_mot=1.5),
+                                 PaperParams(min_keep=0)])
 def test_bad_parameters(bad):
     with pytest.raises(SearchPriorsError):
         bad.validate()
@@ -143,7 +149,7 @@ def test_empty_index_returns_no_hits(tmp_path, nlp, hash_encoder):
 
     build(str(tmp_path / "empty"), [], nlp, hash_encoder)
     index = load_index(str(tmp_path / "empty"))
-    result = search(index, atomize("a man rides a bicycle", nlp, hash_encoder), SearchParams())
+    result = search(index, atomize("a man rides a bicycle", nlp, hash_encoder), PaperParams())
     assert result.hits == [] and "no captions" in result.report()
     assert np.all(index.unit_offsets == 0)
 
@@ -168,9 +174,9 @@ def _literal_rounds(reference, captions, prompt, t_total, t_mot, t_atr, min_keep
 
 
 @pytest.mark.parametrize("params", [
-    SearchParams(top_k=10),
-    SearchParams(top_k=10, min_keep=25, t_total=0.6, t_mot=0.95, t_atr=0.9),
-    SearchParams(top_k=10, min_keep=10, t_total=0.95, t_mot=0.99, t_atr=0.99),
+    PaperParams(top_k=10),
+    PaperParams(top_k=10, min_keep=25, t_total=0.6, t_mot=0.95, t_atr=0.9),
+    PaperParams(top_k=10, min_keep=10, t_total=0.95, t_mot=0.99, t_atr=0.99),
 ])
 def test_filter_line_counts_passed_and_kept(hash_index, nlp, reference, params):
     """Each round reports how many passed its threshold and how many it kept; a round the fail-safe filled
