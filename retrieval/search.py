@@ -648,8 +648,10 @@ def rank_pool(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.ndarray,
     m = len(unit_vectors)
     q = np.asarray(v_total, dtype=np.float64)
     size = min(max(int(params.pool), int(params.top_k)), index.count)
-    if index.compressed:   # from the coarse index, re-scored exactly
-        rows, s_total = rank_pos(index, v_total, size)
+    if index.compressed:   # from the coarse index (more lists than a top-10 needs), re-scored exactly
+        from .coarse import NPROBE_POOL
+
+        rows, s_total = rank_pos(index, v_total, size, nprobe=NPROBE_POOL)
     else:   # the exact top-size: one float32 scan (faiss's heap is slow for a large k), float64 decisions
         vectors = index.sentence_vectors()
         rows = _near_top(vectors @ q.astype(np.float32), size)
@@ -783,11 +785,13 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
     return candidates[order], score[order], parts, rounds
 
 
-def rank_pos(index: MotionIndex, v_total: np.ndarray, k: int, spare: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def rank_pos(index: MotionIndex, v_total: np.ndarray, k: int, spare: int = 32,
+             nprobe: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact cosine top-k of sentence vectors (POS Eq. 3), ties broken by row as in the literal one.
 
     faiss returns the best ``k + spare``; they are re-scored in float64. If the last of them is within
-    the float32 margin of the k-th, ties may reach past them, and the whole index is re-checked.
+    the float32 margin of the k-th, ties may reach past them, and the whole index is re-checked. A compressed
+    index probes ``nprobe`` lists (default ``coarse.NPROBE_POS``).
     """
     n = index.count
     if n == 0:
@@ -798,7 +802,7 @@ def rank_pos(index: MotionIndex, v_total: np.ndarray, k: int, spare: int = 32) -
     if index.compressed:  # the coarse index's best k * POS_RERANK; those that can reach the top-k re-scored exactly
         from .coarse import NPROBE_POS, POS_RERANK
 
-        rows = _coarse_top(index, q, max(k * POS_RERANK, 100), NPROBE_POS)
+        rows = _coarse_top(index, q, max(k * POS_RERANK, 100), nprobe or NPROBE_POS)
         if len(rows) > k:
             approx = _approx_of(index, q, rows)
             rows = rows[approx >= np.partition(approx, len(rows) - k)[len(rows) - k] - 2 * _code_bound(index, q)]
