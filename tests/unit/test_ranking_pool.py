@@ -125,16 +125,18 @@ def test_compressed_index_takes_the_pool_from_the_coarse_index(synthetic_index, 
     plain = load_index(str(folder))
     comp = load_index(str(folder), compress_min=1)   # threshold forced low: compressed at 500 captions
     assert comp.compressed and not plain.compressed
-    calls = []
+    calls, probes = [], []
     real = search_module._coarse_top
 
     def spy(index, q, fetch, nprobe):
         rows = real(index, q, fetch, nprobe)
         calls.append(set(rows.tolist()))
+        probes.append(nprobe)
         return rows
 
     monkeypatch.setattr(search_module, "_coarse_top", spy)
-    monkeypatch.setattr(coarse, "NPROBE_POS", comp.sentence_index.nlist)
+    monkeypatch.setattr(coarse, "NPROBE_POS", 1)   # the pool probes its own number of lists, not pos's
+    monkeypatch.setattr(coarse, "NPROBE_POOL", comp.sentence_index.nlist)
     atomized = [atomize(p, nlp, encoder) for p in PROMPTS]
     params = SearchParams(ranking=POOL_RANKING, top_k=10, pool=40)
     for a in atomized:   # every list probed: the same ranking as the exact index
@@ -142,7 +144,8 @@ def test_compressed_index_takes_the_pool_from_the_coarse_index(synthetic_index, 
         assert _rows(ours) == _rows(exact) and [h.score for h in ours.hits] == [h.score for h in exact.hits]
     assert len(calls) == len(atomized)
     calls.clear()
-    monkeypatch.setattr(coarse, "NPROBE_POS", 1)   # one list: the pool is what the coarse index found
+    assert set(probes) == {comp.sentence_index.nlist}
+    monkeypatch.setattr(coarse, "NPROBE_POOL", 1)   # one list: the pool is what the coarse index found
     for a in atomized:
         ours = search(comp, a, params)
         assert set(_rows(ours)) <= calls[-1]
