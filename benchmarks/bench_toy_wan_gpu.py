@@ -37,6 +37,35 @@ def load_harness():
     return _common.load_test_helper("toy_world_harness")
 
 
+def toy_wan_harness(torch):
+    """The pack and the toy harness, set up for the Wan toy on this machine: ComfyUI's models imported before
+    anything imports PyAV (a stand-in PyAV, as on the GPU machine, breaks torchvision's import otherwise); on CUDA
+    without cuDNN attention (its backward fails on small heads: torch 2.11, H200), on the CPU one torch thread."""
+    import_pack()
+    harness = load_harness()
+    harness.use_comfyui(cpu=not torch.cuda.is_available())
+    import comfy.sd  # noqa: F401
+
+    if torch.cuda.is_available():
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    else:
+        torch.set_num_threads(1)
+    return harness
+
+
+def held_out_references(pipe, count: int):
+    """(k, prompt, shape, colour, motion, reference, caption) for the toy world's first ``count`` held-out prompts:
+    the reference is a world clip of the prompt's motion in another colour (what Search-T2V's retrieval returns
+    on these prompts), the caption the prompt with that colour."""
+    from comfyui_searchpriors.distill import toy_world as tw
+
+    colours = list(tw.COLOURS)
+    for k, (prompt, shape, colour, motion) in enumerate(tw.held_out_prompts(count, seed=0)):
+        other = [c for c in colours if c != colour][k % (len(colours) - 1)]
+        yield (k, prompt, shape, colour, motion, pipe.reference(shape, other, motion, seed=3000 + k),
+               prompt.replace(colour, other, 1))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prompts", type=int, default=12)
@@ -53,26 +82,16 @@ def main(argv=None) -> int:
         print("skipped: bench_toy_wan_gpu needs CUDA (--cpu runs it on the CPU, slowly)")
         return 0
 
-    import_pack()
-    harness = load_harness()
-    harness.use_comfyui(cpu=not torch.cuda.is_available())
-    if torch.cuda.is_available():
-        torch.backends.cuda.enable_cudnn_sdp(False)   # its backward fails on small heads (torch 2.11, H200)
-    else:
-        torch.set_num_threads(1)
-    from comfyui_searchpriors.distill import toy_probe, toy_world as tw
+    harness = toy_wan_harness(torch)
+    from comfyui_searchpriors.distill import toy_probe
 
     t_start = time.perf_counter()
     pipe = harness.ToyWanPipeline(steps=args.steps)
     results = {row: {"motion": [], "colour": [], "shape": [], "follows_ref": []} for row in ROWS}
-    colours = list(tw.COLOURS)
     done = 0
-    for k, (prompt, shape, colour, motion) in enumerate(tw.held_out_prompts(args.prompts, seed=0)):
+    for k, prompt, shape, colour, motion, ref, caption in held_out_references(pipe, args.prompts):
         if time.perf_counter() - t_start > args.budget_s:
             break
-        other = [c for c in colours if c != colour][k % (len(colours) - 1)]
-        ref = pipe.reference(shape, other, motion, seed=3000 + k)
-        caption = prompt.replace(colour, other, 1)
         wrong_motion = harness.OPPOSITE[motion]
         inv = pipe.invert(ref)
         inv_wrong = pipe.invert(pipe.reference(shape, colour, wrong_motion, seed=5000 + k))

@@ -19,8 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import _common  # noqa: E402
-from bench_vmc_gpu import import_pack  # noqa: E402
+from bench_toy_wan_gpu import held_out_references, toy_wan_harness  # noqa: E402
 
 DEFAULT_CONFIGS = ("200:1e-3:8:qkv:vmc_abs,400:3e-3:16:qkv:vmc_abs,400:3e-3:16:qkv:eq10_pairs,"
                    "400:3e-3:16:qkv+out:eq10_pairs,800:1e-2:16:qkv+out:eq10_pairs")
@@ -41,34 +40,20 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available() and not args.cpu:
         print("skipped: sweep_toy_wan_vmc needs CUDA (--cpu runs it on the CPU, slowly)")
         return 0
-    import_pack()
-    harness = _common.load_test_helper("toy_world_harness")
-    harness.use_comfyui(cpu=not torch.cuda.is_available())
-    import comfy.sd  # noqa: F401 (ComfyUI's models before a stand-in PyAV, as in bench_vmc_wan_gpu)
-
-    if torch.cuda.is_available():
-        torch.backends.cuda.enable_cudnn_sdp(False)   # its backward fails on small heads (torch 2.11, H200)
-    else:
-        torch.set_num_threads(1)
-    from comfyui_searchpriors.distill import toy_probe, toy_world as tw
-    from comfyui_searchpriors.nodes.comfy_internals.motion_lora import encode_keyframes, train_motion_lora
+    harness = toy_wan_harness(torch)
+    from comfyui_searchpriors.distill import toy_probe
 
     pipe = harness.ToyWanPipeline(steps=20)
     hits: dict[str, list[bool]] = {"base": []}
     t_start = time.perf_counter()
-    for k, (prompt, shape, colour, motion) in enumerate(tw.held_out_prompts(args.prompts, seed=0)):
+    for k, prompt, shape, colour, motion, ref, caption in held_out_references(pipe, args.prompts):
         if time.perf_counter() - t_start > args.budget_s:
             break
-        other = [c for c in tw.COLOURS if c != colour][k % (len(tw.COLOURS) - 1)]
-        ref = pipe.reference(shape, other, motion, seed=3000 + k)
-        caption = prompt.replace(colour, other, 1)
-        latent = {"samples": encode_keyframes(pipe.vae, ref[..., :3])}
         row = {"base": [toy_probe.probe(pipe.base(prompt, s).video.cpu()).motion == motion for s in range(args.seeds)]}
         for config in configs:
             steps, lr, rank, targets, loss = config.split(":")
-            tuned, _, losses, _ = train_motion_lora(pipe.model, latent, pipe.encode(caption), steps=int(steps),
-                                                    lr=float(lr), rank=int(rank), targets=targets, loss=loss, seed=0,
-                                                    gradient_checkpointing="off", caption=caption)
+            tuned, _, _ = pipe.tune(ref, caption, loss=loss, steps=int(steps), lr=float(lr), rank=int(rank),
+                                    targets=targets)
             row[config] = [toy_probe.probe(pipe.base(prompt, s, model=tuned).video.cpu()).motion == motion
                            for s in range(args.seeds)]
         for name, values in row.items():   # a prompt counts only once every row has it

@@ -121,14 +121,14 @@ class ToyPipeline:
         return Generated(video, time.perf_counter() - t0)
 
     def tune(self, reference, caption: str, loss: str = "vmc_abs", steps: int = 100, lr: float = 1e-3,
-             rank: int = 8, seed: int = 0):
+             rank: int = 8, seed: int = 0, targets: str = "qkv"):
         """VMC motion LoRA (Eq. 10) on the reference's latents with its caption: (tuned MODEL, losses, seconds)."""
         from comfyui_searchpriors.nodes.comfy_internals.motion_lora import encode_keyframes, train_motion_lora
 
         t0 = time.perf_counter()
         latent = {"samples": encode_keyframes(self.vae, reference[..., :3])}   # Encode Keyframes: the VAE's own count
         tuned, _lora, losses, stopped = train_motion_lora(self.model, latent, self.encode(caption), steps=steps,
-                                                          lr=lr, rank=rank, targets="qkv", loss=loss, seed=seed,
+                                                          lr=lr, rank=rank, targets=targets, loss=loss, seed=seed,
                                                           gradient_checkpointing="off", caption=caption)
         if stopped:
             raise RuntimeError(f"VMC stopped: {stopped}")
