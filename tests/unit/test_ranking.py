@@ -49,6 +49,13 @@ def independent_captions(reference, nlp, encoder, captions):
     return out
 
 
+def small_library_index(tmp_path_factory, name: str, library, nlp, encoder):
+    """A loaded index of a hand-made library of (video, caption) pairs, built in a fresh temporary folder."""
+    folder = tmp_path_factory.mktemp(name) / "idx"
+    build_index(str(folder), [LibraryEntry(v, c, None) for v, c in library], nlp, encoder)
+    return load_index(str(folder))
+
+
 @pytest.fixture(scope="module")
 def hash_index(tmp_path_factory, nlp, hash_encoder_cls):
     encoder = hash_encoder_cls()

@@ -15,7 +15,7 @@ from comfyui_searchpriors.retrieval.library import LibraryEntry
 from comfyui_searchpriors.retrieval.search import (POOL_RANKING, POOL_SUPPORT_WEIGHT, VIDEO_SUPPORT_TOP,
                                                    SearchParams, search)
 
-from .test_ranking import PROMPTS, independent_captions, synthetic_captions
+from .test_ranking import PROMPTS, independent_captions, small_library_index, synthetic_captions
 
 # "push" has three wordings that are the nearest to the prompt but another verb; "ride" has the prompt's verb
 # in captions a little further away; the rest is far from the prompt
@@ -33,9 +33,7 @@ PROMPT = "a man rides a bicycle on a road"
 @pytest.fixture(scope="module")
 def small_index(tmp_path_factory, nlp, hash_encoder_cls):
     encoder = hash_encoder_cls()
-    folder = tmp_path_factory.mktemp("pool_small") / "idx"
-    build_index(str(folder), [LibraryEntry(v, c, None) for v, c in LIBRARY], nlp, encoder)
-    return load_index(str(folder)), encoder
+    return small_library_index(tmp_path_factory, "pool_small", LIBRARY, nlp, encoder), encoder
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import pytest
 
 from comfyui_searchpriors.retrieval.embedding import atomize
 from comfyui_searchpriors.retrieval.errors import SearchPriorsError
-from comfyui_searchpriors.retrieval.index import build_index, load_index
-from comfyui_searchpriors.retrieval.library import LibraryEntry
 from comfyui_searchpriors.retrieval.search import (VIDEO_SUPPORT_TOP, VIDEO_SUPPORT_WEIGHT, SearchParams, search,
                                                    video_support)
+
+from .test_ranking import small_library_index
 
 # video "alone" has one caption that is the prompt itself, and two that describe something else; video "many"
 # has four wordings of one clip, each a little further from the prompt, but all of them near it
@@ -29,9 +29,7 @@ PROMPT = "a man rides a bicycle on a road"
 @pytest.fixture(scope="module")
 def small_index(tmp_path_factory, nlp, hash_encoder_cls):
     encoder = hash_encoder_cls()
-    folder = tmp_path_factory.mktemp("video_support") / "idx"
-    build_index(str(folder), [LibraryEntry(v, c, None) for v, c in LIBRARY], nlp, encoder)
-    return load_index(str(folder)), encoder
+    return small_library_index(tmp_path_factory, "video_support", LIBRARY, nlp, encoder), encoder
 
 
 def _literal(reference, nlp, encoder):
