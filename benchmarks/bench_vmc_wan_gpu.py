@@ -296,7 +296,7 @@ def main(argv=None) -> int:
                        f"{'met' if ok else 'MISSED'};")
     for r in rows:
         if r["part"] != "wan21" and not args.tiny:
-            summary.append(f"{r['label']}: {r['s_per_step']:.2f} s/step, {r['ratio']:.2f}x, peak {r['peak_gib']:.1f} GiB;")
+            summary.append(f"{r['label']}, {r['mode']}: {r['s_per_step']:.2f} s/step, {r['ratio']:.2f}x, peak {r['peak_gib']:.1f} GiB;")
     for w in wholes_out:
         print(f"\nwhole search-then-tune generation side, {w['label']}, on an emulated "
               f"{w['card_gib']:g} GiB card ({w['vmc_steps']} VMC steps, {w['sample_steps']} sampling steps):")

@@ -278,7 +278,7 @@ CHECKPOINT_MODES = {
     "off": -1,        # nothing: fastest, most VRAM
     "compiled": 1,    # Wan on a CUDA GPU with Triton: compiled blocks (see COMPILED_MEMORY_BUDGET); else as 'outer'
 }
-DEFAULT_CHECKPOINTING = "outer"
+DEFAULT_CHECKPOINTING = "compiled"   # Wan on CUDA with Triton; everywhere else it runs as "outer"
 
 
 def checkpoint_mode(value) -> str:
@@ -357,14 +357,15 @@ def _dit_blocks_to_wrap(network: torch.nn.Module, mode: str) -> list[tuple[torch
     return [(b, True) for i, b in enumerate(blocks) if i % 2 == 0]   # outermost
 
 
-# 'compiled' (Wan on CUDA with Triton): every block's forward is compiled once (torch.compile, inductor) and
-# AOTAutograd's partitioner decides what to keep for backward under an activation memory budget: it keeps the
-# matmul and attention outputs and recomputes the fused elementwise chains (ComfyUI's Wan block runs its residual
-# stream and modulation in float32: many cheap passes whose outputs are most of a block's activations). Measured
-# through the node (benchmarks/README.md, Wan 2.1 1.3B, 832x480x33, H200): 3.84x a forward at 5.5 GiB, against
-# 'outer' 3.88x at 7.7 GiB and 'all' 4.39x at 5.4 GiB: all's memory at outer's speed; the first step pays the
-# compile (~15-30 s), so it is not the default. Elsewhere (no CUDA, no Triton, a UNet3D) it is 'outer'.
-COMPILED_MEMORY_BUDGET = 0.05
+# 'compiled' (Wan on CUDA with Triton; the default): every block's forward is compiled once (torch.compile,
+# inductor) and AOTAutograd's partitioner decides what to keep for backward under an activation memory budget: it
+# keeps the matmul and attention outputs and recomputes the fused elementwise chains (ComfyUI's Wan block runs its
+# residual stream and modulation in float32: many cheap passes whose outputs are most of a block's activations).
+# Measured through the node (benchmarks/README.md, Wan 2.1 1.3B, 832x480x33, H200, one process): budget 0.1 3.24x a
+# forward at 6.4 GiB; 0.05 3.85x at 5.5; 0.15 3.25x at 7.6; 0.3 3.18x at 11.1; 'outer' 3.85x at 7.7. The first
+# step pays the compile (~15-35 s; a few seconds once inductor's cache holds it), less than 400 steps save. Elsewhere
+# (no CUDA, no Triton, a UNet3D) it is 'outer'.
+COMPILED_MEMORY_BUDGET = 0.1
 COMPILE_BACKEND = "inductor"
 _COMPILED_FORWARDS: dict = {}   # one compiled function per block class: its cache is reused across runs
 

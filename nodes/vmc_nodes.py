@@ -66,11 +66,10 @@ class VMCTemporalLoRA(io.ComfyNode):
                                        "transformer/resnet block (least VRAM, about one extra forward per step); "
                                        "outer: those of the two highest-resolution levels (Wan: every block but "
                                        "its attention); outermost: the highest level only (Wan: every other "
-                                       "block); off: none (most VRAM); compiled: Wan on a CUDA GPU with Triton "
-                                       "compiles each block and keeps only what is costly to recompute (about "
-                                       "all's VRAM at outer's speed; the first step compiles, ~15-30 s), "
-                                       "elsewhere it runs as outer. benchmarks/README.md: measured VRAM and "
-                                       "speed of each"),
+                                       "block); off: none (most VRAM); compiled (default): Wan on a CUDA GPU with "
+                                       "Triton compiles each block and keeps only what is costly to recompute "
+                                       "(fastest under 10 GB; the first step compiles, ~15-35 s), elsewhere it "
+                                       "runs as outer. benchmarks/README.md: measured VRAM and speed of each"),
                 io.String.Input("caption", default="", optional=True,
                                 tooltip="The text that was encoded into conditioning; recorded in the LoRA's "
                                         "metadata only"),
