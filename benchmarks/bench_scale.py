@@ -290,6 +290,7 @@ def child(args) -> None:
         coarse.NPROBE_POS = coarse.NPROBE_T2V = coarse.NPROBE_SUBSET = index.sentence_index.nlist
         coarse.EXACT_SUBSET = coarse.WALK_ROWS = 1 << 62
         coarse.POS_RERANK = 100
+        uncertified = exact_pool_reference(index)
     rss_load = _status_mb("VmRSS")
     out = {"kind": args.child, "load_s": load_s, "rss_base_mb": base, "rss_after_load_mb": rss_load, "modes": {}}
     read_before = index.sentence_vectors().rows_read if index.compressed else 0
@@ -308,11 +309,35 @@ def child(args) -> None:
         if index.compressed:   # sentence vectors read from disk per search (the rest come from the codes)
             out["modes"][mode]["vectors_read"] = (index.sentence_vectors().rows_read - read_before) / len(atomized)
             read_before = index.sentence_vectors().rows_read
+    if args.child == "reference-all-lists":
+        out["pool_uncertified"] = len(uncertified)
     out["rss_after_search_mb"] = _status_mb("VmRSS")
     out["vmhwm_mb"] = _status_mb("VmHWM")
     out["rss_anon_mb"] = _status_mb("RssAnon")
     out["rss_file_mb"] = _status_mb("RssFile")
     print("RESULT " + json.dumps(out), flush=True)
+
+
+def exact_pool_reference(index) -> list:
+    """The reference child's pool for the pool_video_support ranking: the exact top-``size`` by sentence similarity
+    over every list (the best 20 x size rows by 8-bit similarity, all read and re-scored exactly). A query's pool is
+    certified exact when the last fetched row's 8-bit similarity is below the size-th exact one minus twice the code
+    bound; the returned list collects the queries where it is not."""
+    from comfyui_searchpriors.retrieval import search as S
+
+    uncertified: list = []
+
+    def pool(index, q, size):
+        fetched = S._coarse_top(index, q, max(20 * size, 100), index.sentence_index.nlist)
+        exact = S._dot64(index.sentence_vectors(), fetched, q)
+        order = np.lexsort((fetched, -exact))[:size]
+        if len(fetched) < index.count and S._approx_of(index, q, fetched).min() >= \
+                exact[order[-1]] - 2 * S._code_bound(index, q):
+            uncertified.append(len(uncertified))
+        return fetched[order], exact[order]
+
+    S.compressed_pool = pool
+    return uncertified
 
 
 def run_child(kind: str, index: Path, atomized: Path, ranking: str = "paper", timeout: float = 7200) -> dict:
@@ -437,6 +462,8 @@ def main() -> None:
                 ref = run_child("reference-all-lists", folder, atom_path, args.ranking)
                 saved.write_text(json.dumps({"queries": prompts, "reference": ref}))
             ref_kind = "all lists probed"
+            if args.ranking != "paper":
+                log(f"  reference pools not certified exact: {ref.get('pool_uncertified', 'n/a')} of {len(prompts)}")
         res = {"n": n, "write": wrote, "upgrade_s": upgrade_s, "upgrade": upgrade_text, "compressed": comp,
                "exact": exact, "reference": ref_kind}
         for mode in ("search_t2v", "pos"):

@@ -620,9 +620,11 @@ def _unit_similarity(index: MotionIndex, flat_units: np.ndarray, rows: np.ndarra
 
 
 def video_support(index: MotionIndex, vectors: np.ndarray, rows: np.ndarray, q: np.ndarray,
-                  top: int = VIDEO_SUPPORT_TOP) -> np.ndarray:
+                  top: int = VIDEO_SUPPORT_TOP, approximate: bool = False) -> np.ndarray:
     """For each row: the mean sentence similarity with ``q`` of the ``top`` best captions of its video (all
-    of the video's captions in the index; fewer when the video has fewer). Aligned with ``rows``."""
+    of the video's captions in the index; fewer when the video has fewer). Aligned with ``rows``.
+    ``approximate`` (a compressed index): from the 8-bit codes, within ``_code_bound`` of the exact value (a mean
+    of the best few of values each within it)."""
     if len(rows) == 0:
         return np.zeros(0, dtype=np.float64)
     of_row, perm, starts = index.video_groups()
@@ -630,7 +632,7 @@ def video_support(index: MotionIndex, vectors: np.ndarray, rows: np.ndarray, q: 
     lengths = starts[videos + 1] - starts[videos]
     place = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     members = perm[np.repeat(starts[videos], lengths) + place]   # every caption of those videos
-    sims = _dot64(vectors, members, q)
+    sims = _approx_of(index, q, members) if approximate else _dot64(vectors, members, q)
     group = np.repeat(np.arange(len(videos)), lengths)
     order = np.lexsort((-sims, group))  # each video's captions, best first
     best = order[place < top]
@@ -641,19 +643,20 @@ def video_support(index: MotionIndex, vectors: np.ndarray, rows: np.ndarray, q: 
 def rank_pool(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.ndarray, core_index: int,
               params: SearchParams) -> tuple[np.ndarray, np.ndarray, dict, list[tuple[str, int, int]]]:
     """The ``pool_video_support`` ranking: the ``max(pool, top_k)`` captions nearest to the prompt by sentence
-    similarity (exact; a compressed index takes them from its coarse index, ``rank_pos``), those whose core motion
-    similarity reaches ``t_mot`` first (when the prompt has a verb), each tier by
-    Score = sim_total + POOL_SUPPORT_WEIGHT * video_support (ties: lower row). Same return as
-    ``rank_search_t2v``; the parts add ``video`` and ``verb`` (1 for the first tier, else 0)."""
+    similarity (exact; a compressed index: see below), those whose core motion similarity reaches ``t_mot`` first
+    (when the prompt has a verb), each tier by Score = sim_total + POOL_SUPPORT_WEIGHT * video_support (ties: lower
+    row). Same return as ``rank_search_t2v``; the parts add ``video`` and ``verb`` (1 for the first tier, else 0).
+
+    A compressed index takes the pool from its coarse index (``NPROBE_POOL`` lists) by 8-bit similarity and scores
+    it from the codes; only the rows whose score could reach the top-k (within twice the score's error bound of the
+    k-th) are read from disk and re-scored exactly, so the top-k is the exact ranking of that pool."""
     m = len(unit_vectors)
     q = np.asarray(v_total, dtype=np.float64)
     size = min(max(int(params.pool), int(params.top_k)), index.count)
-    if index.compressed:   # from the coarse index (more lists than a top-10 needs), re-scored exactly
-        from .coarse import NPROBE_POOL
-
-        rows, s_total = rank_pos(index, v_total, size, nprobe=NPROBE_POOL)
+    vectors = index.sentence_vectors()
+    if index.compressed:
+        rows, s_total = compressed_pool(index, q, size)
     else:   # the exact top-size: one float32 scan (faiss's heap is slow for a large k), float64 decisions
-        vectors = index.sentence_vectors()
         rows = _near_top(vectors @ q.astype(np.float32), size)
         exact = _dot64(vectors, rows, q)
         order = np.lexsort((rows, -exact))[:size]
@@ -667,8 +670,11 @@ def rank_pool(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.ndarray,
         s_atr = _phrase_sims(index, index.core_role_ids(1)[rows], core[1:2])[:, 0]
     has_verb = m > 0 and bool(np.any(unit_vectors[core_index, 0]))
     same_verb = s_mot >= params.t_mot if has_verb else np.zeros(len(rows), dtype=bool)
-    support = video_support(index, index.sentence_vectors(), rows, q)
+    support = video_support(index, vectors, rows, q, approximate=index.compressed)
     score = s_total + POOL_SUPPORT_WEIGHT * support
+    if index.compressed and len(rows):
+        s_total, support, score = _pool_exact_near_top(index, vectors, q, rows, same_verb, s_total, support, score,
+                                                       params.top_k)
     order = np.lexsort((rows, -score, ~same_verb))[: params.top_k]
     rounds = [(f"nearest {len(rows)} by sentence similarity", len(rows), len(rows))]
     if has_verb:
@@ -680,6 +686,35 @@ def rank_pool(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.ndarray,
     parts = {name: (values if name == "units" else values[order]) for name, values in parts.items()}
     parts["score"] = score[order]
     return rows[order], score[order], parts, rounds
+
+
+def compressed_pool(index: MotionIndex, q: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pool of a compressed index: the ``size`` best by 8-bit sentence similarity (ties: lower row) of the
+    best ``POOL_FETCH * size`` rows in the ``NPROBE_POOL`` lists nearest to the prompt, with those similarities."""
+    from .coarse import NPROBE_POOL, POOL_FETCH
+
+    rows = _coarse_top(index, q, max(POOL_FETCH * size, 100), NPROBE_POOL)
+    approx = _approx_of(index, q, rows)
+    keep = np.lexsort((rows, -approx))[:size]
+    return rows[keep], approx[keep]
+
+
+def _pool_exact_near_top(index: MotionIndex, vectors, q: np.ndarray, rows: np.ndarray, same_verb: np.ndarray,
+                         s_total: np.ndarray, support: np.ndarray, score: np.ndarray,
+                         top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact sentence similarity and video support for the pool rows (scored from 8-bit codes) that could reach
+    the top-k: every row of a better tier than the k-th's, and the rows of its tier within 2 b of its score, where
+    b = (1 + POOL_SUPPORT_WEIGHT) * _code_bound bounds a code-based score's error. Any other row's exact score is
+    below the k-th's, so ranking the returned scores gives the exact top-k."""
+    s_total, support, score = s_total.copy(), support.copy(), score.copy()
+    kth = np.lexsort((rows, -score, ~same_verb))[min(top_k, len(rows)) - 1]
+    margin = 2 * (1 + POOL_SUPPORT_WEIGHT) * _code_bound(index, q)
+    near = np.flatnonzero((same_verb & ~same_verb[kth]) |
+                          ((same_verb == same_verb[kth]) & (score >= score[kth] - margin)))
+    s_total[near] = _dot64(vectors, rows[near], q)
+    support[near] = video_support(index, vectors, rows[near], q)
+    score[near] = s_total[near] + POOL_SUPPORT_WEIGHT * support[near]
+    return s_total, support, score
 
 
 def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.ndarray, core_index: int,

@@ -169,3 +169,22 @@ def test_no_verb_prompt_ranks_by_sentence_and_support(small_index, nlp):
     assert [h.score for h in ours.hits] == sorted((h.score for h in ours.hits), reverse=True)
     assert any("the prompt has no verb" in n for n in ours.notes)
     assert np.isfinite([h.score for h in ours.hits]).all()
+
+
+def test_compressed_pool_reads_only_rows_that_can_reach_the_top(synthetic_index, nlp, monkeypatch):
+    """A compressed index scores its pool (and the pool's videos) from the 8-bit codes; only the rows within the
+    score's error bound of the k-th best are read from disk, and the top-k still equals the exact index's."""
+    folder, encoder = synthetic_index
+    plain = load_index(str(folder))
+    comp = load_index(str(folder), compress_min=1)
+    monkeypatch.setattr(coarse, "NPROBE_POOL", comp.sentence_index.nlist)
+    params = SearchParams(ranking=POOL_RANKING, top_k=5, pool=300)
+    vectors = comp.sentence_vectors()
+    for prompt in PROMPTS:
+        a = atomize(prompt, nlp, encoder)
+        before = vectors.rows_read
+        ours, exact = search(comp, a, params), search(plain, a, params)
+        read = vectors.rows_read - before
+        assert _rows(ours) == _rows(exact)
+        assert [h.parts["video"] for h in ours.hits] == [h.parts["video"] for h in exact.hits]
+        assert 5 <= read < 150   # the pool's 300 rows and their videos' ~900 captions are scored from the codes
