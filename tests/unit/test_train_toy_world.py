@@ -49,3 +49,29 @@ def test_models_have_the_toy_configs_and_ema_follows_the_weights():
     ema.update()
     shadow = ema.shadow[f"te.{key}"]
     assert torch.allclose(shadow, before - 0.5)              # halfway from the old weights (before - 1) to the new
+
+
+def test_wan_text_whitening_folds_in_and_out_of_the_text_embedding():
+    """The Wan toy trains its text path on whitened CLIP states and is folded back to raw states: the folded
+    layer on whitened input equals the raw layer on raw input, the fold back is exact, and the whitened states
+    have unit covariance."""
+    tt = _trainer()
+    g = torch.Generator().manual_seed(0)
+    width = 8
+    basis = torch.randn(width, width, generator=g)
+    states = torch.randn(400, width, generator=g) * torch.tensor([5.0, 3, 1, 1, 0.3, 0.2, 0.1, 0.05]) @ basis
+    m = states.mean(0)
+    e, v = torch.linalg.eigh(torch.cov((states - m).T))
+    a = v @ torch.diag(e.rsqrt()) @ v.T
+    layer = torch.nn.Linear(width + 4, 6)   # the zero-padded text width beyond the CLIP's is left alone
+    w0, b0 = layer.weight.detach().clone(), layer.bias.detach().clone()
+    x = torch.cat([states[:5], torch.zeros(5, 4)], dim=1)
+    raw = layer(x).detach()
+    tt._refold_text_input([(layer.weight.data, layer.bias.data)], m, a, to_whitened=True)
+    whitened = x.clone()
+    whitened[:, :width] = (x[:, :width] - m) @ a
+    assert torch.allclose(layer(whitened), raw, atol=1e-4)
+    assert not torch.allclose(layer.weight.data, w0)
+    tt._refold_text_input([(layer.weight.data, layer.bias.data)], m, a, to_whitened=False)
+    assert torch.allclose(layer.weight.data, w0, atol=1e-5) and torch.allclose(layer.bias.data, b0, atol=1e-5)
+    assert torch.allclose(((states - m) @ a).T.cov(), torch.eye(width), atol=1e-3)
