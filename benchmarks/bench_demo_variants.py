@@ -8,8 +8,8 @@ ModelScope POS workflow (toy_world_pos), in one run on one server.
 Each graph is what the sidebar's workflow sends (the API graph before the UI conversion), queued once through
 POST /prompt on a server that has already loaded the text models (the index build warms them); seconds are the
 prompt's wall time, model loading included (a user's first Run). The probe (distill/toy_probe.py) reads colour,
-shape and motion of each saved video (the prompt: "a red square moves to the left"; for the random models the
-reading is of noise). Writes bench_out/bench_demo_variants.json, prints a table and a SUMMARY line. CPU only.
+shape and motion of each saved video (the prompt: "a red square moves to the left", for the Wan toy "a blue square
+moves to the left"; for the random models the reading is of noise). Writes bench_out/bench_demo_variants.json, prints a table and a SUMMARY line. CPU only.
 """
 
 from __future__ import annotations

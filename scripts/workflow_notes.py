@@ -138,36 +138,41 @@ _DEMO_WAN = ("**Model**: the Wan toy (`sample_data/models/searchpriors-toy-wan`,
              "WanModel (5.4 M parameters) and Wan 2.1 VAE, trained here on the toy world at 17 frames of 128 x 128, "
              "linked as `models/diffusion_models/searchpriors-demo-toy-wan-t2v.safetensors` and "
              "`models/vae/searchpriors-demo-toy-wan-vae.safetensors`; shift 3, cfg 5, 10 steps, eta 1. It draws "
-             "the prompt's colour and shape; its motion is weak (held-out motion 0.35 base, 0.54 with POS on the "
-             "GPU benchmark). Prompts the toy knows: a colour (red, green, blue, yellow, purple, cyan), a shape "
+             "the prompt's colour and shape and most of its motions (held-out motion 0.66 base, 0.72 with POS on the "
+             "GPU benchmark; it draws a red square as a circle, so this demo's square is blue). Prompts the toy knows: a colour (red, green, blue, yellow, purple, cyan), a shape "
              "(circle, square, triangle) and a motion (moves left / right / up / down, grows, circles).")
 _DEMO_RANDOM = ("**Model**: no toy exists for this family, so `make serve` wrote a tiny model of ComfyUI's own "
                 "classes with **random weights**: **the video is noise**. It shows that the graph runs end to "
                 "end (retrieval, inversion, mix, hybrid guidance, decoding) at 9 frames of 128 x 128 and 8 steps.")
 
 
-def _demo_note(title: str, bundled: str, model: str, extra: str = "") -> str:
+_WAN_PROMPT = "a blue square moves to the left"   # scripts/comfy_server.py TOY_WAN_PROMPT
+
+
+def _demo_note(title: str, bundled: str, model: str, extra: str = "",
+               prompt: str = "a red square moves to the left") -> str:
     return (f"## Demo: {title}\n\n"
             f"The bundled **{bundled}** workflow (Templates dialog) set for demo models: the same graph and nodes, "
-            "the toy world's index `searchpriors_toy_world` and the held-out prompt \"a red square moves to the "
-            "left\", at demo size. " + extra + "\n\n" + model + "\n\n" + _DEMO_TEXT + "\n\n"
+            f"the toy world's index `searchpriors_toy_world` and the held-out prompt \"{prompt}\", at demo "
+            "size. " + extra + "\n\n" + model + "\n\n" + _DEMO_TEXT + "\n\n"
             f"**For real videos** open **{bundled}** from the Templates dialog: its note names the model files, "
             "where to get them and where they go.")
 
 
 DEMO_NOTES = {
     "toy_world_pos_wan21": _demo_note("POS on the Wan toy", "pos_wan21", _DEMO_WAN,
-                                      "One to two minutes on 2 CPU cores."),
+                                      "One to two minutes on 2 CPU cores.", prompt=_WAN_PROMPT),
     "toy_world_pos_wan22_a14b": _demo_note(
         "POS with two experts, on the Wan toy", "pos_wan22_a14b", _DEMO_WAN,
         "**Both experts are the Wan toy** (the same file in both loaders): no two-expert toy exists, so the "
         "inversion and the two sampling stages split at the boundary as with Wan 2.2 A14B, but the video is the "
-        "one-model toy's."),
+        "one-model toy's.", prompt=_WAN_PROMPT),
     "toy_world_search_then_tune_wan21": _demo_note(
         "Search-then-tune on the Wan toy", "search_then_tune_wan21", _DEMO_WAN,
         "The keyframe detector is a tiny **random** GroundingDINO (`grounding-dino-tiny-test`); on the world's "
         "clips it keeps the full frame (`full_frame_above` 0). VMC runs 10 steps at lr 1e-3, rank 8 (the real "
-        "workflow: 400 / 1e-4 / 32); on this toy VMC barely moves the motion (docs/toy_world.md)."),
+        "workflow: 400 / 1e-4 / 32): too few to change this video much; 200-400 steps lift the toy's held-out "
+        "motion by 0.03-0.06 on the GPU benchmark (docs/toy_world.md).", prompt=_WAN_PROMPT),
     "demo_random_pos_hunyuan15": _demo_note(
         "POS on HunyuanVideo 1.5 (random demo model: noise)", "pos_hunyuan15", _DEMO_RANDOM,
         "*Load VAE (demo size)* stands in for Load VAE: ComfyUI builds the HunyuanVideo 1.5 VAE at full size "

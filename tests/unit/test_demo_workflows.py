@@ -44,7 +44,7 @@ def test_a_demo_variant_names_only_demo_files_and_the_toy_world(name):
         if node["class_type"] == "SearchPriors_MotionIndexLoader":
             assert node["inputs"]["index_name"] == harness.TOY_WORLD_INDEX_NAME
         if node["class_type"] == "PrimitiveStringMultiline":
-            assert node["inputs"]["value"] == harness.TOY_PROMPT
+            assert node["inputs"]["value"] == (harness.TOY_WAN_PROMPT if model == "toy_wan" else harness.TOY_PROMPT)
 
 
 def test_each_variant_has_a_note_that_says_what_the_model_is(comfy_harness):
@@ -54,6 +54,8 @@ def test_each_variant_has_a_note_that_says_what_the_model_is(comfy_harness):
     for name, (bundled, model) in harness.DEMO_USER_WORKFLOWS.items():
         assert f"**{bundled}**" in notes[name]   # where the real workflow is
         assert ("the video is noise" in notes[name]) == model.startswith("random"), name
+        prompt = harness.DEMO_SETTINGS[model].get("prompt", harness.TOY_PROMPT)
+        assert f'"{prompt}"' in notes[name], name   # the note names the prompt the graph sends
     assert "Both experts are the Wan toy" in notes["toy_world_pos_wan22_a14b"]
 
 
