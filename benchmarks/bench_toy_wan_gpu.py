@@ -53,19 +53,6 @@ def toy_wan_harness(torch):
     return harness
 
 
-def held_out_references(pipe, count: int):
-    """(k, prompt, shape, colour, motion, reference, caption) for the toy world's first ``count`` held-out prompts:
-    the reference is a world clip of the prompt's motion in another colour (what Search-T2V's retrieval returns
-    on these prompts), the caption the prompt with that colour."""
-    from comfyui_searchpriors.distill import toy_world as tw
-
-    colours = list(tw.COLOURS)
-    for k, (prompt, shape, colour, motion) in enumerate(tw.held_out_prompts(count, seed=0)):
-        other = [c for c in colours if c != colour][k % (len(colours) - 1)]
-        yield (k, prompt, shape, colour, motion, pipe.reference(shape, other, motion, seed=3000 + k),
-               prompt.replace(colour, other, 1))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prompts", type=int, default=12)
@@ -89,7 +76,7 @@ def main(argv=None) -> int:
     pipe = harness.ToyWanPipeline(steps=args.steps)
     results = {row: {"motion": [], "colour": [], "shape": [], "follows_ref": []} for row in ROWS}
     done = 0
-    for k, prompt, shape, colour, motion, ref, caption in held_out_references(pipe, args.prompts):
+    for k, prompt, shape, colour, motion, ref, caption in harness.held_out_references(pipe, args.prompts):
         if time.perf_counter() - t_start > args.budget_s:
             break
         wrong_motion = harness.OPPOSITE[motion]

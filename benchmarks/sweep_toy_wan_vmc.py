@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_toy_wan_gpu import held_out_references, toy_wan_harness  # noqa: E402
+from bench_toy_wan_gpu import toy_wan_harness  # noqa: E402
 
 DEFAULT_CONFIGS = ("200:1e-3:8:qkv:vmc_abs,400:3e-3:16:qkv:vmc_abs,400:3e-3:16:qkv:eq10_pairs,"
                    "400:3e-3:16:qkv+out:eq10_pairs,800:1e-2:16:qkv+out:eq10_pairs")
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     pipe = harness.ToyWanPipeline(steps=20)
     hits: dict[str, list[bool]] = {"base": []}
     t_start = time.perf_counter()
-    for k, prompt, shape, colour, motion, ref, caption in held_out_references(pipe, args.prompts):
+    for k, prompt, shape, colour, motion, ref, caption in harness.held_out_references(pipe, args.prompts):
         if time.perf_counter() - t_start > args.budget_s:
             break
         row = {"base": [toy_probe.probe(pipe.base(prompt, s).video.cpu()).motion == motion for s in range(args.seeds)]}

@@ -23,6 +23,7 @@ over the whole index. Both give the same result as the literal implementation in
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -334,8 +335,6 @@ def _sure_at_least(index: MotionIndex, vectors, rows: np.ndarray, approx: np.nda
 def _prompt_cache(index: MotionIndex):
     """What a compressed index's search learned about its current prompt (8-bit similarities, rows taken in
     unread), per thread: searches of the same index in several threads do not see each other's."""
-    import threading
-
     return index.__dict__.setdefault("_prompt_cache", threading.local())
 
 
@@ -820,13 +819,11 @@ def rank_search_t2v(index: MotionIndex, v_total: np.ndarray, unit_vectors: np.nd
     return candidates[order], score[order], parts, rounds
 
 
-def rank_pos(index: MotionIndex, v_total: np.ndarray, k: int, spare: int = 32,
-             nprobe: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+def rank_pos(index: MotionIndex, v_total: np.ndarray, k: int, spare: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Exact cosine top-k of sentence vectors (POS Eq. 3), ties broken by row as in the literal one.
 
     faiss returns the best ``k + spare``; they are re-scored in float64. If the last of them is within
-    the float32 margin of the k-th, ties may reach past them, and the whole index is re-checked. A compressed
-    index probes ``nprobe`` lists (default ``coarse.NPROBE_POS``).
+    the float32 margin of the k-th, ties may reach past them, and the whole index is re-checked.
     """
     n = index.count
     if n == 0:
@@ -837,7 +834,7 @@ def rank_pos(index: MotionIndex, v_total: np.ndarray, k: int, spare: int = 32,
     if index.compressed:  # the coarse index's best k * POS_RERANK; those that can reach the top-k re-scored exactly
         from .coarse import NPROBE_POS, POS_RERANK
 
-        rows = _coarse_top(index, q, max(k * POS_RERANK, 100), nprobe or NPROBE_POS)
+        rows = _coarse_top(index, q, max(k * POS_RERANK, 100), NPROBE_POS)
         if len(rows) > k:
             approx = _approx_of(index, q, rows)
             rows = rows[approx >= np.partition(approx, len(rows) - k)[len(rows) - k] - 2 * _code_bound(index, q)]

@@ -656,8 +656,8 @@ def cmd_train_wan(args, log) -> dict:
     ema = EMA({"dit": dit}, 0.999, ema_state)
     seconds = deadline - time.time() - args.reserve_s
     first = int(meta["dit_steps"])
-    meta["dit_steps"] = train_wan_denoiser(dit, te, vae, tokenizer, device, seconds, args.seed,
-                                           int(meta["dit_steps"]), ema, args.batch, args.lr, log, args.bank)
+    meta["dit_steps"] = train_wan_denoiser(dit, te, vae, tokenizer, device, seconds, args.seed, first, ema,
+                                           args.batch, args.lr, log, args.bank)
     meta.setdefault("whitened_text_from_step", first)   # steps before it: raw text states, unshifted sigmas
     state = {**prefixed("vae", vae), **prefixed("dit", dit), **{f"ema.{k}": v.half() for k, v in ema.shadow.items()}}
     meta_json = json.dumps(meta)

@@ -139,7 +139,8 @@ _DEMO_WAN = ("**Model**: the Wan toy (`sample_data/models/searchpriors-toy-wan`,
              "linked as `models/diffusion_models/searchpriors-demo-toy-wan-t2v.safetensors` and "
              "`models/vae/searchpriors-demo-toy-wan-vae.safetensors`; shift 3, cfg 5, 10 steps, eta 1. It draws "
              "the prompt's colour and shape and most of its motions (held-out motion 0.66 base, 0.72 with POS on the "
-             "GPU benchmark; it draws a red square as a circle, so this demo's square is blue). Prompts the toy knows: a colour (red, green, blue, yellow, purple, cyan), a shape "
+             "GPU benchmark; it draws a red square as a circle, so this demo's square is blue). Prompts the toy "
+             "knows: a colour (red, green, blue, yellow, purple, cyan), a shape "
              "(circle, square, triangle) and a motion (moves left / right / up / down, grows, circles).")
 _DEMO_RANDOM = ("**Model**: no toy exists for this family, so `make serve` wrote a tiny model of ComfyUI's own "
                 "classes with **random weights**: **the video is noise**. It shows that the graph runs end to "

@@ -247,3 +247,22 @@ def world_clip(shape: str, colour: str, motion: str, seed: int):
 
     spec = tw.sample_specs(1, seed, "library", shape=shape, colour=colour, motion=motion)[0]
     return tw.render([spec])[0], spec
+
+
+def reference_colour(colour: str, k: int) -> str:
+    """The colour of the k-th held-out prompt's reference clips: another colour than the prompt's."""
+    from comfyui_searchpriors.distill import toy_world as tw
+
+    return [c for c in tw.COLOURS if c != colour][k % (len(tw.COLOURS) - 1)]
+
+
+def held_out_references(pipe, count: int):
+    """(k, prompt, shape, colour, motion, reference, caption) for the toy world's first ``count`` held-out prompts:
+    the reference is a clip of the prompt's motion at ``pipe``'s size in ``reference_colour`` (what Search-T2V's
+    retrieval returns on these prompts), the caption the prompt with that colour."""
+    from comfyui_searchpriors.distill import toy_world as tw
+
+    for k, (prompt, shape, colour, motion) in enumerate(tw.held_out_prompts(count, seed=0)):
+        other = reference_colour(colour, k)
+        yield (k, prompt, shape, colour, motion, pipe.reference(shape, other, motion, seed=3000 + k),
+               prompt.replace(colour, other, 1))

@@ -43,17 +43,14 @@ def _along(result, angle: float) -> float:
 
 
 def test_pos_on_wan_moves_the_video_along_the_reference(wan):
-    from comfyui_searchpriors.distill import toy_probe, toy_world as tw
+    from comfyui_searchpriors.distill import toy_probe
 
     toy, pipe = wan
-    colours = list(tw.COLOURS)
     gaps = []
-    for k, (prompt, shape, colour, motion) in enumerate(tw.held_out_prompts(max(STRAIGHT) + 1, seed=0)):
+    for k, prompt, shape, colour, motion, own, _ in toy.held_out_references(pipe, max(STRAIGHT) + 1):
         if k not in STRAIGHT:
             continue
-        other = [c for c in colours if c != colour][k % (len(colours) - 1)]
-        own = pipe.reference(shape, other, motion, seed=3000 + k)
-        opposite = pipe.reference(shape, other, toy.OPPOSITE[motion], seed=4000 + k)
+        opposite = pipe.reference(shape, toy.reference_colour(colour, k), toy.OPPOSITE[motion], seed=4000 + k)
         angle = toy_probe.LINEAR_ANGLES[motion]
         with_own = _along(toy_probe.probe(pipe.pos(prompt, 0, pipe.invert(own), eta=1.0).video), angle)
         with_opposite = _along(toy_probe.probe(pipe.pos(prompt, 0, pipe.invert(opposite), eta=1.0).video), angle)
